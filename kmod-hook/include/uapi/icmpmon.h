@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * icmpmon: kernel <-> user ABI, version 1 (generic netlink family "icmpmon").
+ *
+ * The Rust mirror lives in src/proto.rs; tests/uapi_layout.rs compiles this
+ * header and checks every size, offset and constant against it.
+ */
+#ifndef _UAPI_LINUX_ICMPMON_H
+#define _UAPI_LINUX_ICMPMON_H
+
+#include <linux/types.h>
+
+#define ICMPMON_GENL_NAME	"icmpmon"
+#define ICMPMON_GENL_VERSION	1
+
+enum icmpmon_cmd {
+	ICMPMON_CMD_UNSPEC,
+	ICMPMON_CMD_REGISTER,	/* user -> kernel: subscribe the sender's portid */
+	ICMPMON_CMD_CLOSE,	/* user -> kernel: flush, then unsubscribe */
+	ICMPMON_CMD_RECORDS,	/* kernel -> user: one batch of records */
+	ICMPMON_CMD_STATS,	/* both: request / reply with counters */
+	ICMPMON_CMD_BYE,	/* kernel -> user: subscription ended by the kernel */
+	__ICMPMON_CMD_MAX,
+};
+#define ICMPMON_CMD_MAX (__ICMPMON_CMD_MAX - 1)
+
+enum icmpmon_attr {
+	ICMPMON_A_UNSPEC,
+	ICMPMON_A_HOOK_MASK,	/* u32, REGISTER: BIT(enum icmpmon_hook) */
+	ICMPMON_A_FAMILY_MASK,	/* u32, REGISTER: ICMPMON_FAMILY_F_* */
+	ICMPMON_A_SNAPLEN,	/* u32, REGISTER: bytes kept from the IP header */
+	ICMPMON_A_BATCH_BYTES,	/* u32, REGISTER: target batch size */
+	ICMPMON_A_FLUSH_MS,	/* u32, REGISTER: flush a partial batch after */
+	ICMPMON_A_SEQ,		/* u64, RECORDS: per subscriber, +1 per batch */
+	ICMPMON_A_LOST,		/* u64, RECORDS: records lost since the last delivered batch */
+	ICMPMON_A_RECORDS,	/* binary, RECORDS: packed records, see below */
+	ICMPMON_A_BYE_REASON,	/* u32, BYE: enum icmpmon_bye_reason */
+	ICMPMON_A_STAT_PACKETS,	/* u64, STATS: ICMP packets seen by the hooks */
+	ICMPMON_A_STAT_SEEN,	/* u64, STATS: records made for subscribers */
+	ICMPMON_A_STAT_DELIVERED,	/* u64, STATS: records netlink accepted */
+	ICMPMON_A_STAT_LOST_NOBUFS,	/* u64, STATS: records in batches netlink refused */
+	ICMPMON_A_STAT_LOST_NOMEM,	/* u64, STATS: records with no batch buffer */
+	ICMPMON_A_STAT_LOST_CLOSED,	/* u64, STATS: records pending when a socket closed */
+	ICMPMON_A_STAT_TRUNCATED,	/* u64, STATS: records shorter than the packet */
+	ICMPMON_A_STAT_SUBSCRIBERS,	/* u32, STATS: current subscribers */
+	ICMPMON_A_PAD,
+	__ICMPMON_A_MAX,
+};
+#define ICMPMON_A_MAX (__ICMPMON_A_MAX - 1)
+
+enum icmpmon_hook {
+	ICMPMON_HOOK_PRE_ROUTING,	/* direction "in" (includes forwarded) */
+	ICMPMON_HOOK_LOCAL_OUT,		/* direction "out" */
+	__ICMPMON_HOOK_MAX,
+};
+#define ICMPMON_HOOK_MASK_ALL	((1U << __ICMPMON_HOOK_MAX) - 1)
+
+#define ICMPMON_FAMILY_F_IPV4	(1U << 0)
+#define ICMPMON_FAMILY_F_IPV6	(1U << 1)
+#define ICMPMON_FAMILY_MASK_ALL	(ICMPMON_FAMILY_F_IPV4 | ICMPMON_FAMILY_F_IPV6)
+
+enum icmpmon_bye_reason {
+	ICMPMON_BYE_UNSPEC,
+	ICMPMON_BYE_UNLOAD,	/* the module is being removed */
+	ICMPMON_BYE_NETNS_EXIT,	/* the network namespace is going away */
+};
+
+/* REGISTER limits; out-of-range values are refused with an extack message. */
+#define ICMPMON_SNAPLEN_MIN		64
+#define ICMPMON_SNAPLEN_MAX		4096
+#define ICMPMON_SNAPLEN_DEFAULT		256
+#define ICMPMON_BATCH_BYTES_MIN		1024
+#define ICMPMON_BATCH_BYTES_MAX		61440	/* RECORDS must fit a u16 nla_len */
+#define ICMPMON_BATCH_BYTES_DEFAULT	16384
+#define ICMPMON_FLUSH_MS_MIN		1
+#define ICMPMON_FLUSH_MS_MAX		1000
+#define ICMPMON_FLUSH_MS_DEFAULT	5
+
+/* icmpmon_rec.family */
+#define ICMPMON_REC_FAMILY_IPV4	4
+#define ICMPMON_REC_FAMILY_IPV6	6
+
+/* icmpmon_rec.flags */
+#define ICMPMON_REC_F_TRUNCATED	(1U << 0)	/* caplen < origlen */
+
+/* Each record in ICMPMON_A_RECORDS is this header (host byte order)
+ * followed by caplen bytes of the packet from its IP header (network byte
+ * order), padded with zeroes to ICMPMON_REC_ALIGN.
+ */
+struct icmpmon_rec {
+	__u64 ts_ns;		/* CLOCK_REALTIME when the hook saw it */
+	__u32 ifindex;		/* in: receiving device, out: sending device */
+	__u16 caplen;		/* bytes that follow */
+	__u16 origlen;		/* packet length from the IP header (capped at 65535) */
+	__u8 family;		/* ICMPMON_REC_FAMILY_* */
+	__u8 hook;		/* enum icmpmon_hook */
+	__u8 flags;		/* ICMPMON_REC_F_* */
+	__u8 pad;		/* zero */
+	__u32 reserved;		/* zero: makes the tail padding explicit */
+};
+
+#define ICMPMON_REC_ALIGN	4
+
+#endif /* _UAPI_LINUX_ICMPMON_H */
