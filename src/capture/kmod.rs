@@ -1,0 +1,656 @@
+//! The kernel-module source: a generic netlink client of the `icmpmon`
+//! family (kmod-hook/). Resolves the family, REGISTERs this socket, turns
+//! RECORDS batches into `RawPacket`s and says CLOSE on the way out.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_REQUEST,
+};
+use netlink_packet_generic::ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::GenlMessage;
+use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
+
+use crate::capture::SourceEnd;
+use crate::event::{Direction, RawPacket};
+use crate::pipeline::{PacketSink, StopFlag};
+use crate::proto::{self, attr, cmd, IcmpmonAttr, IcmpmonMsg};
+
+/// Flags of an NLMSG_ERROR message (linux/netlink.h).
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSG_HDRLEN: usize = 16;
+/// Larger than any batch the module sends (ICMPMON_BATCH_BYTES_MAX + headers).
+const RECV_BUFFER: usize = 256 * 1024;
+/// How often the receive loop looks at the stop flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long to wait for the kernel to answer a request.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KmodError {
+    #[error(
+        "the icmpmon kernel module is not loaded (no generic netlink family \"icmpmon\"): \
+         load it with `sudo insmod kmod-hook/icmpmon.ko`, or use another --source"
+    )]
+    NotLoaded,
+    #[error(
+        "registering with the icmpmon kernel module needs CAP_NET_ADMIN in this network \
+         namespace: run icmpmon with sudo (or give it cap_net_admin)"
+    )]
+    NeedsCapNetAdmin,
+    #[error(
+        "the icmpmon kernel module already serves its maximum number of monitors in this \
+         network namespace: stop another icmpmon, or reload the module with a larger \
+         max_subscribers (e.g. `sudo insmod icmpmon.ko max_subscribers=16`)"
+    )]
+    Busy,
+    #[error("the kernel refused {what}: {errno}{}", extack.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Refused {
+        what: &'static str,
+        errno: io::Error,
+        extack: Option<String>,
+    },
+    #[error("no answer from the kernel to {0} within {REPLY_TIMEOUT:?}")]
+    Timeout(&'static str),
+    #[error("netlink socket: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// REGISTER settings (see the limits in proto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KmodOptions {
+    pub snaplen: u32,
+    pub batch_bytes: u32,
+    pub flush_ms: u32,
+    /// Receive buffer asked for (SO_RCVBUFFORCE, else SO_RCVBUF).
+    pub socket_buffer: usize,
+}
+
+impl Default for KmodOptions {
+    fn default() -> Self {
+        Self {
+            snaplen: proto::SNAPLEN_DEFAULT,
+            batch_bytes: proto::BATCH_BYTES_DEFAULT,
+            flush_ms: proto::FLUSH_MS_DEFAULT,
+            socket_buffer: 8 << 20,
+        }
+    }
+}
+
+/// The module's STATS counters for this network namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KmodStats {
+    pub packets: u64,
+    pub seen: u64,
+    pub delivered: u64,
+    pub lost_nobufs: u64,
+    pub lost_nomem: u64,
+    pub lost_closed: u64,
+    pub truncated: u64,
+    pub subscribers: u32,
+}
+
+impl KmodStats {
+    fn from_attrs(attrs: &[IcmpmonAttr]) -> Self {
+        let mut s = Self::default();
+        for a in attrs {
+            match *a {
+                IcmpmonAttr::Counter(kind, v) => {
+                    let slot = match kind {
+                        attr::STAT_PACKETS => &mut s.packets,
+                        attr::STAT_SEEN => &mut s.seen,
+                        attr::STAT_DELIVERED => &mut s.delivered,
+                        attr::STAT_LOST_NOBUFS => &mut s.lost_nobufs,
+                        attr::STAT_LOST_NOMEM => &mut s.lost_nomem,
+                        attr::STAT_LOST_CLOSED => &mut s.lost_closed,
+                        attr::STAT_TRUNCATED => &mut s.truncated,
+                        _ => continue,
+                    };
+                    *slot = v;
+                }
+                IcmpmonAttr::Subscribers(n) => s.subscribers = n,
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// `name value` pairs in a stable order (for `icmpmon stats`).
+    pub fn fields(&self) -> [(&'static str, u64); 8] {
+        [
+            ("packets", self.packets),
+            ("seen", self.seen),
+            ("delivered", self.delivered),
+            ("lost_nobufs", self.lost_nobufs),
+            ("lost_nomem", self.lost_nomem),
+            ("lost_closed", self.lost_closed),
+            ("truncated", self.truncated),
+            ("subscribers", u64::from(self.subscribers)),
+        ]
+    }
+}
+
+/// What the receive side saw; shared with the summary.
+#[derive(Debug, Default)]
+pub struct KmodCounters {
+    pub batches: AtomicU64,
+    pub records: AtomicU64,
+    /// Sum of LOST over the batches that arrived.
+    pub kernel_lost: AtomicU64,
+    /// Batches missing from the SEQ sequence.
+    pub missing_batches: AtomicU64,
+    /// ENOBUFS on receive: the socket buffer overflowed.
+    pub socket_overruns: AtomicU64,
+    /// RECORDS attributes that could not be walked to their end.
+    pub bad_batches: AtomicU64,
+}
+
+/// What one incoming message means to us.
+enum Incoming {
+    Records {
+        seq: u64,
+        lost: u64,
+        data: Vec<u8>,
+    },
+    Bye(u32),
+    Stats(KmodStats),
+    /// ACK (None) or error for the request with this netlink sequence.
+    Done(u32, Option<KmodRefusal>),
+    /// ENOBUFS on receive: the socket buffer overflowed, records were lost.
+    Overrun,
+    Other,
+}
+
+struct KmodRefusal {
+    errno: io::Error,
+    extack: Option<String>,
+}
+
+/// A generic netlink socket talking to the icmpmon family.
+pub struct KmodClient {
+    sock: Socket,
+    family_id: u16,
+    next_seq: u32,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for KmodClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmodClient")
+            .field("family_id", &self.family_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmodClient {
+    /// Opens a socket and resolves the family; `NotLoaded` if it is absent.
+    pub fn open() -> Result<Self, KmodError> {
+        let mut sock = Socket::new(NETLINK_GENERIC)?;
+        sock.bind_auto()?;
+        // Error messages from the kernel (extack) and no echo of our request.
+        sock.set_ext_ack(true)?;
+        sock.set_cap_ack(true)?;
+        let mut client = Self {
+            sock,
+            family_id: 0,
+            next_seq: 1,
+            buf: Vec::with_capacity(RECV_BUFFER),
+        };
+        client.family_id = client.resolve_family()?;
+        Ok(client)
+    }
+
+    pub fn family_id(&self) -> u16 {
+        self.family_id
+    }
+
+    fn send<M>(&mut self, mut msg: NetlinkMessage<M>) -> Result<u32, KmodError>
+    where
+        M: netlink_packet_core::NetlinkSerializable,
+    {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+        msg.header.sequence_number = seq;
+        msg.finalize();
+        let mut out = vec![0; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+        Ok(seq)
+    }
+
+    fn resolve_family(&mut self) -> Result<u16, KmodError> {
+        let req = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(proto::GENL_NAME.to_owned())],
+        });
+        let seq = self.send(NetlinkMessage::from(req))?;
+        let mut id = None;
+        loop {
+            if !self.wait_readable(REPLY_TIMEOUT)? {
+                return Err(KmodError::Timeout("the family lookup"));
+            }
+            self.recv()?;
+            for msg in datagram_messages(&self.buf) {
+                let Ok(msg) = NetlinkMessage::<GenlMessage<GenlCtrl>>::deserialize(msg) else {
+                    continue;
+                };
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => {
+                        id = m.payload.nlas.iter().find_map(|a| match a {
+                            GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                            _ => None,
+                        });
+                    }
+                    NetlinkPayload::Error(e) if e.code.is_none() => {
+                        return id.ok_or(KmodError::NotLoaded);
+                    }
+                    NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => {
+                        return Err(KmodError::NotLoaded);
+                    }
+                    NetlinkPayload::Error(e) => {
+                        return Err(KmodError::Refused {
+                            what: "the family lookup",
+                            errno: e.to_io(),
+                            extack: extack_message(msg.header.flags, &e.header),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, command: u8, attrs: Vec<IcmpmonAttr>) -> Result<u32, KmodError> {
+        let mut genl = GenlMessage::from_payload(IcmpmonMsg::new(command, attrs));
+        genl.set_resolved_family_id(self.family_id);
+        self.send(NetlinkMessage::from(genl))
+    }
+
+    /// Waits up to `timeout` for the socket to become readable.
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd, and its count is 1.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match n {
+            n if n > 0 => Ok(true),
+            0 => Ok(false),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn recv(&mut self) -> io::Result<()> {
+        self.buf.clear();
+        self.sock.recv(&mut self.buf, 0).map(|_| ())
+    }
+
+    /// Decodes the messages of the last datagram received.
+    fn incoming(&self) -> impl Iterator<Item = Incoming> + '_ {
+        datagram_messages(&self.buf).map(|bytes| {
+            let Ok(msg) = NetlinkMessage::<GenlMessage<IcmpmonMsg>>::deserialize(bytes) else {
+                return Incoming::Other;
+            };
+            let seq = msg.header.sequence_number;
+            let flags = msg.header.flags;
+            match msg.payload {
+                NetlinkPayload::Error(e) => Incoming::Done(
+                    seq,
+                    e.code.map(|_| KmodRefusal {
+                        errno: e.to_io(),
+                        extack: extack_message(flags, &e.header),
+                    }),
+                ),
+                NetlinkPayload::InnerMessage(m) if m.family_id() == self.family_id => {
+                    classify(m.payload)
+                }
+                _ => Incoming::Other,
+            }
+        })
+    }
+
+    /// Sends a request and waits for its ACK, passing on any other
+    /// icmpmon message (records still arriving) to `other`.
+    fn transact(
+        &mut self,
+        what: &'static str,
+        command: u8,
+        attrs: Vec<IcmpmonAttr>,
+        other: &mut dyn FnMut(Incoming),
+    ) -> Result<(), KmodError> {
+        let seq = self.request(command, attrs)?;
+        loop {
+            if !self.wait_readable(REPLY_TIMEOUT)? {
+                return Err(KmodError::Timeout(what));
+            }
+            if let Err(e) = self.recv() {
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    other(Incoming::Overrun);
+                    continue;
+                }
+                return Err(e.into());
+            }
+            let mut result = None;
+            for msg in self.incoming() {
+                match msg {
+                    Incoming::Done(s, refusal) if s == seq => result = Some(refusal),
+                    other_msg => other(other_msg),
+                }
+            }
+            match result {
+                None => continue,
+                Some(None) => return Ok(()),
+                Some(Some(r)) => {
+                    return Err(match r.errno.raw_os_error() {
+                        Some(libc::EPERM) if command == cmd::REGISTER => {
+                            KmodError::NeedsCapNetAdmin
+                        }
+                        Some(libc::EBUSY) if command == cmd::REGISTER => KmodError::Busy,
+                        _ => KmodError::Refused {
+                            what,
+                            errno: r.errno,
+                            extack: r.extack,
+                        },
+                    })
+                }
+            }
+        }
+    }
+
+    /// Reads the module's counters for this network namespace.
+    pub fn stats(&mut self) -> Result<KmodStats, KmodError> {
+        let mut stats = None;
+        self.transact("the STATS request", cmd::STATS, vec![], &mut |m| {
+            if let Incoming::Stats(s) = m {
+                stats = Some(s);
+            }
+        })?;
+        stats.ok_or(KmodError::Timeout("the STATS request"))
+    }
+
+    /// Subscribes this socket; records start flowing at once.
+    pub fn register(mut self, opts: &KmodOptions) -> Result<KmodSource, KmodError> {
+        self.set_socket_buffer(opts.socket_buffer);
+        self.transact(
+            "REGISTER",
+            cmd::REGISTER,
+            vec![
+                IcmpmonAttr::HookMask(proto::HOOK_MASK_ALL),
+                IcmpmonAttr::FamilyMask(proto::FAMILY_MASK_ALL),
+                IcmpmonAttr::Snaplen(opts.snaplen),
+                IcmpmonAttr::BatchBytes(opts.batch_bytes),
+                IcmpmonAttr::FlushMs(opts.flush_ms),
+            ],
+            &mut |_| {},
+        )?;
+        Ok(KmodSource {
+            client: self,
+            counters: Arc::default(),
+            next_batch: 0,
+        })
+    }
+
+    fn set_socket_buffer(&self, bytes: usize) {
+        let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt reads one c_int from a valid pointer of that size.
+        let forced = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if forced != 0 {
+            // Without CAP_NET_ADMIN: as much as net.core.rmem_max allows.
+            if let Err(e) = self.sock.set_rx_buf_sz(val) {
+                tracing::warn!("cannot size the netlink receive buffer: {e}");
+            }
+        }
+    }
+}
+
+fn classify(msg: IcmpmonMsg) -> Incoming {
+    match msg.cmd {
+        cmd::RECORDS => {
+            let (mut seq, mut lost, mut data) = (0, 0, Vec::new());
+            for a in msg.attrs {
+                match a {
+                    IcmpmonAttr::Seq(s) => seq = s,
+                    IcmpmonAttr::Lost(l) => lost = l,
+                    IcmpmonAttr::Records(d) => data = d,
+                    _ => {}
+                }
+            }
+            Incoming::Records { seq, lost, data }
+        }
+        cmd::BYE => Incoming::Bye(
+            msg.attrs
+                .iter()
+                .find_map(|a| match a {
+                    IcmpmonAttr::ByeReason(r) => Some(*r),
+                    _ => None,
+                })
+                .unwrap_or(0),
+        ),
+        cmd::STATS => Incoming::Stats(KmodStats::from_attrs(&msg.attrs)),
+        _ => Incoming::Other,
+    }
+}
+
+/// The netlink messages packed in one datagram.
+fn datagram_messages(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let rest = buf.get(off..)?;
+        let len = NetlinkBuffer::new_checked(rest).ok()?.length() as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return None;
+        }
+        off += len.next_multiple_of(4);
+        Some(&rest[..len])
+    })
+}
+
+/// The extack text of an NLMSG_ERROR payload (after the error code).
+fn extack_message(flags: u16, payload: &[u8]) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let orig_len = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        let len = payload.get(..4)?;
+        u32::from_ne_bytes(len.try_into().ok()?) as usize
+    };
+    let tlvs = payload.get(orig_len.next_multiple_of(4)..)?;
+    NlasIterator::new(tlvs).flatten().find_map(|nla| {
+        (nla.kind() == NLMSGERR_ATTR_MSG).then(|| {
+            String::from_utf8_lossy(nla.value())
+                .trim_end_matches('\0')
+                .to_owned()
+        })
+    })
+}
+
+/// A registered subscription: the capture loop of the kmod source.
+#[derive(Debug)]
+pub struct KmodSource {
+    client: KmodClient,
+    counters: Arc<KmodCounters>,
+    next_batch: u64,
+}
+
+impl KmodSource {
+    pub fn counters(&self) -> Arc<KmodCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    pub fn family_id(&self) -> u16 {
+        self.client.family_id
+    }
+
+    /// Turns one RECORDS batch into packets for the sink.
+    fn deliver(&mut self, seq: u64, lost: u64, data: &[u8], sink: &PacketSink) {
+        let c = &self.counters;
+        c.batches.fetch_add(1, Relaxed);
+        c.kernel_lost.fetch_add(lost, Relaxed);
+        if seq > self.next_batch {
+            c.missing_batches.fetch_add(seq - self.next_batch, Relaxed);
+        }
+        self.next_batch = seq + 1;
+
+        let mut batch = Vec::new();
+        for rec in proto::records(data) {
+            match rec {
+                Ok((rec, bytes)) => batch.push(RawPacket {
+                    ts_ns: rec.ts_ns,
+                    direction: match rec.hook {
+                        proto::HOOK_PRE_ROUTING => Direction::In,
+                        proto::HOOK_LOCAL_OUT => Direction::Out,
+                        _ => Direction::Unknown,
+                    },
+                    ifindex: rec.ifindex,
+                    orig_len: u32::from(rec.origlen),
+                    data: bytes.to_vec(),
+                }),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    c.bad_batches.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        c.records.fetch_add(batch.len() as u64, Relaxed);
+        sink.send(batch);
+    }
+
+    /// Handles one message outside a request; `Some` ends the capture.
+    fn handle(&mut self, msg: Incoming, sink: &PacketSink) -> Option<SourceEnd> {
+        match msg {
+            Incoming::Records { seq, lost, data } => {
+                self.deliver(seq, lost, &data, sink);
+                None
+            }
+            Incoming::Overrun => {
+                self.counters.socket_overruns.fetch_add(1, Relaxed);
+                None
+            }
+            Incoming::Bye(reason) => Some(SourceEnd::Ended(match reason {
+                proto::BYE_UNLOAD => "the icmpmon kernel module was unloaded".into(),
+                proto::BYE_NETNS_EXIT => "the network namespace is going away".into(),
+                r => format!("the kernel ended the subscription (BYE reason {r})"),
+            })),
+            _ => None,
+        }
+    }
+
+    /// Receives until `stop` is set or the kernel says BYE, then CLOSEs.
+    pub fn run(mut self, sink: PacketSink, stop: &StopFlag) -> Result<SourceEnd, KmodError> {
+        while !stop.is_set() {
+            if !self.client.wait_readable(POLL_INTERVAL)? {
+                continue;
+            }
+            let msgs: Vec<Incoming> = match self.client.recv() {
+                Ok(()) => self.client.incoming().collect(),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => vec![Incoming::Overrun],
+                Err(e) => return Err(e.into()),
+            };
+            for msg in msgs {
+                if let Some(end) = self.handle(msg, &sink) {
+                    return Ok(end);
+                }
+            }
+        }
+        self.close(&sink)
+    }
+
+    /// CLOSE with ACK; the batch the kernel flushes first still counts.
+    fn close(mut self, sink: &PacketSink) -> Result<SourceEnd, KmodError> {
+        let mut pending = Vec::new();
+        let result = self
+            .client
+            .transact("CLOSE", cmd::CLOSE, vec![], &mut |m| pending.push(m));
+        let mut end = SourceEnd::Stopped;
+        for msg in pending {
+            if let Some(e) = self.handle(msg, sink) {
+                end = e;
+            }
+        }
+        match result {
+            Ok(()) => Ok(end),
+            // Unloading: the module flushes and says BYE on its own.
+            Err(KmodError::Refused { errno, .. })
+                if errno.raw_os_error() == Some(libc::ESHUTDOWN) =>
+            {
+                Ok(SourceEnd::Ended(
+                    "the icmpmon kernel module is being unloaded".into(),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extack_message_is_found_after_capped_header() {
+        let mut payload = vec![0u8; NLMSG_HDRLEN];
+        let text = b"hook mask selects no hook\0";
+        let len = (4 + text.len()) as u16;
+        payload.extend_from_slice(&len.to_ne_bytes());
+        payload.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        payload.extend_from_slice(text);
+        payload.resize(payload.len().next_multiple_of(4), 0);
+        let got = extack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &payload);
+        assert_eq!(got.as_deref(), Some("hook mask selects no hook"));
+        assert_eq!(extack_message(NLM_F_CAPPED, &payload), None);
+    }
+
+    #[test]
+    fn datagram_messages_stop_at_bad_length() {
+        let mut buf = vec![0u8; 40];
+        buf[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        buf[20..24].copy_from_slice(&100u32.to_ne_bytes());
+        let msgs: Vec<_> = datagram_messages(&buf).collect();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].len(), 20);
+    }
+
+    #[test]
+    fn stats_from_attrs() {
+        let s = KmodStats::from_attrs(&[
+            IcmpmonAttr::Counter(attr::STAT_SEEN, 10),
+            IcmpmonAttr::Counter(attr::STAT_DELIVERED, 8),
+            IcmpmonAttr::Counter(attr::STAT_LOST_NOBUFS, 2),
+            IcmpmonAttr::Subscribers(1),
+        ]);
+        assert_eq!(
+            (s.seen, s.delivered, s.lost_nobufs, s.subscribers),
+            (10, 8, 2, 1)
+        );
+    }
+}

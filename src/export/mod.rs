@@ -1,0 +1,158 @@
+//! Headless exporters. `Row` is the CSV schema v1 (a contract, see
+//! DESIGN.md); JSON lines will carry the same fields under the same names.
+
+pub mod csv;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::event::IcmpEvent;
+
+/// Column names of CSV schema v1, in order.
+pub const HEADER: [&str; 21] = [
+    "timestamp",
+    "source",
+    "direction",
+    "ifname",
+    "family",
+    "src",
+    "dst",
+    "icmp_type",
+    "icmp_code",
+    "kind",
+    "id",
+    "seq",
+    "ttl",
+    "length",
+    "rtt_us",
+    "inner_proto",
+    "inner_src",
+    "inner_dst",
+    "inner_sport",
+    "inner_dport",
+    "info",
+];
+
+/// One exported ICMP message; `None` is an empty cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row<'a> {
+    pub timestamp: String,
+    pub source: &'a str,
+    pub direction: &'static str,
+    pub ifname: &'a str,
+    pub family: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub kind: Cow<'static, str>,
+    pub id: Option<u16>,
+    pub seq: Option<u16>,
+    pub ttl: u8,
+    pub length: u32,
+    pub rtt_us: Option<u64>,
+    pub inner_proto: Option<u8>,
+    pub inner_src: Option<IpAddr>,
+    pub inner_dst: Option<IpAddr>,
+    pub inner_sport: Option<u16>,
+    pub inner_dport: Option<u16>,
+    pub info: Option<String>,
+}
+
+impl<'a> Row<'a> {
+    pub fn new(ev: &IcmpEvent, source: &'a str, ifname: &'a str) -> Self {
+        let q = ev.quoted.as_ref();
+        Self {
+            timestamp: rfc3339_nanos(ev.ts_ns),
+            source,
+            direction: ev.direction.as_str(),
+            ifname,
+            family: ev.family.number(),
+            src: ev.src,
+            dst: ev.dst,
+            icmp_type: ev.icmp_type,
+            icmp_code: ev.icmp_code,
+            kind: ev.kind(),
+            id: ev.echo.map(|e| e.id),
+            seq: ev.echo.map(|e| e.seq),
+            ttl: ev.ttl,
+            length: ev.length,
+            // Filled in once the aggregator pairs echoes (issue 4).
+            rtt_us: None,
+            inner_proto: q.map(|q| q.proto),
+            inner_src: q.map(|q| q.src),
+            inner_dst: q.map(|q| q.dst),
+            inner_sport: q.and_then(|q| q.sport),
+            inner_dport: q.and_then(|q| q.dport),
+            info: ev.info.map(|i| i.to_string()),
+        }
+    }
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T08:28:00.000000001Z`.
+pub fn rfc3339_nanos(ts_ns: u64) -> String {
+    let secs = (ts_ns / 1_000_000_000) as i64;
+    let nanos = ts_ns % 1_000_000_000;
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// Interface names by index, looked up once each.
+#[derive(Debug, Default)]
+pub struct IfNames(HashMap<u32, String>);
+
+impl IfNames {
+    pub fn get(&mut self, ifindex: u32) -> &str {
+        self.0.entry(ifindex).or_insert_with(|| {
+            if ifindex == 0 {
+                return String::new();
+            }
+            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+            // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname writes at most.
+            let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+            if p.is_null() {
+                // Gone (or in another namespace): keep the number.
+                return format!("if{ifindex}");
+            }
+            // SAFETY: on success buf holds a NUL-terminated name.
+            unsafe { CStr::from_ptr(buf.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_nine_fraction_digits() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_nanos(1_795_000_000_123_456_789),
+            "2026-11-18T11:06:40.123456789Z"
+        );
+    }
+
+    #[test]
+    fn loopback_index_has_a_name() {
+        let mut names = IfNames::default();
+        assert_eq!(names.get(0), "");
+        assert!(!names.get(1).is_empty());
+    }
+}

@@ -1,0 +1,383 @@
+//! Rust mirror of the kernel ABI in `kmod-hook/include/uapi/icmpmon.h`
+//! (version 1), and the generic netlink message type built on it.
+//!
+//! `tests/uapi_layout.rs` compiles the C header and checks every constant,
+//! size and offset here against it: change both together.
+
+use netlink_packet_core::{
+    DecodeError, DefaultNla, Emitable, Nla, NlaBuffer, NlasIterator, Parseable,
+    ParseableParametrized,
+};
+use netlink_packet_generic::{GenlFamily, GenlHeader};
+
+pub const GENL_NAME: &str = "icmpmon";
+pub const GENL_VERSION: u8 = 1;
+
+/// `enum icmpmon_cmd`
+pub mod cmd {
+    pub const REGISTER: u8 = 1;
+    pub const CLOSE: u8 = 2;
+    pub const RECORDS: u8 = 3;
+    pub const STATS: u8 = 4;
+    pub const BYE: u8 = 5;
+    pub const MAX: u8 = 5;
+}
+
+/// `enum icmpmon_attr`
+pub mod attr {
+    pub const HOOK_MASK: u16 = 1;
+    pub const FAMILY_MASK: u16 = 2;
+    pub const SNAPLEN: u16 = 3;
+    pub const BATCH_BYTES: u16 = 4;
+    pub const FLUSH_MS: u16 = 5;
+    pub const SEQ: u16 = 6;
+    pub const LOST: u16 = 7;
+    pub const RECORDS: u16 = 8;
+    pub const BYE_REASON: u16 = 9;
+    pub const STAT_PACKETS: u16 = 10;
+    pub const STAT_SEEN: u16 = 11;
+    pub const STAT_DELIVERED: u16 = 12;
+    pub const STAT_LOST_NOBUFS: u16 = 13;
+    pub const STAT_LOST_NOMEM: u16 = 14;
+    pub const STAT_LOST_CLOSED: u16 = 15;
+    pub const STAT_TRUNCATED: u16 = 16;
+    pub const STAT_SUBSCRIBERS: u16 = 17;
+    pub const PAD: u16 = 18;
+    pub const MAX: u16 = 18;
+}
+
+/// `enum icmpmon_hook`
+pub const HOOK_PRE_ROUTING: u8 = 0;
+pub const HOOK_LOCAL_OUT: u8 = 1;
+pub const HOOK_MASK_ALL: u32 = 0b11;
+
+pub const FAMILY_F_IPV4: u32 = 1 << 0;
+pub const FAMILY_F_IPV6: u32 = 1 << 1;
+pub const FAMILY_MASK_ALL: u32 = FAMILY_F_IPV4 | FAMILY_F_IPV6;
+
+/// `enum icmpmon_bye_reason`
+pub const BYE_UNLOAD: u32 = 1;
+pub const BYE_NETNS_EXIT: u32 = 2;
+
+pub const SNAPLEN_MIN: u32 = 64;
+pub const SNAPLEN_MAX: u32 = 4096;
+pub const SNAPLEN_DEFAULT: u32 = 256;
+pub const BATCH_BYTES_MIN: u32 = 1024;
+pub const BATCH_BYTES_MAX: u32 = 61440;
+pub const BATCH_BYTES_DEFAULT: u32 = 16384;
+pub const FLUSH_MS_MIN: u32 = 1;
+pub const FLUSH_MS_MAX: u32 = 1000;
+pub const FLUSH_MS_DEFAULT: u32 = 5;
+
+pub const REC_FAMILY_IPV4: u8 = 4;
+pub const REC_FAMILY_IPV6: u8 = 6;
+pub const REC_F_TRUNCATED: u8 = 1 << 0;
+pub const REC_ALIGN: usize = 4;
+
+/// `struct icmpmon_rec`: host byte order, followed by `caplen` packet bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpmonRec {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub caplen: u16,
+    pub origlen: u16,
+    pub family: u8,
+    pub hook: u8,
+    pub flags: u8,
+    pub pad: u8,
+    pub reserved: u32,
+}
+
+impl IcmpmonRec {
+    pub const SIZE: usize = std::mem::size_of::<Self>();
+
+    /// Reads a header from the start of `buf` (no alignment needed).
+    pub fn read(buf: &[u8]) -> Option<Self> {
+        let b = buf.get(..Self::SIZE)?;
+        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        Some(Self {
+            ts_ns: u64::from_ne_bytes(b[0..8].try_into().ok()?),
+            ifindex: u32_at(8),
+            caplen: u16_at(12),
+            origlen: u16_at(14),
+            family: b[16],
+            hook: b[17],
+            flags: b[18],
+            pad: b[19],
+            reserved: u32_at(20),
+        })
+    }
+
+    /// Appends this header in the kernel's layout (tests and fixtures).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.ts_ns.to_ne_bytes());
+        out.extend_from_slice(&self.ifindex.to_ne_bytes());
+        out.extend_from_slice(&self.caplen.to_ne_bytes());
+        out.extend_from_slice(&self.origlen.to_ne_bytes());
+        out.extend_from_slice(&[self.family, self.hook, self.flags, self.pad]);
+        out.extend_from_slice(&self.reserved.to_ne_bytes());
+    }
+}
+
+/// Why a RECORDS payload could not be walked to its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed RECORDS attribute at byte {offset}: {what}")]
+pub struct RecordsError {
+    pub offset: usize,
+    pub what: &'static str,
+}
+
+/// Walks the packed records of one `ICMPMON_A_RECORDS` attribute.
+pub fn records(buf: &[u8]) -> impl Iterator<Item = Result<(IcmpmonRec, &[u8]), RecordsError>> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        if off >= buf.len() {
+            return None;
+        }
+        let at = off;
+        let fail = move |what| Some(Err(RecordsError { offset: at, what }));
+        let Some(rec) = IcmpmonRec::read(&buf[off..]) else {
+            off = buf.len();
+            return fail("record header cut short");
+        };
+        let start = off + IcmpmonRec::SIZE;
+        let Some(data) = buf.get(start..start + usize::from(rec.caplen)) else {
+            off = buf.len();
+            return fail("record data cut short");
+        };
+        off = (start + data.len()).next_multiple_of(REC_ALIGN);
+        Some(Ok((rec, data)))
+    })
+}
+
+/// One attribute of the icmpmon family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IcmpmonAttr {
+    HookMask(u32),
+    FamilyMask(u32),
+    Snaplen(u32),
+    BatchBytes(u32),
+    FlushMs(u32),
+    Seq(u64),
+    Lost(u64),
+    Records(Vec<u8>),
+    ByeReason(u32),
+    /// Any u64 STATS counter, by its attribute number.
+    Counter(u16, u64),
+    Subscribers(u32),
+    Other(DefaultNla),
+}
+
+impl Nla for IcmpmonAttr {
+    fn value_len(&self) -> usize {
+        use IcmpmonAttr::*;
+        match self {
+            HookMask(_) | FamilyMask(_) | Snaplen(_) | BatchBytes(_) | FlushMs(_)
+            | ByeReason(_) | Subscribers(_) => 4,
+            Seq(_) | Lost(_) | Counter(..) => 8,
+            Records(v) => v.len(),
+            Other(nla) => nla.value_len(),
+        }
+    }
+
+    fn kind(&self) -> u16 {
+        use IcmpmonAttr::*;
+        match self {
+            HookMask(_) => attr::HOOK_MASK,
+            FamilyMask(_) => attr::FAMILY_MASK,
+            Snaplen(_) => attr::SNAPLEN,
+            BatchBytes(_) => attr::BATCH_BYTES,
+            FlushMs(_) => attr::FLUSH_MS,
+            Seq(_) => attr::SEQ,
+            Lost(_) => attr::LOST,
+            Records(_) => attr::RECORDS,
+            ByeReason(_) => attr::BYE_REASON,
+            Counter(kind, _) => *kind,
+            Subscribers(_) => attr::STAT_SUBSCRIBERS,
+            Other(nla) => nla.kind(),
+        }
+    }
+
+    fn emit_value(&self, buf: &mut [u8]) {
+        use IcmpmonAttr::*;
+        match self {
+            HookMask(v) | FamilyMask(v) | Snaplen(v) | BatchBytes(v) | FlushMs(v)
+            | ByeReason(v) | Subscribers(v) => buf[..4].copy_from_slice(&v.to_ne_bytes()),
+            Seq(v) | Lost(v) | Counter(_, v) => buf[..8].copy_from_slice(&v.to_ne_bytes()),
+            Records(v) => buf[..v.len()].copy_from_slice(v),
+            Other(nla) => nla.emit_value(buf),
+        }
+    }
+}
+
+fn nla_u32(value: &[u8]) -> Result<u32, DecodeError> {
+    Ok(u32::from_ne_bytes(value.try_into().map_err(|_| {
+        DecodeError::invalid_number(4, value.len())
+    })?))
+}
+
+fn nla_u64(value: &[u8]) -> Result<u64, DecodeError> {
+    Ok(u64::from_ne_bytes(value.try_into().map_err(|_| {
+        DecodeError::invalid_number(8, value.len())
+    })?))
+}
+
+impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for IcmpmonAttr {
+    fn parse(buf: &NlaBuffer<&'a T>) -> Result<Self, DecodeError> {
+        let v = buf.value();
+        Ok(match buf.kind() {
+            attr::HOOK_MASK => Self::HookMask(nla_u32(v)?),
+            attr::FAMILY_MASK => Self::FamilyMask(nla_u32(v)?),
+            attr::SNAPLEN => Self::Snaplen(nla_u32(v)?),
+            attr::BATCH_BYTES => Self::BatchBytes(nla_u32(v)?),
+            attr::FLUSH_MS => Self::FlushMs(nla_u32(v)?),
+            attr::SEQ => Self::Seq(nla_u64(v)?),
+            attr::LOST => Self::Lost(nla_u64(v)?),
+            attr::RECORDS => Self::Records(v.to_vec()),
+            attr::BYE_REASON => Self::ByeReason(nla_u32(v)?),
+            k @ attr::STAT_PACKETS..=attr::STAT_TRUNCATED => Self::Counter(k, nla_u64(v)?),
+            attr::STAT_SUBSCRIBERS => Self::Subscribers(nla_u32(v)?),
+            _ => Self::Other(DefaultNla::parse(buf)?),
+        })
+    }
+}
+
+/// A message of the icmpmon generic netlink family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpmonMsg {
+    pub cmd: u8,
+    pub attrs: Vec<IcmpmonAttr>,
+}
+
+impl IcmpmonMsg {
+    pub fn new(cmd: u8, attrs: Vec<IcmpmonAttr>) -> Self {
+        Self { cmd, attrs }
+    }
+}
+
+impl GenlFamily for IcmpmonMsg {
+    fn family_name() -> &'static str {
+        GENL_NAME
+    }
+    fn command(&self) -> u8 {
+        self.cmd
+    }
+    fn version(&self) -> u8 {
+        GENL_VERSION
+    }
+}
+
+impl Emitable for IcmpmonMsg {
+    fn buffer_len(&self) -> usize {
+        self.attrs.as_slice().buffer_len()
+    }
+    fn emit(&self, buffer: &mut [u8]) {
+        self.attrs.as_slice().emit(buffer)
+    }
+}
+
+impl ParseableParametrized<[u8], GenlHeader> for IcmpmonMsg {
+    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
+        let attrs = NlasIterator::new(buf)
+            .map(|nla| nla.and_then(|nla| IcmpmonAttr::parse(&nla)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            cmd: header.cmd,
+            attrs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(rec: IcmpmonRec, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        rec.write(&mut out);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(REC_ALIGN), 0);
+        out
+    }
+
+    #[test]
+    fn records_walk_aligned_entries() {
+        let a = IcmpmonRec {
+            ts_ns: 1,
+            caplen: 3,
+            origlen: 3,
+            family: 4,
+            ..Default::default()
+        };
+        let b = IcmpmonRec {
+            ts_ns: 2,
+            caplen: 4,
+            origlen: 90,
+            family: 6,
+            hook: HOOK_LOCAL_OUT,
+            flags: REC_F_TRUNCATED,
+            ..Default::default()
+        };
+        let mut buf = record(a, &[1, 2, 3]);
+        buf.extend(record(b, &[9, 9, 9, 9]));
+        let got: Vec<_> = records(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, vec![(a, &[1u8, 2, 3][..]), (b, &[9u8, 9, 9, 9][..])]);
+    }
+
+    #[test]
+    fn records_report_truncation_once() {
+        let a = IcmpmonRec {
+            caplen: 40,
+            ..Default::default()
+        };
+        let buf = record(a, &[0; 10]);
+        let got: Vec<_> = records(&buf).collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ref().unwrap_err().what, "record data cut short");
+        let short: Vec<_> = records(&buf[..5]).collect();
+        assert_eq!(short.len(), 1);
+        assert!(short[0].is_err());
+    }
+
+    #[test]
+    fn attrs_roundtrip() {
+        let msg = IcmpmonMsg::new(
+            cmd::RECORDS,
+            vec![
+                IcmpmonAttr::Seq(7),
+                IcmpmonAttr::Lost(2),
+                IcmpmonAttr::Records(vec![1, 2, 3, 4, 5]),
+                IcmpmonAttr::Counter(attr::STAT_SEEN, 9),
+                IcmpmonAttr::Subscribers(1),
+            ],
+        );
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        let back = IcmpmonMsg::parse_with_param(
+            &buf,
+            GenlHeader {
+                cmd: cmd::RECORDS,
+                version: GENL_VERSION,
+            },
+        )
+        .unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn wrong_width_attr_is_an_error() {
+        let mut buf = vec![0u8; 8];
+        buf[0..2].copy_from_slice(&6u16.to_ne_bytes());
+        buf[2..4].copy_from_slice(&attr::SEQ.to_ne_bytes());
+        let err = IcmpmonMsg::parse_with_param(
+            &buf,
+            GenlHeader {
+                cmd: cmd::RECORDS,
+                version: 1,
+            },
+        );
+        assert!(err.is_err());
+    }
+}
