@@ -489,6 +489,15 @@ static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 
 /* ---- generic netlink commands ---- */
 
+/*
+ * nla_policy keeps min/max as s16: larger bounds need a full range.  Not
+ * const because 6.1's policy points at it through a non-const pointer.
+ */
+static struct netlink_range_validation icmpmon_batch_range __ro_after_init = {
+	.min = ICMPMON_BATCH_BYTES_MIN,
+	.max = ICMPMON_BATCH_BYTES_MAX,
+};
+
 static const struct nla_policy icmpmon_policy[ICMPMON_A_MAX + 1] = {
 	[ICMPMON_A_HOOK_MASK]	= NLA_POLICY_MASK(NLA_U32,
 						  ICMPMON_HOOK_MASK_ALL),
@@ -497,9 +506,8 @@ static const struct nla_policy icmpmon_policy[ICMPMON_A_MAX + 1] = {
 	[ICMPMON_A_SNAPLEN]	= NLA_POLICY_RANGE(NLA_U32,
 						   ICMPMON_SNAPLEN_MIN,
 						   ICMPMON_SNAPLEN_MAX),
-	[ICMPMON_A_BATCH_BYTES]	= NLA_POLICY_RANGE(NLA_U32,
-						   ICMPMON_BATCH_BYTES_MIN,
-						   ICMPMON_BATCH_BYTES_MAX),
+	[ICMPMON_A_BATCH_BYTES]	= NLA_POLICY_FULL_RANGE(NLA_U32,
+							&icmpmon_batch_range),
 	[ICMPMON_A_FLUSH_MS]	= NLA_POLICY_RANGE(NLA_U32,
 						   ICMPMON_FLUSH_MS_MIN,
 						   ICMPMON_FLUSH_MS_MAX),

@@ -403,6 +403,7 @@ impl KmodClient {
             ],
             &mut |_| {},
         )?;
+        tracing::info!("REGISTER acknowledged (family id {})", self.family_id);
         Ok(KmodSource {
             client: self,
             counters: Arc::default(),
@@ -598,7 +599,10 @@ impl KmodSource {
             }
         }
         match result {
-            Ok(()) => Ok(end),
+            Ok(()) => {
+                tracing::info!("CLOSE acknowledged by the kernel");
+                Ok(end)
+            }
             // Unloading: the module flushes and says BYE on its own.
             Err(KmodError::Refused { errno, .. })
                 if errno.raw_os_error() == Some(libc::ESHUTDOWN) =>

@@ -1,0 +1,273 @@
+#!/bin/sh
+# Runs inside the test VM (busybox sh, root, only lo). Prints one line per
+# scenario: "SCENARIO <name> PASS|FAIL <detail>". The host (run.sh) reads
+# them from the serial console.
+
+FAILS=0
+MON=icmpmon
+H=vmhelper
+CSV_FIELDS=21
+
+pass() { echo "SCENARIO $1 PASS $2"; }
+fail() { echo "SCENARIO $1 FAIL $2"; FAILS=$((FAILS + 1)); }
+
+# start_mon NAME [ARGS...]: icmpmon in the background, CSV to /tmp/NAME.csv,
+# stderr to /tmp/NAME.err; returns once it has registered. Sets MON_PID.
+start_mon() {
+	name=$1
+	shift
+	rm -f "/tmp/$name.csv" "/tmp/$name.err"
+	$MON -v --source kmod --csv "/tmp/$name.csv" "$@" 2>"/tmp/$name.err" &
+	MON_PID=$!
+	i=0
+	while ! grep -q "capturing from kmod" "/tmp/$name.err" 2>/dev/null; do
+		i=$((i + 1))
+		if [ $i -gt 100 ] || ! kill -0 $MON_PID 2>/dev/null; then
+			echo "start_mon $name: did not register:"
+			cat "/tmp/$name.err"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# stop_mon PID: SIGINT and wait; its exit status lands in RC. (Not for
+# $(...): a subshell cannot wait for its parent's children.)
+stop_mon() {
+	kill -INT "$1"
+	wait "$1"
+	RC=$?
+}
+
+# rows FILE DIRECTION KIND [FAMILY]: CSV rows matching.
+rows() {
+	awk -F, -v d="$2" -v k="$3" -v f="${4:-}" \
+		'NR > 1 && $3 == d && $10 == k && (f == "" || $5 == f) { n++ } END { print n + 0 }' "$1"
+}
+
+# bad_rows FILE: rows without exactly the schema's number of fields.
+bad_rows() {
+	awk -F, -v n=$CSV_FIELDS 'NF != n { bad++ } END { print bad + 0 }' "$1"
+}
+
+# snmp NAME: an Icmp counter of /proc/net/snmp (e.g. InEchos).
+snmp() {
+	awk -v want="$1" '$1 == "Icmp:" { if (!hdr) { for (i = 2; i <= NF; i++) col[$i] = i; hdr = 1 } else print $col[want] }' /proc/net/snmp
+}
+
+# snmp6 NAME: a counter of /proc/net/snmp6 (e.g. Icmp6InEchos).
+snmp6() {
+	awk -v want="$1" '$1 == want { print $2 }' /proc/net/snmp6
+}
+
+# stat NAME: a field of `icmpmon stats`.
+stat() {
+	$MON stats | awk -v want="$1" '$1 == want { print $2 }'
+}
+
+summary_field() {
+	sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1" | tail -n 1
+}
+
+scenario_ping() {
+	start_mon ping || { fail ping "monitor did not start"; return; }
+	ie=$(snmp InEchos); ir=$(snmp InEchoReps); oe=$(snmp OutEchos); or=$(snmp OutEchoReps)
+	ie6=$(snmp6 Icmp6InEchos); ir6=$(snmp6 Icmp6InEchoReplies)
+	oe6=$(snmp6 Icmp6OutEchos); or6=$(snmp6 Icmp6OutEchoReplies)
+	ping -c 5 -i 0.2 127.0.0.1 >/dev/null
+	ping6 -c 5 -i 0.2 ::1 >/dev/null
+	ie=$(($(snmp InEchos) - ie)); ir=$(($(snmp InEchoReps) - ir))
+	oe=$(($(snmp OutEchos) - oe)); or=$(($(snmp OutEchoReps) - or))
+	ie6=$(($(snmp6 Icmp6InEchos) - ie6)); ir6=$(($(snmp6 Icmp6InEchoReplies) - ir6))
+	oe6=$(($(snmp6 Icmp6OutEchos) - oe6)); or6=$(($(snmp6 Icmp6OutEchoReplies) - or6))
+	sleep 0.2
+	stop_mon $MON_PID; rc=$RC
+	f=/tmp/ping.csv
+	got="out/req4=$(rows $f out echo-request 4) in/req4=$(rows $f in echo-request 4)"
+	got="$got out/rep4=$(rows $f out echo-reply 4) in/rep4=$(rows $f in echo-reply 4)"
+	got="$got out/req6=$(rows $f out echo-request 6) in/req6=$(rows $f in echo-request 6)"
+	got="$got out/rep6=$(rows $f out echo-reply 6) in/rep6=$(rows $f in echo-reply 6)"
+	want="out/req4=$oe in/req4=$ie out/rep4=$or in/rep4=$ir"
+	want="$want out/req6=$oe6 in/req6=$ie6 out/rep6=$or6 in/rep6=$ir6"
+	if [ "$rc" != 0 ]; then
+		fail ping "exit status $rc: $(cat /tmp/ping.err)"
+	elif [ "$oe" != 5 ] || [ "$oe6" != 5 ]; then
+		fail ping "ping did not send 5+5 requests (snmp: $want)"
+	elif [ "$got" != "$want" ]; then
+		fail ping "csv [$got] snmp [$want]"
+	elif [ "$(bad_rows $f)" != 0 ]; then
+		fail ping "$(bad_rows $f) rows without $CSV_FIELDS fields"
+	else
+		pass ping "$got"
+	fi
+}
+
+scenario_port_unreachable() {
+	start_mon unreach || { fail port-unreachable "monitor did not start"; return; }
+	$H udp 127.0.0.1 33434
+	$H udp ::1 33435
+	sleep 0.2
+	stop_mon $MON_PID; rc=$RC
+	f=/tmp/unreach.csv
+	v4=$(awk -F, '$10 == "port-unreachable" && $5 == 4 && $16 == 17 && $20 == 33434 && $17 == "127.0.0.1" { n++ } END { print n + 0 }' $f)
+	v6=$(awk -F, '$10 == "port-unreachable" && $5 == 6 && $16 == 17 && $20 == 33435 && $17 == "::1" { n++ } END { print n + 0 }' $f)
+	dirs=$(awk -F, '$10 == "port-unreachable" { print $3 }' $f | sort | tr '\n' ' ')
+	# On lo each error passes LOCAL_OUT (out) and PRE_ROUTING (in).
+	if [ "$rc" = 0 ] && [ "$v4" = 2 ] && [ "$v6" = 2 ] && [ "$dirs" = "in in out out " ]; then
+		pass port-unreachable "v4=$v4 v6=$v6 directions=[$dirs]"
+	else
+		fail port-unreachable "rc=$rc v4=$v4 v6=$v6 directions=[$dirs] csv: $(cat $f)"
+	fi
+}
+
+scenario_sigint_close() {
+	start_mon sigint || { fail sigint-close "monitor did not start"; return; }
+	ping -c 2 -i 0.2 127.0.0.1 >/dev/null
+	stop_mon $MON_PID; rc=$RC
+	subs=$(stat subscribers)
+	closed=$(grep -c "CLOSE acknowledged" /tmp/sigint.err)
+	last=$(tail -c 1 /tmp/sigint.csv | od -An -c | tr -d ' ')
+	n=$(($(wc -l </tmp/sigint.csv) - 1))
+	if [ "$rc" = 0 ] && [ "$subs" = 0 ] && [ "$closed" = 1 ] && [ "$last" = '\n' ] &&
+		[ "$n" = 8 ] && [ "$(bad_rows /tmp/sigint.csv)" = 0 ]; then
+		pass sigint-close "exit 0, CLOSE acked, $n complete rows, subscribers 0"
+	else
+		fail sigint-close "rc=$rc subscribers=$subs close_acks=$closed rows=$n last=$last: $(cat /tmp/sigint.err)"
+	fi
+}
+
+scenario_unprivileged() {
+	$H runas 65534 $MON --source kmod --duration 5 --csv /tmp/unpriv.csv 2>/tmp/unpriv.err
+	rc=$?
+	if [ "$rc" = 1 ] && grep -q "needs CAP_NET_ADMIN" /tmp/unpriv.err; then
+		pass unprivileged "exit 1: $(cat /tmp/unpriv.err)"
+	else
+		fail unprivileged "rc=$rc: $(cat /tmp/unpriv.err)"
+	fi
+}
+
+scenario_sigkill() {
+	start_mon killed || { fail sigkill "monitor did not start"; return; }
+	before=$(stat subscribers)
+	kill -KILL $MON_PID
+	wait $MON_PID 2>/dev/null
+	after=$(stat subscribers)
+	start_mon again || { fail sigkill "second monitor did not register"; return; }
+	ping -c 2 -i 0.2 127.0.0.1 >/dev/null
+	stop_mon $MON_PID; rc=$RC
+	n=$(($(wc -l </tmp/again.csv) - 1))
+	if [ "$before" = 1 ] && [ "$after" = 0 ] && [ "$rc" = 0 ] && [ "$n" = 8 ]; then
+		pass sigkill "subscribers 1 -> 0 after SIGKILL; new monitor got $n rows"
+	else
+		fail sigkill "subscribers before=$before after=$after; rc=$rc rows=$n"
+	fi
+}
+
+scenario_two_monitors() {
+	start_mon mon_a || { fail two-monitors "first monitor did not start"; return; }
+	a=$MON_PID
+	start_mon mon_b || { fail two-monitors "second monitor did not start"; return; }
+	b=$MON_PID
+	subs=$(stat subscribers)
+	ping -c 3 -i 0.2 127.0.0.1 >/dev/null
+	sleep 0.2
+	stop_mon $a; rca=$RC
+	stop_mon $b; rcb=$RC
+	na=$(($(wc -l </tmp/mon_a.csv) - 1))
+	# Both see every record: same rows, same timestamps, same order.
+	if [ "$subs" = 2 ] && [ "$rca$rcb" = 00 ] && [ "$na" = 12 ] && cmp -s /tmp/mon_a.csv /tmp/mon_b.csv; then
+		pass two-monitors "both received the same $na rows"
+	else
+		fail two-monitors "subscribers=$subs rc=$rca/$rcb rows a=$na b=$(($(wc -l </tmp/mon_b.csv) - 1))"
+	fi
+}
+
+scenario_table_full() {
+	max=$(cat /sys/module/icmpmon/parameters/max_subscribers)
+	$H hold "$max" 30 >/tmp/hold.out 2>&1 &
+	holder=$!
+	i=0
+	while ! grep -q held /tmp/hold.out && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	# --duration: should it register after all, fail instead of hanging.
+	$MON --source kmod --duration 5 --csv /tmp/full.csv 2>/tmp/full.err
+	rc=$?
+	kill $holder
+	wait $holder 2>/dev/null
+	sleep 0.2
+	subs=$(stat subscribers)
+	if [ "$rc" = 1 ] && grep -q "maximum number of monitors" /tmp/full.err && [ "$subs" = 0 ]; then
+		pass table-full "max_subscribers=$max held, next monitor: exit 1, EBUSY explained"
+	else
+		fail table-full "rc=$rc subscribers after=$subs: $(cat /tmp/hold.out /tmp/full.err)"
+	fi
+}
+
+scenario_bad_netlink() {
+	if $H badmsg >/tmp/badmsg.out 2>&1 && [ "$(stat subscribers)" = 0 ]; then
+		pass bad-netlink "$(grep -c ' ok ' /tmp/badmsg.out) malformed/invalid requests answered with error acks"
+	else
+		fail bad-netlink "$(cat /tmp/badmsg.out)"
+	fi
+	sed 's/^/  /' /tmp/badmsg.out
+}
+
+scenario_flood() {
+	start_mon flood || { fail flood "monitor did not start"; return; }
+	oe=$(snmp OutEchos)
+	$H flood 127.0.0.1 3 >/tmp/flood.out
+	oe=$(($(snmp OutEchos) - oe))
+	sleep 0.3
+	stop_mon $MON_PID; rc=$RC
+	sent=$(sed -n 's/.*sent=\([0-9]*\).*/\1/p' /tmp/flood.out)
+	n=$(($(wc -l </tmp/flood.csv) - 1))
+	e=/tmp/flood.err
+	lost="$(summary_field $e kernel_lost)/$(summary_field $e missing_batches)/$(summary_field $e socket_overruns)/$(summary_field $e channel_dropped)"
+	rate=$(summary_field $e records_per_s)
+	seen=$(stat seen); delivered=$(stat delivered)
+	klost=$(($(stat lost_nobufs) + $(stat lost_nomem) + $(stat lost_closed)))
+	detail="sent=$sent snmp_out_echos=$oe rows=$n kernel: seen=$seen delivered=$delivered lost=$klost; monitor lost k/b/s/c=$lost; $(cat /tmp/flood.out); monitor_records_per_s=$rate"
+	if [ "$rc" = 0 ] && [ "$sent" = "$oe" ] && [ "$n" = $((4 * sent)) ] &&
+		[ "$seen" = $((delivered + klost)) ] && [ "$lost" = "0/0/0/0" ] && [ "$(stat subscribers)" = 0 ]; then
+		pass flood "$detail"
+	else
+		fail flood "rc=$rc $detail"
+	fi
+}
+
+scenario_rmmod() {
+	start_mon bye || { fail rmmod "monitor did not start"; return; }
+	ping -c 2 -i 0.2 127.0.0.1 >/dev/null
+	rmmod icmpmon
+	rmrc=$?
+	i=0
+	while kill -0 $MON_PID 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	wait $MON_PID
+	rc=$?
+	n=$(($(wc -l </tmp/bye.csv) - 1))
+	if [ "$rmrc" = 0 ] && [ "$rc" = 0 ] && grep -q "module was unloaded" /tmp/bye.err && [ "$n" = 8 ]; then
+		pass rmmod "monitor got BYE, exit 0, $n rows kept: $(grep 'module was unloaded' /tmp/bye.err | head -n 1)"
+	else
+		fail rmmod "rmmod=$rmrc rc=$rc rows=$n: $(cat /tmp/bye.err)"
+	fi
+	# The module loads again and starts from zero.
+	insmod /lib/modules/icmpmon.ko && [ "$(stat seen)" = 0 ] ||
+		fail reload "icmpmon.ko did not load again cleanly"
+}
+
+scenario_ping
+scenario_port_unreachable
+scenario_sigint_close
+scenario_unprivileged
+scenario_sigkill
+scenario_two_monitors
+scenario_table_full
+scenario_bad_netlink
+scenario_flood
+scenario_rmmod
+
+if dmesg | grep -E 'Oops|WARNING:|BUG:|Call Trace' >/tmp/dmesg.bad; then
+	fail dmesg "$(cat /tmp/dmesg.bad)"
+else
+	pass dmesg "no Oops, WARNING or BUG"
+fi
+echo "SCENARIOS-FAILED $FAILS"
