@@ -468,7 +468,7 @@ static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 				lockdep_is_held(&icmpmon_mutex));
 
 	RCU_INIT_POINTER(pn->subs[i], NULL);
-	pn->nsubs--;
+	WRITE_ONCE(pn->nsubs, pn->nsubs - 1);	/* read locklessly by /proc */
 
 	/* A hook that found @sub before the store sees dead and backs off. */
 	spin_lock_bh(&sub->lock);
@@ -592,7 +592,7 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 		NL_SET_ERR_MSG(info->extack, "cannot register netfilter hooks");
 		goto err_unlock;
 	}
-	pn->nsubs++;
+	WRITE_ONCE(pn->nsubs, pn->nsubs + 1);
 	rcu_assign_pointer(pn->subs[slot], sub);
 	mutex_unlock(&icmpmon_mutex);
 	return 0;
@@ -772,11 +772,11 @@ static int __net_init icmpmon_net_init(struct net *net)
 static void __net_exit icmpmon_net_pre_exit(struct net *net)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(net);
-	u32 reason = icmpmon_unloading ? ICMPMON_BYE_UNLOAD :
-					 ICMPMON_BYE_NETNS_EXIT;
+	u32 reason;
 	int i;
 
 	mutex_lock(&icmpmon_mutex);
+	reason = icmpmon_unloading ? ICMPMON_BYE_UNLOAD : ICMPMON_BYE_NETNS_EXIT;
 	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++)
 		if (rcu_access_pointer(pn->subs[i]))
 			icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_BYE, reason);

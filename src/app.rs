@@ -149,10 +149,9 @@ fn consume<W: Write>(
                     }
                     if let Err(e) = out.write(&ev) {
                         writing = false;
-                        if is_broken_pipe(&e) {
-                            stop.set(StopReason::OutputClosed);
-                        } else {
-                            stop.set(StopReason::OutputClosed);
+                        stop.set(StopReason::OutputClosed);
+                        // A closed pipe (`| head`) is a normal way to stop.
+                        if !is_broken_pipe(&e) {
                             t.output_error = Some(anyhow!(e).context("cannot write CSV"));
                         }
                         continue;
@@ -207,12 +206,8 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .name("capture".into())
         .spawn({
             let stop = stop.clone();
-            move || {
-                let end = source.run(sink, &stop);
-                // Wake the consumer even if the source failed early.
-                stop.set(StopReason::Signal);
-                end
-            }
+            // Returning drops the sink, which ends the consumer's loop.
+            move || source.run(sink, &stop)
         })
         .context("cannot start the capture thread")?;
 

@@ -69,7 +69,10 @@ fn c_values() -> (BTreeMap<String, u64>, String) {
         .arg(&src)
         .status()
         .expect("run the C compiler");
-    assert!(status.success(), "the probe against icmpmon.h did not compile");
+    assert!(
+        status.success(),
+        "the probe against icmpmon.h did not compile"
+    );
     let out = Command::new(&exe).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -149,7 +152,10 @@ fn rust_mirror_matches_c_header() {
         ("ICMPMON_SNAPLEN_DEFAULT", proto::SNAPLEN_DEFAULT.into()),
         ("ICMPMON_BATCH_BYTES_MIN", proto::BATCH_BYTES_MIN.into()),
         ("ICMPMON_BATCH_BYTES_MAX", proto::BATCH_BYTES_MAX.into()),
-        ("ICMPMON_BATCH_BYTES_DEFAULT", proto::BATCH_BYTES_DEFAULT.into()),
+        (
+            "ICMPMON_BATCH_BYTES_DEFAULT",
+            proto::BATCH_BYTES_DEFAULT.into(),
+        ),
         ("ICMPMON_FLUSH_MS_MIN", proto::FLUSH_MS_MIN.into()),
         ("ICMPMON_FLUSH_MS_MAX", proto::FLUSH_MS_MAX.into()),
         ("ICMPMON_FLUSH_MS_DEFAULT", proto::FLUSH_MS_DEFAULT.into()),
@@ -161,7 +167,11 @@ fn rust_mirror_matches_c_header() {
     for (name, value) in &rust {
         assert_eq!(c.get(*name), Some(value), "{name}: C header vs Rust mirror");
     }
-    assert_eq!(c.len(), rust.len(), "the probe prints a value the test does not check");
+    assert_eq!(
+        c.len(),
+        rust.len(),
+        "the probe prints a value the test does not check"
+    );
 }
 
 #[test]
