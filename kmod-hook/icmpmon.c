@@ -628,30 +628,37 @@ out:
 	return err;
 }
 
+/* The namespace counters, for STATS and /proc/net/icmpmon alike. */
+static const struct {
+	int attr;
+	const char *name;
+	size_t offset;
+} icmpmon_counters[] = {
+#define ICMPMON_COUNTER(a, f) { a, #f, offsetof(struct icmpmon_net, f) }
+	ICMPMON_COUNTER(ICMPMON_A_STAT_PACKETS, packets),
+	ICMPMON_COUNTER(ICMPMON_A_STAT_SEEN, seen),
+	ICMPMON_COUNTER(ICMPMON_A_STAT_DELIVERED, delivered),
+	ICMPMON_COUNTER(ICMPMON_A_STAT_LOST_NOBUFS, lost_nobufs),
+	ICMPMON_COUNTER(ICMPMON_A_STAT_LOST_NOMEM, lost_nomem),
+	ICMPMON_COUNTER(ICMPMON_A_STAT_LOST_CLOSED, lost_closed),
+	ICMPMON_COUNTER(ICMPMON_A_STAT_TRUNCATED, truncated),
+#undef ICMPMON_COUNTER
+};
+
+static s64 icmpmon_counter(struct icmpmon_net *pn, int i)
+{
+	return atomic64_read((atomic64_t *)((u8 *)pn + icmpmon_counters[i].offset));
+}
+
 static int icmpmon_put_stats(struct sk_buff *skb, struct icmpmon_net *pn,
 			     u32 nsubs)
 {
-	static const struct {
-		int attr;
-		size_t offset;
-	} counters[] = {
-		{ ICMPMON_A_STAT_PACKETS, offsetof(struct icmpmon_net, packets) },
-		{ ICMPMON_A_STAT_SEEN, offsetof(struct icmpmon_net, seen) },
-		{ ICMPMON_A_STAT_DELIVERED, offsetof(struct icmpmon_net, delivered) },
-		{ ICMPMON_A_STAT_LOST_NOBUFS, offsetof(struct icmpmon_net, lost_nobufs) },
-		{ ICMPMON_A_STAT_LOST_NOMEM, offsetof(struct icmpmon_net, lost_nomem) },
-		{ ICMPMON_A_STAT_LOST_CLOSED, offsetof(struct icmpmon_net, lost_closed) },
-		{ ICMPMON_A_STAT_TRUNCATED, offsetof(struct icmpmon_net, truncated) },
-	};
 	int i;
 
-	for (i = 0; i < ARRAY_SIZE(counters); i++) {
-		atomic64_t *c = (atomic64_t *)((u8 *)pn + counters[i].offset);
-
-		if (nla_put_u64_64bit(skb, counters[i].attr, atomic64_read(c),
-				      ICMPMON_A_PAD))
+	for (i = 0; i < ARRAY_SIZE(icmpmon_counters); i++)
+		if (nla_put_u64_64bit(skb, icmpmon_counters[i].attr,
+				      icmpmon_counter(pn, i), ICMPMON_A_PAD))
 			return -EMSGSIZE;
-	}
 	return nla_put_u32(skb, ICMPMON_A_STAT_SUBSCRIBERS, nsubs);
 }
 
@@ -743,16 +750,12 @@ static struct notifier_block icmpmon_netlink_notifier = {
 static int icmpmon_proc_show(struct seq_file *m, void *v)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(seq_file_single_net(m));
+	int i;
 
-	seq_printf(m, "packets %lld\nseen %lld\ndelivered %lld\n",
-		   atomic64_read(&pn->packets), atomic64_read(&pn->seen),
-		   atomic64_read(&pn->delivered));
-	seq_printf(m, "lost_nobufs %lld\nlost_nomem %lld\nlost_closed %lld\n",
-		   atomic64_read(&pn->lost_nobufs),
-		   atomic64_read(&pn->lost_nomem),
-		   atomic64_read(&pn->lost_closed));
-	seq_printf(m, "truncated %lld\nsubscribers %u\n",
-		   atomic64_read(&pn->truncated), READ_ONCE(pn->nsubs));
+	for (i = 0; i < ARRAY_SIZE(icmpmon_counters); i++)
+		seq_printf(m, "%s %lld\n", icmpmon_counters[i].name,
+			   icmpmon_counter(pn, i));
+	seq_printf(m, "subscribers %u\n", READ_ONCE(pn->nsubs));
 	return 0;
 }
 

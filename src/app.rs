@@ -13,12 +13,15 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::capture::kmod::{KmodClient, KmodOptions, KmodSource};
-use crate::capture::SourceEnd;
-use crate::cli::{Cli, Command, Output, RunArgs};
-use crate::event::RawPacket;
+use crate::capture::kmod::{KmodClient, KmodOptions};
+use crate::capture::pcap::PcapSource;
+use crate::capture::{Source, SourceEnd};
+use crate::cli::{Cli, Command, Output, RunArgs, SourceSpec};
+use crate::event::{IcmpEvent, RawPacket};
 use crate::export::csv::CsvExport;
-use crate::parse::parse;
+use crate::export::jsonl::JsonlExport;
+use crate::export::{IfNames, Row, RowSink};
+use crate::parse::{parse, ParseError};
 use crate::pipeline::{self, StopFlag, StopReason};
 
 /// How often the consumer flushes and checks the clock when idle.
@@ -76,10 +79,11 @@ fn install_signal_handler(stop: StopFlag) -> anyhow::Result<()> {
     .context("cannot install the SIGINT/SIGTERM handler")
 }
 
-fn open_output(out: Option<&Output>) -> anyhow::Result<(Box<dyn Write + Send>, String)> {
+/// Opens one output; `-` is standard output.
+fn open_writer(out: &Output) -> anyhow::Result<(Box<dyn Write + Send>, String)> {
     Ok(match out {
-        None | Some(Output::Stdout) => (Box::new(BufWriter::new(io::stdout())), "stdout".into()),
-        Some(Output::File(path)) => {
+        Output::Stdout => (Box::new(BufWriter::new(io::stdout())), "stdout".into()),
+        Output::File(path) => {
             let f =
                 File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
             (Box::new(BufWriter::new(f)), path.display().to_string())
@@ -87,14 +91,50 @@ fn open_output(out: Option<&Output>) -> anyhow::Result<(Box<dyn Write + Send>, S
     })
 }
 
-fn open_kmod(args: &RunArgs) -> anyhow::Result<KmodSource> {
-    let opts = KmodOptions {
-        snaplen: args.snaplen,
-        batch_bytes: args.batch_bytes,
-        flush_ms: args.flush_ms,
-        socket_buffer: usize::try_from(args.socket_buffer).unwrap_or(usize::MAX),
+/// The exporters asked for (CSV to stdout when none is), and a label.
+fn open_outputs(args: &RunArgs) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String)> {
+    if args.csv == Some(Output::Stdout) && args.jsonl == Some(Output::Stdout) {
+        // A usage error, but only visible once both are parsed.
+        clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--csv - and --jsonl - cannot both write to standard output\n",
+        )
+        .exit();
+    }
+    let mut sinks: Vec<Box<dyn RowSink>> = Vec::new();
+    let mut names = Vec::new();
+    let csv = match (&args.csv, &args.jsonl) {
+        (None, None) => Some(Output::Stdout),
+        (csv, _) => csv.clone(),
     };
-    Ok(KmodClient::open()?.register(&opts)?)
+    if let Some(out) = &csv {
+        let (w, name) = open_writer(out)?;
+        sinks.push(Box::new(
+            CsvExport::new(w).context("cannot write the CSV header")?,
+        ));
+        names.push(format!("CSV to {name}"));
+    }
+    if let Some(out) = &args.jsonl {
+        let (w, name) = open_writer(out)?;
+        sinks.push(Box::new(JsonlExport::new(w)));
+        names.push(format!("JSON lines to {name}"));
+    }
+    Ok((sinks, names.join(", ")))
+}
+
+fn open_source(args: &RunArgs) -> anyhow::Result<Source> {
+    Ok(match &args.source {
+        SourceSpec::Auto | SourceSpec::Kmod => {
+            let opts = KmodOptions {
+                snaplen: args.snaplen,
+                batch_bytes: args.batch_bytes,
+                flush_ms: args.flush_ms,
+                socket_buffer: usize::try_from(args.socket_buffer).unwrap_or(usize::MAX),
+            };
+            Source::Kmod(KmodClient::open()?.register(&opts)?)
+        }
+        SourceSpec::Pcap(path) => Source::Pcap(PcapSource::open(path)?),
+    })
 }
 
 /// What the consumer saw.
@@ -102,6 +142,8 @@ fn open_kmod(args: &RunArgs) -> anyhow::Result<KmodSource> {
 struct Tally {
     packets: u64,
     rows: u64,
+    /// Well-formed IP packets that are not ICMP (capture files).
+    not_icmp: u64,
     parse_errors: BTreeMap<&'static str, u64>,
     output_error: Option<anyhow::Error>,
 }
@@ -112,14 +154,28 @@ impl Tally {
     }
 }
 
-fn is_broken_pipe(e: &csv::Error) -> bool {
-    matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == io::ErrorKind::BrokenPipe)
+/// Every exporter, fed one row per event.
+struct Outputs {
+    sinks: Vec<Box<dyn RowSink>>,
+    source: &'static str,
+    ifnames: IfNames,
+}
+
+impl Outputs {
+    fn write(&mut self, ev: &IcmpEvent) -> io::Result<()> {
+        let row = Row::new(ev, self.source, self.ifnames.get(ev.ifindex));
+        self.sinks.iter_mut().try_for_each(|s| s.write_row(&row))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
 }
 
 /// Parses and exports until the capture side hangs up.
-fn consume<W: Write>(
+fn consume(
     rx: &Receiver<Vec<RawPacket>>,
-    out: &mut CsvExport<W>,
+    out: &mut Outputs,
     args: &RunArgs,
     stop: &StopFlag,
     started: Instant,
@@ -139,6 +195,10 @@ fn consume<W: Write>(
                     t.packets += 1;
                     let ev = match parse(&raw) {
                         Ok(ev) => ev,
+                        Err(ParseError::NotIcmp(_)) => {
+                            t.not_icmp += 1;
+                            continue;
+                        }
                         Err(e) => {
                             *t.parse_errors.entry(e.label()).or_default() += 1;
                             continue;
@@ -151,8 +211,8 @@ fn consume<W: Write>(
                         writing = false;
                         stop.set(StopReason::OutputClosed);
                         // A closed pipe (`| head`) is a normal way to stop.
-                        if !is_broken_pipe(&e) {
-                            t.output_error = Some(anyhow!(e).context("cannot write CSV"));
+                        if e.kind() != io::ErrorKind::BrokenPipe {
+                            t.output_error = Some(anyhow!(e).context("cannot write output"));
                         }
                         continue;
                     }
@@ -179,23 +239,27 @@ fn consume<W: Write>(
     }
     if let Err(e) = out.flush() {
         if e.kind() != io::ErrorKind::BrokenPipe && t.output_error.is_none() {
-            t.output_error = Some(anyhow!(e).context("cannot write CSV"));
+            t.output_error = Some(anyhow!(e).context("cannot write output"));
         }
     }
     t
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    // Output first: a bad path fails before anything is registered.
-    let (writer, out_name) = open_output(args.csv.as_ref())?;
-    let mut csv = CsvExport::new(writer, "kmod").context("cannot write the CSV header")?;
-
-    let source = open_kmod(args)?;
+    // Outputs first: a bad path fails before anything is registered.
+    let (sinks, out_names) = open_outputs(args)?;
+    let source = open_source(args)?;
     let counters = source.counters();
+    let source_name = source.name();
     eprintln!(
-        "icmpmon: capturing from kmod (generic netlink family icmpmon, id {}), CSV to {out_name}; Ctrl-C to stop",
-        source.family_id()
+        "icmpmon: capturing from {}, {out_names}; Ctrl-C to stop",
+        source.describe()
     );
+    let mut outputs = Outputs {
+        sinks,
+        source: source_name,
+        ifnames: IfNames::default(),
+    };
 
     let stop = StopFlag::new();
     install_signal_handler(stop.clone())?;
@@ -211,11 +275,12 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         })
         .context("cannot start the capture thread")?;
 
-    let tally = consume(&rx, &mut csv, args, &stop, started);
+    let tally = consume(&rx, &mut outputs, args, &stop, started);
     let end = capture
         .join()
         .map_err(|_| anyhow!("the capture thread panicked"))?;
     let elapsed = started.elapsed().as_secs_f64();
+    let dropped = dropped.load(Relaxed);
 
     let why = match &end {
         Ok(SourceEnd::Stopped) => stop
@@ -223,32 +288,34 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .map_or("stopped", StopReason::describe)
             .to_string(),
         Ok(SourceEnd::Ended(why)) => why.clone(),
-        Err(e) => format!("capture failed: {e}"),
+        Err(e) => format!("capture failed: {e:#}"),
     };
-    let c = &counters;
+    let mut losses: Vec<String> = counters
+        .losses()
+        .iter()
+        .map(|(what, n)| format!("{what} {n}"))
+        .collect();
+    losses.push(format!("channel {dropped}"));
     eprintln!(
-        "icmpmon: {why}; {} rows to {out_name} in {elapsed:.1} s; lost: kernel {}, missing batches {}, \
-         socket overruns {}, channel {}; parse errors {}",
+        "icmpmon: {why}; {} rows ({out_names}) in {elapsed:.1} s; lost: {}; parse errors {}; not ICMP {}",
         tally.rows,
-        c.kernel_lost.load(Relaxed),
-        c.missing_batches.load(Relaxed),
-        c.socket_overruns.load(Relaxed),
-        dropped.load(Relaxed),
+        losses.join(", "),
         tally.parse_error_total(),
+        tally.not_icmp,
     );
+    let fields: String = counters
+        .fields()
+        .iter()
+        .map(|(k, v)| format!(" {k}={v}"))
+        .collect();
     eprintln!(
-        "icmpmon: summary source=kmod rows={} records={} batches={} kernel_lost={} missing_batches={} \
-         socket_overruns={} channel_dropped={} bad_batches={} parse_errors={} seconds={elapsed:.3} records_per_s={:.0}",
+        "icmpmon: summary source={source_name} rows={} packets={}{fields} channel_dropped={dropped} \
+         parse_errors={} not_icmp={} seconds={elapsed:.3} packets_per_s={:.0}",
         tally.rows,
-        c.records.load(Relaxed),
-        c.batches.load(Relaxed),
-        c.kernel_lost.load(Relaxed),
-        c.missing_batches.load(Relaxed),
-        c.socket_overruns.load(Relaxed),
-        dropped.load(Relaxed),
-        c.bad_batches.load(Relaxed),
+        tally.packets,
         tally.parse_error_total(),
-        c.records.load(Relaxed) as f64 / elapsed.max(1e-9),
+        tally.not_icmp,
+        tally.packets as f64 / elapsed.max(1e-9),
     );
     for (label, n) in &tally.parse_errors {
         eprintln!("icmpmon:   parse error {label}: {n}");
@@ -256,7 +323,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     let mut failed = false;
     if let Err(e) = end {
-        eprintln!("icmpmon: {e}");
+        eprintln!("icmpmon: {e:#}");
         failed = true;
     }
     if let Some(e) = tally.output_error {

@@ -14,6 +14,7 @@ Examples:
   sudo icmpmon --source kmod --csv icmp.csv          # until Ctrl-C
   sudo icmpmon --csv - --count 20                    # CSV to stdout, 20 rows
   sudo icmpmon --csv out.csv --duration 30
+  icmpmon --source pcap:capture.pcapng --jsonl -     # offline, no root
   icmpmon stats                                      # module counters
 
 Exit status: 0 clean stop (Ctrl-C, SIGTERM, --count, --duration, module
@@ -53,19 +54,25 @@ pub enum Command {
 }
 
 /// Where packets come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     /// The kernel module when loaded.
     Auto,
     /// The kernel module (generic netlink family "icmpmon").
     Kmod,
+    /// A pcap or pcapng file.
+    Pcap(PathBuf),
 }
 
 fn parse_source(s: &str) -> Result<SourceSpec, String> {
     match s {
         "auto" => Ok(SourceSpec::Auto),
         "kmod" => Ok(SourceSpec::Kmod),
-        _ => Err("this build knows the sources: auto, kmod".into()),
+        _ => match s.strip_prefix("pcap:") {
+            Some("") => Err("pcap: needs a file path, e.g. pcap:capture.pcapng".into()),
+            Some(path) => Ok(SourceSpec::Pcap(path.into())),
+            None => Err("this build knows the sources: auto, kmod, pcap:PATH".into()),
+        },
     }
 }
 
@@ -96,7 +103,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Packet source: auto (the kernel module if loaded) or kmod.
+    /// Packet source: auto (the kernel module if loaded), kmod, or
+    /// pcap:PATH (a pcap/pcapng file; no privileges needed).
     #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = parse_source)]
     pub source: SourceSpec,
     /// No dashboard: export only (the only mode of this build).
@@ -106,6 +114,10 @@ pub struct RunArgs {
     /// when no output is given.
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub csv: Option<Output>,
+    /// Write JSON lines (the CSV's fields and names) to PATH, or to
+    /// standard output with -.
+    #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
+    pub jsonl: Option<Output>,
     /// Stop after N rows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
@@ -155,6 +167,7 @@ mod tests {
             &["icmpmon", "--duration", "-1"],
             &["icmpmon", "--snaplen", "10"],
             &["icmpmon", "--csv", ""],
+            &["icmpmon", "--source", "pcap:"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
@@ -167,6 +180,8 @@ mod tests {
         assert_eq!(cli.run.source, SourceSpec::Auto);
         assert_eq!(cli.run.csv, Some(Output::Stdout));
         assert_eq!(cli.run.duration, Some(Duration::from_millis(1500)));
+        let cli = Cli::try_parse_from(["icmpmon", "--source", "pcap:a:b.pcap"]).unwrap();
+        assert_eq!(cli.run.source, SourceSpec::Pcap("a:b.pcap".into()));
         let cli = Cli::try_parse_from(["icmpmon", "stats"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Stats)));
     }

@@ -76,6 +76,15 @@ impl PacketSink {
     }
 }
 
+impl PacketSink {
+    /// Hands a batch on, waiting while the channel is full: for offline
+    /// sources, which have no deadline and must not lose packets. Returns
+    /// false once the consumer is gone.
+    pub fn send_wait(&self, batch: Vec<RawPacket>) -> bool {
+        self.tx.send(batch).is_ok()
+    }
+}
+
 /// A channel holding at most `capacity` batches, and its drop counter.
 pub fn channel(capacity: usize) -> (PacketSink, Receiver<Vec<RawPacket>>, Arc<AtomicU64>) {
     let (tx, rx) = bounded(capacity);
@@ -126,5 +135,6 @@ mod tests {
         drop(rx);
         sink.send(vec![pkt()]);
         assert_eq!(dropped.load(Ordering::Relaxed), 4);
+        assert!(!sink.send_wait(vec![pkt()]));
     }
 }

@@ -2,6 +2,12 @@
 //! into a `PacketSink`; none of them parses ICMP (that is `parse`'s job).
 
 pub mod kmod;
+pub mod pcap;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::pipeline::{PacketSink, StopFlag};
 
 /// How a source's capture ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,4 +17,86 @@ pub enum SourceEnd {
     Stopped,
     /// The source ended on its own; the text says why.
     Ended(String),
+}
+
+/// An opened source, ready to run on the capture thread.
+#[derive(Debug)]
+pub enum Source {
+    Kmod(kmod::KmodSource),
+    Pcap(pcap::PcapSource),
+}
+
+impl Source {
+    /// The CSV `source` column.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Kmod(_) => "kmod",
+            Source::Pcap(_) => "pcap",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Kmod(k) => format!(
+                "kmod (generic netlink family icmpmon, id {})",
+                k.family_id()
+            ),
+            Source::Pcap(p) => format!("pcap file {}", p.path().display()),
+        }
+    }
+
+    pub fn counters(&self) -> SourceCounters {
+        match self {
+            Source::Kmod(k) => SourceCounters::Kmod(k.counters()),
+            Source::Pcap(p) => SourceCounters::Pcap(p.counters()),
+        }
+    }
+
+    pub fn run(self, sink: PacketSink, stop: &StopFlag) -> anyhow::Result<SourceEnd> {
+        Ok(match self {
+            Source::Kmod(k) => k.run(sink, stop)?,
+            Source::Pcap(p) => p.run(sink, stop)?,
+        })
+    }
+}
+
+/// A handle on a running source's counters, for the summary.
+#[derive(Debug, Clone)]
+pub enum SourceCounters {
+    Kmod(Arc<kmod::KmodCounters>),
+    Pcap(Arc<pcap::PcapCounters>),
+}
+
+impl SourceCounters {
+    /// Every counter, for the machine-readable summary.
+    pub fn fields(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            SourceCounters::Kmod(c) => vec![
+                ("records", c.records.load(Relaxed)),
+                ("batches", c.batches.load(Relaxed)),
+                ("kernel_lost", c.kernel_lost.load(Relaxed)),
+                ("missing_batches", c.missing_batches.load(Relaxed)),
+                ("socket_overruns", c.socket_overruns.load(Relaxed)),
+                ("bad_batches", c.bad_batches.load(Relaxed)),
+            ],
+            SourceCounters::Pcap(c) => vec![
+                ("frames", c.frames.load(Relaxed)),
+                ("not_ip", c.not_ip.load(Relaxed)),
+                ("unknown_link", c.unknown_link.load(Relaxed)),
+            ],
+        }
+    }
+
+    /// Where packets can be lost before the channel, for the human summary.
+    pub fn losses(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            SourceCounters::Kmod(c) => vec![
+                ("kernel", c.kernel_lost.load(Relaxed)),
+                ("missing batches", c.missing_batches.load(Relaxed)),
+                ("socket overruns", c.socket_overruns.load(Relaxed)),
+            ],
+            // A file is read whole: nothing is lost before the parser.
+            SourceCounters::Pcap(_) => vec![],
+        }
+    }
 }

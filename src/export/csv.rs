@@ -1,37 +1,38 @@
 //! CSV schema v1 writer (RFC 4180 quoting by the `csv` crate).
 
-use std::io::Write;
+use std::io::{self, Write};
 
-use crate::event::IcmpEvent;
-use crate::export::{IfNames, Row, HEADER};
+use crate::export::{Row, RowSink, HEADER};
 
 #[derive(Debug)]
 pub struct CsvExport<W: Write> {
     out: csv::Writer<W>,
-    source: &'static str,
-    ifnames: IfNames,
+}
+
+fn io_error(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    }
 }
 
 impl<W: Write> CsvExport<W> {
     /// Writes the header row at once, so even an empty run yields one.
-    pub fn new(out: W, source: &'static str) -> csv::Result<Self> {
+    pub fn new(out: W) -> io::Result<Self> {
         let mut out = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(out);
-        out.write_record(HEADER)?;
-        Ok(Self {
-            out,
-            source,
-            ifnames: IfNames::default(),
-        })
+        out.write_record(HEADER).map_err(io_error)?;
+        Ok(Self { out })
+    }
+}
+
+impl<W: Write + Send> RowSink for CsvExport<W> {
+    fn write_row(&mut self, row: &Row) -> io::Result<()> {
+        self.out.serialize(row).map_err(io_error)
     }
 
-    pub fn write(&mut self, ev: &IcmpEvent) -> csv::Result<()> {
-        let ifname = self.ifnames.get(ev.ifindex);
-        self.out.serialize(Row::new(ev, self.source, ifname))
-    }
-
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
@@ -39,39 +40,14 @@ impl<W: Write> CsvExport<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Direction, Echo, Family, Info, Quoted};
-    use std::net::IpAddr;
+    use crate::export::tests::{echo_event, error_event};
 
-    fn event() -> IcmpEvent {
-        IcmpEvent {
-            ts_ns: 1_000_000_001,
-            direction: Direction::Out,
-            ifindex: 0,
-            family: Family::V4,
-            src: IpAddr::from([127, 0, 0, 1]),
-            dst: IpAddr::from([127, 0, 0, 1]),
-            ttl: 64,
-            length: 84,
-            icmp_type: 3,
-            icmp_code: 4,
-            echo: None,
-            quoted: Some(Quoted {
-                proto: 17,
-                src: IpAddr::from([10, 0, 0, 1]),
-                dst: IpAddr::from([10, 0, 0, 2]),
-                sport: Some(5000),
-                dport: Some(53),
-            }),
-            info: Some(Info::Mtu(1400)),
-        }
-    }
-
-    fn render(events: &[IcmpEvent]) -> String {
+    fn render(rows: &[Row]) -> String {
         let mut buf = Vec::new();
         {
-            let mut csv = CsvExport::new(&mut buf, "kmod").unwrap();
-            for ev in events {
-                csv.write(ev).unwrap();
+            let mut csv = CsvExport::new(&mut buf).unwrap();
+            for row in rows {
+                csv.write_row(row).unwrap();
             }
             csv.flush().unwrap();
         }
@@ -82,24 +58,15 @@ mod tests {
     fn header_matches_row_fields() {
         // The explicit header must name Row's fields in Row's order.
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.serialize(Row::new(&event(), "kmod", "")).unwrap();
+        w.serialize(Row::new(&error_event(), "kmod", "")).unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         assert_eq!(text.lines().next().unwrap(), HEADER.join(","));
     }
 
     #[test]
     fn error_row_and_empty_cells() {
-        let mut echo = event();
-        echo.icmp_type = 8;
-        echo.icmp_code = 0;
-        echo.quoted = None;
-        echo.info = None;
-        echo.echo = Some(Echo {
-            id: 7,
-            seq: 1,
-            payload_len: 56,
-        });
-        let text = render(&[event(), echo]);
+        let (err, echo) = (error_event(), echo_event());
+        let text = render(&[Row::new(&err, "kmod", ""), Row::new(&echo, "kmod", "lo")]);
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(
@@ -108,7 +75,7 @@ mod tests {
         );
         assert_eq!(
             lines[2],
-            "1970-01-01T00:00:01.000000001Z,kmod,out,,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,,,,,,,"
+            "1970-01-01T00:00:01.000000001Z,kmod,out,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,,,,,,,"
         );
     }
 

@@ -2,10 +2,12 @@
 //! DESIGN.md); JSON lines will carry the same fields under the same names.
 
 pub mod csv;
+pub mod jsonl;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::CStr;
+use std::io;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -93,6 +95,12 @@ impl<'a> Row<'a> {
     }
 }
 
+/// A headless output: one row per ICMP message.
+pub trait RowSink: Send {
+    fn write_row(&mut self, row: &Row) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T08:28:00.000000001Z`.
 pub fn rfc3339_nanos(ts_ns: u64) -> String {
     let secs = (ts_ns / 1_000_000_000) as i64;
@@ -137,8 +145,49 @@ impl IfNames {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::event::{Direction, Echo, Family, Info, Quoted};
+
+    /// A frag-needed error quoting a UDP flow.
+    pub(crate) fn error_event() -> IcmpEvent {
+        IcmpEvent {
+            ts_ns: 1_000_000_001,
+            direction: Direction::Out,
+            ifindex: 0,
+            family: Family::V4,
+            src: IpAddr::from([127, 0, 0, 1]),
+            dst: IpAddr::from([127, 0, 0, 1]),
+            ttl: 64,
+            length: 84,
+            icmp_type: 3,
+            icmp_code: 4,
+            echo: None,
+            quoted: Some(Quoted {
+                proto: 17,
+                src: IpAddr::from([10, 0, 0, 1]),
+                dst: IpAddr::from([10, 0, 0, 2]),
+                sport: Some(5000),
+                dport: Some(53),
+            }),
+            info: Some(Info::Mtu(1400)),
+        }
+    }
+
+    pub(crate) fn echo_event() -> IcmpEvent {
+        IcmpEvent {
+            icmp_type: 8,
+            icmp_code: 0,
+            quoted: None,
+            info: None,
+            echo: Some(Echo {
+                id: 7,
+                seq: 1,
+                payload_len: 56,
+            }),
+            ..error_event()
+        }
+    }
 
     #[test]
     fn timestamps_have_nine_fraction_digits() {

@@ -222,12 +222,15 @@ scenario_flood() {
 	n=$(($(wc -l </tmp/flood.csv) - 1))
 	e=/tmp/flood.err
 	lost="$(summary_field $e kernel_lost)/$(summary_field $e missing_batches)/$(summary_field $e socket_overruns)/$(summary_field $e channel_dropped)"
-	rate=$(summary_field $e records_per_s)
+	rate=$(summary_field $e packets_per_s)
 	seen=$(stat seen); delivered=$(stat delivered)
+	# /proc/net/icmpmon shows the same counters as STATS.
+	proc="$(awk '$1 == "seen" || $1 == "delivered" { print $2 }' /proc/net/icmpmon | tr '\n' ' ')"
 	klost=$(($(stat lost_nobufs) + $(stat lost_nomem) + $(stat lost_closed)))
-	detail="sent=$sent snmp_out_echos=$oe rows=$n kernel: seen=$seen delivered=$delivered lost=$klost; monitor lost k/b/s/c=$lost; $(cat /tmp/flood.out); monitor_records_per_s=$rate"
+	detail="sent=$sent snmp_out_echos=$oe rows=$n kernel: seen=$seen delivered=$delivered lost=$klost proc=[$proc]; monitor lost k/b/s/c=$lost; $(cat /tmp/flood.out); monitor_records_per_s=$rate"
 	if [ "$rc" = 0 ] && [ "$sent" = "$oe" ] && [ "$n" = $((4 * sent)) ] &&
-		[ "$seen" = $((delivered + klost)) ] && [ "$lost" = "0/0/0/0" ] && [ "$(stat subscribers)" = 0 ]; then
+		[ "$seen" = $((delivered + klost)) ] && [ "$lost" = "0/0/0/0" ] && [ "$(stat subscribers)" = 0 ] &&
+		[ "$proc" = "$seen $delivered " ]; then
 		pass flood "$detail"
 	else
 		fail flood "rc=$rc $detail"

@@ -1,0 +1,263 @@
+//! `--source pcap:FILE` end to end: fixtures are written here with
+//! pcap-file, then the real binary reads them without privileges.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::DataLink;
+
+fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
+    p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// IPv6 between fd00::SRC and fd00::DST.
+fn ipv6(next: u8, src: u8, dst: u8, payload: &[u8]) -> Vec<u8> {
+    let addr = |last: u8| {
+        let mut a = [0u8; 16];
+        a[0] = 0xfd;
+        a[15] = last;
+        a
+    };
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, 255]);
+    p.extend_from_slice(&addr(src));
+    p.extend_from_slice(&addr(dst));
+    p.extend_from_slice(payload);
+    p
+}
+
+fn echo(t: u8, id: u16, seq: u16) -> Vec<u8> {
+    let mut m = vec![t, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(b"payload!");
+    m
+}
+
+/// Ethernet frame with an 802.1Q tag.
+fn ether_vlan(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 0x64];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn write_pcap(path: &Path, link: DataLink, frames: &[(u64, Vec<u8>)]) {
+    let header = PcapHeader {
+        datalink: link,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(std::fs::File::create(path).unwrap(), header).unwrap();
+    for (ts_ns, f) in frames {
+        w.write_packet(&PcapPacket::new(
+            Duration::from_nanos(*ts_ns),
+            f.len() as u32,
+            f,
+        ))
+        .unwrap();
+    }
+}
+
+fn icmpmon(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_icmpmon"))
+        .args(args)
+        .output()
+        .expect("run icmpmon")
+}
+
+fn csv_rows(out: &Output) -> Vec<Vec<String>> {
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let mut lines = text.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("timestamp,source,direction"));
+    lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn ethernet_vlan_capture_to_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("eth.pcap");
+    let udp = [0x9c, 0x40, 0x82, 0x35, 0, 8, 0, 0];
+    let quoted = ipv4(17, [10, 0, 0, 1], [10, 0, 0, 2], &udp);
+    let unreach = [vec![3, 3, 0, 0, 0, 0, 0, 0], quoted].concat();
+    write_pcap(
+        &f,
+        DataLink::ETHERNET,
+        &[
+            (
+                1_700_000_000_000_001_000,
+                ether_vlan(
+                    0x0800,
+                    &ipv4(1, [10, 0, 0, 1], [10, 0, 0, 2], &echo(8, 9, 1)),
+                ),
+            ),
+            (1_700_000_000_000_002_000, ether_vlan(0x0806, &[0; 28])),
+            (
+                1_700_000_000_000_003_000,
+                ether_vlan(0x0800, &ipv4(17, [10, 0, 0, 1], [10, 0, 0, 2], &udp)),
+            ),
+            (
+                1_700_000_000_000_004_000,
+                ether_vlan(0x0800, &ipv4(1, [10, 0, 0, 2], [10, 0, 0, 1], &unreach)),
+            ),
+            (
+                1_700_000_000_000_005_000,
+                ether_vlan(0x86dd, &ipv6(58, 1, 2, &echo(129, 9, 1))),
+            ),
+        ],
+    );
+    let out = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--csv", "-"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0][0], "2023-11-14T22:13:20.000001000Z");
+    assert_eq!(
+        (&*rows[0][1], &*rows[0][2], &*rows[0][9]),
+        ("pcap", "-", "echo-request")
+    );
+    assert_eq!((&*rows[0][10], &*rows[0][11]), ("9", "1"));
+    assert_eq!(
+        &rows[1][9..],
+        [
+            "port-unreachable",
+            "",
+            "",
+            "64",
+            "56",
+            "",
+            "17",
+            "10.0.0.1",
+            "10.0.0.2",
+            "40000",
+            "33333",
+            ""
+        ]
+    );
+    assert_eq!(
+        (&*rows[2][4], &*rows[2][5], &*rows[2][9]),
+        ("6", "fd00::1", "echo-reply")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not ICMP 1"), "{err}");
+    assert!(err.contains("not_ip=1"), "{err}");
+}
+
+#[test]
+fn cooked_v2_keeps_direction_and_jsonl_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("sll2.pcap");
+    let mut sll2 = vec![
+        0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 4, 6, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    sll2.extend_from_slice(&ipv4(1, [127, 0, 0, 1], [127, 0, 0, 1], &echo(0, 5, 6)));
+    write_pcap(&f, DataLink::LINUX_SLL2, &[(1_000_000_000, sll2)]);
+    let out = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--jsonl", "-"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["direction"], "out");
+    assert_eq!(v["kind"], "echo-reply");
+    assert_eq!(v["timestamp"], "1970-01-01T00:00:01.000000000Z");
+    assert_eq!(v["length"], 36);
+}
+
+#[test]
+fn pcapng_timestamps_follow_if_tsresol() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ts.pcapng");
+    let mut w = PcapNgWriter::new(std::fs::File::create(&f).unwrap()).unwrap();
+    let pkt = ipv4(1, [192, 0, 2, 1], [192, 0, 2, 2], &echo(8, 1, 1));
+    // Interface 0: default resolution (microseconds); interface 1: ns.
+    for opts in [vec![], vec![InterfaceDescriptionOption::IfTsResol(9)]] {
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::RAW,
+            snaplen: 0,
+            options: opts,
+        })
+        .unwrap();
+    }
+    // pcap-file stores EPB timestamps as raw units in a Duration's nanos.
+    for (iface, units) in [
+        (0, 1_700_000_000_123_456u64),
+        (1, 1_700_000_000_123_456_789),
+    ] {
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: iface,
+            timestamp: Duration::from_nanos(units),
+            original_len: pkt.len() as u32,
+            data: Cow::Borrowed(&pkt),
+            options: vec![],
+        })
+        .unwrap();
+    }
+    drop(w);
+    let out = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--csv", "-"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = csv_rows(&out);
+    assert_eq!(rows[0][0], "2023-11-14T22:13:20.123456000Z");
+    assert_eq!(rows[1][0], "2023-11-14T22:13:20.123456789Z");
+}
+
+#[test]
+fn damaged_file_keeps_good_rows_and_names_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("cut.pcap");
+    let pkt = ipv4(1, [10, 0, 0, 1], [10, 0, 0, 2], &echo(8, 1, 1));
+    write_pcap(
+        &f,
+        DataLink::RAW,
+        &[(1, pkt.clone()), (2, pkt.clone()), (3, pkt)],
+    );
+    let full = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &full[..full.len() - 10]).unwrap();
+    let out = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--csv", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(csv_rows(&out).len(), 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 24-byte file header + 2 × (16-byte record header + 36 bytes).
+    assert!(err.contains("damaged at byte 128"), "{err}");
+}
+
+#[test]
+fn not_a_capture_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("notes.txt");
+    std::fs::write(&f, "hello world").unwrap();
+    let out = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--csv", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a pcap or pcapng file (it starts with 68656c6c)"),
+        "{err}"
+    );
+    let missing = icmpmon(&["--source", "pcap:/nonexistent.pcap"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent.pcap"));
+}
