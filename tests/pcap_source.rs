@@ -1,83 +1,19 @@
 //! `--source pcap:FILE` end to end: fixtures are written here with
 //! pcap-file, then the real binary reads them without privileges.
 
+mod common;
+
 use std::borrow::Cow;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use common::{echo, ether_vlan, icmpmon, ipv4, ipv6, write_pcap};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
-
-fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
-    p[2..4].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(payload);
-    p
-}
-
-/// IPv6 between fd00::SRC and fd00::DST.
-fn ipv6(next: u8, src: u8, dst: u8, payload: &[u8]) -> Vec<u8> {
-    let addr = |last: u8| {
-        let mut a = [0u8; 16];
-        a[0] = 0xfd;
-        a[15] = last;
-        a
-    };
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[next, 255]);
-    p.extend_from_slice(&addr(src));
-    p.extend_from_slice(&addr(dst));
-    p.extend_from_slice(payload);
-    p
-}
-
-fn echo(t: u8, id: u16, seq: u16) -> Vec<u8> {
-    let mut m = vec![t, 0, 0, 0];
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(b"payload!");
-    m
-}
-
-/// Ethernet frame with an 802.1Q tag.
-fn ether_vlan(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 0x64];
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn write_pcap(path: &Path, link: DataLink, frames: &[(u64, Vec<u8>)]) {
-    let header = PcapHeader {
-        datalink: link,
-        ..Default::default()
-    };
-    let mut w = PcapWriter::with_header(std::fs::File::create(path).unwrap(), header).unwrap();
-    for (ts_ns, f) in frames {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_nanos(*ts_ns),
-            f.len() as u32,
-            f,
-        ))
-        .unwrap();
-    }
-}
-
-fn icmpmon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_icmpmon"))
-        .args(args)
-        .output()
-        .expect("run icmpmon")
-}
 
 fn csv_rows(out: &Output) -> Vec<Vec<String>> {
     let text = String::from_utf8(out.stdout.clone()).unwrap();
