@@ -13,7 +13,8 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::capture::kmod::{KmodClient, KmodOptions};
+use crate::capture::kmod::{KmodClient, KmodError, KmodOptions};
+use crate::capture::nfqueue::{rules, NfqueueSource};
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Source, SourceEnd};
 use crate::cli::{Cli, Command, Output, RunArgs, SourceSpec};
@@ -29,6 +30,12 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A panic anywhere must not leave our firewall rules behind.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        rules::remove_installed();
+        default_hook(info);
+    }));
     init_logging(cli.verbose);
     let result = match cli.command {
         Some(Command::Stats) => stats(),
@@ -73,6 +80,8 @@ fn install_signal_handler(stop: StopFlag) -> anyhow::Result<()> {
             eprintln!("icmpmon: stopping (interrupt again to exit at once)");
         } else {
             eprintln!("icmpmon: second interrupt, exiting now");
+            // No destructors run past exit: remove our firewall rules here.
+            rules::remove_installed();
             std::process::exit(130);
         }
     })
@@ -123,16 +132,25 @@ fn open_outputs(args: &RunArgs) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String
 }
 
 fn open_source(args: &RunArgs) -> anyhow::Result<Source> {
+    let socket_buffer = usize::try_from(args.socket_buffer).unwrap_or(usize::MAX);
+    let kmod_opts = KmodOptions {
+        snaplen: args.snaplen,
+        batch_bytes: args.batch_bytes,
+        flush_ms: args.flush_ms,
+        socket_buffer,
+    };
+    let nfqueue = || NfqueueSource::open(args.queue_num, args.snaplen, socket_buffer);
     Ok(match &args.source {
-        SourceSpec::Auto | SourceSpec::Kmod => {
-            let opts = KmodOptions {
-                snaplen: args.snaplen,
-                batch_bytes: args.batch_bytes,
-                flush_ms: args.flush_ms,
-                socket_buffer: usize::try_from(args.socket_buffer).unwrap_or(usize::MAX),
-            };
-            Source::Kmod(KmodClient::open()?.register(&opts)?)
-        }
+        SourceSpec::Kmod => Source::Kmod(KmodClient::open()?.register(&kmod_opts)?),
+        SourceSpec::Nfqueue => Source::Nfqueue(nfqueue()?),
+        SourceSpec::Auto => match KmodClient::open() {
+            Ok(client) => Source::Kmod(client.register(&kmod_opts)?),
+            Err(KmodError::NotLoaded) => {
+                eprintln!("icmpmon: the icmpmon kernel module is not loaded; using NFQUEUE");
+                Source::Nfqueue(nfqueue()?)
+            }
+            Err(e) => return Err(e.into()),
+        },
         SourceSpec::Pcap(path) => Source::Pcap(PcapSource::open(path)?),
     })
 }

@@ -60,6 +60,8 @@ pub enum SourceSpec {
     Auto,
     /// The kernel module (generic netlink family "icmpmon").
     Kmod,
+    /// NFQUEUE with icmpmon's own firewall rules (no module needed).
+    Nfqueue,
     /// A pcap or pcapng file.
     Pcap(PathBuf),
 }
@@ -68,10 +70,11 @@ fn parse_source(s: &str) -> Result<SourceSpec, String> {
     match s {
         "auto" => Ok(SourceSpec::Auto),
         "kmod" => Ok(SourceSpec::Kmod),
+        "nfqueue" => Ok(SourceSpec::Nfqueue),
         _ => match s.strip_prefix("pcap:") {
             Some("") => Err("pcap: needs a file path, e.g. pcap:capture.pcapng".into()),
             Some(path) => Ok(SourceSpec::Pcap(path.into())),
-            None => Err("this build knows the sources: auto, kmod, pcap:PATH".into()),
+            None => Err("the sources are: auto, kmod, nfqueue, pcap:PATH".into()),
         },
     }
 }
@@ -103,8 +106,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Packet source: auto (the kernel module if loaded), kmod, or
-    /// pcap:PATH (a pcap/pcapng file; no privileges needed).
+    /// Packet source: auto (the kernel module if loaded, else nfqueue),
+    /// kmod, nfqueue, or pcap:PATH (a pcap/pcapng file; no privileges).
     #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = parse_source)]
     pub source: SourceSpec,
     /// No dashboard: export only (the only mode of this build).
@@ -140,9 +143,12 @@ pub struct RunArgs {
     pub flush_ms: u32,
     /// Netlink receive buffer in bytes (larger absorbs longer bursts).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20,
-          value_parser = clap::value_parser!(u64).range(65536..=1 << 30),
-          help_heading = "Kernel module")]
+          value_parser = clap::value_parser!(u64).range(65536..=1 << 30))]
     pub socket_buffer: u64,
+    /// NFQUEUE queue number icmpmon binds and its rules feed.
+    #[arg(long, value_name = "N", default_value_t = crate::capture::nfqueue::DEFAULT_QUEUE,
+          help_heading = "NFQUEUE")]
+    pub queue_num: u16,
     /// Batches the capture→consumer channel holds before it drops.
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]

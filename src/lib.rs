@@ -9,6 +9,7 @@ pub mod capture;
 pub mod cli;
 pub mod event;
 pub mod export;
+pub mod netlink;
 pub mod parse;
 pub mod pipeline;
 pub mod proto;

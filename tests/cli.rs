@@ -36,7 +36,7 @@ fn help_teaches() {
 #[test]
 fn bad_values_exit_2_with_what_is_allowed() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--source", "bogus"], "auto, kmod, pcap:PATH"),
+        (&["--source", "bogus"], "auto, kmod, nfqueue, pcap:PATH"),
         (&["--count", "0"], "--count"),
         (&["--duration", "soon"], "not a number of seconds"),
         (&["--snaplen", "9999"], "64..=4096"),

@@ -3,28 +3,21 @@
 //! RECORDS batches into `RawPacket`s and says CLOSE on the way out.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netlink_packet_core::{
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_generic::ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
 use crate::capture::SourceEnd;
 use crate::event::{Direction, RawPacket};
+use crate::netlink;
 use crate::pipeline::{PacketSink, StopFlag};
 use crate::proto::{self, attr, cmd, IcmpmonAttr, IcmpmonMsg};
 
-/// Flags of an NLMSG_ERROR message (linux/netlink.h).
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLMSG_HDRLEN: usize = 16;
 /// Larger than any batch the module sends (ICMPMON_BATCH_BYTES_MAX + headers).
 const RECV_BUFFER: usize = 256 * 1024;
 /// How often the receive loop looks at the stop flag.
@@ -233,11 +226,11 @@ impl KmodClient {
         let seq = self.send(NetlinkMessage::from(req))?;
         let mut id = None;
         loop {
-            if !self.wait_readable(REPLY_TIMEOUT)? {
+            if !netlink::wait_readable(&self.sock, REPLY_TIMEOUT)? {
                 return Err(KmodError::Timeout("the family lookup"));
             }
             self.recv()?;
-            for msg in datagram_messages(&self.buf) {
+            for msg in netlink::datagram_messages(&self.buf) {
                 let Ok(msg) = NetlinkMessage::<GenlMessage<GenlCtrl>>::deserialize(msg) else {
                     continue;
                 };
@@ -261,7 +254,7 @@ impl KmodClient {
                         return Err(KmodError::Refused {
                             what: "the family lookup",
                             errno: e.to_io(),
-                            extack: extack_message(msg.header.flags, &e.header),
+                            extack: netlink::extack_message(msg.header.flags, &e.header),
                         });
                     }
                     _ => {}
@@ -276,30 +269,6 @@ impl KmodClient {
         self.send(NetlinkMessage::from(genl))
     }
 
-    /// Waits up to `timeout` for the socket to become readable.
-    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, and its count is 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        match n {
-            n if n > 0 => Ok(true),
-            0 => Ok(false),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
     fn recv(&mut self) -> io::Result<()> {
         self.buf.clear();
         self.sock.recv(&mut self.buf, 0).map(|_| ())
@@ -307,7 +276,7 @@ impl KmodClient {
 
     /// Decodes the messages of the last datagram received.
     fn incoming(&self) -> impl Iterator<Item = Incoming> + '_ {
-        datagram_messages(&self.buf).map(|bytes| {
+        netlink::datagram_messages(&self.buf).map(|bytes| {
             let Ok(msg) = NetlinkMessage::<GenlMessage<IcmpmonMsg>>::deserialize(bytes) else {
                 return Incoming::Other;
             };
@@ -318,7 +287,7 @@ impl KmodClient {
                     seq,
                     e.code.map(|_| KmodRefusal {
                         errno: e.to_io(),
-                        extack: extack_message(flags, &e.header),
+                        extack: netlink::extack_message(flags, &e.header),
                     }),
                 ),
                 NetlinkPayload::InnerMessage(m) if m.family_id() == self.family_id => {
@@ -340,7 +309,7 @@ impl KmodClient {
     ) -> Result<(), KmodError> {
         let seq = self.request(command, attrs)?;
         loop {
-            if !self.wait_readable(REPLY_TIMEOUT)? {
+            if !netlink::wait_readable(&self.sock, REPLY_TIMEOUT)? {
                 return Err(KmodError::Timeout(what));
             }
             if let Err(e) = self.recv() {
@@ -390,7 +359,7 @@ impl KmodClient {
 
     /// Subscribes this socket; records start flowing at once.
     pub fn register(mut self, opts: &KmodOptions) -> Result<KmodSource, KmodError> {
-        self.set_socket_buffer(opts.socket_buffer);
+        netlink::set_receive_buffer(&self.sock, opts.socket_buffer);
         self.transact(
             "REGISTER",
             cmd::REGISTER,
@@ -409,26 +378,6 @@ impl KmodClient {
             counters: Arc::default(),
             next_batch: 0,
         })
-    }
-
-    fn set_socket_buffer(&self, bytes: usize) {
-        let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: setsockopt reads one c_int from a valid pointer of that size.
-        let forced = unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&val as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if forced != 0 {
-            // Without CAP_NET_ADMIN: as much as net.core.rmem_max allows.
-            if let Err(e) = self.sock.set_rx_buf_sz(val) {
-                tracing::warn!("cannot size the netlink receive buffer: {e}");
-            }
-        }
     }
 }
 
@@ -458,41 +407,6 @@ fn classify(msg: IcmpmonMsg) -> Incoming {
         cmd::STATS => Incoming::Stats(KmodStats::from_attrs(&msg.attrs)),
         _ => Incoming::Other,
     }
-}
-
-/// The netlink messages packed in one datagram.
-fn datagram_messages(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut off = 0;
-    std::iter::from_fn(move || {
-        let rest = buf.get(off..)?;
-        let len = NetlinkBuffer::new_checked(rest).ok()?.length() as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return None;
-        }
-        off += len.next_multiple_of(4);
-        Some(&rest[..len])
-    })
-}
-
-/// The extack text of an NLMSG_ERROR payload (after the error code).
-fn extack_message(flags: u16, payload: &[u8]) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let orig_len = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        let len = payload.get(..4)?;
-        u32::from_ne_bytes(len.try_into().ok()?) as usize
-    };
-    let tlvs = payload.get(orig_len.next_multiple_of(4)..)?;
-    NlasIterator::new(tlvs).flatten().find_map(|nla| {
-        (nla.kind() == NLMSGERR_ATTR_MSG).then(|| {
-            String::from_utf8_lossy(nla.value())
-                .trim_end_matches('\0')
-                .to_owned()
-        })
-    })
 }
 
 /// A registered subscription: the capture loop of the kmod source.
@@ -569,7 +483,7 @@ impl KmodSource {
     /// Receives until `stop` is set or the kernel says BYE, then CLOSEs.
     pub fn run(mut self, sink: PacketSink, stop: &StopFlag) -> Result<SourceEnd, KmodError> {
         while !stop.is_set() {
-            if !self.client.wait_readable(POLL_INTERVAL)? {
+            if !netlink::wait_readable(&self.client.sock, POLL_INTERVAL)? {
                 continue;
             }
             let msgs: Vec<Incoming> = match self.client.recv() {
@@ -619,30 +533,6 @@ impl KmodSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn extack_message_is_found_after_capped_header() {
-        let mut payload = vec![0u8; NLMSG_HDRLEN];
-        let text = b"hook mask selects no hook\0";
-        let len = (4 + text.len()) as u16;
-        payload.extend_from_slice(&len.to_ne_bytes());
-        payload.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        payload.extend_from_slice(text);
-        payload.resize(payload.len().next_multiple_of(4), 0);
-        let got = extack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &payload);
-        assert_eq!(got.as_deref(), Some("hook mask selects no hook"));
-        assert_eq!(extack_message(NLM_F_CAPPED, &payload), None);
-    }
-
-    #[test]
-    fn datagram_messages_stop_at_bad_length() {
-        let mut buf = vec![0u8; 40];
-        buf[0..4].copy_from_slice(&20u32.to_ne_bytes());
-        buf[20..24].copy_from_slice(&100u32.to_ne_bytes());
-        let msgs: Vec<_> = datagram_messages(&buf).collect();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].len(), 20);
-    }
 
     #[test]
     fn stats_from_attrs() {

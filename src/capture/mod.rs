@@ -2,6 +2,7 @@
 //! into a `PacketSink`; none of them parses ICMP (that is `parse`'s job).
 
 pub mod kmod;
+pub mod nfqueue;
 pub mod pcap;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,6 +24,7 @@ pub enum SourceEnd {
 #[derive(Debug)]
 pub enum Source {
     Kmod(kmod::KmodSource),
+    Nfqueue(nfqueue::NfqueueSource),
     Pcap(pcap::PcapSource),
 }
 
@@ -31,6 +33,7 @@ impl Source {
     pub fn name(&self) -> &'static str {
         match self {
             Source::Kmod(_) => "kmod",
+            Source::Nfqueue(_) => "nfqueue",
             Source::Pcap(_) => "pcap",
         }
     }
@@ -41,6 +44,7 @@ impl Source {
                 "kmod (generic netlink family icmpmon, id {})",
                 k.family_id()
             ),
+            Source::Nfqueue(n) => n.describe(),
             Source::Pcap(p) => format!("pcap file {}", p.path().display()),
         }
     }
@@ -48,6 +52,7 @@ impl Source {
     pub fn counters(&self) -> SourceCounters {
         match self {
             Source::Kmod(k) => SourceCounters::Kmod(k.counters()),
+            Source::Nfqueue(n) => SourceCounters::Nfqueue(n.counters()),
             Source::Pcap(p) => SourceCounters::Pcap(p.counters()),
         }
     }
@@ -55,6 +60,7 @@ impl Source {
     pub fn run(self, sink: PacketSink, stop: &StopFlag) -> anyhow::Result<SourceEnd> {
         Ok(match self {
             Source::Kmod(k) => k.run(sink, stop)?,
+            Source::Nfqueue(n) => n.run(sink, stop)?,
             Source::Pcap(p) => p.run(sink, stop)?,
         })
     }
@@ -64,6 +70,7 @@ impl Source {
 #[derive(Debug, Clone)]
 pub enum SourceCounters {
     Kmod(Arc<kmod::KmodCounters>),
+    Nfqueue(Arc<nfqueue::NfqCounters>),
     Pcap(Arc<pcap::PcapCounters>),
 }
 
@@ -79,6 +86,12 @@ impl SourceCounters {
                 ("socket_overruns", c.socket_overruns.load(Relaxed)),
                 ("bad_batches", c.bad_batches.load(Relaxed)),
             ],
+            SourceCounters::Nfqueue(c) => vec![
+                ("queued", c.packets.load(Relaxed)),
+                ("queue_lost", c.queue_lost.load(Relaxed)),
+                ("socket_overruns", c.socket_overruns.load(Relaxed)),
+                ("bad_messages", c.bad_messages.load(Relaxed)),
+            ],
             SourceCounters::Pcap(c) => vec![
                 ("frames", c.frames.load(Relaxed)),
                 ("not_ip", c.not_ip.load(Relaxed)),
@@ -93,6 +106,10 @@ impl SourceCounters {
             SourceCounters::Kmod(c) => vec![
                 ("kernel", c.kernel_lost.load(Relaxed)),
                 ("missing batches", c.missing_batches.load(Relaxed)),
+                ("socket overruns", c.socket_overruns.load(Relaxed)),
+            ],
+            SourceCounters::Nfqueue(c) => vec![
+                ("queue", c.queue_lost.load(Relaxed)),
                 ("socket overruns", c.socket_overruns.load(Relaxed)),
             ],
             // A file is read whole: nothing is lost before the parser.

@@ -1,0 +1,126 @@
+//! Netlink plumbing shared by the kernel-module and NFQUEUE sources: waiting
+//! with a timeout (so a stop request is seen), sizing the receive buffer,
+//! walking a datagram's messages and reading extended-ACK text.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{NetlinkBuffer, NlasIterator};
+use netlink_sys::Socket;
+
+/// Flags of an NLMSG_ERROR message (linux/netlink.h).
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+pub const NLMSG_HDRLEN: usize = 16;
+
+/// Waits up to `timeout` for the socket to become readable.
+pub fn wait_readable(sock: &Socket, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, and its count is 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match n {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE (CAP_NET_ADMIN),
+/// else SO_RCVBUF up to net.core.rmem_max.
+pub fn set_receive_buffer(sock: &Socket, bytes: usize) {
+    let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one c_int from a valid pointer of that size.
+    let forced = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        // Without CAP_NET_ADMIN: as much as net.core.rmem_max allows.
+        if let Err(e) = sock.set_rx_buf_sz(val) {
+            tracing::warn!("cannot size the netlink receive buffer: {e}");
+        }
+    }
+}
+
+/// The netlink messages packed in one datagram.
+pub fn datagram_messages(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let rest = buf.get(off..)?;
+        let len = NetlinkBuffer::new_checked(rest).ok()?.length() as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return None;
+        }
+        off += len.next_multiple_of(4);
+        Some(&rest[..len])
+    })
+}
+
+/// The extack text of an NLMSG_ERROR payload (after the error code).
+pub fn extack_message(flags: u16, payload: &[u8]) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let orig_len = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        let len = payload.get(..4)?;
+        u32::from_ne_bytes(len.try_into().ok()?) as usize
+    };
+    let tlvs = payload.get(orig_len.next_multiple_of(4)..)?;
+    NlasIterator::new(tlvs).flatten().find_map(|nla| {
+        (nla.kind() == NLMSGERR_ATTR_MSG).then(|| {
+            String::from_utf8_lossy(nla.value())
+                .trim_end_matches('\0')
+                .to_owned()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extack_message_is_found_after_capped_header() {
+        let mut payload = vec![0u8; NLMSG_HDRLEN];
+        let text = b"hook mask selects no hook\0";
+        let len = (4 + text.len()) as u16;
+        payload.extend_from_slice(&len.to_ne_bytes());
+        payload.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        payload.extend_from_slice(text);
+        payload.resize(payload.len().next_multiple_of(4), 0);
+        let got = extack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &payload);
+        assert_eq!(got.as_deref(), Some("hook mask selects no hook"));
+        assert_eq!(extack_message(NLM_F_CAPPED, &payload), None);
+    }
+
+    #[test]
+    fn datagram_messages_stop_at_bad_length() {
+        let mut buf = vec![0u8; 40];
+        buf[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        buf[20..24].copy_from_slice(&100u32.to_ne_bytes());
+        let msgs: Vec<_> = datagram_messages(&buf).collect();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].len(), 20);
+    }
+}

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# tests/netns/run.sh — the NFQUEUE source on this machine's real kernel (root).
+# Two network namespaces joined by veth (IPv4 + IPv6): icmpmon --source
+# nfqueue runs in "mon", traffic comes from "peer". Every check prints one
+# "NETNS <name> PASS|FAIL <detail>" line; the last line counts them.
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bin="$repo/target/debug/icmpmon"
+work=$(mktemp -d /tmp/icmpmon-netns.XXXXXX)
+helper="$work/vmhelper"
+mon=icmpmon-t-mon
+peer=icmpmon-t-peer
+pass=0
+fail=0
+
+cleanup() {
+	ip netns pids "$mon" 2>/dev/null | xargs -r kill -9 2>/dev/null
+	ip netns del "$mon" 2>/dev/null
+	ip netns del "$peer" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { echo "NETNS $1 PASS $2"; pass=$((pass + 1)); }
+ko() { echo "NETNS $1 FAIL $2"; fail=$((fail + 1)); }
+in_mon() { ip netns exec "$mon" "$@"; }
+in_peer() { ip netns exec "$peer" "$@"; }
+
+(cd "$repo" && cargo build --locked -q) || exit 1
+gcc -static -O2 -Wall -Wextra -Werror -o "$helper" "$repo/tests/vm/helper.c" || exit 1
+
+ip netns del "$mon" 2>/dev/null
+ip netns del "$peer" 2>/dev/null
+ip netns add "$mon"
+ip netns add "$peer"
+ip link add icm0 type veth peer name icm1
+ip link set icm0 netns "$mon"
+ip link set icm1 netns "$peer"
+in_mon ip addr add 10.99.0.1/24 dev icm0
+in_peer ip addr add 10.99.0.2/24 dev icm1
+in_mon ip addr add fd99::1/64 dev icm0 nodad
+in_peer ip addr add fd99::2/64 dev icm1 nodad
+for ns in "$mon" "$peer"; do ip -n "$ns" link set lo up; done
+in_mon ip link set icm0 up
+in_peer ip link set icm1 up
+# No router solicitations or MLD reports from the test's own links.
+for ns in "$mon" "$peer"; do
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
+done
+sleep 1
+
+# start_icmpmon NAME [ARGS]: in the monitor namespace; sets PID once it
+# reports that it captures.
+start_icmpmon() {
+	local name=$1
+	shift
+	# Not through in_mon: `func &` would make $! a subshell, not icmpmon.
+	ip netns exec "$mon" "$bin" --source nfqueue --csv "$work/$name.csv" "$@" 2>"$work/$name.err" &
+	PID=$!
+	for _ in $(seq 100); do
+		grep -q "capturing from" "$work/$name.err" 2>/dev/null && return 0
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$work/$name.err"
+	return 1
+}
+
+rules_left() {
+	{ in_mon iptables-save -t raw; in_mon ip6tables-save -t raw; in_mon nft list ruleset 2>/dev/null; } | grep -ci icmpmon
+}
+
+rows() { # FILE FAMILY KIND
+	awk -F, -v f="$2" -v k="$3" 'NR > 1 && $5 == f && $10 == k { n++ } END { print n + 0 }' "$1"
+}
+
+tcpdump_count() { # FILE FILTER
+	tcpdump -nn -r "$1" "$2" 2>/dev/null | wc -l
+}
+
+# --- traffic seen, counted against tcpdump in the same run ---
+ip netns exec "$mon" tcpdump -i icm0 -nn -U -w "$work/dump.pcap" 'icmp or icmp6' 2>/dev/null &
+dump=$!
+sleep 1
+if start_icmpmon traffic; then
+	in_peer ping -c 5 -i 0.2 10.99.0.1 >/dev/null
+	in_peer ping -c 5 -i 0.2 fd99::1 >/dev/null
+	in_peer "$helper" udp 10.99.0.1 33434
+	in_peer "$helper" udp fd99::1 33435
+	sleep 0.5
+	kill -INT "$PID"
+	wait "$PID"
+	rc=$?
+	sleep 0.5
+	kill -INT "$dump"
+	wait "$dump" 2>/dev/null
+	f="$work/traffic.csv"
+	got="echo4=$(($(rows "$f" 4 echo-request) + $(rows "$f" 4 echo-reply)))"
+	got="$got echo6=$(($(rows "$f" 6 echo-request) + $(rows "$f" 6 echo-reply)))"
+	got="$got unreach4=$(rows "$f" 4 port-unreachable) unreach6=$(rows "$f" 6 port-unreachable)"
+	d="$work/dump.pcap"
+	want="echo4=$(tcpdump_count "$d" 'icmp[icmptype] == icmp-echo or icmp[icmptype] == icmp-echoreply')"
+	want="$want echo6=$(tcpdump_count "$d" 'icmp6 and (ip6[40] == 128 or ip6[40] == 129)')"
+	want="$want unreach4=$(tcpdump_count "$d" 'icmp[icmptype] == icmp-unreach')"
+	want="$want unreach6=$(tcpdump_count "$d" 'icmp6 and ip6[40] == 1')"
+	if [ "$rc" = 0 ] && [ "$got" = "$want" ] && [ "$got" = "echo4=10 echo6=10 unreach4=1 unreach6=1" ]; then
+		ok traffic "icmpmon [$got] = tcpdump [$want]; $(grep -o 'xtables[^)]*)\|nftables[^)]*)' "$work/traffic.err" | head -n 1)"
+	else
+		ko traffic "rc=$rc icmpmon [$got] tcpdump [$want]: $(tail -n 3 "$work/traffic.err")"
+	fi
+	n=$(rules_left)
+	if [ "$n" = 0 ]; then ok sigint-rules-removed "no icmpmon rule in iptables/ip6tables/nft"; else ko sigint-rules-removed "$n lines mention icmpmon"; fi
+	inner=$(awk -F, '$10 == "port-unreachable" && $5 == 4 { print $16 "/" $20 }' "$f")
+	if [ "$inner" = "17/33434" ]; then ok quoted-flow "inner udp/33434"; else ko quoted-flow "got [$inner]"; fi
+else
+	ko traffic "icmpmon did not start"
+fi
+
+# --- SIGTERM is a clean stop too ---
+if start_icmpmon term; then
+	kill -TERM "$PID"
+	wait "$PID"
+	rc=$?
+	n=$(rules_left)
+	if [ "$rc" = 0 ] && [ "$n" = 0 ]; then ok sigterm "exit 0, rules removed"; else ko sigterm "rc=$rc rules=$n"; fi
+else
+	ko sigterm "icmpmon did not start"
+fi
+
+# --- SIGKILL: pings still answered (bypass); the next start cleans up ---
+if start_icmpmon killed; then
+	kill -KILL "$PID"
+	wait "$PID" 2>/dev/null
+	stale=$(rules_left)
+	if in_peer ping -c 3 -i 0.2 -W 1 10.99.0.1 >/dev/null && in_peer ping -c 3 -i 0.2 -W 1 fd99::1 >/dev/null; then
+		ok sigkill-bypass "rules left behind ($stale lines) yet pings are answered"
+	else
+		ko sigkill-bypass "pings failed with icmpmon killed"
+	fi
+	if start_icmpmon restart; then
+		in_peer ping -c 2 -i 0.2 10.99.0.1 >/dev/null
+		sleep 0.3
+		kill -INT "$PID"
+		wait "$PID"
+		rc=$?
+		if [ "$stale" -gt 0 ] && grep -q "removed a stale" "$work/restart.err" && [ "$rc" = 0 ] &&
+			[ "$(rows "$work/restart.csv" 4 echo-request)" = 2 ] && [ "$(rules_left)" = 0 ]; then
+			ok stale-cleanup "$(grep -c 'removed a stale' "$work/restart.err") stale rule sets removed at start"
+		else
+			ko stale-cleanup "stale=$stale rc=$rc: $(cat "$work/restart.err")"
+		fi
+	else
+		ko stale-cleanup "restart failed"
+	fi
+else
+	ko sigkill-bypass "icmpmon did not start"
+fi
+
+# --- a second monitor on the same queue is refused clearly ---
+if start_icmpmon first; then
+	in_mon "$bin" --source nfqueue --csv "$work/second.csv" 2>"$work/second.err"
+	rc=$?
+	kill -INT "$PID"
+	wait "$PID"
+	if [ "$rc" = 1 ] && grep -q "bound by another program" "$work/second.err" && [ "$(rules_left)" = 0 ]; then
+		ok queue-busy "second monitor: exit 1, told to choose --queue-num"
+	else
+		ko queue-busy "rc=$rc: $(cat "$work/second.err")"
+	fi
+else
+	ko queue-busy "icmpmon did not start"
+fi
+
+# --- without privileges: says which capability is missing ---
+in_mon "$helper" runas 65534 "$bin" --source nfqueue --duration 3 --csv - >/dev/null 2>"$work/unpriv.err"
+rc=$?
+if [ "$rc" = 1 ] && grep -q "needs CAP_NET_ADMIN" "$work/unpriv.err"; then
+	ok unprivileged "exit 1: $(tail -n 1 "$work/unpriv.err")"
+else
+	ko unprivileged "rc=$rc: $(cat "$work/unpriv.err")"
+fi
+
+echo "netns: $pass passed, $fail failed"
+[ "$fail" = 0 ]
