@@ -27,6 +27,9 @@ use crate::pipeline::{self, StopFlag, StopReason};
 
 /// How often the consumer flushes and checks the clock when idle.
 const IDLE_TICK: Duration = Duration::from_millis(200);
+/// While packets keep coming, flush at most this often (a write per packet
+/// would cost a syscall each under ping-pong traffic).
+const BUSY_FLUSH: Duration = Duration::from_millis(100);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -203,6 +206,7 @@ fn consume(
     // Once the output is done (count reached, closed, failed) keep draining
     // so the source can unregister cleanly, but write nothing more.
     let mut writing = true;
+    let mut flushed = Instant::now();
     loop {
         let wait = deadline.map_or(IDLE_TICK, |d| {
             d.saturating_duration_since(Instant::now()).min(IDLE_TICK)
@@ -240,13 +244,15 @@ fn consume(
                         stop.set(StopReason::Count);
                     }
                 }
-                if rx.is_empty() && writing {
+                if writing && rx.is_empty() && flushed.elapsed() >= BUSY_FLUSH {
                     let _ = out.flush();
+                    flushed = Instant::now();
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
                 if writing {
                     let _ = out.flush();
+                    flushed = Instant::now();
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,

@@ -59,6 +59,11 @@ const QUEUE_MAXLEN: u32 = 8192;
 /// Packets drained per burst before a verdict is sent.
 const BURST: usize = 256;
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// After a burst, keep polling without sleeping this long: each queued
+/// packet waits for our verdict, and a sleep/wake-up per packet would set
+/// the pace of ping-pong traffic (measured: 2.4x the flood rate kept).
+/// Costs CPU only while packets flow.
+const SPIN: Duration = Duration::from_micros(200);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const RECV_BUFFER: usize = 256 * 1024;
 
@@ -402,8 +407,14 @@ impl NfqueueSource {
     /// are queued), accepts what is still queued, and unbinds.
     pub fn run(mut self, sink: PacketSink, stop: &StopFlag) -> Result<SourceEnd, NfqError> {
         while !stop.is_set() {
-            if netlink::wait_readable(&self.sock, POLL_INTERVAL)? {
-                self.drain(&sink)?;
+            if netlink::wait_readable(&self.sock, POLL_INTERVAL)? && self.drain(&sink)? > 0 {
+                let mut last = std::time::Instant::now();
+                while last.elapsed() < SPIN {
+                    if self.drain(&sink)? > 0 {
+                        last = std::time::Instant::now();
+                    }
+                    std::hint::spin_loop();
+                }
             }
         }
         drop(self.rules.take());

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh [PACKETS] — benchmarks against peers, in one run; prints
+# ratios (not a test: nothing here passes or fails on a timing).
+#  1. a synthetic ICMP capture (default 1M packets): icmpmon --source pcap
+#     to CSV vs tshark -T fields and tcpdump -nn -r, best of 3 each;
+#  2. ping -f for 3 s between two namespaces, without and with
+#     icmpmon --source nfqueue in the target namespace (root).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+packets=${1:-1000000}
+work=$(mktemp -d /tmp/icmpmon-bench.XXXXXX)
+mon=icmpmon-b-mon
+peer=icmpmon-b-peer
+cleanup() {
+	ip netns pids "$mon" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+	ip netns del "$mon" 2>/dev/null || true
+	ip netns del "$peer" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+cd "$repo"
+cargo build --release --locked -q
+cargo run --release --locked -q --example gen_icmp_pcap -- "$work/bench.pcap" "$packets"
+bin="$repo/target/release/icmpmon"
+f="$work/bench.pcap"
+
+# best SECONDS of 3 runs of a command
+best() {
+	local b=
+	for _ in 1 2 3; do
+		local t0 t1
+		t0=$(date +%s.%N)
+		"$@" >/dev/null 2>&1
+		t1=$(date +%s.%N)
+		b=$(echo "$t0 $t1 ${b:-999999}" | awk '{ d = $2 - $1; print (d < $3 ? d : $3) }')
+	done
+	echo "$b"
+}
+
+ti=$(best "$bin" --source "pcap:$f" --csv /dev/null)
+ts=$(best tshark -n -r "$f" -T fields -e frame.time_epoch -e ip.src -e ip.dst -e ipv6.src -e ipv6.dst \
+	-e icmp.type -e icmp.code -e icmpv6.type -e icmpv6.code -e icmp.ident -e icmp.seq)
+td=$(best tcpdump -nn -r "$f")
+echo "bench: capture of $packets ICMP packets ($(du -h "$f" | cut -f1)), best of 3:"
+awk -v i="$ti" -v s="$ts" -v d="$td" -v n="$packets" 'BEGIN {
+	printf "bench:   icmpmon --csv        %7.2f s  %9.0f packets/s\n", i, n / i
+	printf "bench:   tshark -T fields     %7.2f s  %9.0f packets/s  (icmpmon %.1fx faster)\n", s, n / s, s / i
+	printf "bench:   tcpdump -nn -r       %7.2f s  %9.0f packets/s  (icmpmon %.2fx of its time)\n", d, n / d, i / d
+}'
+
+ip netns add "$mon"
+ip netns add "$peer"
+ip link add icb0 type veth peer name icb1
+ip link set icb0 netns "$mon"
+ip link set icb1 netns "$peer"
+ip -n "$mon" addr add 10.98.0.1/24 dev icb0
+ip -n "$peer" addr add 10.98.0.2/24 dev icb1
+for ns in "$mon" "$peer"; do ip -n "$ns" link set lo up; done
+ip -n "$mon" link set icb0 up
+ip -n "$peer" link set icb1 up
+sleep 1
+
+flood() { # prints echo requests sent per second over 3 s
+	ip netns exec "$peer" ping -f -q -w 3 10.98.0.1 | awk '/packets transmitted/ { print $1 / 3 }'
+}
+plain=$(flood)
+ip netns exec "$mon" "$bin" --source nfqueue --csv /dev/null 2>"$work/mon.err" &
+pid=$!
+for _ in $(seq 50); do grep -q "capturing from" "$work/mon.err" && break; sleep 0.1; done
+watched=$(flood)
+kill -INT "$pid"
+wait "$pid" || true
+echo "bench: ping -f for 3 s between namespaces:"
+awk -v p="$plain" -v w="$watched" 'BEGIN {
+	printf "bench:   without a monitor      %9.0f requests/s\n", p
+	printf "bench:   with --source nfqueue  %9.0f requests/s  (%.2f of the flood rate kept)\n", w, w / p
+}'
+grep "lost:" "$work/mon.err" | sed 's/^/bench:   monitor: /'
