@@ -15,6 +15,21 @@ const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 pub const NLMSG_HDRLEN: usize = 16;
 
+/// An error ACK: which request, its errno and the kernel's extack text.
+#[derive(Debug, thiserror::Error)]
+#[error("the kernel refused {what}: {errno}{}", extack.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+pub struct Refusal {
+    pub what: &'static str,
+    pub errno: io::Error,
+    pub extack: Option<String>,
+}
+
+impl Refusal {
+    pub fn errno(&self) -> Option<i32> {
+        self.errno.raw_os_error()
+    }
+}
+
 /// Waits up to `timeout` for the socket to become readable.
 pub fn wait_readable(sock: &Socket, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {

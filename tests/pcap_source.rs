@@ -15,6 +15,23 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 
+/// Reads `file` with the real binary, which must succeed; its CSV rows.
+fn read_ok(file: &std::path::Path) -> Vec<Vec<String>> {
+    let out = icmpmon(&[
+        "--source",
+        &format!("pcap:{}", file.display()),
+        "--csv",
+        "-",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    csv_rows(&out)
+}
+
 fn csv_rows(out: &Output) -> Vec<Vec<String>> {
     let text = String::from_utf8(out.stdout.clone()).unwrap();
     let mut lines = text.lines();
@@ -149,14 +166,7 @@ fn pcapng_timestamps_follow_if_tsresol() {
         .unwrap();
     }
     drop(w);
-    let out = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--csv", "-"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = csv_rows(&out);
+    let rows = read_ok(&f);
     assert_eq!(rows[0][0], "2023-11-14T22:13:20.123456000Z");
     assert_eq!(rows[1][0], "2023-11-14T22:13:20.123456789Z");
 }

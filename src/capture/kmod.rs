@@ -14,7 +14,7 @@ use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
 use crate::capture::SourceEnd;
 use crate::event::{Direction, RawPacket};
-use crate::netlink;
+use crate::netlink::{self, Refusal};
 use crate::pipeline::{PacketSink, StopFlag};
 use crate::proto::{self, attr, cmd, IcmpmonAttr, IcmpmonMsg};
 
@@ -43,12 +43,8 @@ pub enum KmodError {
          max_subscribers (e.g. `sudo insmod icmpmon.ko max_subscribers=16`)"
     )]
     Busy,
-    #[error("the kernel refused {what}: {errno}{}", extack.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
-    Refused {
-        what: &'static str,
-        errno: io::Error,
-        extack: Option<String>,
-    },
+    #[error(transparent)]
+    Refused(Refusal),
     #[error("no answer from the kernel to {0} within {REPLY_TIMEOUT:?}")]
     Timeout(&'static str),
     #[error("netlink socket: {0}")]
@@ -154,15 +150,10 @@ enum Incoming {
     Bye(u32),
     Stats(KmodStats),
     /// ACK (None) or error for the request with this netlink sequence.
-    Done(u32, Option<KmodRefusal>),
+    Done(u32, Option<Refusal>),
     /// ENOBUFS on receive: the socket buffer overflowed, records were lost.
     Overrun,
     Other,
-}
-
-struct KmodRefusal {
-    errno: io::Error,
-    extack: Option<String>,
 }
 
 /// A generic netlink socket talking to the icmpmon family.
@@ -251,11 +242,11 @@ impl KmodClient {
                         return Err(KmodError::NotLoaded);
                     }
                     NetlinkPayload::Error(e) => {
-                        return Err(KmodError::Refused {
+                        return Err(KmodError::Refused(Refusal {
                             what: "the family lookup",
                             errno: e.to_io(),
                             extack: netlink::extack_message(msg.header.flags, &e.header),
-                        });
+                        }));
                     }
                     _ => {}
                 }
@@ -285,7 +276,8 @@ impl KmodClient {
             match msg.payload {
                 NetlinkPayload::Error(e) => Incoming::Done(
                     seq,
-                    e.code.map(|_| KmodRefusal {
+                    e.code.map(|_| Refusal {
+                        what: "a request",
                         errno: e.to_io(),
                         extack: netlink::extack_message(flags, &e.header),
                     }),
@@ -329,18 +321,15 @@ impl KmodClient {
             match result {
                 None => continue,
                 Some(None) => return Ok(()),
-                Some(Some(r)) => {
-                    return Err(match r.errno.raw_os_error() {
+                Some(Some(mut r)) => {
+                    r.what = what;
+                    return Err(match r.errno() {
                         Some(libc::EPERM) if command == cmd::REGISTER => {
                             KmodError::NeedsCapNetAdmin
                         }
                         Some(libc::EBUSY) if command == cmd::REGISTER => KmodError::Busy,
-                        _ => KmodError::Refused {
-                            what,
-                            errno: r.errno,
-                            extack: r.extack,
-                        },
-                    })
+                        _ => KmodError::Refused(r),
+                    });
                 }
             }
         }
@@ -518,13 +507,9 @@ impl KmodSource {
                 Ok(end)
             }
             // Unloading: the module flushes and says BYE on its own.
-            Err(KmodError::Refused { errno, .. })
-                if errno.raw_os_error() == Some(libc::ESHUTDOWN) =>
-            {
-                Ok(SourceEnd::Ended(
-                    "the icmpmon kernel module is being unloaded".into(),
-                ))
-            }
+            Err(KmodError::Refused(r)) if r.errno() == Some(libc::ESHUTDOWN) => Ok(
+                SourceEnd::Ended("the icmpmon kernel module is being unloaded".into()),
+            ),
             Err(e) => Err(e),
         }
     }

@@ -25,7 +25,7 @@ use netlink_sys::Socket;
 
 use crate::capture::SourceEnd;
 use crate::event::{Direction, RawPacket};
-use crate::netlink;
+use crate::netlink::{self, Refusal};
 use crate::pipeline::{PacketSink, StopFlag};
 use rules::{Backend, Rules};
 
@@ -80,12 +80,8 @@ pub enum NfqError {
     NeedsCapNetAdmin,
     #[error("NFQUEUE queue {0} is bound by another program: choose another with --queue-num")]
     QueueBusy(u16),
-    #[error("the kernel refused to {what}: {errno}{}", extack.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
-    Refused {
-        what: &'static str,
-        errno: io::Error,
-        extack: Option<String>,
-    },
+    #[error(transparent)]
+    Refused(Refusal),
     #[error("no answer from the kernel to {0} within {REPLY_TIMEOUT:?}")]
     Timeout(&'static str),
     #[error("netfilter netlink socket: {0}")]
@@ -241,14 +237,14 @@ impl NfqueueSource {
         };
         let cmd = |c: u8| DefaultNla::new(NFQA_CFG_CMD, vec![c, 0, 0, 0]);
         src.request(
-            "bind the queue",
+            "binding the queue",
             NFQNL_MSG_CONFIG,
             vec![cmd(NFQNL_CFG_CMD_BIND)],
         )
         .map_err(|e| match e {
             // The kernel says EPERM both without CAP_NET_ADMIN and when
             // another socket owns the queue: its /proc list tells which.
-            NfqError::Refused { ref errno, .. } => match errno.raw_os_error() {
+            NfqError::Refused(ref r) => match r.errno() {
                 Some(libc::EPERM) if queue_is_bound(queue) => NfqError::QueueBusy(queue),
                 Some(libc::EPERM) => NfqError::NeedsCapNetAdmin,
                 Some(libc::EBUSY) => NfqError::QueueBusy(queue),
@@ -259,7 +255,7 @@ impl NfqueueSource {
         let mut params = snaplen.to_be_bytes().to_vec();
         params.push(NFQNL_COPY_PACKET);
         src.request(
-            "configure the queue",
+            "configuring the queue",
             NFQNL_MSG_CONFIG,
             vec![
                 DefaultNla::new(NFQA_CFG_PARAMS, params),
@@ -339,11 +335,11 @@ impl NfqueueSource {
                 };
                 return match err.code() {
                     None => Ok(()),
-                    Some(code) => Err(NfqError::Refused {
+                    Some(code) => Err(NfqError::Refused(Refusal {
                         what,
                         errno: io::Error::from_raw_os_error(-code.get()),
                         extack: netlink::extack_message(flags, err.payload()),
-                    }),
+                    })),
                 };
             }
         }
