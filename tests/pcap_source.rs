@@ -7,30 +7,13 @@ use std::borrow::Cow;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{echo, ether_vlan, icmpmon, ipv4, ipv6, write_pcap};
+use common::{echo, ether_vlan, icmpmon, ipv4, ipv6, pcap_to_csv, write_pcap};
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
-
-/// Reads `file` with the real binary, which must succeed; its CSV rows.
-fn read_ok(file: &std::path::Path) -> Vec<Vec<String>> {
-    let out = icmpmon(&[
-        "--source",
-        &format!("pcap:{}", file.display()),
-        "--csv",
-        "-",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    csv_rows(&out)
-}
 
 fn csv_rows(out: &Output) -> Vec<Vec<String>> {
     let text = String::from_utf8(out.stdout.clone()).unwrap();
@@ -77,13 +60,7 @@ fn ethernet_vlan_capture_to_csv() {
             ),
         ],
     );
-    let out = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--csv", "-"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = pcap_to_csv(&f);
     let rows = csv_rows(&out);
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0][0], "2023-11-14T22:13:20.000001000Z");
@@ -166,7 +143,7 @@ fn pcapng_timestamps_follow_if_tsresol() {
         .unwrap();
     }
     drop(w);
-    let rows = read_ok(&f);
+    let rows = csv_rows(&pcap_to_csv(&f));
     assert_eq!(rows[0][0], "2023-11-14T22:13:20.123456000Z");
     assert_eq!(rows[1][0], "2023-11-14T22:13:20.123456789Z");
 }

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::{echo, ether_vlan, icmpmon, ipv4, ipv6, write_pcap};
+use common::{echo, ether_vlan, ipv4, ipv6, pcap_to_csv, write_pcap};
 use pcap_file::DataLink;
 
 const UDP: [u8; 8] = [0x9c, 0x40, 0x82, 0x35, 0, 16, 0, 0];
@@ -224,18 +224,7 @@ fn csv_agrees_with_tshark_field_by_field() {
         .collect();
     write_pcap(&path, DataLink::ETHERNET, &timed);
 
-    let out = icmpmon(&[
-        "--source",
-        &format!("pcap:{}", path.display()),
-        "--csv",
-        "-",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = pcap_to_csv(&path);
     let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
     let header = reader.headers().unwrap().clone();
     let mut rows: BTreeMap<u64, csv::StringRecord> = BTreeMap::new();

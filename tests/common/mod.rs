@@ -73,3 +73,20 @@ pub fn icmpmon(args: &[&str]) -> Output {
         .output()
         .expect("run icmpmon")
 }
+
+/// Runs `icmpmon --source pcap:FILE --csv -`, which must exit 0.
+pub fn pcap_to_csv(file: &Path) -> Output {
+    let out = icmpmon(&[
+        "--source",
+        &format!("pcap:{}", file.display()),
+        "--csv",
+        "-",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
