@@ -190,10 +190,6 @@ impl KmodClient {
         Ok(client)
     }
 
-    pub fn family_id(&self) -> u16 {
-        self.family_id
-    }
-
     fn send<M>(&mut self, mut msg: NetlinkMessage<M>) -> Result<u32, KmodError>
     where
         M: netlink_packet_core::NetlinkSerializable,

@@ -27,7 +27,7 @@ use crate::capture::SourceEnd;
 use crate::event::{Direction, RawPacket};
 use crate::netlink::{self, Refusal};
 use crate::pipeline::{PacketSink, StopFlag};
-use rules::{Backend, Rules};
+use rules::Rules;
 
 const NETLINK_NETFILTER: isize = 12;
 const NFNL_SUBSYS_QUEUE: u16 = 3;
@@ -212,7 +212,6 @@ pub struct NfqueueSource {
     buf: Vec<u8>,
     /// Dropped (rules removed) before the last drain at stop.
     rules: Option<Rules>,
-    backend: Backend,
     counters: Arc<NfqCounters>,
     next_id: u32,
 }
@@ -231,7 +230,6 @@ impl NfqueueSource {
             seq: 1,
             buf: Vec::with_capacity(RECV_BUFFER),
             rules: None,
-            backend: Backend::Xtables,
             counters: Arc::default(),
             next_id: 1,
         };
@@ -269,7 +267,6 @@ impl NfqueueSource {
         for what in stale {
             eprintln!("icmpmon: removed a stale {what} left by an earlier run");
         }
-        src.backend = rules.backend();
         src.rules = Some(rules);
         Ok(src)
     }
@@ -279,11 +276,11 @@ impl NfqueueSource {
     }
 
     pub fn describe(&self) -> String {
-        format!(
-            "nfqueue (queue {}, {})",
-            self.queue,
-            self.backend.describe()
-        )
+        let rules = self
+            .rules
+            .as_ref()
+            .map_or("rules removed", |r| r.backend().describe());
+        format!("nfqueue (queue {}, {rules})", self.queue)
     }
 
     fn send(&mut self, msg: u16, attrs: Vec<DefaultNla>, flags: u16) -> Result<u32, NfqError> {
