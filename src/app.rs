@@ -273,6 +273,9 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Outputs first: a bad path fails before anything is registered.
     let (sinks, out_names) = open_outputs(args)?;
     let source = open_source(args)?;
+    let dropped = crate::privilege::drop_all_but(source.capabilities_kept())
+        .context("cannot drop capabilities")?;
+    tracing::info!("{dropped}");
     let counters = source.counters();
     let source_name = source.name();
     eprintln!(

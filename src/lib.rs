@@ -12,4 +12,5 @@ pub mod export;
 pub mod netlink;
 pub mod parse;
 pub mod pipeline;
+pub mod privilege;
 pub mod proto;

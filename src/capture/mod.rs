@@ -49,6 +49,19 @@ impl Source {
         }
     }
 
+    /// Capabilities the source still needs once open: removing the
+    /// NFQUEUE rules at exit runs iptables/nft. The netlink sockets need
+    /// none (see `privilege`).
+    pub fn capabilities_kept(&self) -> &'static [caps::Capability] {
+        match self {
+            Source::Nfqueue(_) => &[
+                caps::Capability::CAP_NET_ADMIN,
+                caps::Capability::CAP_NET_RAW,
+            ],
+            Source::Kmod(_) | Source::Pcap(_) => &[],
+        }
+    }
+
     pub fn counters(&self) -> SourceCounters {
         match self {
             Source::Kmod(k) => SourceCounters::Kmod(k.counters()),

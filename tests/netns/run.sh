@@ -89,6 +89,9 @@ if start_icmpmon traffic; then
 	in_peer "$helper" udp 10.99.0.1 33434
 	in_peer "$helper" udp fd99::1 33435
 	sleep 0.5
+	# Set up, it keeps only what removing its rules needs: CAP_NET_ADMIN
+	# (bit 12) and CAP_NET_RAW (bit 13), in every set, with no_new_privs.
+	caps=$(awk '/^Cap(Eff|Prm|Bnd)|^NoNewPrivs/ { printf "%s%s ", $1, $2 }' "/proc/$PID/status")
 	kill -INT "$PID"
 	wait "$PID"
 	rc=$?
@@ -109,6 +112,8 @@ if start_icmpmon traffic; then
 	else
 		ko traffic "rc=$rc icmpmon [$got] tcpdump [$want]: $(tail -n 3 "$work/traffic.err")"
 	fi
+	want_caps="CapPrm:0000000000003000 CapEff:0000000000003000 CapBnd:0000000000003000 NoNewPrivs:1 "
+	if [ "$caps" = "$want_caps" ]; then ok privileges-dropped "$caps"; else ko privileges-dropped "got [$caps]"; fi
 	n=$(rules_left)
 	if [ "$n" = 0 ]; then ok sigint-rules-removed "no icmpmon rule in iptables/ip6tables/nft"; else ko sigint-rules-removed "$n lines mention icmpmon"; fi
 	inner=$(awk -F, '$10 == "port-unreachable" && $5 == 4 { print $16 "/" $20 }' "$f")

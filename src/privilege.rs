@@ -1,0 +1,73 @@
+//! Dropping capabilities once a live source is set up.
+//!
+//! The netlink sockets keep working without them: the kernel checks
+//! CAP_NET_ADMIN for genetlink REGISTER/CLOSE and for nfnetlink messages
+//! against the credentials the socket was *opened* with
+//! (`netlink_ns_capable` → `file_ns_capable`). What still needs a
+//! capability at exit is removing the NFQUEUE rules, which runs iptables /
+//! nft as a child: that source keeps CAP_NET_ADMIN (and CAP_NET_RAW, which
+//! iptables-legacy needs for its raw socket).
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// What was done, for the log and the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// The process had no capabilities to drop.
+    Nothing,
+    /// Every other capability is gone; these remain.
+    AllBut(Vec<Capability>),
+}
+
+/// Keeps only `keep` in every capability set (effective, permitted,
+/// inheritable, ambient and, when CAP_SETPCAP allows, the bounding set, so
+/// that a child started as uid 0 cannot regain the rest), and sets
+/// no_new_privs.
+pub fn drop_all_but(keep: &[Capability]) -> Result<Dropped, caps::errors::CapsError> {
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    if permitted.is_empty() {
+        return Ok(Dropped::Nothing);
+    }
+    let keep: CapsHashSet = keep
+        .iter()
+        .copied()
+        .filter(|c| permitted.contains(c))
+        .collect();
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which
+    // goes with the rest below.
+    if permitted.contains(&Capability::CAP_SETPCAP) {
+        for cap in caps::read(None, CapSet::Bounding)? {
+            if !keep.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap)?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient)?;
+    let inheritable = caps::read(None, CapSet::Inheritable)?;
+    caps::set(
+        None,
+        CapSet::Inheritable,
+        &inheritable.intersection(&keep).copied().collect(),
+    )?;
+    caps::set(None, CapSet::Effective, &keep)?;
+    caps::set(None, CapSet::Permitted, &keep)?;
+    // SAFETY: prctl with integer arguments only; no memory is passed.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    let mut kept: Vec<Capability> = keep.into_iter().collect();
+    kept.sort_by_key(|c| c.index());
+    Ok(Dropped::AllBut(kept))
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dropped::Nothing => write!(f, "no capabilities held"),
+            Dropped::AllBut(kept) if kept.is_empty() => write!(f, "dropped all capabilities"),
+            Dropped::AllBut(kept) => {
+                let names: Vec<String> =
+                    kept.iter().map(|c| c.to_string().to_lowercase()).collect();
+                write!(f, "dropped all capabilities but {}", names.join(", "))
+            }
+        }
+    }
+}
