@@ -13,17 +13,21 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::aggregate::Aggregator;
 use crate::capture::kmod::{KmodClient, KmodError, KmodOptions};
 use crate::capture::nfqueue::{rules, NfqueueSource};
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Source, SourceEnd};
 use crate::cli::{Cli, Command, Output, RunArgs, SourceSpec};
 use crate::event::{IcmpEvent, RawPacket};
+use crate::export::alerts::AlertSink;
 use crate::export::csv::CsvExport;
 use crate::export::jsonl::JsonlExport;
 use crate::export::{IfNames, Row, RowSink};
+use crate::filter::Filter;
 use crate::parse::{parse, ParseError};
 use crate::pipeline::{self, StopFlag, StopReason};
+use crate::report;
 
 /// How often the consumer flushes and checks the clock when idle.
 const IDLE_TICK: Duration = Duration::from_millis(200);
@@ -103,6 +107,18 @@ fn open_writer(out: &Output) -> anyhow::Result<(Box<dyn Write + Send>, String)> 
     })
 }
 
+fn write_json(
+    mut w: Box<dyn Write + Send>,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut w, value)
+        .map_err(io::Error::from)
+        .and_then(|()| w.write_all(b"\n"))
+        .and_then(|()| w.flush())
+        .with_context(|| format!("cannot write the summary to {name}"))
+}
+
 /// The exporters asked for (CSV to stdout when none is), and a label.
 fn open_outputs(args: &RunArgs) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String)> {
     if args.csv == Some(Output::Stdout) && args.jsonl == Some(Output::Stdout) {
@@ -165,6 +181,8 @@ struct Tally {
     rows: u64,
     /// Well-formed IP packets that are not ICMP (capture files).
     not_icmp: u64,
+    /// ICMP messages `--filter` left out.
+    filtered: u64,
     parse_errors: BTreeMap<&'static str, u64>,
     output_error: Option<anyhow::Error>,
 }
@@ -178,29 +196,54 @@ impl Tally {
 /// Every exporter, fed one row per event.
 struct Outputs {
     sinks: Vec<Box<dyn RowSink>>,
+    alerts: Option<AlertSink>,
     source: &'static str,
     ifnames: IfNames,
 }
 
 impl Outputs {
-    fn write(&mut self, ev: &IcmpEvent) -> io::Result<()> {
-        let row = Row::new(ev, self.source, self.ifnames.get(ev.ifindex));
+    fn write(&mut self, ev: &IcmpEvent, rtt_us: Option<u64>) -> io::Result<()> {
+        let row = Row::new(ev, self.source, self.ifnames.get(ev.ifindex), rtt_us);
         self.sinks.iter_mut().try_for_each(|s| s.write_row(&row))
     }
 
+    /// Alerts are written even once rows are not (--count reached).
+    fn alerts(&mut self, agg: &mut Aggregator) -> io::Result<()> {
+        let flags = agg.take_alerts();
+        match &mut self.alerts {
+            Some(a) => flags.iter().try_for_each(|f| a.write(f)),
+            None => Ok(()),
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
+        if let Some(a) = &mut self.alerts {
+            a.flush()?;
+        }
         self.sinks.iter_mut().try_for_each(|s| s.flush())
     }
 }
 
-/// Parses and exports until the capture side hangs up.
+/// Wall-clock time in ns since the epoch, the clock of live sources.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The aggregator thread: parses, filters, aggregates and exports until
+/// the capture side hangs up. `live`: the clock moves on while idle (loss
+/// timeouts); for a file, time is the packets' own.
 fn consume(
     rx: &Receiver<Vec<RawPacket>>,
     out: &mut Outputs,
+    agg: &mut Aggregator,
     args: &RunArgs,
     stop: &StopFlag,
     started: Instant,
+    live: bool,
 ) -> Tally {
+    let filter = args.filter.clone().unwrap_or_default();
     let mut t = Tally::default();
     let deadline = args.duration.map(|d| started + d);
     // Once the output is done (count reached, closed, failed) keep draining
@@ -229,7 +272,12 @@ fn consume(
                     if !writing {
                         continue;
                     }
-                    if let Err(e) = out.write(&ev) {
+                    if !filter.matches(&ev) {
+                        t.filtered += 1;
+                        continue;
+                    }
+                    let outcome = agg.ingest(&ev);
+                    if let Err(e) = out.write(&ev, outcome.rtt_us) {
                         writing = false;
                         stop.set(StopReason::OutputClosed);
                         // A closed pipe (`| head`) is a normal way to stop.
@@ -244,12 +292,19 @@ fn consume(
                         stop.set(StopReason::Count);
                     }
                 }
+                if let Err(e) = out.alerts(agg) {
+                    t.output_error
+                        .get_or_insert(anyhow!(e).context("cannot write alerts"));
+                }
                 if writing && rx.is_empty() && flushed.elapsed() >= BUSY_FLUSH {
                     let _ = out.flush();
                     flushed = Instant::now();
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
+                if live {
+                    agg.tick(now_ns());
+                }
                 if writing {
                     let _ = out.flush();
                     flushed = Instant::now();
@@ -261,7 +316,11 @@ fn consume(
             stop.set(StopReason::Duration);
         }
     }
-    if let Err(e) = out.flush() {
+    if live {
+        agg.tick(now_ns());
+    }
+    let alerts = out.alerts(agg);
+    if let Err(e) = alerts.and_then(|()| out.flush()) {
         if e.kind() != io::ErrorKind::BrokenPipe && t.output_error.is_none() {
             t.output_error = Some(anyhow!(e).context("cannot write output"));
         }
@@ -272,6 +331,13 @@ fn consume(
 fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     // Outputs first: a bad path fails before anything is registered.
     let (sinks, out_names) = open_outputs(args)?;
+    let alerts = args
+        .alerts
+        .as_ref()
+        .map(open_writer)
+        .transpose()?
+        .map(|(w, _)| AlertSink::new(w));
+    let summary_out = args.summary_json.as_ref().map(open_writer).transpose()?;
     let source = open_source(args)?;
     let dropped = crate::privilege::drop_all_but(source.capabilities_kept())
         .context("cannot drop capabilities")?;
@@ -284,9 +350,12 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     );
     let mut outputs = Outputs {
         sinks,
+        alerts,
         source: source_name,
         ifnames: IfNames::default(),
     };
+    let live = !matches!(source, Source::Pcap(_));
+    let mut agg = Aggregator::new(args.aggregate_config());
 
     let stop = StopFlag::new();
     install_signal_handler(stop.clone())?;
@@ -302,7 +371,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         })
         .context("cannot start the capture thread")?;
 
-    let tally = consume(&rx, &mut outputs, args, &stop, started);
+    let tally = consume(&rx, &mut outputs, &mut agg, args, &stop, started, live);
     let end = capture
         .join()
         .map_err(|_| anyhow!("the capture thread panicked"))?;
@@ -323,12 +392,16 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .map(|(what, n)| format!("{what} {n}"))
         .collect();
     losses.push(format!("channel {dropped}"));
+    let snapshot = agg.snapshot();
+    eprint!("{}", report::text(&snapshot));
     eprintln!(
-        "icmpmon: {why}; {} rows ({out_names}) in {elapsed:.1} s; lost: {}; parse errors {}; not ICMP {}",
+        "icmpmon: {why}; {} rows ({out_names}) in {elapsed:.1} s; lost: {}; parse errors {}; \
+         not ICMP {}; filtered out {}",
         tally.rows,
         losses.join(", "),
         tally.parse_error_total(),
         tally.not_icmp,
+        tally.filtered,
     );
     let fields: String = counters
         .fields()
@@ -347,13 +420,32 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     for (label, n) in &tally.parse_errors {
         eprintln!("icmpmon:   parse error {label}: {n}");
     }
+    let mut summary_error = None;
+    if let Some((w, name)) = summary_out {
+        let mut lost: BTreeMap<&'static str, u64> = counters.losses().into_iter().collect();
+        lost.insert("channel", dropped);
+        let summary = report::Summary {
+            source: source_name,
+            stopped: &why,
+            seconds: elapsed,
+            rows: tally.rows,
+            packets: tally.packets,
+            filtered: tally.filtered,
+            not_icmp: tally.not_icmp,
+            parse_errors: tally.parse_error_total(),
+            lost,
+            filter: args.filter.as_ref().map(Filter::text),
+            snapshot: &snapshot,
+        };
+        summary_error = write_json(w, &name, &summary).err();
+    }
 
     let mut failed = false;
     if let Err(e) = end {
         eprintln!("icmpmon: {e:#}");
         failed = true;
     }
-    if let Some(e) = tally.output_error {
+    for e in tally.output_error.iter().chain(&summary_error) {
         eprintln!("icmpmon: {e:#}");
         failed = true;
     }

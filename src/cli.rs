@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::aggregate::anomaly::Thresholds;
+use crate::filter::Filter;
 use crate::proto;
 
 const AFTER_HELP: &str = "\
@@ -16,6 +18,16 @@ Examples:
   sudo icmpmon --csv out.csv --duration 30
   icmpmon --source pcap:capture.pcapng --jsonl -     # offline, no root
   icmpmon stats                                      # module counters
+  sudo icmpmon --filter 'type echo-request and not src 10.0.0.0/8'
+  icmpmon --source pcap:f.pcap --summary-json s.json --alerts - --csv /dev/null
+
+Filter language (--filter): host|src|dst ADDR[/LEN], type NAME|NUM
+(echo-request, unreachable, time-exceeded, redirect, packet-too-big, ... or
+a kind such as port-unreachable), code NUM, family 4|6, dir in|out,
+combined with and, or, not and parentheses.
+
+At the end, a summary goes to stderr: echo RTT and loss per peer pair, top
+types, errors per quoted flow, anomaly flags and what was lost per stage.
 
 Exit status: 0 clean stop (Ctrl-C, SIGTERM, --count, --duration, module
 unloaded), 1 runtime error (e.g. module not loaded, missing CAP_NET_ADMIN),
@@ -104,6 +116,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_filter(s: &str) -> Result<Filter, String> {
+    Filter::parse(s).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Packet source: auto (the kernel module if loaded, else nfqueue),
@@ -121,6 +137,17 @@ pub struct RunArgs {
     /// standard output with -.
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub jsonl: Option<Output>,
+    /// Only messages matching EXPR reach the rows, the statistics and the
+    /// alerts (language below).
+    #[arg(long, value_name = "EXPR", value_parser = parse_filter)]
+    pub filter: Option<Filter>,
+    /// Write anomaly alerts as JSON lines to PATH, or to standard output
+    /// with -.
+    #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
+    pub alerts: Option<Output>,
+    /// Write the end-of-run summary as JSON to PATH (- for stdout).
+    #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
+    pub summary_json: Option<Output>,
     /// Stop after N rows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
@@ -149,10 +176,56 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = crate::capture::nfqueue::DEFAULT_QUEUE,
           help_heading = "NFQUEUE")]
     pub queue_num: u16,
+    /// An echo request unanswered after SECS is counted lost.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_duration,
+          help_heading = "Analysis")]
+    pub echo_timeout: Duration,
+    /// Flag a source sending more than N echo requests in one second.
+    #[arg(long, value_name = "N", default_value_t = Thresholds::default().echo_flood_pps,
+          help_heading = "Analysis")]
+    pub flood_pps: u64,
+    /// Flag more than N destination-unreachable messages in one second.
+    #[arg(long, value_name = "N", default_value_t = Thresholds::default().unreachable_pps,
+          help_heading = "Analysis")]
+    pub unreachable_pps: u64,
+    /// Flag echo requests carrying more than BYTES of data.
+    #[arg(long, value_name = "BYTES", default_value_t = Thresholds::default().oversize_bytes,
+          help_heading = "Analysis")]
+    pub oversize_bytes: u32,
+    /// Flag a traceroute: more than N time-exceeded messages in one second
+    /// sent back to one prober.
+    #[arg(long, value_name = "N", default_value_t = Thresholds::default().ttl_exceeded_pps,
+          help_heading = "Analysis")]
+    pub ttl_exceeded_pps: u64,
+    /// Most peer pairs, error flows and pending echo requests kept (each
+    /// table evicts its least recently used entry beyond this).
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(16..=1 << 22), help_heading = "Analysis")]
+    pub max_peers: u64,
     /// Batches the capture→consumer channel holds before it drops.
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub channel_capacity: u64,
+}
+
+impl RunArgs {
+    /// The aggregator's settings from the command line.
+    pub fn aggregate_config(&self) -> crate::aggregate::Config {
+        let n = usize::try_from(self.max_peers).unwrap_or(usize::MAX);
+        crate::aggregate::Config {
+            echo_timeout_ns: u64::try_from(self.echo_timeout.as_nanos()).unwrap_or(u64::MAX),
+            max_peers: n,
+            max_flows: n,
+            max_pending: n.saturating_mul(16),
+            thresholds: Thresholds {
+                echo_flood_pps: self.flood_pps,
+                unreachable_pps: self.unreachable_pps,
+                oversize_bytes: self.oversize_bytes,
+                ttl_exceeded_pps: self.ttl_exceeded_pps,
+            },
+            ..crate::aggregate::Config::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +247,8 @@ mod tests {
             &["icmpmon", "--snaplen", "10"],
             &["icmpmon", "--csv", ""],
             &["icmpmon", "--source", "pcap:"],
+            &["icmpmon", "--filter", "type bogus"],
+            &["icmpmon", "--echo-timeout", "0"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

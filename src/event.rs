@@ -61,6 +61,9 @@ pub struct Echo {
     pub seq: u16,
     /// Bytes of echo data after the 8-byte ICMP header, on the wire.
     pub payload_len: u32,
+    /// A digest of the captured echo data (see `parse`), to compare a
+    /// reply's data with its request's.
+    pub payload_digest: u64,
 }
 
 /// The packet an ICMP error message quotes.

@@ -4,13 +4,16 @@
 //! channel (`pipeline`); the consumer parses them (`parse`) into
 //! `IcmpEvent`s and exports rows (`export`). See DESIGN.md.
 
+pub mod aggregate;
 pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod event;
 pub mod export;
+pub mod filter;
 pub mod netlink;
 pub mod parse;
 pub mod pipeline;
 pub mod privilege;
 pub mod proto;
+pub mod report;

@@ -195,6 +195,14 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+/// FNV-1a of the captured echo data: enough to tell a reply whose data
+/// differs from its request's, without keeping the bytes.
+fn digest(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Type-specific fields of an ICMPv4 message (`icmp` is at least 8 bytes).
 fn icmpv4_details(icmp: &[u8], upper_len: u32) -> (Option<Echo>, Option<Quoted>, Option<Info>) {
     let view = IcmpPacket::new(icmp).expect("length checked by caller");
@@ -204,6 +212,7 @@ fn icmpv4_details(icmp: &[u8], upper_len: u32) -> (Option<Echo>, Option<Quoted>,
         id: u16::from_be_bytes([rest[0], rest[1]]),
         seq: u16::from_be_bytes([rest[2], rest[3]]),
         payload_len: upper_len.saturating_sub(ICMP_HEADER_LEN as u32),
+        payload_digest: digest(&icmp[ICMP_HEADER_LEN..]),
     });
     let quote = matches!(t, 3 | 4 | 5 | 11 | 12)
         .then(|| quoted(&rest[4..]))
@@ -229,6 +238,7 @@ fn icmpv6_details(icmp: &[u8], upper_len: u32) -> (Option<Echo>, Option<Quoted>,
         id: u16::from_be_bytes([rest[0], rest[1]]),
         seq: u16::from_be_bytes([rest[2], rest[3]]),
         payload_len: upper_len.saturating_sub(ICMP_HEADER_LEN as u32),
+        payload_digest: digest(&icmp[ICMP_HEADER_LEN..]),
     });
     let quote = matches!(t, 1..=4).then(|| quoted(&rest[4..])).flatten();
     let info = match t {
@@ -334,7 +344,8 @@ mod tests {
             Some(Echo {
                 id: 0x1234,
                 seq: 7,
-                payload_len: 2
+                payload_len: 2,
+                payload_digest: digest(b"ab"),
             })
         );
         assert_eq!(ev.quoted, None);

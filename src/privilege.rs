@@ -1,12 +1,11 @@
 //! Dropping capabilities once a live source is set up.
 //!
-//! The netlink sockets keep working without them: the kernel checks
-//! CAP_NET_ADMIN for genetlink REGISTER/CLOSE and for nfnetlink messages
-//! against the credentials the socket was *opened* with
-//! (`netlink_ns_capable` → `file_ns_capable`). What still needs a
-//! capability at exit is removing the NFQUEUE rules, which runs iptables /
-//! nft as a child: that source keeps CAP_NET_ADMIN (and CAP_NET_RAW, which
-//! iptables-legacy needs for its raw socket).
+//! What remains is what the way out needs. The kernel checks CAP_NET_ADMIN
+//! on genetlink CLOSE and on nfnetlink messages against both the socket
+//! opener and the *current* task (`netlink_ns_capable` ends in
+//! `ns_capable`), so both live sources keep it; removing the NFQUEUE rules
+//! runs iptables/nft as a child, and iptables-legacy's raw socket also
+//! needs CAP_NET_RAW. Everything else goes.
 
 use caps::{CapSet, Capability, CapsHashSet};
 

@@ -49,16 +49,15 @@ impl Source {
         }
     }
 
-    /// Capabilities the source still needs once open: removing the
-    /// NFQUEUE rules at exit runs iptables/nft. The netlink sockets need
-    /// none (see `privilege`).
+    /// Capabilities the source still needs once open (see `privilege`):
+    /// CLOSE and NFQUEUE messages need CAP_NET_ADMIN, removing the NFQUEUE
+    /// rules runs iptables/nft.
     pub fn capabilities_kept(&self) -> &'static [caps::Capability] {
+        use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
         match self {
-            Source::Nfqueue(_) => &[
-                caps::Capability::CAP_NET_ADMIN,
-                caps::Capability::CAP_NET_RAW,
-            ],
-            Source::Kmod(_) | Source::Pcap(_) => &[],
+            Source::Kmod(_) => &[CAP_NET_ADMIN],
+            Source::Nfqueue(_) => &[CAP_NET_ADMIN, CAP_NET_RAW],
+            Source::Pcap(_) => &[],
         }
     }
 

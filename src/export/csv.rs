@@ -58,7 +58,8 @@ mod tests {
     fn header_matches_row_fields() {
         // The explicit header must name Row's fields in Row's order.
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.serialize(Row::new(&error_event(), "kmod", "")).unwrap();
+        w.serialize(Row::new(&error_event(), "kmod", "", None))
+            .unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         assert_eq!(text.lines().next().unwrap(), HEADER.join(","));
     }
@@ -66,7 +67,10 @@ mod tests {
     #[test]
     fn error_row_and_empty_cells() {
         let (err, echo) = (error_event(), echo_event());
-        let text = render(&[Row::new(&err, "kmod", ""), Row::new(&echo, "kmod", "lo")]);
+        let text = render(&[
+            Row::new(&err, "kmod", "", None),
+            Row::new(&echo, "kmod", "lo", Some(1234)),
+        ]);
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(
@@ -75,7 +79,7 @@ mod tests {
         );
         assert_eq!(
             lines[2],
-            "1970-01-01T00:00:01.000000001Z,kmod,out,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,,,,,,,"
+            "1970-01-01T00:00:01.000000001Z,kmod,out,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,1234,,,,,,"
         );
     }
 

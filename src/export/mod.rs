@@ -1,6 +1,7 @@
 //! Headless exporters. `Row` is the CSV schema v1 (a contract, see
 //! DESIGN.md); JSON lines will carry the same fields under the same names.
 
+pub mod alerts;
 pub mod csv;
 pub mod jsonl;
 
@@ -66,7 +67,8 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
-    pub fn new(ev: &IcmpEvent, source: &'a str, ifname: &'a str) -> Self {
+    /// `rtt_us`: the aggregator's answer for an echo reply it paired.
+    pub fn new(ev: &IcmpEvent, source: &'a str, ifname: &'a str, rtt_us: Option<u64>) -> Self {
         let q = ev.quoted.as_ref();
         Self {
             timestamp: rfc3339_nanos(ev.ts_ns),
@@ -83,8 +85,7 @@ impl<'a> Row<'a> {
             seq: ev.echo.map(|e| e.seq),
             ttl: ev.ttl,
             length: ev.length,
-            // Filled in once the aggregator pairs echoes (issue 4).
-            rtt_us: None,
+            rtt_us,
             inner_proto: q.map(|q| q.proto),
             inner_src: q.map(|q| q.src),
             inner_dst: q.map(|q| q.dst),
@@ -184,6 +185,7 @@ pub(crate) mod tests {
                 id: 7,
                 seq: 1,
                 payload_len: 56,
+                payload_digest: 0,
             }),
             ..error_event()
         }

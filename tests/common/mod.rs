@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::DataLink;
+use pcap_file::{DataLink, TsResolution};
 
 pub fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
@@ -42,6 +42,45 @@ pub fn echo(t: u8, id: u16, seq: u16) -> Vec<u8> {
     m
 }
 
+/// The Internet checksum (RFC 1071) of `parts` laid end to end.
+pub fn inet_checksum(parts: &[&[u8]]) -> u16 {
+    let bytes: Vec<u8> = parts.concat();
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 packet carrying `icmp`, with its ICMP checksum set.
+pub fn ipv4_icmp(src: [u8; 4], dst: [u8; 4], icmp: &[u8]) -> Vec<u8> {
+    let mut m = icmp.to_vec();
+    let c = inet_checksum(&[&m]);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(1, src, dst, &m)
+}
+
+/// An IPv6 packet (fd00::SRC → fd00::DST) carrying `icmp`, with its
+/// ICMPv6 checksum (pseudo-header included) set.
+pub fn ipv6_icmp(src: u8, dst: u8, icmp: &[u8]) -> Vec<u8> {
+    let mut p = ipv6(58, src, dst, icmp);
+    let len = (icmp.len() as u32).to_be_bytes();
+    let c = inet_checksum(&[&p[8..40], &len, &[0, 0, 0, 58], &p[40..]]);
+    p[42..44].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// An Ethernet II frame.
+pub fn ether(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
 /// Ethernet frame with an 802.1Q tag.
 pub fn ether_vlan(ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x81, 0x00, 0x00, 0x64];
@@ -51,8 +90,18 @@ pub fn ether_vlan(ethertype: u16, payload: &[u8]) -> Vec<u8> {
 }
 
 pub fn write_pcap(path: &Path, link: DataLink, frames: &[(u64, Vec<u8>)]) {
+    write_pcap_with(path, link, TsResolution::MicroSecond, frames);
+}
+
+/// A pcap with nanosecond timestamps.
+pub fn write_pcap_ns(path: &Path, link: DataLink, frames: &[(u64, Vec<u8>)]) {
+    write_pcap_with(path, link, TsResolution::NanoSecond, frames);
+}
+
+fn write_pcap_with(path: &Path, link: DataLink, res: TsResolution, frames: &[(u64, Vec<u8>)]) {
     let header = PcapHeader {
         datalink: link,
+        ts_resolution: res,
         ..Default::default()
     };
     let mut w = PcapWriter::with_header(std::fs::File::create(path).unwrap(), header).unwrap();

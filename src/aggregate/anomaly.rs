@@ -1,0 +1,249 @@
+//! Anomaly flags: signs that ICMP is being abused or that something on the
+//! path is odd. Detection is per second of event time with bounded state
+//! (space-saving for per-source counts), so a spoofed flood cannot grow it.
+//! A flag is raised once (one alert) and stays active while it keeps
+//! triggering; after `QUIET` without a trigger it may be raised again.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+
+use foldhash::fast::RandomState;
+use lru::LruCache;
+use serde::Serialize;
+
+use super::topk::SpaceSaving;
+
+/// After this long without a trigger, a flag counts as over.
+pub const QUIET_NS: u64 = 30_000_000_000;
+const MAX_FLAGS: usize = 256;
+/// Sources tracked per second for floods / traceroutes.
+const TRACKED: usize = 64;
+/// New alerts per second of event time; more are counted, not written
+/// (a spoofed flood would otherwise write one alert per source).
+const ALERTS_PER_SECOND: u64 = 100;
+
+/// Thresholds (`--flood-pps` etc.).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Echo requests per second from one source.
+    pub echo_flood_pps: u64,
+    /// Destination-unreachable messages per second, all reporters.
+    pub unreachable_pps: u64,
+    /// Echo data bytes above which a request is oversized.
+    pub oversize_bytes: u32,
+    /// Time-exceeded messages per second about one prober.
+    pub ttl_exceeded_pps: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            echo_flood_pps: 500,
+            unreachable_pps: 100,
+            oversize_bytes: 1472,
+            ttl_exceeded_pps: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlagKind {
+    EchoFlood,
+    Redirect,
+    UnreachableStorm,
+    OversizedEcho,
+    PayloadMismatch,
+    TracerouteSeen,
+}
+
+impl FlagKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlagKind::EchoFlood => "echo-flood",
+            FlagKind::Redirect => "redirect",
+            FlagKind::UnreachableStorm => "unreachable-storm",
+            FlagKind::OversizedEcho => "oversized-echo",
+            FlagKind::PayloadMismatch => "payload-mismatch",
+            FlagKind::TracerouteSeen => "traceroute-seen",
+        }
+    }
+}
+
+/// A raised flag. `subject` says who (a source, a peer pair, "all").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Flag {
+    pub flag: FlagKind,
+    pub subject: String,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Times it triggered while active.
+    pub count: u64,
+    pub detail: String,
+}
+
+#[derive(Debug)]
+pub struct Anomalies {
+    pub thresholds: Thresholds,
+    second: u64,
+    echo_sources: SpaceSaving<IpAddr>,
+    probers: SpaceSaving<IpAddr>,
+    unreachables: u64,
+    flags: LruCache<(FlagKind, String), Flag, RandomState>,
+    /// Flags raised since the last `take_alerts`.
+    alerts: Vec<Flag>,
+    alerts_this_second: u64,
+    raised: u64,
+    pub alerts_suppressed: u64,
+}
+
+impl Anomalies {
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
+            thresholds,
+            second: 0,
+            echo_sources: SpaceSaving::new(TRACKED),
+            probers: SpaceSaving::new(TRACKED),
+            unreachables: 0,
+            flags: LruCache::with_hasher(
+                NonZeroUsize::new(MAX_FLAGS).expect("non-zero"),
+                RandomState::default(),
+            ),
+            alerts: Vec::new(),
+            alerts_this_second: 0,
+            raised: 0,
+            alerts_suppressed: 0,
+        }
+    }
+
+    fn roll(&mut self, ts_ns: u64) {
+        let sec = ts_ns / 1_000_000_000;
+        if sec != self.second {
+            self.second = sec;
+            self.echo_sources.clear();
+            self.probers.clear();
+            self.unreachables = 0;
+            self.alerts_this_second = 0;
+        }
+    }
+
+    fn raise(&mut self, flag: FlagKind, subject: String, ts_ns: u64, detail: String) {
+        let key = (flag, subject);
+        if let Some(f) = self.flags.get_mut(&key) {
+            if ts_ns.saturating_sub(f.last_ns) < QUIET_NS {
+                f.last_ns = f.last_ns.max(ts_ns);
+                f.count += 1;
+                f.detail = detail;
+                return;
+            }
+        }
+        let f = Flag {
+            flag,
+            subject: key.1.clone(),
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            count: 1,
+            detail,
+        };
+        self.raised += 1;
+        self.roll(ts_ns);
+        if self.alerts_this_second < ALERTS_PER_SECOND {
+            self.alerts_this_second += 1;
+            self.alerts.push(f.clone());
+        } else {
+            self.alerts_suppressed += 1;
+        }
+        self.flags.put(key, f);
+    }
+
+    pub fn echo_request(&mut self, src: IpAddr, payload_len: u32, ts_ns: u64) {
+        self.roll(ts_ns);
+        let c = self.echo_sources.add(src);
+        let t = self.thresholds.echo_flood_pps;
+        // Raise when the guaranteed count crosses the threshold: once per
+        // source and second.
+        if c.count - c.error == t + 1 {
+            self.raise(
+                FlagKind::EchoFlood,
+                src.to_string(),
+                ts_ns,
+                format!("more than {t} echo requests within one second"),
+            );
+        }
+        if payload_len > self.thresholds.oversize_bytes {
+            self.raise(
+                FlagKind::OversizedEcho,
+                src.to_string(),
+                ts_ns,
+                format!(
+                    "echo request with {payload_len} data bytes (> {})",
+                    self.thresholds.oversize_bytes
+                ),
+            );
+        }
+    }
+
+    pub fn payload_mismatch(&mut self, requester: IpAddr, responder: IpAddr, ts_ns: u64) {
+        self.raise(
+            FlagKind::PayloadMismatch,
+            format!("{requester} -> {responder}"),
+            ts_ns,
+            "echo reply data differs from its request's (tunnel or rewriting middlebox?)".into(),
+        );
+    }
+
+    pub fn redirect(&mut self, reporter: IpAddr, gateway: Option<IpAddr>, ts_ns: u64) {
+        let gw = gateway.map_or_else(|| "?".into(), |g| g.to_string());
+        self.raise(
+            FlagKind::Redirect,
+            reporter.to_string(),
+            ts_ns,
+            format!("redirect to gateway {gw}"),
+        );
+    }
+
+    pub fn unreachable(&mut self, ts_ns: u64) {
+        self.roll(ts_ns);
+        self.unreachables += 1;
+        let t = self.thresholds.unreachable_pps;
+        if self.unreachables == t + 1 {
+            self.raise(
+                FlagKind::UnreachableStorm,
+                "all".into(),
+                ts_ns,
+                format!("more than {t} destination-unreachable messages within one second"),
+            );
+        }
+    }
+
+    /// A time-exceeded message about a packet sent by `prober`.
+    pub fn ttl_exceeded(&mut self, prober: IpAddr, ts_ns: u64) {
+        self.roll(ts_ns);
+        let c = self.probers.add(prober);
+        let t = self.thresholds.ttl_exceeded_pps;
+        if c.count - c.error == t + 1 {
+            self.raise(
+                FlagKind::TracerouteSeen,
+                prober.to_string(),
+                ts_ns,
+                format!("more than {t} time-exceeded replies within one second"),
+            );
+        }
+    }
+
+    pub fn take_alerts(&mut self) -> Vec<Flag> {
+        std::mem::take(&mut self.alerts)
+    }
+
+    /// Every flag still remembered, newest last.
+    pub fn flags(&self) -> Vec<Flag> {
+        let mut v: Vec<Flag> = self.flags.iter().map(|(_, f)| f.clone()).collect();
+        v.sort_by_key(|f| (f.last_ns, f.flag));
+        v
+    }
+
+    /// Flags raised in total (including forgotten ones).
+    pub fn raised(&self) -> u64 {
+        self.raised
+    }
+}

@@ -1,0 +1,308 @@
+//! Echo pairing: requests wait in a bounded table keyed by (requester,
+//! responder, id, seq) until their reply comes or the timeout passes.
+//!
+//! One message can be captured twice (on lo, and by the kernel hooks when
+//! a packet is both sent and received here): a copy in another direction
+//! is not a new request nor a duplicate reply. A reply is paired with the
+//! request copy of the opposite direction (reply `in` ↔ request `out`: our
+//! host asked; reply `out` ↔ request `in`: our host answered), and only the
+//! pair that starts at the request's first sighting feeds the RTT
+//! statistics, so each request gives at most one sample.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+
+use foldhash::fast::RandomState;
+use lru::LruCache;
+use serde::Serialize;
+
+use super::rtt::RttStats;
+use crate::event::{Direction, Echo};
+
+/// Who pinged whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PeerKey {
+    pub requester: IpAddr,
+    pub responder: IpAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EchoKey {
+    peer: PeerKey,
+    id: u16,
+    seq: u16,
+}
+
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::In => 0,
+        Direction::Out => 1,
+        Direction::Unknown => 2,
+    }
+}
+
+fn opposite(d: Direction) -> Direction {
+    match d {
+        Direction::In => Direction::Out,
+        Direction::Out => Direction::In,
+        Direction::Unknown => Direction::Unknown,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    /// When each direction's copy of the request was seen (0: not seen).
+    copies: [u64; 3],
+    first_ns: u64,
+    /// Directions of the reply copies seen (bit per `dir_index`).
+    replies: u8,
+    sampled: bool,
+    payload_len: u32,
+    payload_digest: u64,
+}
+
+impl Pending {
+    fn answered(&self) -> bool {
+        self.replies != 0
+    }
+}
+
+/// Counters of one peer pair.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    pub requests: u64,
+    pub replies: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub duplicate_replies: u64,
+    pub unsolicited: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub rtt: RttStats,
+}
+
+/// Totals over every peer (kept even for peers evicted from the table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EchoTotals {
+    pub requests: u64,
+    /// Requests with at least one reply within the timeout.
+    pub answered: u64,
+    /// Requests unanswered after the timeout (or pushed out of a full
+    /// table: `evicted` of them).
+    pub lost: u64,
+    /// Requests still inside their timeout.
+    pub pending: u64,
+    /// Replies to requests already counted lost.
+    pub late: u64,
+    /// A second reply in the same direction to one request.
+    pub duplicate_replies: u64,
+    /// A request seen again in the same direction while it waits.
+    pub duplicate_requests: u64,
+    /// Replies to requests never seen.
+    pub unsolicited: u64,
+    /// Second sightings of one message in another direction.
+    pub copies: u64,
+    pub evicted: u64,
+    /// Peer pairs dropped from the bounded peer table.
+    pub peers_evicted: u64,
+}
+
+/// What a reply paired to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paired {
+    pub rtt_ns: u64,
+    /// The request's echo data differs from the reply's.
+    pub mismatch: bool,
+    /// The first reply to this request (not a copy).
+    pub first: bool,
+    /// This pair fed the RTT statistics (see the module comment).
+    pub sample: bool,
+}
+
+#[derive(Debug)]
+pub struct EchoTracker {
+    timeout_ns: u64,
+    pending: LruCache<EchoKey, Pending, RandomState>,
+    /// Recently lost requests, to tell a late reply from an unsolicited one.
+    expired: LruCache<EchoKey, (), RandomState>,
+    peers: LruCache<PeerKey, PeerStats, RandomState>,
+    totals: EchoTotals,
+}
+
+fn cap(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n.max(1)).expect("max(1)")
+}
+
+impl EchoTracker {
+    pub fn new(timeout_ns: u64, max_pending: usize, max_peers: usize) -> Self {
+        Self {
+            timeout_ns,
+            pending: LruCache::with_hasher(cap(max_pending), RandomState::default()),
+            expired: LruCache::with_hasher(cap(max_pending / 4), RandomState::default()),
+            peers: LruCache::with_hasher(cap(max_peers), RandomState::default()),
+            totals: EchoTotals::default(),
+        }
+    }
+
+    fn peer(&mut self, key: PeerKey, ts_ns: u64) -> &mut PeerStats {
+        if !self.peers.contains(&key) {
+            let fresh = PeerStats {
+                first_ns: ts_ns,
+                ..PeerStats::default()
+            };
+            if self.peers.push(key, fresh).is_some_and(|(k, _)| k != key) {
+                self.totals.peers_evicted += 1;
+            }
+        }
+        let p = self.peers.get_mut(&key).expect("just inserted");
+        p.last_ns = p.last_ns.max(ts_ns);
+        p
+    }
+
+    /// Counts `key` lost (timeout or eviction) and remembers it for late
+    /// replies.
+    fn lose(&mut self, key: EchoKey, p: &Pending) {
+        if p.answered() {
+            return;
+        }
+        self.totals.lost += 1;
+        self.totals.pending -= 1;
+        if let Some(peer) = self.peers.peek_mut(&key.peer) {
+            peer.lost += 1;
+        }
+        self.expired.put(key, ());
+    }
+
+    /// Ends the wait of every request older than the timeout at `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) {
+        // Entries are never promoted, so the LRU end is the oldest.
+        while let Some((_, p)) = self.pending.peek_lru() {
+            if p.first_ns.saturating_add(self.timeout_ns) > now_ns {
+                break;
+            }
+            let (k, p) = self.pending.pop_lru().expect("peeked");
+            self.lose(k, &p);
+        }
+    }
+
+    pub fn request(&mut self, src: IpAddr, dst: IpAddr, echo: &Echo, dir: Direction, ts_ns: u64) {
+        let peer = PeerKey {
+            requester: src,
+            responder: dst,
+        };
+        let key = EchoKey {
+            peer,
+            id: echo.id,
+            seq: echo.seq,
+        };
+        if let Some(p) = self.pending.peek_mut(&key) {
+            let slot = &mut p.copies[dir_index(dir)];
+            if *slot == 0 && dir != Direction::Unknown {
+                *slot = ts_ns.max(1);
+                self.totals.copies += 1;
+            } else {
+                self.totals.duplicate_requests += 1;
+            }
+            self.peer(peer, ts_ns);
+            return;
+        }
+        let mut copies = [0; 3];
+        copies[dir_index(dir)] = ts_ns.max(1);
+        let entry = Pending {
+            copies,
+            first_ns: ts_ns,
+            replies: 0,
+            sampled: false,
+            payload_len: echo.payload_len,
+            payload_digest: echo.payload_digest,
+        };
+        self.totals.requests += 1;
+        self.totals.pending += 1;
+        self.peer(peer, ts_ns).requests += 1;
+        if let Some((old, p)) = self.pending.push(key, entry) {
+            // Full: the oldest request makes room (counted lost).
+            if !p.answered() {
+                self.totals.evicted += 1;
+            }
+            self.lose(old, &p);
+        }
+    }
+
+    /// Pairs a reply from `src` to `dst`; `None` when it answers nothing
+    /// waiting (late, unsolicited or duplicate).
+    pub fn reply(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        echo: &Echo,
+        dir: Direction,
+        ts_ns: u64,
+    ) -> Option<Paired> {
+        let peer = PeerKey {
+            requester: dst,
+            responder: src,
+        };
+        let key = EchoKey {
+            peer,
+            id: echo.id,
+            seq: echo.seq,
+        };
+        let Some(p) = self.pending.peek_mut(&key) else {
+            if self.expired.contains(&key) {
+                self.totals.late += 1;
+                self.peer(peer, ts_ns).late += 1;
+            } else {
+                self.totals.unsolicited += 1;
+                self.peer(peer, ts_ns).unsolicited += 1;
+            }
+            return None;
+        };
+        let bit = 1 << dir_index(dir);
+        if p.replies & bit != 0 || (dir == Direction::Unknown && p.answered()) {
+            self.totals.duplicate_replies += 1;
+            self.peer(peer, ts_ns).duplicate_replies += 1;
+            return None;
+        }
+        let first = !p.answered();
+        p.replies |= bit;
+        let req_ns = match p.copies[dir_index(opposite(dir))] {
+            0 => p.first_ns,
+            t => t,
+        };
+        let rtt_ns = ts_ns.saturating_sub(req_ns);
+        let sample = !p.sampled && req_ns == p.first_ns;
+        p.sampled |= sample;
+        let mismatch = p.payload_len != echo.payload_len || p.payload_digest != echo.payload_digest;
+        if first {
+            self.totals.answered += 1;
+            self.totals.pending -= 1;
+        } else {
+            self.totals.copies += 1;
+        }
+        let stats = self.peer(peer, ts_ns);
+        if first {
+            stats.replies += 1;
+        }
+        if sample {
+            stats.rtt.add(super::ns_to_us(rtt_ns));
+        }
+        Some(Paired {
+            rtt_ns,
+            mismatch,
+            first,
+            sample,
+        })
+    }
+
+    pub fn totals(&self) -> EchoTotals {
+        self.totals
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerStats)> {
+        self.peers.iter()
+    }
+
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.pending.len(), self.expired.len(), self.peers.len())
+    }
+}

@@ -1,0 +1,259 @@
+//! The aggregator: the one owner of all live state. The consumer thread
+//! calls `ingest` for every event (in capture order) and `tick` while idle;
+//! front ends get `snapshot`s. Every table is bounded, so memory does not
+//! grow with the number of distinct (possibly spoofed) sources.
+
+pub mod anomaly;
+pub mod echo;
+pub mod errors;
+pub mod rates;
+pub mod rtt;
+pub mod snapshot;
+pub mod topk;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use foldhash::HashMap;
+
+use crate::event::{Direction, Family, IcmpEvent, Info};
+use anomaly::{Anomalies, Flag, Thresholds};
+use echo::EchoTracker;
+use errors::{is_error, ErrorTracker, FlowKey};
+use rates::SecondSeries;
+use rtt::RttStats;
+use topk::SpaceSaving;
+
+pub use snapshot::Snapshot;
+
+/// Rounds nanoseconds to the nearest microsecond.
+pub fn ns_to_us(ns: u64) -> u64 {
+    ns.saturating_add(500) / 1000
+}
+
+/// Limits and thresholds; `Config::default()` suits a busy host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// An echo request unanswered this long is lost.
+    pub echo_timeout_ns: u64,
+    pub max_pending: usize,
+    pub max_peers: usize,
+    pub max_flows: usize,
+    pub max_reporters: usize,
+    /// Counters of the top-talkers sketch (heavy hitters above
+    /// events/`top_k` are exact to within the sketch's error).
+    pub top_k: usize,
+    /// Distinct type/code pairs with their own rates (the rest: "other").
+    pub max_kinds: usize,
+    pub recent_events: usize,
+    pub recent_errors: usize,
+    pub thresholds: Thresholds,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            echo_timeout_ns: 2_000_000_000,
+            max_pending: 65_536,
+            max_peers: 4096,
+            max_flows: 4096,
+            max_reporters: 1024,
+            top_k: 256,
+            max_kinds: 64,
+            recent_events: 1000,
+            recent_errors: 256,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// What the aggregator adds to an event's row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Set on an echo reply paired with its request.
+    pub rtt_us: Option<u64>,
+}
+
+/// An event as the recent-events list keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecentEvent {
+    pub ts_ns: u64,
+    pub direction: Direction,
+    pub family: Family,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub echo: Option<(u16, u16)>,
+    pub rtt_us: Option<u64>,
+    pub flow: Option<FlowKey>,
+    pub info: Option<Info>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct KindStats {
+    count: u64,
+    series: SecondSeries,
+}
+
+impl KindStats {
+    fn add(&mut self, sec: u64) {
+        self.count += 1;
+        self.series.add(sec);
+    }
+}
+
+type KindKey = (Family, u8, u8);
+
+#[derive(Debug)]
+pub struct Aggregator {
+    cfg: Config,
+    echo: EchoTracker,
+    errors: ErrorTracker,
+    anomalies: Anomalies,
+    talkers: SpaceSaving<IpAddr>,
+    series: SecondSeries,
+    kinds: HashMap<KindKey, KindStats>,
+    other_kinds: u64,
+    rtt: RttStats,
+    recent: VecDeque<RecentEvent>,
+    events: u64,
+    by_family: [u64; 2],
+    by_direction: [u64; 3],
+    first_ns: Option<u64>,
+    now_ns: u64,
+}
+
+impl Aggregator {
+    pub fn new(cfg: Config) -> Self {
+        Self {
+            echo: EchoTracker::new(cfg.echo_timeout_ns, cfg.max_pending, cfg.max_peers),
+            errors: ErrorTracker::new(cfg.max_flows, cfg.max_reporters, cfg.recent_errors),
+            anomalies: Anomalies::new(cfg.thresholds),
+            talkers: SpaceSaving::new(cfg.top_k),
+            series: SecondSeries::default(),
+            kinds: HashMap::default(),
+            other_kinds: 0,
+            rtt: RttStats::default(),
+            recent: VecDeque::with_capacity(cfg.recent_events.min(4096)),
+            events: 0,
+            by_family: [0; 2],
+            by_direction: [0; 3],
+            first_ns: None,
+            now_ns: 0,
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Takes one event (in capture order) and says what it adds to the row.
+    pub fn ingest(&mut self, ev: &IcmpEvent) -> Outcome {
+        let ts = ev.ts_ns;
+        self.now_ns = self.now_ns.max(ts);
+        self.first_ns.get_or_insert(ts);
+        self.echo.expire(self.now_ns);
+        self.events += 1;
+        self.by_family[usize::from(ev.family == Family::V6)] += 1;
+        self.by_direction[match ev.direction {
+            Direction::In => 0,
+            Direction::Out => 1,
+            Direction::Unknown => 2,
+        }] += 1;
+        let sec = ts / 1_000_000_000;
+        self.series.add(sec);
+        let key = (ev.family, ev.icmp_type, ev.icmp_code);
+        let room = self.kinds.len() < self.cfg.max_kinds;
+        match self.kinds.get_mut(&key) {
+            Some(k) => k.add(sec),
+            None if room => self.kinds.entry(key).or_default().add(sec),
+            None => self.other_kinds += 1,
+        }
+        self.talkers.add(ev.src);
+
+        let mut out = Outcome::default();
+        let v4 = ev.family == Family::V4;
+        match (ev.icmp_type, ev.echo) {
+            (8, Some(e)) if v4 => self.request(ev, &e),
+            (128, Some(e)) if !v4 => self.request(ev, &e),
+            (0, Some(e)) if v4 => out.rtt_us = self.reply(ev, &e),
+            (129, Some(e)) if !v4 => out.rtt_us = self.reply(ev, &e),
+            (t, _) if is_error(ev.family, t) => self.error(ev),
+            _ => {}
+        }
+        if self.cfg.recent_events > 0 {
+            if self.recent.len() == self.cfg.recent_events {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(RecentEvent {
+                ts_ns: ts,
+                direction: ev.direction,
+                family: ev.family,
+                src: ev.src,
+                dst: ev.dst,
+                icmp_type: ev.icmp_type,
+                icmp_code: ev.icmp_code,
+                echo: ev.echo.map(|e| (e.id, e.seq)),
+                rtt_us: out.rtt_us,
+                flow: ev.quoted.as_ref().map(FlowKey::from),
+                info: ev.info,
+            });
+        }
+        out
+    }
+
+    fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) {
+        self.echo.request(ev.src, ev.dst, e, ev.direction, ev.ts_ns);
+        self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
+    }
+
+    fn reply(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) -> Option<u64> {
+        let p = self.echo.reply(ev.src, ev.dst, e, ev.direction, ev.ts_ns)?;
+        if p.first && p.mismatch {
+            self.anomalies.payload_mismatch(ev.dst, ev.src, ev.ts_ns);
+        }
+        let us = ns_to_us(p.rtt_ns);
+        if p.sample {
+            self.rtt.add(us);
+        }
+        Some(us)
+    }
+
+    fn error(&mut self, ev: &IcmpEvent) {
+        self.errors.ingest(ev);
+        let v4 = ev.family == Family::V4;
+        match ev.icmp_type {
+            3 if v4 => self.anomalies.unreachable(ev.ts_ns),
+            1 if !v4 => self.anomalies.unreachable(ev.ts_ns),
+            5 if v4 => self.redirect(ev),
+            137 if !v4 => self.redirect(ev),
+            // Code 0: the hop limit ran out in transit (traceroute's answer);
+            // the error goes back to the prober.
+            11 if v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
+            3 if !v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
+            _ => {}
+        }
+    }
+
+    fn redirect(&mut self, ev: &IcmpEvent) {
+        let gw = match ev.info {
+            Some(Info::Gateway(g) | Info::Target(g)) => Some(g),
+            _ => None,
+        };
+        self.anomalies.redirect(ev.src, gw, ev.ts_ns);
+    }
+
+    /// Moves the clock on without an event (a live source while idle):
+    /// requests past their timeout become lost.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+        self.echo.expire(self.now_ns);
+    }
+
+    /// Flags raised since the last call (for `--alerts`).
+    pub fn take_alerts(&mut self) -> Vec<Flag> {
+        self.anomalies.take_alerts()
+    }
+}

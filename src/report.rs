@@ -1,0 +1,146 @@
+//! The end-of-run summary of a headless run: text for people (stderr) and
+//! JSON for machines (`--summary-json`), from one final snapshot.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::aggregate::rtt::RttSummary;
+use crate::aggregate::Snapshot;
+
+/// Rows of each table in the text summary.
+const TEXT_ROWS: usize = 10;
+
+/// Everything `--summary-json` writes.
+#[derive(Debug, Serialize)]
+pub struct Summary<'a> {
+    pub source: &'a str,
+    pub stopped: &'a str,
+    pub seconds: f64,
+    pub rows: u64,
+    pub packets: u64,
+    pub filtered: u64,
+    pub not_icmp: u64,
+    pub parse_errors: u64,
+    /// Packets lost per pipeline stage (kernel/queue, socket, channel).
+    pub lost: BTreeMap<&'static str, u64>,
+    pub filter: Option<&'a str>,
+    pub snapshot: &'a Snapshot,
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.3}", us / 1000.0)
+}
+
+fn rtt_text(r: &RttSummary) -> String {
+    format!(
+        "rtt min/avg/max/p50/p95 {}/{}/{}/{}/{} ms, jitter {} ms",
+        ms(r.min_us as f64),
+        ms(r.avg_us),
+        ms(r.max_us as f64),
+        ms(r.p50_us as f64),
+        ms(r.p95_us as f64),
+        ms(r.jitter_us)
+    )
+}
+
+/// The human summary, a line per fact, each prefixed `icmpmon: `.
+pub fn text(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let e = &s.echo;
+    let _ = writeln!(
+        o,
+        "icmpmon: echo: {} requests, {} answered, {} lost ({} evicted), {} pending, {} late, \
+         {} duplicate replies, {} unsolicited",
+        e.requests,
+        e.answered,
+        e.lost,
+        e.evicted,
+        e.pending,
+        e.late,
+        e.duplicate_replies,
+        e.unsolicited
+    );
+    if let Some(r) = &s.rtt {
+        let _ = writeln!(o, "icmpmon: echo {}", rtt_text(r));
+    }
+    if !s.peers.is_empty() {
+        let _ = writeln!(o, "icmpmon: peers (requester -> responder):");
+        for p in s.peers.iter().take(TEXT_ROWS) {
+            let loss = p.loss_pct.map_or("-".into(), |l| format!("{l:.1}%"));
+            let rtt = p.rtt.as_ref().map_or("no rtt".into(), rtt_text);
+            let flags: Vec<&str> = p.flags.iter().map(|f| f.name()).collect();
+            let _ = writeln!(
+                o,
+                "icmpmon:   {} -> {}: {} req, {} rep, {} lost ({loss}), {} late; {rtt}{}",
+                p.requester,
+                p.responder,
+                p.requests,
+                p.replies,
+                p.lost,
+                p.late,
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", flags.join(","))
+                }
+            );
+        }
+        if s.peers.len() > TEXT_ROWS {
+            let _ = writeln!(
+                o,
+                "icmpmon:   ... {} more peer pairs",
+                s.peers.len() - TEXT_ROWS
+            );
+        }
+    }
+    if !s.kinds.is_empty() {
+        let top: Vec<String> = s
+            .kinds
+            .iter()
+            .take(TEXT_ROWS)
+            .map(|k| format!("{} {}", k.kind, k.count))
+            .collect();
+        let _ = writeln!(o, "icmpmon: top types: {}", top.join(", "));
+    }
+    if !s.talkers.is_empty() {
+        let top: Vec<String> = s
+            .talkers
+            .iter()
+            .take(5)
+            .map(|t| format!("{} {}", t.addr, t.count))
+            .collect();
+        let _ = writeln!(o, "icmpmon: top talkers: {}", top.join(", "));
+    }
+    if !s.error_flows.is_empty() {
+        let _ = writeln!(o, "icmpmon: errors per quoted flow:");
+        for f in s.error_flows.iter().take(TEXT_ROWS) {
+            let kinds: Vec<String> = f.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let by = f
+                .last_reporter
+                .map_or(String::new(), |r| format!(" (last from {r})"));
+            let info = f
+                .last_info
+                .as_deref()
+                .map_or(String::new(), |i| format!(" {i}"));
+            let _ = writeln!(
+                o,
+                "icmpmon:   {}: {}{info}{by}",
+                f.subject,
+                kinds.join(", ")
+            );
+        }
+    }
+    for f in &s.flags {
+        let _ = writeln!(
+            o,
+            "icmpmon: flag {} {}: {} ({}x)",
+            f.flag.name(),
+            f.subject,
+            f.detail,
+            f.count
+        );
+    }
+    o
+}
