@@ -197,7 +197,7 @@ fn be_u32(b: &[u8]) -> u32 {
 
 /// FNV-1a of the captured echo data: enough to tell a reply whose data
 /// differs from its request's, without keeping the bytes.
-fn digest(bytes: &[u8]) -> u64 {
+pub fn digest(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -9,10 +9,13 @@
 //! pair that starts at the request's first sighting feeds the RTT
 //! statistics, so each request gives at most one sample.
 
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
 use foldhash::fast::RandomState;
+use foldhash::HashMap;
 use lru::LruCache;
 use serde::Serialize;
 
@@ -20,10 +23,27 @@ use super::rtt::RttStats;
 use crate::event::{Direction, Echo};
 
 /// Who pinged whom.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct PeerKey {
     pub requester: IpAddr,
     pub responder: IpAddr,
+}
+
+/// As two 128-bit words: cheaper than hashing the enums field by field.
+/// (A v4 address and its v4-mapped v6 twin hash alike; equality still
+/// tells them apart.)
+fn addr_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl Hash for PeerKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(addr_bits(self.requester));
+        state.write_u128(addr_bits(self.responder));
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,7 +142,12 @@ pub struct Paired {
 #[derive(Debug)]
 pub struct EchoTracker {
     timeout_ns: u64,
-    pending: LruCache<EchoKey, Pending, RandomState>,
+    max_pending: usize,
+    /// Requests inside their timeout (answered ones too, to recognise
+    /// copies and duplicate replies) ...
+    pending: HashMap<EchoKey, Pending>,
+    /// ... and their keys in arrival order, which is expiry order.
+    arrivals: VecDeque<(EchoKey, u64)>,
     /// Recently lost requests, to tell a late reply from an unsolicited one.
     expired: LruCache<EchoKey, (), RandomState>,
     peers: LruCache<PeerKey, PeerStats, RandomState>,
@@ -137,7 +162,12 @@ impl EchoTracker {
     pub fn new(timeout_ns: u64, max_pending: usize, max_peers: usize) -> Self {
         Self {
             timeout_ns,
-            pending: LruCache::with_hasher(cap(max_pending), RandomState::default()),
+            max_pending: max_pending.max(1),
+            pending: HashMap::with_capacity_and_hasher(
+                max_pending.min(1 << 16),
+                Default::default(),
+            ),
+            arrivals: VecDeque::with_capacity(max_pending.min(1 << 16)),
             expired: LruCache::with_hasher(cap(max_pending / 4), RandomState::default()),
             peers: LruCache::with_hasher(cap(max_peers), RandomState::default()),
             totals: EchoTotals::default(),
@@ -145,16 +175,17 @@ impl EchoTracker {
     }
 
     fn peer(&mut self, key: PeerKey, ts_ns: u64) -> &mut PeerStats {
-        if !self.peers.contains(&key) {
+        // One lookup when present (the common case); `get_mut` promotes it.
+        if self.peers.get_mut(&key).is_none() {
             let fresh = PeerStats {
                 first_ns: ts_ns,
                 ..PeerStats::default()
             };
-            if self.peers.push(key, fresh).is_some_and(|(k, _)| k != key) {
+            if self.peers.push(key, fresh).is_some() {
                 self.totals.peers_evicted += 1;
             }
         }
-        let p = self.peers.get_mut(&key).expect("just inserted");
+        let p = self.peers.peek_mut(&key).expect("present or just inserted");
         p.last_ns = p.last_ns.max(ts_ns);
         p
     }
@@ -175,13 +206,22 @@ impl EchoTracker {
 
     /// Ends the wait of every request older than the timeout at `now_ns`.
     pub fn expire(&mut self, now_ns: u64) {
-        // Entries are never promoted, so the LRU end is the oldest.
-        while let Some((_, p)) = self.pending.peek_lru() {
-            if p.first_ns.saturating_add(self.timeout_ns) > now_ns {
+        while let Some(&(_, first_ns)) = self.arrivals.front() {
+            if first_ns.saturating_add(self.timeout_ns) > now_ns {
                 break;
             }
-            let (k, p) = self.pending.pop_lru().expect("peeked");
-            self.lose(k, &p);
+            self.pop_oldest();
+        }
+    }
+
+    /// Ends the wait of the oldest request.
+    fn pop_oldest(&mut self) {
+        if let Some((k, first_ns)) = self.arrivals.pop_front() {
+            // The key may have been reused by a later request.
+            if self.pending.get(&k).is_some_and(|p| p.first_ns == first_ns) {
+                let p = self.pending.remove(&k).expect("present");
+                self.lose(k, &p);
+            }
         }
     }
 
@@ -195,7 +235,7 @@ impl EchoTracker {
             id: echo.id,
             seq: echo.seq,
         };
-        if let Some(p) = self.pending.peek_mut(&key) {
+        if let Some(p) = self.pending.get_mut(&key) {
             let slot = &mut p.copies[dir_index(dir)];
             if *slot == 0 && dir != Direction::Unknown {
                 *slot = ts_ns.max(1);
@@ -219,13 +259,14 @@ impl EchoTracker {
         self.totals.requests += 1;
         self.totals.pending += 1;
         self.peer(peer, ts_ns).requests += 1;
-        if let Some((old, p)) = self.pending.push(key, entry) {
-            // Full: the oldest request makes room (counted lost).
-            if !p.answered() {
-                self.totals.evicted += 1;
-            }
-            self.lose(old, &p);
+        // Full: the oldest request makes room (counted lost if unanswered).
+        let lost = self.totals.lost;
+        while self.pending.len() >= self.max_pending && !self.arrivals.is_empty() {
+            self.pop_oldest();
         }
+        self.totals.evicted += self.totals.lost - lost;
+        self.pending.insert(key, entry);
+        self.arrivals.push_back((key, ts_ns));
     }
 
     /// Pairs a reply from `src` to `dst`; `None` when it answers nothing
@@ -247,7 +288,7 @@ impl EchoTracker {
             id: echo.id,
             seq: echo.seq,
         };
-        let Some(p) = self.pending.peek_mut(&key) else {
+        let Some(p) = self.pending.get_mut(&key) else {
             if self.expired.contains(&key) {
                 self.totals.late += 1;
                 self.peer(peer, ts_ns).late += 1;
@@ -303,6 +344,6 @@ impl EchoTracker {
     }
 
     pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.pending.len(), self.expired.len(), self.peers.len())
+        (self.arrivals.len(), self.expired.len(), self.peers.len())
     }
 }

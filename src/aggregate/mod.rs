@@ -58,7 +58,7 @@ impl Default for Config {
             max_peers: 4096,
             max_flows: 4096,
             max_reporters: 1024,
-            top_k: 256,
+            top_k: 1024,
             max_kinds: 64,
             recent_events: 1000,
             recent_errors: 256,
@@ -255,5 +255,138 @@ impl Aggregator {
     /// Flags raised since the last call (for `--alerts`).
     pub fn take_alerts(&mut self) -> Vec<Flag> {
         self.anomalies.take_alerts()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Echo, Quoted};
+    use proptest::prelude::*;
+    use std::collections::HashMap as StdMap;
+
+    fn ev(
+        ts_ns: u64,
+        dir: Direction,
+        src: IpAddr,
+        dst: IpAddr,
+        t: u8,
+        echo: Option<(u16, u16)>,
+    ) -> IcmpEvent {
+        IcmpEvent {
+            ts_ns,
+            direction: dir,
+            ifindex: 0,
+            family: Family::V4,
+            src,
+            dst,
+            ttl: 64,
+            length: 84,
+            icmp_type: t,
+            icmp_code: 0,
+            echo: echo.map(|(id, seq)| Echo {
+                id,
+                seq,
+                payload_len: 56,
+                payload_digest: 1,
+            }),
+            quoted: None::<Quoted>,
+            info: None,
+        }
+    }
+
+    fn host(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    /// (reply?, pair, id, seq, direction, µs since the previous event)
+    type Op = (bool, u8, u16, u16, u8, u64);
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            (
+                any::<bool>(),
+                0u8..3,
+                0u16..2,
+                0u16..6,
+                0u8..3,
+                0u64..1_500_000,
+            ),
+            0..300,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn echo_accounting_holds(ops in ops()) {
+            let timeout = 2_000_000_000;
+            let mut agg = Aggregator::new(Config { echo_timeout_ns: timeout, ..Config::default() });
+            let mut t = 1_000_000_000_000u64;
+            let mut requests_of: StdMap<(u8, u16, u16), u64> = StdMap::new();
+            let mut firsts_of: StdMap<(u8, u16, u16), u64> = StdMap::new();
+            for (reply, pair, id, seq, dir, dt) in ops {
+                t += dt * 1000;
+                let dir = [Direction::In, Direction::Out, Direction::Unknown][usize::from(dir)];
+                let (a, b) = (host(2 * pair + 1), host(2 * pair + 2));
+                let before = agg.echo.totals();
+                let out = if reply {
+                    agg.ingest(&ev(t, dir, b, a, 0, Some((id, seq))))
+                } else {
+                    agg.ingest(&ev(t, dir, a, b, 8, Some((id, seq))))
+                };
+                let after = agg.echo.totals();
+                let key = (pair, id, seq);
+                *requests_of.entry(key).or_default() += after.requests - before.requests;
+                let first = after.answered - before.answered;
+                *firsts_of.entry(key).or_default() += first;
+                // A reply answers one request at most once.
+                prop_assert!(firsts_of[&key] <= requests_of[&key]);
+                prop_assert!(first <= 1 && (first == 0 || out.rtt_us.is_some()));
+                prop_assert_eq!(after.requests, after.answered + after.lost + after.pending);
+            }
+            agg.tick(t + timeout);
+            let e = agg.echo.totals();
+            prop_assert_eq!(e.pending, 0);
+            prop_assert_eq!(e.requests, e.answered + e.lost);
+            let peers: u64 = agg.snapshot().peers.iter().map(|p| p.requests).sum();
+            prop_assert_eq!(peers, e.requests);
+        }
+
+        #[test]
+        fn tables_stay_bounded(srcs in proptest::collection::vec((any::<u32>(), 0u8..4, any::<u16>()), 0..2000)) {
+            let cfg = Config {
+                max_pending: 32,
+                max_peers: 16,
+                max_flows: 8,
+                max_reporters: 8,
+                top_k: 8,
+                max_kinds: 4,
+                recent_events: 10,
+                recent_errors: 5,
+                ..Config::default()
+            };
+            let mut agg = Aggregator::new(cfg);
+            for (i, (src, what, n)) in srcs.into_iter().enumerate() {
+                let src = IpAddr::from(src.to_be_bytes());
+                let ts = 1_000_000_000 + i as u64 * 1000;
+                let mut e = match what {
+                    0 => ev(ts, Direction::In, src, host(1), 8, Some((n, n))),
+                    1 => ev(ts, Direction::In, host(1), src, 0, Some((n, n))),
+                    2 => ev(ts, Direction::In, src, host(1), 3, None),
+                    _ => ev(ts, Direction::In, src, host(1), (n % 40) as u8, None),
+                };
+                e.quoted = (what == 2).then_some(Quoted { proto: 17, src: host(1), dst: src, sport: Some(n), dport: Some(53) });
+                agg.ingest(&e);
+            }
+            let t = agg.snapshot().tables;
+            for (name, (len, cap)) in [
+                ("pending", t.pending), ("expired", t.expired), ("peers", t.peers),
+                ("flows", t.flows), ("reporters", t.reporters), ("talkers", t.talkers),
+                ("kinds", t.kinds), ("recent", t.recent),
+            ] {
+                prop_assert!(len <= cap, "{} holds {} > {}", name, len, cap);
+            }
+            prop_assert!(agg.snapshot().recent_errors.len() <= 5);
+        }
     }
 }

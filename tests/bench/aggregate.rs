@@ -1,0 +1,105 @@
+//! Criterion benchmarks of the aggregator's ingest (a report, not a test):
+//! `cargo bench --bench aggregate` (CI runs it with `-- --quick`).
+//! The goal is ≥ 5 M events/s on one core.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use icmpmon::aggregate::{Aggregator, Config};
+use icmpmon::event::{Direction, Echo, Family, IcmpEvent, Quoted};
+
+const EVENTS: usize = 200_000;
+
+fn event(ts_ns: u64, src: IpAddr, dst: IpAddr, t: u8, n: u32) -> IcmpEvent {
+    IcmpEvent {
+        ts_ns,
+        direction: Direction::In,
+        ifindex: 2,
+        family: Family::V4,
+        src,
+        dst,
+        ttl: 64,
+        length: 84,
+        icmp_type: t,
+        icmp_code: if t == 3 { 3 } else { 0 },
+        echo: matches!(t, 0 | 8).then_some(Echo {
+            id: (n >> 16) as u16,
+            seq: n as u16,
+            payload_len: 56,
+            payload_digest: 0x1234,
+        }),
+        quoted: (t == 3).then_some(Quoted {
+            proto: 17,
+            src: dst,
+            dst: src,
+            sport: Some(40000),
+            dport: Some(33434 + (n % 30) as u16),
+        }),
+        info: None,
+    }
+}
+
+/// Ping traffic of 1000 peer pairs: request, reply 200 µs later, and a
+/// port unreachable every 16th message; 100 k events per second.
+fn mixed() -> Vec<IcmpEvent> {
+    let me = IpAddr::from([10, 0, 0, 1]);
+    (0..EVENTS as u32)
+        .map(|i| {
+            let peer = IpAddr::from([10, 1, ((i / 2) % 1000 / 256) as u8, ((i / 2) % 1000) as u8]);
+            let ts = 1_000_000_000_000 + u64::from(i) * 10_000;
+            match i % 16 {
+                15 => event(ts, peer, me, 3, i),
+                n if n % 2 == 0 => event(ts, me, peer, 8, i / 2),
+                _ => event(ts + 200_000, peer, me, 0, i / 2),
+            }
+        })
+        .collect()
+}
+
+/// A spoofed flood: every echo request from a new source address.
+fn spoofed() -> Vec<IcmpEvent> {
+    let me = IpAddr::from([10, 0, 0, 1]);
+    (0..EVENTS as u32)
+        .map(|i| {
+            let src = IpAddr::from((0x2000_0000u32 + i.wrapping_mul(2_654_435_761)).to_be_bytes());
+            event(1_000_000_000_000 + u64::from(i) * 1000, src, me, 8, i)
+        })
+        .collect()
+}
+
+fn ingest(c: &mut Criterion) {
+    let mut g = c.benchmark_group("aggregate_ingest");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    for (name, events) in [
+        ("mixed_1000_peers", mixed()),
+        ("spoofed_sources", spoofed()),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || Aggregator::new(Config::default()),
+                |mut agg| {
+                    for e in &events {
+                        black_box(agg.ingest(e));
+                    }
+                    agg
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let mut agg = Aggregator::new(Config::default());
+    for e in mixed() {
+        agg.ingest(&e);
+    }
+    c.bench_function("aggregate_snapshot_1000_peers", |b| {
+        b.iter(|| black_box(agg.snapshot()))
+    });
+}
+
+criterion_group!(benches, ingest, snapshot);
+criterion_main!(benches);
