@@ -184,3 +184,91 @@ fn not_a_capture_file() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent.pcap"));
 }
+
+/// `--filter`, `--alerts` and `--summary-json` on one capture: a flood of
+/// echo requests from 10.9.9.9 (7 within a second), other pings and a
+/// port unreachable.
+#[test]
+fn filter_alerts_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("flood.pcap");
+    let summary = dir.path().join("summary.json");
+    let csv = dir.path().join("rows.csv");
+    let t0 = 1_700_000_000_000_000_000u64;
+    let mut frames: Vec<(u64, Vec<u8>)> = (0..7u16)
+        .map(|seq| {
+            (
+                t0 + u64::from(seq) * 1_000_000,
+                ipv4(1, [10, 9, 9, 9], [10, 0, 0, 1], &echo(8, 1, seq)),
+            )
+        })
+        .collect();
+    frames.push((
+        t0 + 10_000_000,
+        ipv4(1, [10, 0, 0, 5], [10, 0, 0, 1], &echo(8, 2, 1)),
+    ));
+    frames.push((
+        t0 + 10_500_000,
+        ipv4(1, [10, 0, 0, 1], [10, 0, 0, 5], &echo(0, 2, 1)),
+    ));
+    let quoted = ipv4(
+        17,
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        &[0x9c, 0x40, 0x82, 0x35, 0, 8, 0, 0],
+    );
+    frames.push((
+        t0 + 20_000_000,
+        ipv4(
+            1,
+            [10, 0, 0, 2],
+            [10, 0, 0, 1],
+            &[vec![3, 3, 0, 0, 0, 0, 0, 0], quoted].concat(),
+        ),
+    ));
+    write_pcap(&f, DataLink::RAW, &frames);
+
+    let out = icmpmon(&[
+        "--source",
+        &format!("pcap:{}", f.display()),
+        "--filter",
+        "src 10.9.9.9 or (type port-unreachable and family 4)",
+        "--flood-pps",
+        "5",
+        "--alerts",
+        "-",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 7 + 1, "{rows}");
+    assert!(!rows.contains("10.0.0.5"), "{rows}");
+    let alerts: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["flag"], "echo-flood");
+    assert_eq!(alerts[0]["subject"], "10.9.9.9");
+    assert_eq!(alerts[0]["timestamp"], "2023-11-14T22:13:20.005000000Z");
+    assert!(err.contains("flag echo-flood 10.9.9.9"), "{err}");
+    assert!(err.contains("filtered out 2"), "{err}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["filtered"], 2);
+    assert_eq!(
+        s["filter"],
+        "src 10.9.9.9 or (type port-unreachable and family 4)"
+    );
+    assert_eq!(s["snapshot"]["echo"]["requests"], 7);
+    assert_eq!(s["snapshot"]["errors"], 1);
+    assert_eq!(
+        s["snapshot"]["error_flows"][0]["subject"],
+        "udp 10.0.0.1:40000 -> 10.0.0.2:33333"
+    );
+}
