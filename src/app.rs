@@ -7,33 +7,25 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::aggregate::Aggregator;
 use crate::capture::kmod::{KmodClient, KmodError, KmodOptions};
 use crate::capture::nfqueue::{rules, NfqueueSource};
 use crate::capture::pcap::PcapSource;
 use crate::capture::{Source, SourceEnd};
 use crate::cli::{Cli, Command, Output, RunArgs, SourceSpec};
-use crate::event::{IcmpEvent, RawPacket};
+use crate::consume::{consume, Dashboard, Outputs, Plan};
+use crate::dashboard::{namespace_name, Meta};
 use crate::export::alerts::AlertSink;
 use crate::export::csv::CsvExport;
 use crate::export::jsonl::JsonlExport;
-use crate::export::{IfNames, Row, RowSink};
+use crate::export::{IfNames, RowSink};
 use crate::filter::Filter;
-use crate::parse::{parse, ParseError};
 use crate::pipeline::{self, StopFlag, StopReason};
 use crate::report;
-
-/// How often the consumer flushes and checks the clock when idle.
-const IDLE_TICK: Duration = Duration::from_millis(200);
-/// While packets keep coming, flush at most this often (a write per packet
-/// would cost a syscall each under ping-pong traffic).
-const BUSY_FLUSH: Duration = Duration::from_millis(100);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -87,8 +79,10 @@ fn install_signal_handler(stop: StopFlag) -> anyhow::Result<()> {
             eprintln!("icmpmon: stopping (interrupt again to exit at once)");
         } else {
             eprintln!("icmpmon: second interrupt, exiting now");
-            // No destructors run past exit: remove our firewall rules here.
+            // No destructors run past exit: remove our firewall rules and
+            // give the terminal back here.
             rules::remove_installed();
+            icmpmon_tui::restore();
             std::process::exit(130);
         }
     })
@@ -119,8 +113,9 @@ fn write_json(
         .with_context(|| format!("cannot write the summary to {name}"))
 }
 
-/// The exporters asked for (CSV to stdout when none is), and a label.
-fn open_outputs(args: &RunArgs) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String)> {
+/// The exporters asked for (headless: CSV to stdout when none is), and a
+/// label.
+fn open_outputs(args: &RunArgs, headless: bool) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String)> {
     if args.csv == Some(Output::Stdout) && args.jsonl == Some(Output::Stdout) {
         // A usage error, but only visible once both are parsed.
         clap::Error::raw(
@@ -132,7 +127,7 @@ fn open_outputs(args: &RunArgs) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String
     let mut sinks: Vec<Box<dyn RowSink>> = Vec::new();
     let mut names = Vec::new();
     let csv = match (&args.csv, &args.jsonl) {
-        (None, None) => Some(Output::Stdout),
+        (None, None) if headless => Some(Output::Stdout),
         (csv, _) => csv.clone(),
     };
     if let Some(out) = &csv {
@@ -146,6 +141,9 @@ fn open_outputs(args: &RunArgs) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String
         let (w, name) = open_writer(out)?;
         sinks.push(Box::new(JsonlExport::new(w)));
         names.push(format!("JSON lines to {name}"));
+    }
+    if names.is_empty() {
+        names.push("no export".into());
     }
     Ok((sinks, names.join(", ")))
 }
@@ -170,167 +168,27 @@ fn open_source(args: &RunArgs) -> anyhow::Result<Source> {
             }
             Err(e) => return Err(e.into()),
         },
-        SourceSpec::Pcap(path) => Source::Pcap(PcapSource::open(path)?),
+        SourceSpec::Pcap(path) => {
+            let pcap = PcapSource::open(path)?;
+            Source::Pcap(match args.replay {
+                Some(speed) => pcap.with_replay(speed),
+                None => pcap,
+            })
+        }
     })
 }
 
-/// What the consumer saw.
-#[derive(Debug, Default)]
-struct Tally {
-    packets: u64,
-    rows: u64,
-    /// Well-formed IP packets that are not ICMP (capture files).
-    not_icmp: u64,
-    /// ICMP messages `--filter` left out.
-    filtered: u64,
-    parse_errors: BTreeMap<&'static str, u64>,
-    output_error: Option<anyhow::Error>,
-}
-
-impl Tally {
-    fn parse_error_total(&self) -> u64 {
-        self.parse_errors.values().sum()
-    }
-}
-
-/// Every exporter, fed one row per event.
-struct Outputs {
-    sinks: Vec<Box<dyn RowSink>>,
-    alerts: Option<AlertSink>,
-    source: &'static str,
-    ifnames: IfNames,
-}
-
-impl Outputs {
-    fn write(&mut self, ev: &IcmpEvent, rtt_us: Option<u64>) -> io::Result<()> {
-        let row = Row::new(ev, self.source, self.ifnames.get(ev.ifindex), rtt_us);
-        self.sinks.iter_mut().try_for_each(|s| s.write_row(&row))
-    }
-
-    /// Alerts are written even once rows are not (--count reached).
-    fn alerts(&mut self, agg: &mut Aggregator) -> io::Result<()> {
-        let flags = agg.take_alerts();
-        match &mut self.alerts {
-            Some(a) => flags.iter().try_for_each(|f| a.write(f)),
-            None => Ok(()),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if let Some(a) = &mut self.alerts {
-            a.flush()?;
-        }
-        self.sinks.iter_mut().try_for_each(|s| s.flush())
-    }
-}
-
-/// Wall-clock time in ns since the epoch, the clock of live sources.
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// The aggregator thread: parses, filters, aggregates and exports until
-/// the capture side hangs up. `live`: the clock moves on while idle (loss
-/// timeouts); for a file, time is the packets' own.
-fn consume(
-    rx: &Receiver<Vec<RawPacket>>,
-    out: &mut Outputs,
-    agg: &mut Aggregator,
-    args: &RunArgs,
-    stop: &StopFlag,
-    started: Instant,
-    live: bool,
-) -> Tally {
-    let filter = args.filter.clone().unwrap_or_default();
-    let mut t = Tally::default();
-    let deadline = args.duration.map(|d| started + d);
-    // Once the output is done (count reached, closed, failed) keep draining
-    // so the source can unregister cleanly, but write nothing more.
-    let mut writing = true;
-    let mut flushed = Instant::now();
-    loop {
-        let wait = deadline.map_or(IDLE_TICK, |d| {
-            d.saturating_duration_since(Instant::now()).min(IDLE_TICK)
-        });
-        match rx.recv_timeout(wait) {
-            Ok(batch) => {
-                for raw in batch {
-                    t.packets += 1;
-                    let ev = match parse(&raw) {
-                        Ok(ev) => ev,
-                        Err(ParseError::NotIcmp(_)) => {
-                            t.not_icmp += 1;
-                            continue;
-                        }
-                        Err(e) => {
-                            *t.parse_errors.entry(e.label()).or_default() += 1;
-                            continue;
-                        }
-                    };
-                    if !writing {
-                        continue;
-                    }
-                    if !filter.matches(&ev) {
-                        t.filtered += 1;
-                        continue;
-                    }
-                    let outcome = agg.ingest(&ev);
-                    if let Err(e) = out.write(&ev, outcome.rtt_us) {
-                        writing = false;
-                        stop.set(StopReason::OutputClosed);
-                        // A closed pipe (`| head`) is a normal way to stop.
-                        if e.kind() != io::ErrorKind::BrokenPipe {
-                            t.output_error = Some(anyhow!(e).context("cannot write output"));
-                        }
-                        continue;
-                    }
-                    t.rows += 1;
-                    if Some(t.rows) == args.count {
-                        writing = false;
-                        stop.set(StopReason::Count);
-                    }
-                }
-                if let Err(e) = out.alerts(agg) {
-                    t.output_error
-                        .get_or_insert(anyhow!(e).context("cannot write alerts"));
-                }
-                if writing && rx.is_empty() && flushed.elapsed() >= BUSY_FLUSH {
-                    let _ = out.flush();
-                    flushed = Instant::now();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if live {
-                    agg.tick(now_ns());
-                }
-                if writing {
-                    let _ = out.flush();
-                    flushed = Instant::now();
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            stop.set(StopReason::Duration);
-        }
-    }
-    if live {
-        agg.tick(now_ns());
-    }
-    let alerts = out.alerts(agg);
-    if let Err(e) = alerts.and_then(|()| out.flush()) {
-        if e.kind() != io::ErrorKind::BrokenPipe && t.output_error.is_none() {
-            t.output_error = Some(anyhow!(e).context("cannot write output"));
-        }
-    }
-    t
+fn usage_error(msg: &str) -> ! {
+    clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{msg}\n")).exit()
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let tui = args.wants_tui(io::stdout().is_terminal());
+    if let Some(msg) = args.conflicts(tui) {
+        usage_error(msg);
+    }
     // Outputs first: a bad path fails before anything is registered.
-    let (sinks, out_names) = open_outputs(args)?;
+    let (sinks, out_names) = open_outputs(args, !tui)?;
     let alerts = args
         .alerts
         .as_ref()
@@ -339,42 +197,89 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .map(|(w, _)| AlertSink::new(w));
     let summary_out = args.summary_json.as_ref().map(open_writer).transpose()?;
     let source = open_source(args)?;
+    // Before the drop: naming the namespace reads /proc/1/ns/net.
+    let namespace = namespace_name();
     let dropped = crate::privilege::drop_all_but(source.capabilities_kept())
         .context("cannot drop capabilities")?;
     tracing::info!("{dropped}");
     let counters = source.counters();
     let source_name = source.name();
-    eprintln!(
-        "icmpmon: capturing from {}, {out_names}; Ctrl-C to stop",
-        source.describe()
-    );
+    let described = source.describe();
+    if !tui {
+        eprintln!("icmpmon: capturing from {described}, {out_names}; Ctrl-C to stop");
+    }
     let mut outputs = Outputs {
         sinks,
         alerts,
         source: source_name,
         ifnames: IfNames::default(),
     };
-    let live = !matches!(source, Source::Pcap(_));
-    let mut agg = Aggregator::new(args.aggregate_config());
 
     let stop = StopFlag::new();
     install_signal_handler(stop.clone())?;
     let capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
     let (sink, rx, dropped) = pipeline::channel(capacity);
     let started = Instant::now();
-    let capture = thread::Builder::new()
-        .name("capture".into())
-        .spawn({
-            let stop = stop.clone();
-            // Returning drops the sink, which ends the consumer's loop.
-            move || source.run(sink, &stop)
-        })
-        .context("cannot start the capture thread")?;
-
-    let tally = consume(&rx, &mut outputs, &mut agg, args, &stop, started, live);
-    let end = capture
-        .join()
-        .map_err(|_| anyhow!("the capture thread panicked"))?;
+    let plan = Plan {
+        filter: args.filter.clone().unwrap_or_default(),
+        config: args.aggregate_config(),
+        count: args.count,
+        deadline: args.duration.map(|d| started + d),
+        live: !matches!(source, Source::Pcap(_)),
+        stop: &stop,
+    };
+    // Capture thread → aggregator thread (this one when headless) → the
+    // dashboard on this thread.
+    let (end, (tally, agg)) = thread::scope(|scope| -> anyhow::Result<_> {
+        let capture = thread::Builder::new()
+            .name("capture".into())
+            .spawn_scoped(scope, {
+                let stop = stop.clone();
+                // Returning drops the sink, which ends the consumer's loop.
+                move || source.run(sink, &stop)
+            })
+            .context("cannot start the capture thread")?;
+        let consumed = if tui {
+            let (view_tx, view_rx) = crossbeam_channel::bounded(1);
+            let (filter_tx, filter_rx) = crossbeam_channel::unbounded();
+            let meta = Meta {
+                source: described.clone(),
+                namespace,
+                started,
+                filter: plan.filter.text().to_string(),
+            };
+            let dash = Dashboard::new(view_tx, filter_rx, meta, counters.clone(), dropped.clone());
+            let aggregator = thread::Builder::new()
+                .name("aggregator".into())
+                .spawn_scoped(scope, {
+                    let (rx, outputs) = (&rx, &mut outputs);
+                    move || consume(rx, outputs, plan, Some(dash))
+                })
+                .context("cannot start the aggregator thread")?;
+            let ui_stop = stop.clone();
+            let controls = icmpmon_tui::Controls {
+                validate: Box::new(|s| Filter::parse(s).map(drop).map_err(|e| e.to_string())),
+                apply_filter: Box::new(move |f| {
+                    let _ = filter_tx.send(f);
+                }),
+                should_exit: Box::new(move || ui_stop.is_set()),
+            };
+            let shown = icmpmon_tui::run(&view_rx, controls);
+            stop.set(StopReason::Quit);
+            drop(view_rx);
+            let consumed = aggregator
+                .join()
+                .map_err(|_| anyhow!("the aggregator thread panicked"))?;
+            shown.context("the dashboard failed")?;
+            consumed
+        } else {
+            consume(&rx, &mut outputs, plan, None)
+        };
+        let end = capture
+            .join()
+            .map_err(|_| anyhow!("the capture thread panicked"))?;
+        Ok((end, consumed))
+    })?;
     let elapsed = started.elapsed().as_secs_f64();
     let dropped = dropped.load(Relaxed);
 

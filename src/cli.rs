@@ -16,7 +16,9 @@ Examples:
   sudo icmpmon --source kmod --csv icmp.csv          # until Ctrl-C
   sudo icmpmon --csv - --count 20                    # CSV to stdout, 20 rows
   sudo icmpmon --csv out.csv --duration 30
+  sudo icmpmon                                       # live dashboard (on a terminal)
   icmpmon --source pcap:capture.pcapng --jsonl -     # offline, no root
+  icmpmon --source pcap:capture.pcap --replay x10    # dashboard, 10x the recorded pace
   icmpmon stats                                      # module counters
   sudo icmpmon --filter 'type echo-request and not src 10.0.0.0/8'
   icmpmon --source pcap:f.pcap --summary-json s.json --alerts - --csv /dev/null
@@ -42,10 +44,13 @@ README.md (CSV schema v1).";
     version,
     about = "Monitor ICMP and ICMPv6 on this host",
     long_about = "Monitor ICMP and ICMPv6 on this host.\n\n\
-        With the icmpmon kernel module loaded, a netfilter hook sends every ICMP \
-        and ICMPv6 packet (received: direction in, sent: direction out) to icmpmon \
-        over generic netlink. icmpmon writes one CSV row per message and, on \
-        Ctrl-C, unregisters, flushes its output and prints a summary on stderr.",
+        Packets come from the icmpmon kernel module (a netfilter hook, over generic \
+        netlink), from NFQUEUE (no module needed), or from a capture file. icmpmon \
+        pairs echo requests and replies (RTT, loss per peer pair), ties ICMP errors \
+        to the flows they quote and raises anomaly flags. On a terminal it shows a \
+        live dashboard; with --csv/--jsonl it writes one row per message. On quit \
+        (q, Ctrl-C, SIGTERM) it unregisters, flushes its output and prints a summary \
+        on stderr.",
     after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true
 )]
@@ -116,6 +121,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_replay(s: &str) -> Result<f64, String> {
+    let speed = match s {
+        "realtime" => Some(1.0),
+        _ => s.strip_prefix('x').and_then(|n| n.parse::<f64>().ok()),
+    };
+    match speed {
+        Some(x) if x.is_finite() && x > 0.0 && x <= 1e6 => Ok(x),
+        _ => Err("realtime, or xN with N > 0 (e.g. x10 or x0.5)".into()),
+    }
+}
+
 fn parse_filter(s: &str) -> Result<Filter, String> {
     Filter::parse(s).map_err(|e| e.to_string())
 }
@@ -126,9 +142,17 @@ pub struct RunArgs {
     /// kmod, nfqueue, or pcap:PATH (a pcap/pcapng file; no privileges).
     #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = parse_source)]
     pub source: SourceSpec,
-    /// No dashboard: export only (the only mode of this build).
-    #[arg(long)]
+    /// No dashboard: export only. The default unless standard output is
+    /// a terminal and neither --csv nor --jsonl is given.
+    #[arg(long, conflicts_with = "tui")]
     pub headless: bool,
+    /// The live dashboard, even with --csv/--jsonl (written to files).
+    #[arg(long)]
+    pub tui: bool,
+    /// With --source pcap:PATH: hand packets on at their recorded pace
+    /// (realtime) or N times faster (xN, e.g. x10), for demos.
+    #[arg(long, value_name = "realtime|xN", value_parser = parse_replay)]
+    pub replay: Option<f64>,
     /// Write CSV rows to PATH, or to standard output with -. The default
     /// when no output is given.
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
@@ -209,6 +233,29 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Whether to run the dashboard: asked for, or the default on a
+    /// terminal when no export is.
+    pub fn wants_tui(&self, stdout_is_terminal: bool) -> bool {
+        self.tui
+            || (!self.headless && stdout_is_terminal && self.csv.is_none() && self.jsonl.is_none())
+    }
+
+    /// Option combinations clap cannot check; a usage error if any.
+    pub fn conflicts(&self, tui: bool) -> Option<&'static str> {
+        let stdout = Some(&Output::Stdout);
+        if tui
+            && [&self.csv, &self.jsonl, &self.alerts, &self.summary_json]
+                .iter()
+                .any(|o| o.as_ref() == stdout)
+        {
+            return Some("the dashboard uses the terminal: write --csv, --jsonl, --alerts and --summary-json to files (or use --headless)");
+        }
+        if self.replay.is_some() && !matches!(self.source, SourceSpec::Pcap(_)) {
+            return Some("--replay replays a capture file: use it with --source pcap:PATH");
+        }
+        None
+    }
+
     /// The aggregator's settings from the command line.
     pub fn aggregate_config(&self) -> crate::aggregate::Config {
         let n = usize::try_from(self.max_peers).unwrap_or(usize::MAX);
@@ -249,6 +296,9 @@ mod tests {
             &["icmpmon", "--source", "pcap:"],
             &["icmpmon", "--filter", "type bogus"],
             &["icmpmon", "--echo-timeout", "0"],
+            &["icmpmon", "--replay", "fast"],
+            &["icmpmon", "--replay", "x0"],
+            &["icmpmon", "--tui", "--headless"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -8,6 +8,8 @@ pub mod aggregate;
 pub mod app;
 pub mod capture;
 pub mod cli;
+pub mod consume;
+pub mod dashboard;
 pub mod event;
 pub mod export;
 pub mod filter;

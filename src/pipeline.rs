@@ -16,6 +16,7 @@ pub enum StopReason {
     Count = 2,
     Duration = 3,
     OutputClosed = 4,
+    Quit = 5,
 }
 
 impl StopReason {
@@ -25,6 +26,7 @@ impl StopReason {
             StopReason::Count => "--count reached",
             StopReason::Duration => "--duration elapsed",
             StopReason::OutputClosed => "output closed",
+            StopReason::Quit => "quit from the dashboard",
         }
     }
 }
@@ -51,6 +53,7 @@ impl StopFlag {
             2 => Some(StopReason::Count),
             3 => Some(StopReason::Duration),
             4 => Some(StopReason::OutputClosed),
+            5 => Some(StopReason::Quit),
             _ => None,
         }
     }

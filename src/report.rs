@@ -100,7 +100,7 @@ pub fn text(s: &Snapshot) -> String {
             .kinds
             .iter()
             .take(TEXT_ROWS)
-            .map(|k| format!("{} {}", k.kind, k.count))
+            .map(|k| format!("{} {}", k.label(), k.count))
             .collect();
         let _ = writeln!(o, "icmpmon: top types: {}", top.join(", "));
     }

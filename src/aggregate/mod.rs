@@ -149,6 +149,11 @@ impl Aggregator {
         &self.cfg
     }
 
+    /// Events ingested so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
     /// Takes one event (in capture order) and says what it adds to the row.
     pub fn ingest(&mut self, ev: &IcmpEvent) -> Outcome {
         let ts = ev.ts_ns;

@@ -25,6 +25,17 @@ pub struct KindRow {
     pub rates: WindowRates,
 }
 
+impl KindRow {
+    /// The kind, marked `(v6)` for ICMPv6 (both families share names).
+    pub fn label(&self) -> String {
+        if self.family == 6 {
+            format!("{} (v6)", self.kind)
+        } else {
+            self.kind.to_string()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerRow {
     pub requester: IpAddr,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
@@ -18,6 +19,8 @@ use crate::pipeline::{PacketSink, StopFlag};
 
 /// Packets handed on per batch.
 const BATCH: usize = 512;
+/// Longest sleep between two looks at the stop flag while replaying.
+const SLICE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapFileError {
@@ -164,6 +167,8 @@ pub struct PcapSource {
     path: PathBuf,
     data: Vec<u8>,
     counters: Arc<PcapCounters>,
+    /// Replay at the recorded pace times this factor (`--replay`).
+    speed: Option<f64>,
 }
 
 impl PcapSource {
@@ -197,7 +202,14 @@ impl PcapSource {
             path: path.to_owned(),
             data,
             counters: Arc::default(),
+            speed: None,
         })
+    }
+
+    /// Hands packets on at their recorded pace, `speed` times faster.
+    pub fn with_replay(mut self, speed: f64) -> Self {
+        self.speed = Some(speed);
+        self
     }
 
     pub fn counters(&self) -> Arc<PcapCounters> {
@@ -227,6 +239,11 @@ impl PcapSource {
             sink: &sink,
             batch: Vec::with_capacity(BATCH),
             counters: &self.counters,
+            pace: self.speed.map(|speed| Pace {
+                speed,
+                origin: None,
+            }),
+            stop,
         };
         let result = if self.data.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
             self.read_pcapng(&mut out, stop)
@@ -321,11 +338,29 @@ impl PcapSource {
     }
 }
 
-/// Strips link layers and hands packets on in batches.
+/// Replay pacing: the first packet's time and when it was handed on.
+struct Pace {
+    speed: f64,
+    origin: Option<(u64, Instant)>,
+}
+
+impl Pace {
+    /// How long to wait before handing on a packet of time `ts_ns`.
+    fn wait(&mut self, ts_ns: u64) -> Duration {
+        let (t0, at) = *self.origin.get_or_insert((ts_ns, Instant::now()));
+        let due = Duration::from_secs_f64(ts_ns.saturating_sub(t0) as f64 / 1e9 / self.speed);
+        due.saturating_sub(at.elapsed())
+    }
+}
+
+/// Strips link layers and hands packets on in batches (each packet on its
+/// own time when replaying).
 struct Batcher<'a> {
     sink: &'a PacketSink,
     batch: Vec<RawPacket>,
     counters: &'a PcapCounters,
+    pace: Option<Pace>,
+    stop: &'a StopFlag,
 }
 
 impl Batcher<'_> {
@@ -356,8 +391,19 @@ impl Batcher<'_> {
             _ => {}
         }
         let data = frame.get(at..).unwrap_or(&[]);
+        let ts_ns = ts_ns.try_into().unwrap_or(u64::MAX);
+        if let Some(wait) = self.pace.as_mut().map(|p| p.wait(ts_ns)) {
+            if !wait.is_zero() {
+                self.flush();
+                // In slices, so a stop is noticed during long gaps.
+                let until = Instant::now() + wait;
+                while !self.stop.is_set() && Instant::now() < until {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()).min(SLICE));
+                }
+            }
+        }
         self.batch.push(RawPacket {
-            ts_ns: ts_ns.try_into().unwrap_or(u64::MAX),
+            ts_ns,
             direction,
             ifindex: 0,
             orig_len: orig_len.saturating_sub(at as u32),

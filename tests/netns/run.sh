@@ -187,6 +187,34 @@ else
 	ko queue-busy "icmpmon did not start"
 fi
 
+# --- the dashboard in a real terminal (tmux), live from NFQUEUE ---
+tm() { tmux -u -L icmpmon-netns "$@"; }
+# screen_wait PATTERN: until the pane shows an (extended) regex match.
+screen_wait() {
+	for _ in $(seq 100); do
+		tm capture-pane -p -t dash | grep -Eq "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+tm kill-server 2>/dev/null
+tm new-session -d -s dash -x 120 -y 40 "ip netns exec $mon $bin --source nfqueue 2>$work/dash.err; echo EXIT=\$?; sleep 60"
+if screen_wait "source nfqueue"; then
+	in_peer ping -c 5 -i 0.2 10.99.0.1 >/dev/null
+	# The peer row: requester → responder, 5 requests, 5 replies, no loss.
+	if screen_wait "10\.99\.0\.2 → 10\.99\.0\.1 +5 +5 +0\.0%"; then shown=yes; else shown=no; fi
+	row=$(tm capture-pane -p -t dash | grep -m1 "10.99.0.2 →" | tr -s ' ')
+	tm send-keys -t dash q
+	if screen_wait "EXIT=" && tm capture-pane -p -t dash | grep -q "EXIT=0" && [ "$shown" = yes ] && [ "$(rules_left)" = 0 ]; then
+		ok dashboard "tmux showed [$row]; q: exit 0, rules removed"
+	else
+		ko dashboard "shown=$shown row=[$row] rules=$(rules_left): $(tm capture-pane -p -t dash | tail -n 5) $(cat "$work/dash.err")"
+	fi
+else
+	ko dashboard "no dashboard: $(tm capture-pane -p -t dash) $(cat "$work/dash.err")"
+fi
+tm kill-server 2>/dev/null
+
 # --- without privileges: says which capability is missing ---
 in_mon "$helper" runas 65534 "$bin" --source nfqueue --duration 3 --csv - >/dev/null 2>"$work/unpriv.err"
 rc=$?

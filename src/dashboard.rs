@@ -1,0 +1,145 @@
+//! The bridge to the `icmpmon-tui` crate: maps aggregator snapshots into
+//! its view model. The TUI crate knows nothing of capture; this module
+//! knows nothing of ratatui.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Instant;
+
+use icmpmon_tui::model::{AlertView, EchoTotals, EventView, PeerView, TypeCount};
+use icmpmon_tui::View;
+
+use crate::aggregate::errors::FlowKey;
+use crate::aggregate::Snapshot;
+use crate::event::{kind_name, Family};
+use crate::export::rfc3339_nanos;
+
+/// What the snapshot does not know about the run.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub source: String,
+    pub namespace: String,
+    pub started: Instant,
+    pub filter: String,
+}
+
+/// The network namespace we run in: its `ip netns` name, `init` for the
+/// host's, else `net:[INODE]`.
+pub fn namespace_name() -> String {
+    let ino = |p: &str| std::fs::metadata(p).map(|m| m.ino()).ok();
+    let Some(me) = ino("/proc/self/ns/net") else {
+        return "?".into();
+    };
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| e.metadata().is_ok_and(|m| m.ino() == me));
+    match named {
+        Some(e) => e.file_name().to_string_lossy().into_owned(),
+        // pid 1's may be unreadable (containers): then the inode it is.
+        None if ino("/proc/1/ns/net") == Some(me) => "init".into(),
+        None => format!("net:[{me}]"),
+    }
+}
+
+/// `HH:MM:SS.mmm` of an RFC 3339 timestamp.
+fn clock(ts_ns: u64) -> String {
+    let t = rfc3339_nanos(ts_ns);
+    t.get(11..23).unwrap_or("").to_string()
+}
+
+fn flow_text(f: &FlowKey) -> String {
+    f.to_string()
+}
+
+/// `lost`: packets lost per stage, from the source's counters and the
+/// channel.
+pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
+    let now = snap.now_ns;
+    View {
+        source: meta.source.clone(),
+        namespace: meta.namespace.clone(),
+        uptime_s: meta.started.elapsed().as_secs(),
+        total: snap.events,
+        rate_per_s: snap.rates.per_s_1s,
+        rate_history: snap.rate_history.iter().map(|&n| u64::from(n)).collect(),
+        lost,
+        filter: meta.filter.clone(),
+        echo: EchoTotals {
+            requests: snap.echo.requests,
+            answered: snap.echo.answered,
+            lost: snap.echo.lost,
+            pending: snap.echo.pending,
+        },
+        types: snap
+            .kinds
+            .iter()
+            .map(|k| TypeCount {
+                name: k.label(),
+                count: k.count,
+            })
+            .collect(),
+        peers: snap
+            .peers
+            .iter()
+            .map(|p| PeerView {
+                requester: p.requester.to_string(),
+                responder: p.responder.to_string(),
+                requests: p.requests,
+                replies: p.replies,
+                lost: p.lost,
+                loss_pct: p.loss_pct,
+                rtt_min_us: p.rtt.as_ref().map(|r| r.min_us),
+                rtt_avg_us: p.rtt.as_ref().map(|r| r.avg_us),
+                rtt_p95_us: p.rtt.as_ref().map(|r| r.p95_us),
+                rtt_max_us: p.rtt.as_ref().map(|r| r.max_us),
+                jitter_us: p.rtt.as_ref().map(|r| r.jitter_us),
+                last_seen_s: now.saturating_sub(p.last_ns) as f64 / 1e9,
+                flags: p.flags.iter().map(|f| f.name().to_string()).collect(),
+                rtt_history: p.rtt_history.clone(),
+            })
+            .collect(),
+        events: snap
+            .recent
+            .iter()
+            .map(|e| {
+                let mut detail = match (e.echo, &e.flow) {
+                    (Some((id, seq)), _) => format!("id {id} seq {seq}"),
+                    (None, Some(f)) => flow_text(f),
+                    (None, None) => String::new(),
+                };
+                if let Some(us) = e.rtt_us {
+                    detail.push_str(&format!(
+                        " rtt {}",
+                        icmpmon_tui::render::duration_us(us as f64)
+                    ));
+                }
+                if let Some(info) = e.info {
+                    detail.push_str(&format!(" {info}"));
+                }
+                EventView {
+                    time: clock(e.ts_ns),
+                    direction: e.direction.as_str().to_string(),
+                    kind: kind_name(e.family, e.icmp_type, e.icmp_code).into_owned(),
+                    src: e.src.to_string(),
+                    dst: e.dst.to_string(),
+                    detail: detail.trim().to_string(),
+                    error: crate::aggregate::errors::is_error(e.family, e.icmp_type)
+                        && !(e.family == Family::V6 && e.icmp_type == 137),
+                }
+            })
+            .collect(),
+        alerts: snap
+            .flags
+            .iter()
+            .map(|f| AlertView {
+                time: clock(f.first_ns),
+                flag: f.flag.name().to_string(),
+                subject: f.subject.clone(),
+                detail: f.detail.clone(),
+                count: f.count,
+            })
+            .collect(),
+        ended: None,
+    }
+}

@@ -1,0 +1,237 @@
+//! The dashboard in a real terminal: tmux runs the real binary replaying a
+//! capture at its recorded pace; `send-keys` drives it and `capture-pane`
+//! reads the screen. (The NFQUEUE case, with live pings in a namespace, is
+//! in tests/netns/run.sh.) Needs tmux (tests/setup-debian.sh installs it).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{echo, ipv4_icmp, ipv6_icmp, write_pcap};
+use pcap_file::DataLink;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+/// 8 s of pings every 100 ms: 10.0.0.2, .3 and .4 to 10.0.0.1 (.4 gets
+/// every other reply only) and fd00::2 to fd00::1.
+fn capture(path: &Path) {
+    let mut frames = Vec::new();
+    for seq in 0..80u16 {
+        let t = T0 + u64::from(seq) * 100_000_000;
+        for (i, host) in [2u8, 3, 4].into_iter().enumerate() {
+            let t = t + i as u64 * 1_000_000;
+            frames.push((
+                t,
+                ipv4_icmp([10, 0, 0, host], [10, 0, 0, 1], &echo(8, 1, seq)),
+            ));
+            if host != 4 || seq % 2 == 0 {
+                let reply = ipv4_icmp([10, 0, 0, 1], [10, 0, 0, host], &echo(0, 1, seq));
+                frames.push((t + 300_000, reply));
+            }
+        }
+        frames.push((t + 5_000_000, ipv6_icmp(2, 1, &echo(128, 9, seq))));
+        frames.push((t + 5_400_000, ipv6_icmp(1, 2, &echo(129, 9, seq))));
+    }
+    write_pcap(path, DataLink::RAW, &frames);
+}
+
+/// A tmux server of our own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-u", "-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed by tests/setup-debian.sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.cmd(&["capture-pane", "-p", "-t", "tui"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.cmd(&["send-keys", "-t", "tui", k]);
+            // Apart: an Esc followed at once by a key reads as Alt+key.
+            sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn text(&self, text: &str) {
+        self.cmd(&["send-keys", "-t", "tui", "-l", text]);
+        sleep(Duration::from_millis(150));
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the screen.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The number after `label` on the screen, e.g. `messages 123`.
+fn number_after(screen: &str, label: &str) -> u64 {
+    let at = screen
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{screen}"));
+    screen[at + label.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// The first data row of the peers table.
+fn first_peer(screen: &str) -> &str {
+    let mut lines = screen
+        .lines()
+        .skip_while(|l| !l.contains("requester → responder"));
+    lines.next();
+    lines.next().unwrap_or("")
+}
+
+#[test]
+fn dashboard_in_tmux() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("pings.pcap");
+    capture(&pcap);
+    let (before, after) = (
+        dir.path().join("stty.before"),
+        dir.path().join("stty.after"),
+    );
+    let script = format!(
+        "stty -g > {b}; {bin} --source pcap:{f} --replay realtime 2>{err}; echo EXIT=$?; stty -g > {a}; sleep 60",
+        b = before.display(),
+        a = after.display(),
+        bin = env!("CARGO_BIN_EXE_icmpmon"),
+        f = pcap.display(),
+        err = dir.path().join("stderr").display(),
+    );
+    let tmux = Tmux {
+        socket: format!("icmpmon-test-{}", std::process::id()),
+    };
+    tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &script,
+    ]);
+
+    // The peers and counts of the capture as they arrive.
+    let s = tmux.wait_for("4 peers", |s| s.contains("peers 4 "));
+    for pair in [
+        "10.0.0.2 → 10.0.0.1",
+        "10.0.0.3 → 10.0.0.1",
+        "10.0.0.4 → 10.0.0.1",
+        "fd00::2 → fd00::1",
+    ] {
+        assert!(s.contains(pair), "{pair} missing:\n{s}");
+    }
+    assert!(s.contains("source pcap file"), "{s}");
+    assert!(number_after(&s, "messages ") > 0, "{s}");
+
+    // p freezes the display (capture goes on), p again resumes.
+    tmux.keys(&["p"]);
+    let paused = tmux.wait_for("PAUSED", |s| s.contains(" PAUSED "));
+    let frozen = number_after(&paused, "messages ");
+    sleep(Duration::from_millis(600));
+    assert_eq!(
+        number_after(&tmux.screen(), "messages "),
+        frozen,
+        "display moved while paused"
+    );
+    tmux.keys(&["p"]);
+    let s = tmux.wait_for("resume", |s| {
+        !s.contains(" PAUSED ") && number_after(s, "messages ") > frozen
+    });
+
+    // s sorts by loss: 10.0.0.4 (half its replies missing) comes first
+    // once its first requests pass the 2 s timeout.
+    assert!(s.contains("sort: requests"), "{s}");
+    tmux.keys(&["s"]);
+    tmux.wait_for("10.0.0.4 first by loss", |s| {
+        s.contains("sort: loss") && first_peer(s).contains("10.0.0.4 → 10.0.0.1")
+    });
+
+    // / with a bad expression: the error shows inline, the edit stays.
+    tmux.keys(&["/"]);
+    tmux.text("type bogus");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("inline filter error", |s| {
+        s.contains("unknown ICMP type 'bogus'")
+    });
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("edit closed", |s| s.contains("q quit  p pause"));
+    // A good one applies to the statistics: only the IPv6 pair is left.
+    tmux.keys(&["/"]);
+    tmux.text("family 6");
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("filtered view", |s| {
+        s.contains("filter family 6") && s.contains("peers 1 ")
+    });
+    assert!(
+        s.contains("fd00::2 → fd00::1") && !s.contains("10.0.0.2 → 10.0.0.1"),
+        "{s}"
+    );
+
+    // Help overlay, closed again.
+    tmux.keys(&["?"]);
+    tmux.wait_for("help", |s| s.contains("cycle the peers' sort order"));
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("help closed", |s| {
+        !s.contains("cycle the peers' sort order")
+    });
+
+    // q: exit status 0, the summary on stderr, the terminal as it was.
+    tmux.keys(&["q"]);
+    tmux.wait_for("exit", |s| s.contains("EXIT="));
+    let s = tmux.wait_for("exit status", |s| s.contains("EXIT=0"));
+    assert!(
+        !s.contains("requester → responder"),
+        "dashboard left on screen:\n{s}"
+    );
+    sleep(Duration::from_millis(300));
+    let (b, a) = (
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+    );
+    assert!(
+        !b.is_empty() && a == b,
+        "terminal modes not restored: {b} vs {a}"
+    );
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(err.contains("icmpmon: summary source=pcap"), "{err}");
+    assert!(err.contains("fd00::2 -> fd00::1:"), "{err}");
+}

@@ -1,0 +1,92 @@
+//! The dashboard's own view model. The icmpmon crate fills it from its
+//! aggregator snapshots; nothing here knows about capture or parsing.
+
+/// Everything one frame shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct View {
+    /// Where packets come from, e.g. `nfqueue (queue 7707, xtables …)`.
+    pub source: String,
+    /// The network namespace watched, e.g. `mon` or `net:[4026531840]`.
+    pub namespace: String,
+    pub uptime_s: u64,
+    /// ICMP messages seen (after the filter).
+    pub total: u64,
+    /// Messages per second over the last whole second.
+    pub rate_per_s: f64,
+    /// Messages per second, one value per second, oldest first.
+    pub rate_history: Vec<u64>,
+    /// Packets lost per pipeline stage (`kernel`, `socket`, `channel`, …).
+    pub lost: Vec<(String, u64)>,
+    /// The filter in force ("" for none).
+    pub filter: String,
+    /// Echo totals, e.g. answered / lost / pending.
+    pub echo: EchoTotals,
+    /// Messages per type, largest first.
+    pub types: Vec<TypeCount>,
+    pub peers: Vec<PeerView>,
+    /// Oldest first.
+    pub events: Vec<EventView>,
+    /// Oldest first.
+    pub alerts: Vec<AlertView>,
+    /// Set once the capture has ended (a file read to its end, an error).
+    pub ended: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EchoTotals {
+    pub requests: u64,
+    pub answered: u64,
+    pub lost: u64,
+    pub pending: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeCount {
+    pub name: String,
+    pub count: u64,
+}
+
+/// One peer pair: who pinged whom, and how it went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerView {
+    pub requester: String,
+    pub responder: String,
+    pub requests: u64,
+    pub replies: u64,
+    pub lost: u64,
+    pub loss_pct: Option<f64>,
+    pub rtt_min_us: Option<u64>,
+    pub rtt_avg_us: Option<f64>,
+    pub rtt_p95_us: Option<u64>,
+    pub rtt_max_us: Option<u64>,
+    pub jitter_us: Option<f64>,
+    /// Seconds since its last message.
+    pub last_seen_s: f64,
+    pub flags: Vec<String>,
+    /// The last RTT samples (µs), oldest first.
+    pub rtt_history: Vec<u32>,
+}
+
+/// One recent ICMP message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventView {
+    /// `HH:MM:SS.mmm` (UTC).
+    pub time: String,
+    pub direction: String,
+    pub kind: String,
+    pub src: String,
+    pub dst: String,
+    /// Echo id/seq and RTT, or the flow an error quotes, MTU, gateway…
+    pub detail: String,
+    /// An ICMP error (drawn in the warning colour).
+    pub error: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertView {
+    pub time: String,
+    pub flag: String,
+    pub subject: String,
+    pub detail: String,
+    pub count: u64,
+}

@@ -1,0 +1,174 @@
+//! The terminal runtime: raw mode and the alternate screen, the event
+//! loop (about 10 frames/s at most, and none while nothing changes), and
+//! putting the terminal back on every way out, a panic included.
+
+use std::io::{self, Stdout};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::Terminal;
+
+use crate::keys::action_for;
+use crate::model::View;
+use crate::render::{draw, Ctx, Theme};
+use crate::state::{sort_peers, Effect, UiState};
+
+/// Shortest time between two frames.
+const FRAME: Duration = Duration::from_millis(100);
+
+/// Checks a filter expression; the error text is shown inline.
+pub type Validate = Box<dyn Fn(&str) -> Result<(), String>>;
+
+/// What the dashboard asks of its host.
+pub struct Controls {
+    pub validate: Validate,
+    /// Applies a valid filter.
+    pub apply_filter: Box<dyn FnMut(String)>,
+    /// Whether to leave without a key (SIGTERM, a fatal error).
+    pub should_exit: Box<dyn Fn() -> bool>,
+}
+
+impl std::fmt::Debug for Controls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Controls")
+    }
+}
+
+/// Leaves raw mode and the alternate screen. Safe to call more than once
+/// and from a panic hook or a signal path.
+pub fn restore() {
+    let _ = disable_raw_mode();
+    let _ = execute!(
+        io::stdout(),
+        LeaveAlternateScreen,
+        ratatui::crossterm::cursor::Show
+    );
+}
+
+/// Restores the terminal when dropped (normal return or error).
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+    });
+}
+
+/// Runs the dashboard until the user quits or `should_exit` says so.
+/// Views arrive on `views`; a closed channel means the capture ended (the
+/// last view stays on screen until `q`).
+pub fn run(views: &Receiver<View>, mut controls: Controls) -> io::Result<()> {
+    install_panic_hook();
+    enable_raw_mode()?;
+    let _guard = Guard;
+    execute!(io::stdout(), EnterAlternateScreen)?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+    terminal.clear()?;
+    event_loop(&mut terminal, views, &mut controls)
+}
+
+fn event_loop(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    views: &Receiver<View>,
+    controls: &mut Controls,
+) -> io::Result<()> {
+    let theme = Theme::from_env();
+    let mut state = UiState::default();
+    let mut view = View::default();
+    let mut dirty = true;
+    let mut ended = false;
+    let mut last_frame = Instant::now() - FRAME;
+    loop {
+        if dirty && last_frame.elapsed() >= FRAME {
+            terminal.draw(|f| {
+                draw(
+                    f,
+                    &Ctx {
+                        view: &view,
+                        state: &state,
+                        theme: &theme,
+                    },
+                )
+            })?;
+            state.page = terminal.size()?.height.saturating_sub(20).max(5) as usize;
+            dirty = false;
+            last_frame = Instant::now();
+        }
+        if controls.should_exit() {
+            return Ok(());
+        }
+        // Sleep until input, or until the next frame is due when one is.
+        let wait = if dirty {
+            FRAME.saturating_sub(last_frame.elapsed())
+        } else {
+            FRAME
+        };
+        if event::poll(wait)? {
+            match event::read()? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => {
+                    if let Some(action) = action_for(state.mode, k) {
+                        match state.apply(action, &view, &*controls.validate) {
+                            Effect::Quit => return Ok(()),
+                            Effect::Resort => sort_peers(&mut view.peers, state.sort),
+                            Effect::ApplyFilter(f) => (controls.apply_filter)(f),
+                            Effect::None => {}
+                        }
+                        dirty = true;
+                    }
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
+        }
+        // The newest view wins; older ones are skipped.
+        let mut newest = None;
+        loop {
+            match views.try_recv() {
+                Ok(v) => newest = Some(v),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if !ended {
+                        ended = true;
+                        if view.ended.is_none() {
+                            view.ended = Some("no more packets".into());
+                        }
+                        dirty = true;
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some(mut v) = newest {
+            if !state.paused {
+                sort_peers(&mut v.peers, state.sort);
+                view = v;
+                state.fit(&view);
+                dirty = true;
+            }
+        }
+    }
+}
+
+impl Controls {
+    fn should_exit(&self) -> bool {
+        (self.should_exit)()
+    }
+}
