@@ -183,7 +183,7 @@ fn usage_error(msg: &str) -> ! {
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let tui = args.wants_tui(io::stdout().is_terminal());
+    let tui = args.wants_tui(io::stdout().is_terminal() && io::stdin().is_terminal());
     if let Some(msg) = args.conflicts(tui) {
         usage_error(msg);
     }
@@ -270,7 +270,13 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             let consumed = aggregator
                 .join()
                 .map_err(|_| anyhow!("the aggregator thread panicked"))?;
-            shown.context("the dashboard failed")?;
+            match shown {
+                // The terminal hung up: like SIGHUP, a way to stop.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    eprintln!("icmpmon: {e}; stopping")
+                }
+                other => other.context("the dashboard failed")?,
+            }
             consumed
         } else {
             consume(&rx, &mut outputs, plan, None)

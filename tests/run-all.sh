@@ -10,6 +10,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 cargo bench --locked --bench aggregate -- --quick
+cargo bench --locked -p icmpmon-tui --bench render -- --quick
 cargo run --release --locked -q --example aggregate_rss
 tests/netns/run.sh
 tests/vm/run.sh

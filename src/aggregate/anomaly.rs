@@ -12,6 +12,7 @@ use lru::LruCache;
 use serde::Serialize;
 
 use super::topk::SpaceSaving;
+use super::Addr;
 
 /// After this long without a trigger, a flag counts as over.
 pub const QUIET_NS: u64 = 30_000_000_000;
@@ -86,8 +87,8 @@ pub struct Flag {
 pub struct Anomalies {
     pub thresholds: Thresholds,
     second: u64,
-    echo_sources: SpaceSaving<IpAddr>,
-    probers: SpaceSaving<IpAddr>,
+    echo_sources: SpaceSaving<Addr>,
+    probers: SpaceSaving<Addr>,
     unreachables: u64,
     flags: LruCache<(FlagKind, String), Flag, RandomState>,
     /// Flags raised since the last `take_alerts`.
@@ -158,7 +159,7 @@ impl Anomalies {
 
     pub fn echo_request(&mut self, src: IpAddr, payload_len: u32, ts_ns: u64) {
         self.roll(ts_ns);
-        let c = self.echo_sources.add(src);
+        let c = self.echo_sources.add(Addr(src));
         let t = self.thresholds.echo_flood_pps;
         // Raise when the guaranteed count crosses the threshold: once per
         // source and second.
@@ -219,7 +220,7 @@ impl Anomalies {
     /// A time-exceeded message about a packet sent by `prober`.
     pub fn ttl_exceeded(&mut self, prober: IpAddr, ts_ns: u64) {
         self.roll(ts_ns);
-        let c = self.probers.add(prober);
+        let c = self.probers.add(Addr(prober));
         let t = self.thresholds.ttl_exceeded_pps;
         if c.count - c.error == t + 1 {
             self.raise(

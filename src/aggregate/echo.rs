@@ -20,6 +20,7 @@ use lru::LruCache;
 use serde::Serialize;
 
 use super::rtt::RttStats;
+use super::Addr;
 use crate::event::{Direction, Echo};
 
 /// Who pinged whom.
@@ -29,20 +30,11 @@ pub struct PeerKey {
     pub responder: IpAddr,
 }
 
-/// As two 128-bit words: cheaper than hashing the enums field by field.
-/// (A v4 address and its v4-mapped v6 twin hash alike; equality still
-/// tells them apart.)
-fn addr_bits(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
+/// As two 128-bit words (see `Addr`).
 impl Hash for PeerKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(addr_bits(self.requester));
-        state.write_u128(addr_bits(self.responder));
+        state.write_u128(Addr(self.requester).bits());
+        state.write_u128(Addr(self.responder).bits());
     }
 }
 

@@ -203,7 +203,7 @@ impl Aggregator {
                 .top(TOP_ROWS)
                 .into_iter()
                 .map(|c| TalkerRow {
-                    addr: c.key,
+                    addr: c.key.0,
                     count: c.count,
                     error: c.error,
                 })

@@ -49,17 +49,8 @@ awk -v i="$ti" -v s="$ts" -v d="$td" -v n="$packets" 'BEGIN {
 	printf "bench:   tcpdump -nn -r       %7.2f s  %9.0f packets/s  (icmpmon %.2fx of its time)\n", d, n / d, i / d
 }'
 
-ip netns add "$mon"
-ip netns add "$peer"
-ip link add icb0 type veth peer name icb1
-ip link set icb0 netns "$mon"
-ip link set icb1 netns "$peer"
-ip -n "$mon" addr add 10.98.0.1/24 dev icb0
-ip -n "$peer" addr add 10.98.0.2/24 dev icb1
-for ns in "$mon" "$peer"; do ip -n "$ns" link set lo up; done
-ip -n "$mon" link set icb0 up
-ip -n "$peer" link set icb1 up
-sleep 1
+. "$repo/tests/netns/lib.sh"
+netns_pair "$mon" "$peer" icb0 icb1 10.98.0 fd98
 
 flood() { # prints echo requests sent per second over 3 s
 	ip netns exec "$peer" ping -f -q -w 3 10.98.0.1 | awk '/packets transmitted/ { print $1 / 3 }'

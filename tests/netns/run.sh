@@ -30,25 +30,9 @@ in_peer() { ip netns exec "$peer" "$@"; }
 (cd "$repo" && cargo build --locked -q) || exit 1
 gcc -static -O2 -Wall -Wextra -Werror -o "$helper" "$repo/tests/vm/helper.c" || exit 1
 
-ip netns del "$mon" 2>/dev/null
-ip netns del "$peer" 2>/dev/null
-ip netns add "$mon"
-ip netns add "$peer"
-ip link add icm0 type veth peer name icm1
-ip link set icm0 netns "$mon"
-ip link set icm1 netns "$peer"
-in_mon ip addr add 10.99.0.1/24 dev icm0
-in_peer ip addr add 10.99.0.2/24 dev icm1
-in_mon ip addr add fd99::1/64 dev icm0 nodad
-in_peer ip addr add fd99::2/64 dev icm1 nodad
-for ns in "$mon" "$peer"; do ip -n "$ns" link set lo up; done
-in_mon ip link set icm0 up
-in_peer ip link set icm1 up
-# No router solicitations or MLD reports from the test's own links.
-for ns in "$mon" "$peer"; do
-	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
-done
-sleep 1
+# shellcheck source=tests/netns/lib.sh
+. "$repo/tests/netns/lib.sh"
+netns_pair "$mon" "$peer" icm0 icm1 10.99.0 fd99
 
 # start_icmpmon NAME [ARGS]: in the monitor namespace; sets PID once it
 # reports that it captures.

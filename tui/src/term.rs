@@ -2,7 +2,7 @@
 //! loop (about 10 frames/s at most, and none while nothing changes), and
 //! putting the terminal back on every way out, a panic included.
 
-use std::io::{self, Stdout};
+use std::io::{self, IsTerminal, Stdout};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,12 @@ fn install_panic_hook() {
 /// Views arrive on `views`; a closed channel means the capture ended (the
 /// last view stays on screen until `q`).
 pub fn run(views: &Receiver<View>, mut controls: Controls) -> io::Result<()> {
+    if !io::stdin().is_terminal() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the dashboard reads keys from standard input, which is not a terminal (use --headless)",
+        ));
+    }
     install_panic_hook();
     enable_raw_mode()?;
     let _guard = Guard;
@@ -96,6 +102,7 @@ fn event_loop(
     let mut dirty = true;
     let mut ended = false;
     let mut last_frame = Instant::now() - FRAME;
+    let mut size = terminal.size()?;
     loop {
         if dirty && last_frame.elapsed() >= FRAME {
             terminal.draw(|f| {
@@ -121,22 +128,31 @@ fn event_loop(
         } else {
             FRAME
         };
-        if event::poll(wait)? {
-            match event::read()? {
-                Event::Key(k) if k.kind != KeyEventKind::Release => {
-                    if let Some(action) = action_for(state.mode, k) {
-                        match state.apply(action, &view, &*controls.validate) {
-                            Effect::Quit => return Ok(()),
-                            Effect::Resort => sort_peers(&mut view.peers, state.sort),
-                            Effect::ApplyFilter(f) => (controls.apply_filter)(f),
-                            Effect::None => {}
+        if wait_input(wait)? {
+            while event::poll(Duration::ZERO)? {
+                match event::read()? {
+                    Event::Key(k) if k.kind != KeyEventKind::Release => {
+                        if let Some(action) = action_for(state.mode, k) {
+                            match state.apply(action, &view, &*controls.validate) {
+                                Effect::Quit => return Ok(()),
+                                Effect::Resort => sort_peers(&mut view.peers, state.sort),
+                                Effect::ApplyFilter(f) => (controls.apply_filter)(f),
+                                Effect::None => {}
+                            }
+                            dirty = true;
                         }
-                        dirty = true;
                     }
+                    _ => {}
                 }
-                Event::Resize(..) => dirty = true,
-                _ => {}
             }
+        }
+        // Resizes: compared each turn rather than through crossterm's
+        // SIGWINCH events, so crossterm is only asked to read when input
+        // is there (see `wait_input`).
+        let now = terminal.size()?;
+        if now != size {
+            size = now;
+            dirty = true;
         }
         // The newest view wins; older ones are skipped.
         let mut newest = None;
@@ -171,4 +187,34 @@ impl Controls {
     fn should_exit(&self) -> bool {
         (self.should_exit)()
     }
+}
+
+/// Waits up to `wait` for input on the terminal (standard input). A hung-up
+/// terminal is an error: crossterm's reader would spin on its end of file
+/// forever (read returning 0 in a loop), so it is asked to read only when
+/// there is input.
+fn wait_input(wait: Duration) -> io::Result<bool> {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, its count, a timeout; nothing retained.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the terminal has gone (hang-up)",
+        ));
+    }
+    Ok(fds[0].revents & libc::POLLIN != 0)
 }
