@@ -240,14 +240,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             })
             .context("cannot start the capture thread")?;
         let consumed = if tui {
-            let (view_tx, view_rx) = crossbeam_channel::bounded(1);
-            let (filter_tx, filter_rx) = crossbeam_channel::unbounded();
             let meta = Meta {
                 source: described.clone(),
                 namespace,
                 started,
                 filter: plan.filter.text().to_string(),
             };
+            let (view_tx, view_rx) = crossbeam_channel::bounded(1);
+            let (filter_tx, filter_rx) = crossbeam_channel::unbounded();
             let dash = Dashboard::new(view_tx, filter_rx, meta, counters.clone(), dropped.clone());
             let aggregator = thread::Builder::new()
                 .name("aggregator".into())
@@ -256,27 +256,12 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     move || consume(rx, outputs, plan, Some(dash))
                 })
                 .context("cannot start the aggregator thread")?;
-            let ui_stop = stop.clone();
-            let controls = icmpmon_tui::Controls {
-                validate: Box::new(|s| Filter::parse(s).map(drop).map_err(|e| e.to_string())),
-                apply_filter: Box::new(move |f| {
-                    let _ = filter_tx.send(f);
-                }),
-                should_exit: Box::new(move || ui_stop.is_set()),
-            };
-            let shown = icmpmon_tui::run(&view_rx, controls);
-            stop.set(StopReason::Quit);
+            let shown = show_dashboard(&view_rx, filter_tx, &stop);
             drop(view_rx);
             let consumed = aggregator
                 .join()
                 .map_err(|_| anyhow!("the aggregator thread panicked"))?;
-            match shown {
-                // The terminal hung up: like SIGHUP, a way to stop.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    eprintln!("icmpmon: {e}; stopping")
-                }
-                other => other.context("the dashboard failed")?,
-            }
+            shown?;
             consumed
         } else {
             consume(&rx, &mut outputs, plan, None)
@@ -286,8 +271,6 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .map_err(|_| anyhow!("the capture thread panicked"))?;
         Ok((end, consumed))
     })?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let dropped = dropped.load(Relaxed);
 
     let why = match &end {
         Ok(SourceEnd::Stopped) => stop
@@ -297,59 +280,28 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Ok(SourceEnd::Ended(why)) => why.clone(),
         Err(e) => format!("capture failed: {e:#}"),
     };
-    let mut losses: Vec<String> = counters
-        .losses()
-        .iter()
-        .map(|(what, n)| format!("{what} {n}"))
-        .collect();
-    losses.push(format!("channel {dropped}"));
-    let snapshot = agg.snapshot();
-    eprint!("{}", report::text(&snapshot));
-    eprintln!(
-        "icmpmon: {why}; {} rows ({out_names}) in {elapsed:.1} s; lost: {}; parse errors {}; \
-         not ICMP {}; filtered out {}",
-        tally.rows,
-        losses.join(", "),
-        tally.parse_error_total(),
-        tally.not_icmp,
-        tally.filtered,
+    let lost = counters.stage_losses(dropped.load(Relaxed));
+    let run = report::Summary {
+        source: source_name,
+        stopped: &why,
+        seconds: started.elapsed().as_secs_f64(),
+        rows: tally.rows,
+        packets: tally.packets,
+        filtered: tally.filtered,
+        not_icmp: tally.not_icmp,
+        parse_errors: tally.parse_error_total(),
+        lost: lost.iter().copied().collect(),
+        filter: args.filter.as_ref().map(Filter::text),
+        snapshot: &agg.snapshot(),
+    };
+    print_summary(
+        &run,
+        &out_names,
+        &lost,
+        &counters.fields(),
+        &tally.parse_errors,
     );
-    let fields: String = counters
-        .fields()
-        .iter()
-        .map(|(k, v)| format!(" {k}={v}"))
-        .collect();
-    eprintln!(
-        "icmpmon: summary source={source_name} rows={} packets={}{fields} channel_dropped={dropped} \
-         parse_errors={} not_icmp={} seconds={elapsed:.3} packets_per_s={:.0}",
-        tally.rows,
-        tally.packets,
-        tally.parse_error_total(),
-        tally.not_icmp,
-        tally.packets as f64 / elapsed.max(1e-9),
-    );
-    for (label, n) in &tally.parse_errors {
-        eprintln!("icmpmon:   parse error {label}: {n}");
-    }
-    let mut summary_error = None;
-    if let Some((w, name)) = summary_out {
-        let mut lost: BTreeMap<&'static str, u64> = counters.losses().into_iter().collect();
-        lost.insert("channel", dropped);
-        let summary = report::Summary {
-            source: source_name,
-            stopped: &why,
-            seconds: elapsed,
-            rows: tally.rows,
-            packets: tally.packets,
-            filtered: tally.filtered,
-            not_icmp: tally.not_icmp,
-            parse_errors: tally.parse_error_total(),
-            lost,
-            filter: args.filter.as_ref().map(Filter::text),
-            snapshot: &snapshot,
-        };
-        summary_error = write_json(w, &name, &summary).err();
-    }
+    let summary_error = summary_out.and_then(|(w, name)| write_json(w, &name, &run).err());
 
     let mut failed = false;
     if let Err(e) = end {
@@ -365,4 +317,71 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs the dashboard on this thread until the user quits (or a signal,
+/// --count or --duration stops the run), then stops the capture.
+fn show_dashboard(
+    views: &crossbeam_channel::Receiver<icmpmon_tui::View>,
+    filters: crossbeam_channel::Sender<String>,
+    stop: &StopFlag,
+) -> anyhow::Result<()> {
+    let ui_stop = stop.clone();
+    let controls = icmpmon_tui::Controls {
+        validate: Box::new(|s| Filter::parse(s).map(drop).map_err(|e| e.to_string())),
+        apply_filter: Box::new(move |f| {
+            let _ = filters.send(f);
+        }),
+        should_exit: Box::new(move || ui_stop.is_set()),
+    };
+    let shown = icmpmon_tui::run(views, controls);
+    stop.set(StopReason::Quit);
+    match shown {
+        // The terminal hung up: like SIGHUP, a way to stop.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            eprintln!("icmpmon: {e}; stopping");
+            Ok(())
+        }
+        other => other.context("the dashboard failed"),
+    }
+}
+
+/// The human summary and the machine-readable line on stderr.
+fn print_summary(
+    run: &report::Summary,
+    out_names: &str,
+    lost: &[(&'static str, u64)],
+    fields: &[(&'static str, u64)],
+    parse_errors: &BTreeMap<&'static str, u64>,
+) {
+    eprint!("{}", report::text(run.snapshot));
+    // In pipeline order, unlike the JSON map.
+    let losses: Vec<String> = lost.iter().map(|(what, n)| format!("{what} {n}")).collect();
+    eprintln!(
+        "icmpmon: {}; {} rows ({out_names}) in {:.1} s; lost: {}; parse errors {}; \
+         not ICMP {}; filtered out {}",
+        run.stopped,
+        run.rows,
+        run.seconds,
+        losses.join(", "),
+        run.parse_errors,
+        run.not_icmp,
+        run.filtered,
+    );
+    let fields: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+    eprintln!(
+        "icmpmon: summary source={} rows={} packets={}{fields} channel_dropped={} \
+         parse_errors={} not_icmp={} seconds={:.3} packets_per_s={:.0}",
+        run.source,
+        run.rows,
+        run.packets,
+        run.lost.get("channel").copied().unwrap_or(0),
+        run.parse_errors,
+        run.not_icmp,
+        run.seconds,
+        run.packets as f64 / run.seconds.max(1e-9),
+    );
+    for (label, n) in parse_errors {
+        eprintln!("icmpmon:   parse error {label}: {n}");
+    }
 }

@@ -133,13 +133,12 @@ impl Dashboard {
         if !(due || force) {
             return;
         }
-        let mut lost: Vec<(String, u64)> = self
+        let lost = self
             .counters
-            .losses()
+            .stage_losses(self.dropped.load(Relaxed))
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
             .collect();
-        lost.push(("channel".into(), self.dropped.load(Relaxed)));
         let view = dashboard::view(&agg.snapshot(), &self.meta, lost);
         if let Err(TrySendError::Disconnected(_)) = self.views.try_send(view) {
             // The UI has gone; nothing more to show.

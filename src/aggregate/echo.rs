@@ -45,6 +45,19 @@ struct EchoKey {
     seq: u16,
 }
 
+impl EchoKey {
+    fn new(requester: IpAddr, responder: IpAddr, echo: &Echo) -> Self {
+        Self {
+            peer: PeerKey {
+                requester,
+                responder,
+            },
+            id: echo.id,
+            seq: echo.seq,
+        }
+    }
+}
+
 fn dir_index(d: Direction) -> usize {
     match d {
         Direction::In => 0,
@@ -218,15 +231,8 @@ impl EchoTracker {
     }
 
     pub fn request(&mut self, src: IpAddr, dst: IpAddr, echo: &Echo, dir: Direction, ts_ns: u64) {
-        let peer = PeerKey {
-            requester: src,
-            responder: dst,
-        };
-        let key = EchoKey {
-            peer,
-            id: echo.id,
-            seq: echo.seq,
-        };
+        let key = EchoKey::new(src, dst, echo);
+        let peer = key.peer;
         if let Some(p) = self.pending.get_mut(&key) {
             let slot = &mut p.copies[dir_index(dir)];
             if *slot == 0 && dir != Direction::Unknown {
@@ -271,15 +277,8 @@ impl EchoTracker {
         dir: Direction,
         ts_ns: u64,
     ) -> Option<Paired> {
-        let peer = PeerKey {
-            requester: dst,
-            responder: src,
-        };
-        let key = EchoKey {
-            peer,
-            id: echo.id,
-            seq: echo.seq,
-        };
+        let key = EchoKey::new(dst, src, echo);
+        let peer = key.peer;
         let Some(p) = self.pending.get_mut(&key) else {
             if self.expired.contains(&key) {
                 self.totals.late += 1;

@@ -112,6 +112,14 @@ impl SourceCounters {
         }
     }
 
+    /// Packets lost per pipeline stage: the source's own stages, then the
+    /// capture → aggregator channel (`channel` dropped there).
+    pub fn stage_losses(&self, channel: u64) -> Vec<(&'static str, u64)> {
+        let mut v = self.losses();
+        v.push(("channel", channel));
+        v
+    }
+
     /// Where packets can be lost before the channel, for the human summary.
     pub fn losses(&self) -> Vec<(&'static str, u64)> {
         match self {

@@ -7,14 +7,14 @@
 #     icmpmon --source nfqueue in the target namespace (root).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/netns/lib.sh
+. "$repo/tests/netns/lib.sh"
 packets=${1:-1000000}
 work=$(mktemp -d /tmp/icmpmon-bench.XXXXXX)
 mon=icmpmon-b-mon
 peer=icmpmon-b-peer
 cleanup() {
-	ip netns pids "$mon" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-	ip netns del "$mon" 2>/dev/null || true
-	ip netns del "$peer" 2>/dev/null || true
+	netns_teardown "$mon" "$peer"
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -49,7 +49,6 @@ awk -v i="$ti" -v s="$ts" -v d="$td" -v n="$packets" 'BEGIN {
 	printf "bench:   tcpdump -nn -r       %7.2f s  %9.0f packets/s  (icmpmon %.2fx of its time)\n", d, n / d, i / d
 }'
 
-. "$repo/tests/netns/lib.sh"
 netns_pair "$mon" "$peer" icb0 icb1 10.98.0 fd98
 
 flood() { # prints echo requests sent per second over 3 s

@@ -6,6 +6,8 @@
 # pane, colours included, becomes an SVG.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/netns/lib.sh
+. "$repo/tests/netns/lib.sh"
 out=${1:-$repo/tui/dashboard.svg}
 work=$(mktemp -d /tmp/icmpmon-shot.XXXXXX)
 mon=mon
@@ -13,9 +15,7 @@ peer=peer
 tm() { tmux -u -L icmpmon-shot "$@"; }
 cleanup() {
 	tm kill-server 2>/dev/null || true
-	ip netns pids "$mon" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-	ip netns del "$mon" 2>/dev/null || true
-	ip netns del "$peer" 2>/dev/null || true
+	netns_teardown "$mon" "$peer"
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -23,7 +23,6 @@ trap cleanup EXIT
 cd "$repo"
 cargo build --release --locked -q
 gcc -static -O2 -o "$work/vmhelper" tests/vm/helper.c
-. tests/netns/lib.sh
 netns_pair "$mon" "$peer" ics0 ics1 10.97.0 fd97
 ip -n "$peer" addr add 10.97.0.3/24 dev ics1
 ip -n "$peer" addr add 10.97.0.4/24 dev ics1

@@ -24,3 +24,10 @@ netns_pair() {
 	ip -n "$peer" link set "$dp" up
 	sleep 1
 }
+
+# netns_teardown MON PEER: kills what runs in MON, deletes both namespaces.
+netns_teardown() {
+	ip netns pids "$1" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+	ip netns del "$1" 2>/dev/null || true
+	ip netns del "$2" 2>/dev/null || true
+}

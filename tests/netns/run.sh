@@ -6,6 +6,8 @@
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/netns/lib.sh
+. "$repo/tests/netns/lib.sh"
 bin="$repo/target/debug/icmpmon"
 work=$(mktemp -d /tmp/icmpmon-netns.XXXXXX)
 helper="$work/vmhelper"
@@ -15,9 +17,7 @@ pass=0
 fail=0
 
 cleanup() {
-	ip netns pids "$mon" 2>/dev/null | xargs -r kill -9 2>/dev/null
-	ip netns del "$mon" 2>/dev/null
-	ip netns del "$peer" 2>/dev/null
+	netns_teardown "$mon" "$peer"
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -30,8 +30,6 @@ in_peer() { ip netns exec "$peer" "$@"; }
 (cd "$repo" && cargo build --locked -q) || exit 1
 gcc -static -O2 -Wall -Wextra -Werror -o "$helper" "$repo/tests/vm/helper.c" || exit 1
 
-# shellcheck source=tests/netns/lib.sh
-. "$repo/tests/netns/lib.sh"
 netns_pair "$mon" "$peer" icm0 icm1 10.99.0 fd99
 
 # start_icmpmon NAME [ARGS]: in the monitor namespace; sets PID once it
