@@ -114,6 +114,23 @@ else
 	ko traffic "icmpmon did not start"
 fi
 
+# --- anomaly alerts from a live source ---
+if start_icmpmon alerts --alerts "$work/alerts.jsonl" --flood-pps 20; then
+	in_peer ping -q -c 60 -i 0.01 10.99.0.1 >/dev/null
+	sleep 0.3
+	kill -INT "$PID"
+	wait "$PID"
+	rc=$?
+	if [ "$rc" = 0 ] && grep -q '"flag":"echo-flood","subject":"10.99.0.2"' "$work/alerts.jsonl" &&
+		grep -q "flag echo-flood 10.99.0.2" "$work/alerts.err"; then
+		ok alerts "$(head -n 1 "$work/alerts.jsonl")"
+	else
+		ko alerts "rc=$rc alerts=[$(cat "$work/alerts.jsonl")]: $(tail -n 3 "$work/alerts.err")"
+	fi
+else
+	ko alerts "icmpmon did not start"
+fi
+
 # --- SIGTERM is a clean stop too ---
 if start_icmpmon term; then
 	kill -TERM "$PID"

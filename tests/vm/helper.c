@@ -8,6 +8,10 @@
  *   vmhelper runas UID CMD...     drop to UID/GID (no capabilities) and exec
  *   vmhelper hold N SECONDS       REGISTER N sockets with icmpmon, then sleep
  *   vmhelper badmsg               malformed netlink battery (error acks only)
+ *   vmhelper pty OUT MS KEYS CMD...
+ *                                 run CMD on a 120x40 pseudo-terminal, copy
+ *                                 its screen output to OUT, type KEYS after
+ *                                 MS milliseconds; exit with CMD's status
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -22,7 +26,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -402,6 +410,75 @@ static int cmd_badmsg(void)
 	return bad;
 }
 
+/* A terminal for the dashboard test: the VM has no tmux. */
+static int cmd_pty(const char *out, int ms, const char *keys, char **cmd)
+{
+	struct winsize ws = { .ws_row = 40, .ws_col = 120 };
+	int master, slave, status = 0, typed = 0, fd;
+	double start = now();
+	char buf[4096];
+	pid_t pid;
+
+	master = posix_openpt(O_RDWR | O_NOCTTY);
+	if (master < 0 || grantpt(master) || unlockpt(master)) {
+		perror("pty");
+		return 1;
+	}
+	ioctl(master, TIOCSWINSZ, &ws);
+	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0) {
+		perror(out);
+		return 1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		setsid();
+		slave = open(ptsname(master), O_RDWR);
+		if (slave < 0 || ioctl(slave, TIOCSCTTY, 0)) {
+			perror("slave");
+			_exit(127);
+		}
+		dup2(slave, 0);
+		dup2(slave, 1);
+		close(master);
+		execvp(cmd[0], cmd);
+		perror(cmd[0]);
+		_exit(127);
+	}
+	for (;;) {
+		struct pollfd p = { .fd = master, .events = POLLIN };
+		ssize_t n;
+
+		if (!typed && now() - start >= ms / 1000.0) {
+			if (write(master, keys, strlen(keys)) < 0)
+				perror("keys");
+			typed = 1;
+		}
+		if (now() - start > 60) {
+			kill(pid, SIGKILL);
+			fprintf(stderr, "pty: %s still running after 60 s\n", cmd[0]);
+		}
+		if (poll(&p, 1, 50) > 0) {
+			n = read(master, buf, sizeof(buf));
+			if (n <= 0)
+				break;	/* EIO: every slave side closed */
+			if (write(fd, buf, n) != n)
+				perror(out);
+		}
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			while (poll(&p, 1, 0) > 0 && (n = read(master, buf, sizeof(buf))) > 0)
+				if (write(fd, buf, n) != n)
+					perror(out);
+			pid = 0;
+			break;
+		}
+	}
+	if (pid > 0)
+		waitpid(pid, &status, 0);
+	close(fd);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 4 && !strcmp(argv[1], "flood"))
@@ -414,6 +491,8 @@ int main(int argc, char **argv)
 		return cmd_hold(atoi(argv[2]), atoi(argv[3]));
 	if (argc >= 2 && !strcmp(argv[1], "badmsg"))
 		return cmd_badmsg();
-	fprintf(stderr, "usage: vmhelper flood|udp|runas|hold|badmsg ...\n");
+	if (argc >= 6 && !strcmp(argv[1], "pty"))
+		return cmd_pty(argv[2], atoi(argv[3]), argv[4], argv + 5);
+	fprintf(stderr, "usage: vmhelper flood|udp|runas|hold|badmsg|pty ...\n");
 	return 2;
 }

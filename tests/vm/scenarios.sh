@@ -219,7 +219,7 @@ scenario_bad_netlink() {
 }
 
 scenario_flood() {
-	start_mon flood || { fail flood "monitor did not start"; return; }
+	start_mon flood --alerts /tmp/flood.alerts || { fail flood "monitor did not start"; return; }
 	oe=$(snmp OutEchos)
 	$H flood 127.0.0.1 3 >/tmp/flood.out
 	oe=$(($(snmp OutEchos) - oe))
@@ -237,8 +237,9 @@ scenario_flood() {
 	detail="sent=$sent snmp_out_echos=$oe rows=$n kernel: seen=$seen delivered=$delivered lost=$klost proc=[$proc]; monitor lost k/b/s/c=$lost; $(cat /tmp/flood.out); monitor_records_per_s=$rate"
 	if [ "$rc" = 0 ] && [ "$sent" = "$oe" ] && [ "$n" = $((4 * sent)) ] &&
 		[ "$seen" = $((delivered + klost)) ] && [ "$lost" = "0/0/0/0" ] && [ "$(stat subscribers)" = 0 ] &&
-		[ "$proc" = "$seen $delivered " ]; then
-		pass flood "$detail"
+		[ "$proc" = "$seen $delivered " ] &&
+		grep -q '"flag":"echo-flood","subject":"127.0.0.1"' /tmp/flood.alerts; then
+		pass flood "$detail; alert: $(head -c 160 /tmp/flood.alerts)"
 	else
 		fail flood "rc=$rc $detail"
 	fi
@@ -272,7 +273,31 @@ scenario_sigkill
 scenario_two_monitors
 scenario_table_full
 scenario_bad_netlink
+# The dashboard on a pseudo-terminal (no tmux here): it draws the kmod
+# source and the pinging pair, and q leaves with CLOSE done.
+scenario_dashboard() {
+	rm -f /tmp/dash.out /tmp/dash.err
+	$H pty /tmp/dash.out 6000 q $MON --source kmod 2>/tmp/dash.err &
+	pid=$!
+	i=0
+	while ! grep -q "source kmod" /tmp/dash.out 2>/dev/null && [ $i -lt 50 ]; do
+		i=$((i + 1))
+		sleep 0.1
+	done
+	ping -c 4 -i 0.2 127.0.0.1 >/dev/null
+	wait $pid
+	rc=$?
+	subs=$(stat subscribers)
+	if [ "$rc" = 0 ] && grep -q "127.0.0.1 → 127.0.0.1" /tmp/dash.out &&
+		grep -q "quit from the dashboard" /tmp/dash.err && [ "$subs" = 0 ]; then
+		pass dashboard "drew source kmod and 127.0.0.1 → 127.0.0.1; q: exit 0, subscribers 0"
+	else
+		fail dashboard "rc=$rc subscribers=$subs drawn=$(wc -c </tmp/dash.out) bytes: $(tail -n 3 /tmp/dash.err)"
+	fi
+}
+
 scenario_flood
+scenario_dashboard
 scenario_rmmod
 
 if dmesg | grep -E 'Oops|WARNING:|BUG:|Call Trace' >/tmp/dmesg.bad; then
