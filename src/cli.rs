@@ -153,8 +153,8 @@ pub struct RunArgs {
     /// (realtime) or N times faster (xN, e.g. x10), for demos.
     #[arg(long, value_name = "realtime|xN", value_parser = parse_replay)]
     pub replay: Option<f64>,
-    /// Write CSV rows to PATH, or to standard output with -. The default
-    /// when no output is given.
+    /// Write CSV rows to PATH, or to standard output with -. Headless with
+    /// no output given, CSV goes to standard output.
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub csv: Option<Output>,
     /// Write JSON lines (the CSV's fields and names) to PATH, or to
