@@ -8,10 +8,10 @@
  *   vmhelper runas UID CMD...     drop to UID/GID (no capabilities) and exec
  *   vmhelper hold N SECONDS       REGISTER N sockets with icmpmon, then sleep
  *   vmhelper badmsg               malformed netlink battery (error acks only)
- *   vmhelper pty OUT MS KEYS CMD...
+ *   vmhelper pty OUT GO KEYS CMD...
  *                                 run CMD on a 120x40 pseudo-terminal, copy
- *                                 its screen output to OUT, type KEYS after
- *                                 MS milliseconds; exit with CMD's status
+ *                                 its screen output to OUT, type KEYS once
+ *                                 the file GO exists; exit with CMD's status
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -411,7 +411,7 @@ static int cmd_badmsg(void)
 }
 
 /* A terminal for the dashboard test: the VM has no tmux. */
-static int cmd_pty(const char *out, int ms, const char *keys, char **cmd)
+static int cmd_pty(const char *out, const char *go, const char *keys, char **cmd)
 {
 	struct winsize ws = { .ws_row = 40, .ws_col = 120 };
 	int master, slave, status = 0, typed = 0, fd;
@@ -449,7 +449,7 @@ static int cmd_pty(const char *out, int ms, const char *keys, char **cmd)
 		struct pollfd p = { .fd = master, .events = POLLIN };
 		ssize_t n;
 
-		if (!typed && now() - start >= ms / 1000.0) {
+		if (!typed && access(go, F_OK) == 0) {
 			if (write(master, keys, strlen(keys)) < 0)
 				perror("keys");
 			typed = 1;
@@ -492,7 +492,7 @@ int main(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "badmsg"))
 		return cmd_badmsg();
 	if (argc >= 6 && !strcmp(argv[1], "pty"))
-		return cmd_pty(argv[2], atoi(argv[3]), argv[4], argv + 5);
+		return cmd_pty(argv[2], argv[3], argv[4], argv + 5);
 	fprintf(stderr, "usage: vmhelper flood|udp|runas|hold|badmsg|pty ...\n");
 	return 2;
 }

@@ -276,21 +276,25 @@ scenario_bad_netlink
 # The dashboard on a pseudo-terminal (no tmux here): it draws the kmod
 # source and the pinging pair, and q leaves with CLOSE done.
 scenario_dashboard() {
-	rm -f /tmp/dash.out /tmp/dash.err
-	$H pty /tmp/dash.out 6000 q $MON --source kmod 2>/tmp/dash.err &
+	rm -f /tmp/dash.out /tmp/dash.err /tmp/dash.go
+	$H pty /tmp/dash.out /tmp/dash.go q $MON --source kmod 2>/tmp/dash.err &
 	pid=$!
+	# Drawn means registered: the dashboard starts once the source is open.
 	i=0
-	while ! grep -q "source kmod" /tmp/dash.out 2>/dev/null && [ $i -lt 50 ]; do
+	while ! grep -q " icmpmon " /tmp/dash.out 2>/dev/null && [ $i -lt 100 ]; do
 		i=$((i + 1))
 		sleep 0.1
 	done
 	ping -c 4 -i 0.2 127.0.0.1 >/dev/null
+	sleep 1
+	touch /tmp/dash.go
 	wait $pid
 	rc=$?
 	subs=$(stat subscribers)
 	if [ "$rc" = 0 ] && grep -q "127.0.0.1 → 127.0.0.1" /tmp/dash.out &&
-		grep -q "quit from the dashboard" /tmp/dash.err && [ "$subs" = 0 ]; then
-		pass dashboard "drew source kmod and 127.0.0.1 → 127.0.0.1; q: exit 0, subscribers 0"
+		grep -q "quit from the dashboard" /tmp/dash.err &&
+		grep -q "127.0.0.1 -> 127.0.0.1: 4 req, 4 rep, 0 lost" /tmp/dash.err && [ "$subs" = 0 ]; then
+		pass dashboard "drew 127.0.0.1 → 127.0.0.1 from kmod; q: exit 0, subscribers 0; $(grep 'echo:' /tmp/dash.err | sed 's/^icmpmon: //')"
 	else
 		fail dashboard "rc=$rc subscribers=$subs drawn=$(wc -c </tmp/dash.out) bytes: $(tail -n 3 /tmp/dash.err)"
 	fi
