@@ -41,17 +41,28 @@ fn event(ts_ns: u64, src: IpAddr, dst: IpAddr, t: u8, n: u32) -> IcmpEvent {
 }
 
 /// Event `i` of ping traffic between 1000 peer pairs: request, reply
-/// 200 µs later, and a port unreachable every 16th message; 100 k events
-/// per second.
-fn mixed(i: u32) -> IcmpEvent {
+/// 200 µs later, and a port unreachable every 16th message, `gap_ns`
+/// apart. The gap sets how many requests wait inside the 2 s timeout.
+fn pings(i: u32, gap_ns: u64) -> IcmpEvent {
     let me = IpAddr::from([10, 0, 0, 1]);
     let peer = IpAddr::from([10, 1, ((i / 2) % 1000 / 256) as u8, ((i / 2) % 1000) as u8]);
-    let ts = 1_000_000_000_000 + u64::from(i) * 10_000;
+    let ts = 1_000_000_000_000 + u64::from(i) * gap_ns;
     match i % 16 {
         15 => event(ts, peer, me, 3, i),
         n if n % 2 == 0 => event(ts, me, peer, 8, i / 2),
         _ => event(ts + 200_000, peer, me, 0, i / 2),
     }
+}
+
+/// 100 k messages/s: ~94 k requests wait, the pending table is full (and
+/// far bigger than the CPU caches).
+fn busy(i: u32) -> IcmpEvent {
+    pings(i, 10_000)
+}
+
+/// 1 k messages/s (each peer pings about once a second): ~1 k requests wait.
+fn steady(i: u32) -> IcmpEvent {
+    pings(i, 1_000_000)
 }
 
 /// Event `i` of a spoofed flood: every echo request from a new source.
@@ -69,7 +80,11 @@ fn ingest(c: &mut Criterion) {
     g.throughput(Throughput::Elements(EVENTS as u64));
     // Events are built as they are ingested, as the parser hands them on
     // (a prebuilt array of 200 k events would measure memory bandwidth).
-    let cases: [(&str, Make); 2] = [("mixed_1000_peers", mixed), ("spoofed_sources", spoofed)];
+    let cases: [(&str, Make); 3] = [
+        ("steady_1000_peers", steady),
+        ("busy_1000_peers", busy),
+        ("spoofed_sources", spoofed),
+    ];
     for (name, make) in cases {
         g.bench_function(name, |b| {
             b.iter_batched(
@@ -90,7 +105,7 @@ fn ingest(c: &mut Criterion) {
 fn snapshot(c: &mut Criterion) {
     let mut agg = Aggregator::new(Config::default());
     for i in 0..EVENTS as u32 {
-        agg.ingest(&mixed(i));
+        agg.ingest(&busy(i));
     }
     c.bench_function("aggregate_snapshot_1000_peers", |b| {
         b.iter(|| black_box(agg.snapshot()))
