@@ -132,7 +132,7 @@ impl SourceCounters {
                 ("queue", c.queue_lost.load(Relaxed)),
                 ("socket overruns", c.socket_overruns.load(Relaxed)),
             ],
-            // A file is read whole: nothing is lost before the parser.
+            // A file waits for the consumer: nothing is lost before the parser.
             SourceCounters::Pcap(_) => vec![],
         }
     }

@@ -161,11 +161,49 @@ enum Skip {
     UnknownLink,
 }
 
+/// A capture's bytes: the file mapped into memory (pages come and go as
+/// the kernel sees fit, so a multi-GB file costs no heap), or read whole
+/// when it cannot be mapped (a pipe) or for tests.
+#[derive(Debug)]
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+impl Bytes {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        if file.metadata()?.len() > 0 {
+            // SAFETY: a read-only private mapping; the slice parsers only
+            // read it. (Another process truncating the file while we read
+            // would raise SIGBUS: the known cost of mapping files.)
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                let _ = map.advise(memmap2::Advice::Sequential);
+                return Ok(Bytes::Mapped(map));
+            }
+        }
+        // Empty, or not mappable (a pipe, /dev/stdin): read it.
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut data)?;
+        Ok(Bytes::Owned(data))
+    }
+}
+
 /// An opened capture file, ready to be read.
 #[derive(Debug)]
 pub struct PcapSource {
     path: PathBuf,
-    data: Vec<u8>,
+    data: Bytes,
     counters: Arc<PcapCounters>,
     /// Replay at the recorded pace times this factor (`--replay`).
     speed: Option<f64>,
@@ -173,15 +211,20 @@ pub struct PcapSource {
 
 impl PcapSource {
     pub fn open(path: &Path) -> Result<Self, PcapFileError> {
-        let data = std::fs::read(path).map_err(|source| PcapFileError::Open {
+        let data = Bytes::open(path).map_err(|source| PcapFileError::Open {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_bytes(path, data)
+        Self::checked(path, data)
     }
 
     /// A capture already in memory; `path` only names it in messages.
     pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<Self, PcapFileError> {
+        Self::checked(path, Bytes::Owned(data))
+    }
+
+    /// Refuses what is not a capture file, by its magic number.
+    fn checked(path: &Path, data: Bytes) -> Result<Self, PcapFileError> {
         let magic = data
             .get(..4)
             .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
