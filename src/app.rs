@@ -217,7 +217,13 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     let stop = StopFlag::new();
     install_signal_handler(stop.clone())?;
-    let capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
+    let live = !matches!(source, Source::Pcap(_));
+    let mut capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
+    if !live {
+        // A file's reader waits for the consumer: a deep queue would only
+        // hold packets in memory, not absorb bursts.
+        capacity = capacity.min(8);
+    }
     let (sink, rx, dropped) = pipeline::channel(capacity);
     let started = Instant::now();
     let plan = Plan {
@@ -225,7 +231,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         config: args.aggregate_config(),
         count: args.count,
         deadline: args.duration.map(|d| started + d),
-        live: !matches!(source, Source::Pcap(_)),
+        live,
         stop: &stop,
     };
     // Capture thread → aggregator thread (this one when headless) → the
