@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::aggregate::{Aggregator, Config};
 use crate::capture::SourceCounters;
@@ -140,9 +140,9 @@ impl Dashboard {
             .map(|(k, n)| (k.to_string(), n))
             .collect();
         let view = dashboard::view(&agg.snapshot(), &self.meta, lost);
-        if let Err(TrySendError::Disconnected(_)) = self.views.try_send(view) {
-            // The UI has gone; nothing more to show.
-        }
+        // Full: the UI has not taken the last one yet, and will get the
+        // next. Disconnected: the UI has gone. Neither is an error.
+        let _ = self.views.try_send(view);
         self.last = Some(Instant::now());
         self.last_events = agg.events();
     }
