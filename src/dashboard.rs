@@ -85,9 +85,9 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
             .map(|p| PeerView {
                 requester: p.requester.to_string(),
                 responder: p.responder.to_string(),
-                requests: p.requests,
-                replies: p.replies,
-                lost: p.lost,
+                requests: p.counts.requests,
+                replies: p.counts.replies,
+                lost: p.counts.lost,
                 loss_pct: p.loss_pct,
                 rtt_min_us: p.rtt.as_ref().map(|r| r.min_us),
                 rtt_avg_us: p.rtt.as_ref().map(|r| r.avg_us),

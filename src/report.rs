@@ -76,10 +76,10 @@ pub fn text(s: &Snapshot) -> String {
                 "icmpmon:   {} -> {}: {} req, {} rep, {} lost ({loss}), {} late; {rtt}{}",
                 p.requester,
                 p.responder,
-                p.requests,
-                p.replies,
-                p.lost,
-                p.late,
+                p.counts.requests,
+                p.counts.replies,
+                p.counts.lost,
+                p.counts.late,
                 if flags.is_empty() {
                     String::new()
                 } else {

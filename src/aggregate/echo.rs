@@ -92,15 +92,29 @@ impl Pending {
     }
 }
 
-/// Counters of one peer pair.
-#[derive(Debug, Clone, Default)]
-pub struct PeerStats {
+/// Echo counters of one peer pair (kept here, shown as is in snapshots).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PeerCounts {
     pub requests: u64,
     pub replies: u64,
     pub lost: u64,
     pub late: u64,
     pub duplicate_replies: u64,
     pub unsolicited: u64,
+}
+
+impl PeerCounts {
+    /// lost / (replies + lost), in percent; `None` before any outcome.
+    pub fn loss_pct(&self) -> Option<f64> {
+        let decided = self.replies + self.lost;
+        (decided > 0).then(|| self.lost as f64 * 100.0 / decided as f64)
+    }
+}
+
+/// What is kept of one peer pair.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    pub counts: PeerCounts,
     pub first_ns: u64,
     pub last_ns: u64,
     pub rtt: RttStats,
@@ -204,7 +218,7 @@ impl EchoTracker {
         self.totals.lost += 1;
         self.totals.pending -= 1;
         if let Some(peer) = self.peers.peek_mut(&key.peer) {
-            peer.lost += 1;
+            peer.counts.lost += 1;
         }
         self.expired.put(key, ());
     }
@@ -256,7 +270,7 @@ impl EchoTracker {
         };
         self.totals.requests += 1;
         self.totals.pending += 1;
-        self.peer(peer, ts_ns).requests += 1;
+        self.peer(peer, ts_ns).counts.requests += 1;
         // Full: the oldest request makes room (counted lost if unanswered).
         let lost = self.totals.lost;
         while self.pending.len() >= self.max_pending && !self.arrivals.is_empty() {
@@ -282,17 +296,17 @@ impl EchoTracker {
         let Some(p) = self.pending.get_mut(&key) else {
             if self.expired.contains(&key) {
                 self.totals.late += 1;
-                self.peer(peer, ts_ns).late += 1;
+                self.peer(peer, ts_ns).counts.late += 1;
             } else {
                 self.totals.unsolicited += 1;
-                self.peer(peer, ts_ns).unsolicited += 1;
+                self.peer(peer, ts_ns).counts.unsolicited += 1;
             }
             return None;
         };
         let bit = 1 << dir_index(dir);
         if p.replies & bit != 0 || (dir == Direction::Unknown && p.answered()) {
             self.totals.duplicate_replies += 1;
-            self.peer(peer, ts_ns).duplicate_replies += 1;
+            self.peer(peer, ts_ns).counts.duplicate_replies += 1;
             return None;
         }
         let first = !p.answered();
@@ -313,7 +327,7 @@ impl EchoTracker {
         }
         let stats = self.peer(peer, ts_ns);
         if first {
-            stats.replies += 1;
+            stats.counts.replies += 1;
         }
         if sample {
             stats.rtt.add(super::ns_to_us(rtt_ns));

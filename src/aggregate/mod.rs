@@ -375,7 +375,7 @@ mod tests {
             let e = agg.echo.totals();
             prop_assert_eq!(e.pending, 0);
             prop_assert_eq!(e.requests, e.answered + e.lost);
-            let peers: u64 = agg.snapshot().peers.iter().map(|p| p.requests).sum();
+            let peers: u64 = agg.snapshot().peers.iter().map(|p| p.counts.requests).sum();
             prop_assert_eq!(peers, e.requests);
         }
 

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::anomaly::{Flag, FlagKind};
-use super::echo::{EchoTotals, PeerKey};
+use super::echo::{EchoTotals, PeerCounts, PeerKey};
 use super::errors::FlowKey;
 use super::rates::WindowRates;
 use super::rtt::RttSummary;
@@ -40,13 +40,9 @@ impl KindRow {
 pub struct PeerRow {
     pub requester: IpAddr,
     pub responder: IpAddr,
-    pub requests: u64,
-    pub replies: u64,
-    pub lost: u64,
-    pub late: u64,
-    pub duplicate_replies: u64,
-    pub unsolicited: u64,
-    /// lost / (replies + lost), in percent; `None` before any outcome.
+    #[serde(flatten)]
+    pub counts: PeerCounts,
+    /// `PeerCounts::loss_pct`.
     pub loss_pct: Option<f64>,
     pub rtt: Option<RttSummary>,
     pub first_ns: u64,
@@ -165,8 +161,9 @@ impl Aggregator {
             .map(|(k, p)| peer_row(k, p, &flagged))
             .collect();
         peers.sort_by(|a, b| {
-            b.requests
-                .cmp(&a.requests)
+            b.counts
+                .requests
+                .cmp(&a.counts.requests)
                 .then((a.requester, a.responder).cmp(&(b.requester, b.responder)))
         });
 
@@ -255,7 +252,6 @@ fn peer_row(
     p: &super::echo::PeerStats,
     flagged: &HashMap<&str, Vec<FlagKind>>,
 ) -> PeerRow {
-    let decided = p.replies + p.lost;
     let mut flags: Vec<FlagKind> = [
         k.requester.to_string(),
         format!("{} -> {}", k.requester, k.responder),
@@ -270,13 +266,8 @@ fn peer_row(
     PeerRow {
         requester: k.requester,
         responder: k.responder,
-        requests: p.requests,
-        replies: p.replies,
-        lost: p.lost,
-        late: p.late,
-        duplicate_replies: p.duplicate_replies,
-        unsolicited: p.unsolicited,
-        loss_pct: (decided > 0).then(|| p.lost as f64 * 100.0 / decided as f64),
+        counts: p.counts,
+        loss_pct: p.counts.loss_pct(),
         rtt: p.rtt.summary(),
         first_ns: p.first_ns,
         last_ns: p.last_ns,
