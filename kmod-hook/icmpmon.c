@@ -4,18 +4,24 @@
  * compact records and unicast them in batches, over generic netlink, to the
  * processes that registered.  ABI: include/uapi/icmpmon.h.
  *
- * Locking:
+ * Locking and lifetimes:
  *  - icmpmon_mutex serialises every change to a namespace's subscriber
- *    table and its hook registration (REGISTER, CLOSE, URELEASE, pre_exit);
- *  - the hooks find subscribers under RCU (nf_hook_slow holds it);
- *  - sub->lock (BH-safe) guards a subscriber's batch, sequence and loss
- *    counters; batches are sent under it so SEQ order is delivery order.
+ *    table and its hook registration (REGISTER, CLOSE, URELEASE, unload).
+ *  - The hooks find subscribers under RCU (nf_hook_slow() holds it).  A
+ *    subscriber leaves its table, is marked dead, and is touched by nobody
+ *    else once its timer is stopped and an RCU grace period has passed.
+ *  - sub->lock (BH-safe) guards the batch being filled.  A full batch is
+ *    queued on sub->out; whoever holds the SENDING bit unicasts the queue in
+ *    order with no lock held, so SEQ order is delivery order and no CPU
+ *    waits for netlink under a lock.
+ *  - Counters are per CPU and summed when read.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/module.h>
 #include <linux/kernel.h>
+#include <linux/version.h>
 #include <linux/skbuff.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -27,33 +33,96 @@
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
 #include <linux/timer.h>
-#include <linux/atomic.h>
+#include <linux/percpu.h>
+#include <linux/u64_stats_sync.h>
 #include <linux/rcupdate.h>
 #include <linux/mutex.h>
+#include <linux/rwsem.h>
+#include <linux/uidgid.h>
+#include <linux/fs.h>
+#include <linux/net.h>
 #include <net/genetlink.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
+#include <net/sock.h>
 #include <net/ipv6.h>
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV4)
 #include <net/netfilter/ipv4/nf_defrag_ipv4.h>
-#endif
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV6)
 #include <net/netfilter/ipv6/nf_defrag_ipv6.h>
-#endif
 
 #include "include/uapi/icmpmon.h"
 
+/* ---- compatibility with older kernels ---- */
+
+/* from_timer() was renamed in 6.16 and the old name removed. */
+#ifndef timer_container_of
+#define timer_container_of(var, t, field) from_timer(var, t, field)
+#endif
+
+/* timer_delete_sync() came with 6.2, and reached 6.1 stable at 6.1.158. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 158)
+#define timer_delete_sync(t) del_timer_sync(t)
+#endif
+
+/*
+ * Test builds only (tests/vm/run.sh): records as a later version would
+ * send them, with this many more header bytes, to show that readers skip
+ * header fields they do not know.  Zero in every real build.
+ */
+#ifndef ICMPMON_TEST_HDR_EXTRA
+#define ICMPMON_TEST_HDR_EXTRA 0
+#endif
+#define ICMPMON_REC_HDR_LEN (sizeof(struct icmpmon_rec) + ICMPMON_TEST_HDR_EXTRA)
+
 #define ICMPMON_SUBS_LIMIT 16
+#define ICMPMON_HOOK_MASK_ALL (ICMPMON_HOOK_F_PRE_ROUTING | ICMPMON_HOOK_F_LOCAL_OUT)
+#define ICMPMON_FAMILY_MASK_ALL (ICMPMON_FAMILY_F_IPV4 | ICMPMON_FAMILY_F_IPV6)
 
 static unsigned int max_subscribers = 8;
 module_param(max_subscribers, uint, 0444);
 MODULE_PARM_DESC(max_subscribers,
 		 "subscribers per network namespace (1-16, default 8)");
 
+/* Per-CPU counters; the names are those of STATS and /proc/net/icmpmon. */
+enum icmpmon_stat {
+	ICMPMON_STAT_PACKETS,
+	ICMPMON_STAT_SEEN,
+	ICMPMON_STAT_DELIVERED,
+	ICMPMON_STAT_LOST_NOBUFS,
+	ICMPMON_STAT_LOST_NOMEM,
+	ICMPMON_STAT_LOST_CLOSED,
+	ICMPMON_STAT_LOST_OTHER,
+	ICMPMON_STAT_TRUNCATED,
+	__ICMPMON_STAT_MAX,
+};
+
+static const struct {
+	int attr;
+	const char *name;
+} icmpmon_stat_names[__ICMPMON_STAT_MAX] = {
+	[ICMPMON_STAT_PACKETS]	   = { ICMPMON_A_STAT_PACKETS, "packets" },
+	[ICMPMON_STAT_SEEN]	   = { ICMPMON_A_STAT_SEEN, "seen" },
+	[ICMPMON_STAT_DELIVERED]   = { ICMPMON_A_STAT_DELIVERED, "delivered" },
+	[ICMPMON_STAT_LOST_NOBUFS] = { ICMPMON_A_STAT_LOST_NOBUFS, "lost_nobufs" },
+	[ICMPMON_STAT_LOST_NOMEM]  = { ICMPMON_A_STAT_LOST_NOMEM, "lost_nomem" },
+	[ICMPMON_STAT_LOST_CLOSED] = { ICMPMON_A_STAT_LOST_CLOSED, "lost_closed" },
+	[ICMPMON_STAT_LOST_OTHER]  = { ICMPMON_A_STAT_LOST_OTHER, "lost_other" },
+	[ICMPMON_STAT_TRUNCATED]   = { ICMPMON_A_STAT_TRUNCATED, "truncated" },
+};
+
+struct icmpmon_pcpu_stats {
+	u64_stats_t v[__ICMPMON_STAT_MAX];
+	struct u64_stats_sync syncp;
+};
+
 struct icmpmon_net;
+
+enum {
+	ICMPMON_SUB_SENDING,	/* a CPU is unicasting sub->out */
+};
 
 struct icmpmon_sub {
 	struct icmpmon_net *pn;
+	struct sock *sk;		/* the registered socket, referenced */
 	u32 portid;
 	u32 hook_mask;
 	u32 family_mask;
@@ -61,38 +130,43 @@ struct icmpmon_sub {
 	u32 batch_bytes;
 	unsigned long flush_jiffies;
 
-	spinlock_t lock;		/* batch, seq, lost, dead */
+	spinlock_t lock;		/* the open batch, nomem, dead */
 	struct sk_buff *skb;		/* batch being filled, or NULL */
-	void *hdr;			/* its genetlink header */
 	struct nlattr *records;		/* its open ICMPMON_A_RECORDS */
 	u32 nrecs;			/* records in it */
-	u64 seq;			/* SEQ of the next batch */
-	u64 lost;			/* records lost since the last delivery */
+	u64 nomem;			/* records lost before the open batch */
 	bool dead;			/* unsubscribed: take no more records */
 
-	struct timer_list timer;	/* flushes a partial batch */
-	struct rcu_head rcu;
+	struct sk_buff_head out;	/* closed batches, oldest first */
+	unsigned long flags;		/* ICMPMON_SUB_* bits */
+	u64 seq;			/* SENDING holder: SEQ of the next batch */
+	u64 lost;			/* SENDING holder: lost since last delivery */
+
+	struct timer_list timer;	/* closes a partial batch */
 };
+
+/* What a closed batch carries to the sender, in skb->cb. */
+struct icmpmon_batch_cb {
+	void *hdr;			/* genetlink header, for genlmsg_end() */
+	u32 nrecs;
+	u64 nomem;			/* records lost before this batch */
+};
+
+#define ICMPMON_BATCH_CB(skb) ((struct icmpmon_batch_cb *)(skb)->cb)
 
 struct icmpmon_net {
 	struct net *net;
 	struct icmpmon_sub __rcu *subs[ICMPMON_SUBS_LIMIT];
-	unsigned int nsubs;		/* icmpmon_mutex */
+	unsigned int nsubs;		/* icmpmon_mutex; read locklessly */
 	bool hooks_on;			/* icmpmon_mutex */
-
-	atomic64_t packets;
-	atomic64_t seen;
-	atomic64_t delivered;
-	atomic64_t lost_nobufs;
-	atomic64_t lost_nomem;
-	atomic64_t lost_closed;
-	atomic64_t truncated;
+	struct icmpmon_pcpu_stats __percpu *stats;
 };
 
 /* What the hook learned about one packet; shared by every subscriber. */
 struct icmpmon_pkt {
 	const struct sk_buff *skb;
-	u64 ts_ns;
+	u64 ts_real_ns;
+	u64 ts_mono_ns;
 	u32 ifindex;
 	u32 len;
 	u8 family;
@@ -114,16 +188,81 @@ static struct icmpmon_net *icmpmon_pernet(const struct net *net)
 
 static unsigned int icmpmon_rec_size(u32 caplen)
 {
-	return ALIGN(sizeof(struct icmpmon_rec) + caplen, ICMPMON_REC_ALIGN);
+	return ALIGN(ICMPMON_REC_HDR_LEN + caplen, ICMPMON_REC_ALIGN);
 }
 
-/* ---- batches (all with sub->lock held) ---- */
+/* ---- counters ---- */
 
+/* Any context but hard IRQ; BH is kept off so writers never nest. */
+static void icmpmon_stat_add(struct icmpmon_net *pn, enum icmpmon_stat s,
+			     u64 n)
+{
+	struct icmpmon_pcpu_stats *st;
+
+	local_bh_disable();
+	st = this_cpu_ptr(pn->stats);
+	u64_stats_update_begin(&st->syncp);
+	u64_stats_add(&st->v[s], n);
+	u64_stats_update_end(&st->syncp);
+	local_bh_enable();
+}
+
+/* Sums every CPU's counters; each one is read without tearing. */
+static void icmpmon_stats_read(struct icmpmon_net *pn,
+			       u64 sum[__ICMPMON_STAT_MAX])
+{
+	int cpu, i;
+
+	memset(sum, 0, sizeof(u64) * __ICMPMON_STAT_MAX);
+	for_each_possible_cpu(cpu) {
+		const struct icmpmon_pcpu_stats *st = per_cpu_ptr(pn->stats, cpu);
+		u64 v[__ICMPMON_STAT_MAX];
+		unsigned int start;
+
+		do {
+			start = u64_stats_fetch_begin(&st->syncp);
+			for (i = 0; i < __ICMPMON_STAT_MAX; i++)
+				v[i] = u64_stats_read(&st->v[i]);
+		} while (u64_stats_fetch_retry(&st->syncp, start));
+		for (i = 0; i < __ICMPMON_STAT_MAX; i++)
+			sum[i] += v[i];
+	}
+}
+
+/*
+ * Whether the registered socket is still open.  A closing socket leaves the
+ * portid table (netlink_remove()) before it is orphaned and long before the
+ * URELEASE notifier drops its subscription, and any process may bind the
+ * freed portid meanwhile, so the portid alone proves nothing.  The socket's
+ * file lost its last reference before any of that began: a zero file count
+ * means closing.  sk_callback_lock holds off sock_orphan(), and with it the
+ * freeing of the file, while we look.  What remains is the instant between
+ * this check and netlink_unicast()'s lookup, far shorter than a close and a
+ * bind().
+ */
+static bool icmpmon_sock_alive(struct sock *sk)
+{
+	struct socket *sock;
+	bool alive;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	sock = sk->sk_socket;
+	alive = !sock_flag(sk, SOCK_DEAD) && sock && sock->file &&
+		file_count(sock->file) > 0;
+	read_unlock_bh(&sk->sk_callback_lock);
+	return alive;
+}
+
+/* ---- batches ---- */
+
+/* Opens a batch with room for a record of @need bytes.  sub->lock held. */
 static int icmpmon_batch_open(struct icmpmon_sub *sub, unsigned int need)
 {
-	size_t min = NLA_HDRLEN + need + ICMPMON_BATCH_TRAILER;
+	size_t min = 2 * NLA_HDRLEN + need + ICMPMON_BATCH_TRAILER;
 	size_t want = max_t(size_t, sub->batch_bytes, min);
+	struct icmpmon_batch_cb *cb;
 	struct sk_buff *skb;
+	void *hdr;
 
 	skb = genlmsg_new(want, GFP_ATOMIC | __GFP_NOWARN);
 	if (!skb && want > min)
@@ -131,9 +270,17 @@ static int icmpmon_batch_open(struct icmpmon_sub *sub, unsigned int need)
 	if (!skb)
 		return -ENOMEM;
 
-	sub->hdr = genlmsg_put(skb, 0, 0, &icmpmon_family, 0,
-			       ICMPMON_CMD_RECORDS);
-	if (!sub->hdr) {
+	hdr = genlmsg_put(skb, 0, 0, &icmpmon_family, 0, ICMPMON_CMD_RECORDS);
+	if (!hdr) {
+		kfree_skb(skb);
+		return -ENOMEM;
+	}
+	/*
+	 * The records must start 8-byte aligned from the message: put an
+	 * empty PAD attribute first when they would not.
+	 */
+	if (!IS_ALIGNED(skb->len + NLA_HDRLEN, ICMPMON_REC_ALIGN) &&
+	    nla_put(skb, ICMPMON_A_PAD, 0, NULL)) {
 		kfree_skb(skb);
 		return -ENOMEM;
 	}
@@ -144,6 +291,8 @@ static int icmpmon_batch_open(struct icmpmon_sub *sub, unsigned int need)
 	sub->records = skb_put(skb, NLA_HDRLEN);
 	sub->records->nla_type = ICMPMON_A_RECORDS;
 	sub->records->nla_len = NLA_HDRLEN;
+	cb = ICMPMON_BATCH_CB(skb);
+	cb->hdr = hdr;
 	sub->skb = skb;
 	sub->nrecs = 0;
 	return 0;
@@ -159,63 +308,114 @@ static bool icmpmon_batch_fits(const struct icmpmon_sub *sub,
 	       attr_len + need <= U16_MAX;
 }
 
-/* Send the open batch, if any.  Never sleeps. */
-static void icmpmon_batch_send(struct icmpmon_sub *sub)
+/* Moves the open batch to the send queue.  sub->lock held. */
+static void icmpmon_batch_close(struct icmpmon_sub *sub)
 {
-	struct icmpmon_net *pn = sub->pn;
 	struct sk_buff *skb = sub->skb;
-	u32 n = sub->nrecs;
-	int err;
-
-	if (!skb)
-		return;
-	sub->skb = NULL;
-	sub->nrecs = 0;
+	struct icmpmon_batch_cb *cb = ICMPMON_BATCH_CB(skb);
 
 	sub->records->nla_len = skb_tail_pointer(skb) -
 				(unsigned char *)sub->records;
+	cb->nrecs = sub->nrecs;
+	cb->nomem = sub->nomem;
+	sub->nomem = 0;
+	sub->skb = NULL;
+	sub->nrecs = 0;
+	skb_queue_tail(&sub->out, skb);
+}
+
+/*
+ * Unicasts one closed batch.  Only the SENDING holder (or the unsubscriber,
+ * once nobody else can run) calls this, so seq and lost need no lock.
+ */
+static void icmpmon_batch_send(struct icmpmon_sub *sub, struct sk_buff *skb)
+{
+	struct icmpmon_batch_cb cb = *ICMPMON_BATCH_CB(skb);
+	struct icmpmon_net *pn = sub->pn;
+	u64 lost = sub->lost + cb.nomem;
+	enum icmpmon_stat fate;
+	int err;
+
+	/* Receivers read NETLINK_CB() from the same bytes. */
+	memset(skb->cb, 0, sizeof(skb->cb));
 	if (nla_put_u64_64bit(skb, ICMPMON_A_SEQ, sub->seq, ICMPMON_A_PAD) ||
-	    nla_put_u64_64bit(skb, ICMPMON_A_LOST, sub->lost, ICMPMON_A_PAD)) {
+	    nla_put_u64_64bit(skb, ICMPMON_A_LOST, lost, ICMPMON_A_PAD)) {
 		/* Cannot happen: the trailer room was kept free. */
 		WARN_ON_ONCE(1);
 		kfree_skb(skb);
-		sub->lost += n;
-		atomic64_add(n, &pn->lost_nomem);
+		sub->lost = lost + cb.nrecs;
+		icmpmon_stat_add(pn, ICMPMON_STAT_LOST_NOMEM, cb.nrecs);
 		return;
 	}
-	genlmsg_end(skb, sub->hdr);
+	genlmsg_end(skb, cb.hdr);
 	sub->seq++;
 
-	/* Non-blocking; the skb is consumed either way. */
-	err = genlmsg_unicast(pn->net, skb, sub->portid);
-	if (err) {
-		sub->lost += n;
-		atomic64_add(n, &pn->lost_nobufs);
+	/* Never to a portid that another process may have taken over. */
+	if (!icmpmon_sock_alive(sub->sk)) {
+		kfree_skb(skb);
+		err = -ECONNREFUSED;
 	} else {
-		sub->lost = 0;
-		atomic64_add(n, &pn->delivered);
+		/* Non-blocking; the skb is consumed either way. */
+		err = genlmsg_unicast(pn->net, skb, sub->portid);
 	}
+	switch (err) {
+	case 0:
+		sub->lost = 0;
+		fate = ICMPMON_STAT_DELIVERED;
+		break;
+	case -EAGAIN:		/* receive buffer full (MSG_DONTWAIT) */
+	case -ENOBUFS:
+		fate = ICMPMON_STAT_LOST_NOBUFS;
+		break;
+	case -ECONNREFUSED:	/* socket gone */
+		fate = ICMPMON_STAT_LOST_CLOSED;
+		break;
+	default:
+		fate = ICMPMON_STAT_LOST_OTHER;
+		break;
+	}
+	if (err)
+		sub->lost = lost + cb.nrecs;
+	icmpmon_stat_add(pn, fate, cb.nrecs);
 }
 
-/* Drop the open batch without sending it (its socket is gone). */
-static void icmpmon_batch_discard(struct icmpmon_sub *sub)
+/*
+ * Sends every queued batch, unless another CPU already is (it sends ours
+ * too).  Called without sub->lock, from a hook, the timer or process
+ * context; BH stays off so a sender is never preempted by a hook on its CPU.
+ */
+static void icmpmon_sub_drain(struct icmpmon_sub *sub)
 {
-	if (!sub->skb)
-		return;
-	atomic64_add(sub->nrecs, &sub->pn->lost_closed);
-	kfree_skb(sub->skb);
-	sub->skb = NULL;
-	sub->nrecs = 0;
+	struct sk_buff *skb;
+
+	local_bh_disable();
+	do {
+		/* Orders our skb_queue_tail() before the test (see below). */
+		smp_mb__before_atomic();
+		if (test_and_set_bit_lock(ICMPMON_SUB_SENDING, &sub->flags))
+			break;
+		while ((skb = skb_dequeue(&sub->out)))
+			icmpmon_batch_send(sub, skb);
+		clear_bit_unlock(ICMPMON_SUB_SENDING, &sub->flags);
+		/* A batch queued while we held the bit was left to us. */
+		smp_mb__after_atomic();
+	} while (!skb_queue_empty_lockless(&sub->out));
+	local_bh_enable();
 }
 
 static void icmpmon_sub_timer(struct timer_list *t)
 {
-	struct icmpmon_sub *sub = from_timer(sub, t, timer);
+	struct icmpmon_sub *sub = timer_container_of(sub, t, timer);
+	bool queued = false;
 
 	spin_lock_bh(&sub->lock);
-	if (!sub->dead)
-		icmpmon_batch_send(sub);
+	if (!sub->dead && sub->skb) {
+		icmpmon_batch_close(sub);
+		queued = true;
+	}
 	spin_unlock_bh(&sub->lock);
+	if (queued)
+		icmpmon_sub_drain(sub);
 }
 
 static void icmpmon_sub_record(struct icmpmon_sub *sub,
@@ -225,43 +425,51 @@ static void icmpmon_sub_record(struct icmpmon_sub *sub,
 	u32 caplen = min(pkt->len, sub->snaplen);
 	unsigned int need = icmpmon_rec_size(caplen);
 	struct icmpmon_rec *rec;
+	u8 *data;
+	bool queued = false;
 
 	spin_lock_bh(&sub->lock);
 	if (sub->dead)
 		goto out;
-	atomic64_inc(&pn->seen);
+	icmpmon_stat_add(pn, ICMPMON_STAT_SEEN, 1);
 
-	if (sub->skb && !icmpmon_batch_fits(sub, need))
-		icmpmon_batch_send(sub);
+	if (sub->skb && !icmpmon_batch_fits(sub, need)) {
+		icmpmon_batch_close(sub);
+		queued = true;
+	}
 	if (!sub->skb) {
 		if (icmpmon_batch_open(sub, need)) {
-			sub->lost++;
-			atomic64_inc(&pn->lost_nomem);
+			sub->nomem++;
+			icmpmon_stat_add(pn, ICMPMON_STAT_LOST_NOMEM, 1);
 			goto out;
 		}
 		mod_timer(&sub->timer, jiffies + sub->flush_jiffies);
 	}
 
-	rec = skb_put(sub->skb, need);
-	memset(rec, 0, sizeof(*rec));
-	rec->ts_ns = pkt->ts_ns;
-	rec->ifindex = pkt->ifindex;
+	rec = skb_put_zero(sub->skb, need);
+	rec->hdr_len = ICMPMON_REC_HDR_LEN;
 	rec->caplen = caplen;
-	rec->origlen = min_t(u32, pkt->len, U16_MAX);
+	rec->origlen = pkt->len;
+	rec->ifindex = pkt->ifindex;
 	rec->family = pkt->family;
 	rec->hook = pkt->hook;
+	rec->ts_real_ns = pkt->ts_real_ns;
+	rec->ts_mono_ns = pkt->ts_mono_ns;
 	if (caplen < pkt->len) {
 		rec->flags |= ICMPMON_REC_F_TRUNCATED;
-		atomic64_inc(&pn->truncated);
+		icmpmon_stat_add(pn, ICMPMON_STAT_TRUNCATED, 1);
 	}
-	if (skb_copy_bits(pkt->skb, skb_network_offset(pkt->skb), rec + 1,
-			  caplen))
-		memset(rec + 1, 0, caplen);	/* cannot happen: len checked */
-	memset((u8 *)(rec + 1) + caplen, 0,
-	       need - sizeof(*rec) - caplen);
+	data = (u8 *)rec + ICMPMON_REC_HDR_LEN;
+	if (ICMPMON_TEST_HDR_EXTRA)
+		memset(rec + 1, 0xa5, ICMPMON_TEST_HDR_EXTRA);
+	/* Cannot fail: caplen is within the packet. */
+	WARN_ON_ONCE(skb_copy_bits(pkt->skb, skb_network_offset(pkt->skb),
+				   data, caplen));
 	sub->nrecs++;
 out:
 	spin_unlock_bh(&sub->lock);
+	if (queued)
+		icmpmon_sub_drain(sub);
 }
 
 /* ---- netfilter hooks ---- */
@@ -304,7 +512,7 @@ static unsigned int icmpmon_nf_hook(void *priv, struct sk_buff *skb,
 
 	if (!icmpmon_is_icmp(skb, state->pf))
 		return NF_ACCEPT;
-	atomic64_inc(&pn->packets);
+	icmpmon_stat_add(pn, ICMPMON_STAT_PACKETS, 1);
 
 	if (state->hook == NF_INET_PRE_ROUTING) {
 		pkt.hook = ICMPMON_HOOK_PRE_ROUTING;
@@ -316,7 +524,8 @@ static unsigned int icmpmon_nf_hook(void *priv, struct sk_buff *skb,
 	pkt.family = state->pf == NFPROTO_IPV4 ? ICMPMON_REC_FAMILY_IPV4 :
 						 ICMPMON_REC_FAMILY_IPV6;
 	pkt.skb = skb;
-	pkt.ts_ns = ktime_get_real_ns();
+	pkt.ts_real_ns = ktime_get_real_ns();
+	pkt.ts_mono_ns = ktime_get_ns();
 	pkt.ifindex = dev ? dev->ifindex : 0;
 	pkt.len = skb->len - skb_network_offset(skb);
 	hook_bit = BIT(pkt.hook);
@@ -334,7 +543,10 @@ static unsigned int icmpmon_nf_hook(void *priv, struct sk_buff *skb,
 	return NF_ACCEPT;
 }
 
-/* After defragmentation, so one ICMP message is one record. */
+/*
+ * After defragmentation, so one ICMP message is one record.  LOCAL_OUT sees
+ * a packet before SNAT and before rerouting by later hooks.
+ */
 static const struct nf_hook_ops icmpmon_nf_ops[] = {
 	{
 		.hook		= icmpmon_nf_hook,
@@ -364,7 +576,9 @@ static const struct nf_hook_ops icmpmon_nf_ops[] = {
 
 /*
  * Hooks (and defragmentation) are on in a namespace only while it has
- * subscribers, so an idle module costs nothing per packet.
+ * subscribers, so an idle module costs nothing per packet.  Turning
+ * defragmentation on changes forwarding in that namespace as conntrack
+ * does: fragments are reassembled (and refragmented) on their way through.
  */
 static int icmpmon_hooks_on(struct icmpmon_net *pn)
 {
@@ -373,16 +587,12 @@ static int icmpmon_hooks_on(struct icmpmon_net *pn)
 	lockdep_assert_held(&icmpmon_mutex);
 	if (pn->hooks_on)
 		return 0;
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV4)
 	err = nf_defrag_ipv4_enable(pn->net);
 	if (err)
 		return err;
-#endif
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV6)
 	err = nf_defrag_ipv6_enable(pn->net);
 	if (err)
 		goto err_v4;
-#endif
 	err = nf_register_net_hooks(pn->net, icmpmon_nf_ops,
 				    ARRAY_SIZE(icmpmon_nf_ops));
 	if (err)
@@ -391,13 +601,9 @@ static int icmpmon_hooks_on(struct icmpmon_net *pn)
 	return 0;
 
 err_v6:
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV6)
 	nf_defrag_ipv6_disable(pn->net);
 err_v4:
-#endif
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV4)
 	nf_defrag_ipv4_disable(pn->net);
-#endif
 	return err;
 }
 
@@ -406,15 +612,14 @@ static void icmpmon_hooks_off(struct icmpmon_net *pn)
 	lockdep_assert_held(&icmpmon_mutex);
 	if (!pn->hooks_on)
 		return;
-	/* Returns after every running hook has finished. */
+	/*
+	 * Hooks still running finish under RCU; callers wait for a grace
+	 * period before freeing anything a hook can reach.
+	 */
 	nf_unregister_net_hooks(pn->net, icmpmon_nf_ops,
 				ARRAY_SIZE(icmpmon_nf_ops));
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV6)
 	nf_defrag_ipv6_disable(pn->net);
-#endif
-#if IS_ENABLED(CONFIG_NF_DEFRAG_IPV4)
 	nf_defrag_ipv4_disable(pn->net);
-#endif
 	pn->hooks_on = false;
 }
 
@@ -439,6 +644,8 @@ static void icmpmon_send_bye(struct icmpmon_sub *sub, u32 reason)
 	struct sk_buff *skb;
 	void *hdr;
 
+	if (!icmpmon_sock_alive(sub->sk))
+		return;
 	skb = genlmsg_new(nla_total_size(sizeof(u32)), GFP_KERNEL);
 	if (!skb)
 		return;
@@ -454,37 +661,65 @@ static void icmpmon_send_bye(struct icmpmon_sub *sub, u32 reason)
 enum icmpmon_unsub_how {
 	ICMPMON_UNSUB_FLUSH,	/* CLOSE: deliver what is pending */
 	ICMPMON_UNSUB_DISCARD,	/* socket released: nobody to deliver to */
-	ICMPMON_UNSUB_BYE,	/* kernel side going away: flush, then BYE */
+	ICMPMON_UNSUB_BYE,	/* module going away: flush, then BYE */
 };
 
 /*
- * Take slot @i out of the table and free its subscriber once no hook can
- * still see it.  Turns the hooks off with the last subscriber.
+ * Takes slot @i out of the table, delivers or drops what it still holds and
+ * frees it.  Turns the hooks off with the last subscriber.  Sleeps.
  */
 static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
-				enum icmpmon_unsub_how how, u32 reason)
+				enum icmpmon_unsub_how how)
 {
 	struct icmpmon_sub *sub = rcu_dereference_protected(pn->subs[i],
 				lockdep_is_held(&icmpmon_mutex));
+	struct sk_buff *skb;
 
 	RCU_INIT_POINTER(pn->subs[i], NULL);
-	WRITE_ONCE(pn->nsubs, pn->nsubs - 1);	/* read locklessly by /proc */
+	WRITE_ONCE(pn->nsubs, pn->nsubs - 1);
 
 	/* A hook that found @sub before the store sees dead and backs off. */
 	spin_lock_bh(&sub->lock);
 	sub->dead = true;
-	if (how == ICMPMON_UNSUB_DISCARD)
-		icmpmon_batch_discard(sub);
-	else
-		icmpmon_batch_send(sub);
+	if (sub->skb)
+		icmpmon_batch_close(sub);
 	spin_unlock_bh(&sub->lock);
 	timer_delete_sync(&sub->timer);
-
-	if (how == ICMPMON_UNSUB_BYE)
-		icmpmon_send_bye(sub, reason);
 	if (!pn->nsubs)
 		icmpmon_hooks_off(pn);
-	kfree_rcu(sub, rcu);
+	/*
+	 * Hooks run under RCU and finish their sending inside it; the timer is
+	 * stopped.  After this grace period nothing else touches @sub.
+	 */
+	synchronize_rcu();
+
+	while ((skb = __skb_dequeue(&sub->out))) {
+		if (how == ICMPMON_UNSUB_DISCARD) {
+			icmpmon_stat_add(pn, ICMPMON_STAT_LOST_CLOSED,
+					 ICMPMON_BATCH_CB(skb)->nrecs);
+			kfree_skb(skb);
+		} else {
+			icmpmon_batch_send(sub, skb);
+		}
+	}
+	if (how == ICMPMON_UNSUB_BYE)
+		icmpmon_send_bye(sub, ICMPMON_BYE_UNLOAD);
+	sock_put(sub->sk);
+	kfree(sub);
+}
+
+/* Ends every subscription of a namespace and turns its hooks off. */
+static void icmpmon_net_clear(struct net *net, enum icmpmon_unsub_how how)
+{
+	struct icmpmon_net *pn = icmpmon_pernet(net);
+	int i;
+
+	mutex_lock(&icmpmon_mutex);
+	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++)
+		if (rcu_access_pointer(pn->subs[i]))
+			icmpmon_unsubscribe(pn, i, how);
+	icmpmon_hooks_off(pn);
+	mutex_unlock(&icmpmon_mutex);
 }
 
 /* ---- generic netlink commands ---- */
@@ -498,7 +733,7 @@ static struct netlink_range_validation icmpmon_batch_range __ro_after_init = {
 	.max = ICMPMON_BATCH_BYTES_MAX,
 };
 
-static const struct nla_policy icmpmon_policy[ICMPMON_A_MAX + 1] = {
+static const struct nla_policy icmpmon_register_policy[ICMPMON_A_MAX + 1] = {
 	[ICMPMON_A_HOOK_MASK]	= NLA_POLICY_MASK(NLA_U32,
 						  ICMPMON_HOOK_MASK_ALL),
 	[ICMPMON_A_FAMILY_MASK]	= NLA_POLICY_MASK(NLA_U32,
@@ -511,12 +746,13 @@ static const struct nla_policy icmpmon_policy[ICMPMON_A_MAX + 1] = {
 	[ICMPMON_A_FLUSH_MS]	= NLA_POLICY_RANGE(NLA_U32,
 						   ICMPMON_FLUSH_MS_MIN,
 						   ICMPMON_FLUSH_MS_MAX),
-	/* Kernel -> user only: refused if a request carries them. */
-	[ICMPMON_A_SEQ]		= { .type = NLA_REJECT },
-	[ICMPMON_A_LOST]	= { .type = NLA_REJECT },
-	[ICMPMON_A_RECORDS]	= { .type = NLA_REJECT },
-	[ICMPMON_A_BYE_REASON]	= { .type = NLA_REJECT },
 };
+
+/*
+ * CLOSE and STATS take no attribute: with strict validation every entry
+ * left NLA_UNSPEC is refused ("Unsupported attribute").
+ */
+static const struct nla_policy icmpmon_noattr_policy[ICMPMON_A_MAX + 1] = {};
 
 static u32 icmpmon_attr_u32(struct genl_info *info, int type, u32 def)
 {
@@ -531,9 +767,12 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 	int slot = -1, err;
 
 	sub = kzalloc(sizeof(*sub), GFP_KERNEL);
-	if (!sub)
+	if (!sub) {
+		NL_SET_ERR_MSG(info->extack, "out of memory");
 		return -ENOMEM;
+	}
 	sub->pn = pn;
+	sub->sk = NETLINK_CB(skb).sk;
 	sub->portid = info->snd_portid;
 	sub->hook_mask = icmpmon_attr_u32(info, ICMPMON_A_HOOK_MASK,
 					  ICMPMON_HOOK_MASK_ALL);
@@ -547,6 +786,7 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 		icmpmon_attr_u32(info, ICMPMON_A_FLUSH_MS,
 				 ICMPMON_FLUSH_MS_DEFAULT)));
 	spin_lock_init(&sub->lock);
+	skb_queue_head_init(&sub->out);
 	timer_setup(&sub->timer, icmpmon_sub_timer, 0);
 
 	if (!sub->hook_mask) {
@@ -568,6 +808,12 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 	if (icmpmon_unloading) {
 		NL_SET_ERR_MSG(info->extack, "icmpmon module is unloading");
 		err = -ESHUTDOWN;
+		goto err_unlock;
+	}
+	/* Closing already: its URELEASE may have run before we got here. */
+	if (!icmpmon_sock_alive(sub->sk)) {
+		NL_SET_ERR_MSG(info->extack, "this socket is closing");
+		err = -ECONNREFUSED;
 		goto err_unlock;
 	}
 	if (icmpmon_sub_find(pn, sub->portid) >= 0) {
@@ -592,6 +838,8 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 		NL_SET_ERR_MSG(info->extack, "cannot register netfilter hooks");
 		goto err_unlock;
 	}
+	/* Released with the subscription; URELEASE comes before it dies. */
+	sock_hold(sub->sk);
 	WRITE_ONCE(pn->nsubs, pn->nsubs + 1);
 	rcu_assign_pointer(pn->subs[slot], sub);
 	mutex_unlock(&icmpmon_mutex);
@@ -604,120 +852,110 @@ err_free:
 	return err;
 }
 
+/* Ends the caller's own subscription: needs no privilege. */
 static int icmpmon_cmd_close(struct sk_buff *skb, struct genl_info *info)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(genl_info_net(info));
 	int i, err = 0;
 
 	mutex_lock(&icmpmon_mutex);
-	if (icmpmon_unloading) {
-		/* pre_exit flushes and says BYE to every subscriber. */
-		err = -ESHUTDOWN;
-		goto out;
-	}
 	i = icmpmon_sub_find(pn, info->snd_portid);
-	if (i < 0) {
+	if (i >= 0) {
+		/* The last batch reaches the socket before the ACK. */
+		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_FLUSH);
+	} else if (icmpmon_unloading) {
+		NL_SET_ERR_MSG(info->extack,
+			       "icmpmon module is unloading: wait for BYE");
+		err = -ESHUTDOWN;
+	} else {
 		NL_SET_ERR_MSG(info->extack, "this socket is not registered");
 		err = -ENOENT;
-		goto out;
 	}
-	/* The last batch reaches the socket before the ACK of this CLOSE. */
-	icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_FLUSH, 0);
-out:
 	mutex_unlock(&icmpmon_mutex);
 	return err;
 }
 
-/* The namespace counters, for STATS and /proc/net/icmpmon alike. */
-static const struct {
-	int attr;
-	const char *name;
-	size_t offset;
-} icmpmon_counters[] = {
-#define ICMPMON_COUNTER(a, f) { a, #f, offsetof(struct icmpmon_net, f) }
-	ICMPMON_COUNTER(ICMPMON_A_STAT_PACKETS, packets),
-	ICMPMON_COUNTER(ICMPMON_A_STAT_SEEN, seen),
-	ICMPMON_COUNTER(ICMPMON_A_STAT_DELIVERED, delivered),
-	ICMPMON_COUNTER(ICMPMON_A_STAT_LOST_NOBUFS, lost_nobufs),
-	ICMPMON_COUNTER(ICMPMON_A_STAT_LOST_NOMEM, lost_nomem),
-	ICMPMON_COUNTER(ICMPMON_A_STAT_LOST_CLOSED, lost_closed),
-	ICMPMON_COUNTER(ICMPMON_A_STAT_TRUNCATED, truncated),
-#undef ICMPMON_COUNTER
-};
-
-static s64 icmpmon_counter(struct icmpmon_net *pn, int i)
-{
-	return atomic64_read((atomic64_t *)((u8 *)pn + icmpmon_counters[i].offset));
-}
-
 static int icmpmon_put_stats(struct sk_buff *skb, struct icmpmon_net *pn,
-			     u32 nsubs)
+			     u32 portid)
 {
+	u64 sum[__ICMPMON_STAT_MAX];
+	bool subscribed;
+	u32 nsubs;
 	int i;
 
-	for (i = 0; i < ARRAY_SIZE(icmpmon_counters); i++)
-		if (nla_put_u64_64bit(skb, icmpmon_counters[i].attr,
-				      icmpmon_counter(pn, i), ICMPMON_A_PAD))
+	mutex_lock(&icmpmon_mutex);
+	nsubs = pn->nsubs;
+	subscribed = icmpmon_sub_find(pn, portid) >= 0;
+	mutex_unlock(&icmpmon_mutex);
+
+	icmpmon_stats_read(pn, sum);
+	for (i = 0; i < __ICMPMON_STAT_MAX; i++)
+		if (nla_put_u64_64bit(skb, icmpmon_stat_names[i].attr, sum[i],
+				      ICMPMON_A_PAD))
 			return -EMSGSIZE;
-	return nla_put_u32(skb, ICMPMON_A_STAT_SUBSCRIBERS, nsubs);
+	if (nla_put_u32(skb, ICMPMON_A_STAT_SUBSCRIBERS, nsubs) ||
+	    nla_put_u32(skb, ICMPMON_A_STAT_SUBSCRIBED, subscribed))
+		return -EMSGSIZE;
+	return 0;
 }
 
 static int icmpmon_cmd_stats(struct sk_buff *skb, struct genl_info *info)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(genl_info_net(info));
 	struct sk_buff *msg;
-	unsigned int nsubs;
 	void *hdr;
 
-	mutex_lock(&icmpmon_mutex);
-	nsubs = pn->nsubs;
-	mutex_unlock(&icmpmon_mutex);
-
 	msg = genlmsg_new(NLMSG_GOODSIZE, GFP_KERNEL);
-	if (!msg)
+	if (!msg) {
+		NL_SET_ERR_MSG(info->extack, "out of memory");
 		return -ENOMEM;
+	}
 	hdr = genlmsg_put_reply(msg, info, &icmpmon_family, 0,
 				ICMPMON_CMD_STATS);
-	if (!hdr || icmpmon_put_stats(msg, pn, nsubs)) {
+	if (!hdr || icmpmon_put_stats(msg, pn, info->snd_portid)) {
 		nlmsg_free(msg);
+		NL_SET_ERR_MSG(info->extack, "STATS reply too large");
 		return -EMSGSIZE;
 	}
 	genlmsg_end(msg, hdr);
 	return genlmsg_reply(msg, info);
 }
 
-static const struct genl_small_ops icmpmon_ops[] = {
+static const struct genl_ops icmpmon_ops[] = {
 	{
-		.cmd	= ICMPMON_CMD_REGISTER,
-		.doit	= icmpmon_cmd_register,
-		.flags	= GENL_UNS_ADMIN_PERM,
+		.cmd	 = ICMPMON_CMD_REGISTER,
+		.doit	 = icmpmon_cmd_register,
+		.policy	 = icmpmon_register_policy,
+		.maxattr = ICMPMON_A_MAX,
+		.flags	 = GENL_UNS_ADMIN_PERM,
 	},
 	{
-		.cmd	= ICMPMON_CMD_CLOSE,
-		.doit	= icmpmon_cmd_close,
-		.flags	= GENL_UNS_ADMIN_PERM,
+		.cmd	 = ICMPMON_CMD_CLOSE,
+		.doit	 = icmpmon_cmd_close,
+		.policy	 = icmpmon_noattr_policy,
+		.maxattr = ICMPMON_A_MAX,
 	},
 	{
-		/* Counters only: readable without privileges, like /proc. */
-		.cmd	= ICMPMON_CMD_STATS,
-		.doit	= icmpmon_cmd_stats,
+		/* Counters only: readable without privileges. */
+		.cmd	 = ICMPMON_CMD_STATS,
+		.doit	 = icmpmon_cmd_stats,
+		.policy	 = icmpmon_noattr_policy,
+		.maxattr = ICMPMON_A_MAX,
 	},
 };
 
 static struct genl_family icmpmon_family __ro_after_init = {
 	.name		= ICMPMON_GENL_NAME,
 	.version	= ICMPMON_GENL_VERSION,
-	.maxattr	= ICMPMON_A_MAX,
-	.policy		= icmpmon_policy,
 	.netnsok	= true,
 	.module		= THIS_MODULE,
-	.small_ops	= icmpmon_ops,
-	.n_small_ops	= ARRAY_SIZE(icmpmon_ops),
+	.ops		= icmpmon_ops,
+	.n_ops		= ARRAY_SIZE(icmpmon_ops),
 	/* Zero: header and attributes strictly validated for every op. */
 	.resv_start_op	= 0,
 };
 
-/* ---- a socket closed without CLOSE (e.g. SIGKILL) ---- */
+/* ---- a socket closed without CLOSE (e.g. SIGKILL), unload included ---- */
 
 static int icmpmon_netlink_event(struct notifier_block *nb,
 				 unsigned long event, void *ptr)
@@ -729,14 +967,12 @@ static int icmpmon_netlink_event(struct notifier_block *nb,
 	if (event != NETLINK_URELEASE || n->protocol != NETLINK_GENERIC)
 		return NOTIFY_DONE;
 
+	pn = icmpmon_pernet(n->net);
 	mutex_lock(&icmpmon_mutex);
-	if (!icmpmon_unloading) {
-		pn = icmpmon_pernet(n->net);
-		i = icmpmon_sub_find(pn, n->portid);
-		/* Its portid may be reused at once: never send to it again. */
-		if (i >= 0)
-			icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_DISCARD, 0);
-	}
+	i = icmpmon_sub_find(pn, n->portid);
+	/* Its portid may be reused at once: never send to it again. */
+	if (i >= 0)
+		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_DISCARD);
 	mutex_unlock(&icmpmon_mutex);
 	return NOTIFY_DONE;
 }
@@ -750,11 +986,12 @@ static struct notifier_block icmpmon_netlink_notifier = {
 static int icmpmon_proc_show(struct seq_file *m, void *v)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(seq_file_single_net(m));
+	u64 sum[__ICMPMON_STAT_MAX];
 	int i;
 
-	for (i = 0; i < ARRAY_SIZE(icmpmon_counters); i++)
-		seq_printf(m, "%s %lld\n", icmpmon_counters[i].name,
-			   icmpmon_counter(pn, i));
+	icmpmon_stats_read(pn, sum);
+	for (i = 0; i < __ICMPMON_STAT_MAX; i++)
+		seq_printf(m, "%s %llu\n", icmpmon_stat_names[i].name, sum[i]);
 	seq_printf(m, "subscribers %u\n", READ_ONCE(pn->nsubs));
 	return 0;
 }
@@ -764,32 +1001,44 @@ static int icmpmon_proc_show(struct seq_file *m, void *v)
 static int __net_init icmpmon_net_init(struct net *net)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(net);
+	struct proc_dir_entry *proc;
+	kuid_t root_uid;
+	kgid_t root_gid;
 
 	pn->net = net;
-	if (!proc_create_net_single("icmpmon", 0444, net->proc_net,
-				    icmpmon_proc_show, NULL))
+	pn->stats = netdev_alloc_pcpu_stats(struct icmpmon_pcpu_stats);
+	if (!pn->stats)
 		return -ENOMEM;
+	/* Like nfnetlink_log: readable by the namespace's root only. */
+	proc = proc_create_net_single("icmpmon", 0440, net->proc_net,
+				      icmpmon_proc_show, NULL);
+	if (!proc) {
+		free_percpu(pn->stats);
+		return -ENOMEM;
+	}
+	root_uid = make_kuid(net->user_ns, 0);
+	root_gid = make_kgid(net->user_ns, 0);
+	if (uid_valid(root_uid) && gid_valid(root_gid))
+		proc_set_user(proc, root_uid, root_gid);
 	return 0;
 }
 
+/*
+ * A subscriber's socket keeps its namespace alive and is unsubscribed by
+ * URELEASE when it closes, so a dying namespace has none left; clear
+ * defensively all the same.
+ */
 static void __net_exit icmpmon_net_pre_exit(struct net *net)
 {
-	struct icmpmon_net *pn = icmpmon_pernet(net);
-	u32 reason;
-	int i;
-
-	mutex_lock(&icmpmon_mutex);
-	reason = icmpmon_unloading ? ICMPMON_BYE_UNLOAD : ICMPMON_BYE_NETNS_EXIT;
-	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++)
-		if (rcu_access_pointer(pn->subs[i]))
-			icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_BYE, reason);
-	icmpmon_hooks_off(pn);
-	mutex_unlock(&icmpmon_mutex);
+	icmpmon_net_clear(net, ICMPMON_UNSUB_DISCARD);
 }
 
 static void __net_exit icmpmon_net_exit(struct net *net)
 {
+	struct icmpmon_net *pn = icmpmon_pernet(net);
+
 	remove_proc_entry("icmpmon", net->proc_net);
+	free_percpu(pn->stats);
 }
 
 static struct pernet_operations icmpmon_net_ops = {
@@ -830,15 +1079,30 @@ err_pernet:
 
 static void __exit icmpmon_exit(void)
 {
-	/* From here on REGISTER, CLOSE and URELEASE leave the tables alone. */
+	struct net *net;
+
+	/* From here on REGISTER is refused. */
 	mutex_lock(&icmpmon_mutex);
 	icmpmon_unloading = true;
 	mutex_unlock(&icmpmon_mutex);
 
-	/* Flushes, says BYE (the family is still registered), unhooks. */
-	unregister_pernet_subsys(&icmpmon_net_ops);
-	netlink_unregister_notifier(&icmpmon_netlink_notifier);
+	/*
+	 * Flush and say BYE to every subscriber while the family can still
+	 * send.  URELEASE keeps working meanwhile, so a subscriber that dies
+	 * now is dropped, never sent to.
+	 */
+	down_read(&net_rwsem);
+	for_each_net(net)
+		icmpmon_net_clear(net, ICMPMON_UNSUB_BYE);
+	up_read(&net_rwsem);
+
+	/*
+	 * nfnetlink_log's order: no command can run once the family is gone,
+	 * so no handler ever sees the per-namespace state freed last.
+	 */
 	genl_unregister_family(&icmpmon_family);
+	netlink_unregister_notifier(&icmpmon_netlink_notifier);
+	unregister_pernet_subsys(&icmpmon_net_ops);
 }
 
 module_init(icmpmon_init);

@@ -12,7 +12,7 @@ use crate::proto;
 
 const AFTER_HELP: &str = "\
 Examples:
-  sudo insmod kmod-hook/icmpmon.ko
+  make -C kmod-hook && sudo make -C kmod-hook install && sudo modprobe icmpmon
   sudo icmpmon --source kmod --csv icmp.csv          # until Ctrl-C
   sudo icmpmon --csv - --count 20                    # CSV to stdout, 20 rows
   sudo icmpmon --csv out.csv --duration 30

@@ -30,6 +30,9 @@ impl Direction {
 pub struct RawPacket {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub ts_ns: u64,
+    /// The same instant on CLOCK_MONOTONIC, where the source has it: round
+    /// trips measured on it survive wall-clock steps.
+    pub mono_ns: Option<u64>,
     pub direction: Direction,
     /// Interface index, 0 when unknown.
     pub ifindex: u32,
@@ -105,6 +108,8 @@ impl std::fmt::Display for Info {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcmpEvent {
     pub ts_ns: u64,
+    /// See `RawPacket::mono_ns`.
+    pub mono_ns: Option<u64>,
     pub direction: Direction,
     pub ifindex: u32,
     pub family: Family,
@@ -122,6 +127,13 @@ pub struct IcmpEvent {
 }
 
 impl IcmpEvent {
+    /// The clock round trips are measured on: monotonic where the source
+    /// gives it (every packet of a run comes from one source), else the
+    /// wall clock.
+    pub fn rtt_clock_ns(&self) -> u64 {
+        self.mono_ns.unwrap_or(self.ts_ns)
+    }
+
     /// The stable name of this message's type and code (CSV `kind`).
     pub fn kind(&self) -> Cow<'static, str> {
         kind_name(self.family, self.icmp_type, self.icmp_code)

@@ -277,6 +277,7 @@ pub fn parse(raw: &RawPacket) -> Result<IcmpEvent, ParseError> {
     };
     Ok(IcmpEvent {
         ts_ns: raw.ts_ns,
+        mono_ns: raw.mono_ns,
         direction: raw.direction,
         ifindex: raw.ifindex,
         family: ip.family,
@@ -300,6 +301,7 @@ mod tests {
 
     fn raw(data: Vec<u8>) -> RawPacket {
         RawPacket {
+            mono_ns: None,
             ts_ns: 1,
             direction: Direction::In,
             ifindex: 1,

@@ -109,6 +109,7 @@ mod tests {
 
     fn pkt() -> RawPacket {
         RawPacket {
+            mono_ns: None,
             ts_ns: 0,
             direction: Direction::In,
             ifindex: 0,

@@ -1,5 +1,10 @@
 //! Rust mirror of the kernel ABI in `kmod-hook/include/uapi/icmpmon.h`
-//! (version 1), and the generic netlink message type built on it.
+//! (version 2), and the generic netlink message type built on it.
+//!
+//! Only version 2 is spoken: a version-1 module is refused with a message
+//! saying to rebuild and reload it (its records lack the header length and
+//! the monotonic timestamp, and nobody runs a module older than the binary
+//! built from the same tree for long).
 //!
 //! `tests/uapi_layout.rs` compiles the C header and checks every constant,
 //! size and offset here against it: change both together.
@@ -11,7 +16,7 @@ use netlink_packet_core::{
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 
 pub const GENL_NAME: &str = "icmpmon";
-pub const GENL_VERSION: u8 = 1;
+pub const GENL_VERSION: u8 = 2;
 
 /// `enum icmpmon_cmd`
 pub mod cmd {
@@ -43,21 +48,22 @@ pub mod attr {
     pub const STAT_TRUNCATED: u16 = 16;
     pub const STAT_SUBSCRIBERS: u16 = 17;
     pub const PAD: u16 = 18;
-    pub const MAX: u16 = 18;
+    pub const STAT_LOST_OTHER: u16 = 19;
+    pub const STAT_SUBSCRIBED: u16 = 20;
+    pub const MAX: u16 = 20;
 }
 
 /// `enum icmpmon_hook`
 pub const HOOK_PRE_ROUTING: u8 = 0;
 pub const HOOK_LOCAL_OUT: u8 = 1;
-pub const HOOK_MASK_ALL: u32 = 0b11;
+pub const HOOK_F_PRE_ROUTING: u32 = 1 << HOOK_PRE_ROUTING;
+pub const HOOK_F_LOCAL_OUT: u32 = 1 << HOOK_LOCAL_OUT;
 
 pub const FAMILY_F_IPV4: u32 = 1 << 0;
 pub const FAMILY_F_IPV6: u32 = 1 << 1;
-pub const FAMILY_MASK_ALL: u32 = FAMILY_F_IPV4 | FAMILY_F_IPV6;
 
 /// `enum icmpmon_bye_reason`
 pub const BYE_UNLOAD: u32 = 1;
-pub const BYE_NETNS_EXIT: u32 = 2;
 
 pub const SNAPLEN_MIN: u32 = 64;
 pub const SNAPLEN_MAX: u32 = 4096;
@@ -72,52 +78,63 @@ pub const FLUSH_MS_DEFAULT: u32 = 5;
 pub const REC_FAMILY_IPV4: u8 = 4;
 pub const REC_FAMILY_IPV6: u8 = 6;
 pub const REC_F_TRUNCATED: u8 = 1 << 0;
-pub const REC_ALIGN: usize = 4;
+pub const REC_HDR_LEN_V2: u16 = 32;
+pub const REC_ALIGN: usize = 8;
 
-/// `struct icmpmon_rec`: host byte order, followed by `caplen` packet bytes.
+/// `struct icmpmon_rec`: host byte order, followed by `caplen` packet bytes
+/// at `hdr_len` from its start.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IcmpmonRec {
-    pub ts_ns: u64,
-    pub ifindex: u32,
+    pub hdr_len: u16,
     pub caplen: u16,
-    pub origlen: u16,
+    pub origlen: u32,
+    pub ifindex: u32,
     pub family: u8,
     pub hook: u8,
     pub flags: u8,
-    pub pad: u8,
-    pub reserved: u32,
+    pub reserved: u8,
+    pub ts_real_ns: u64,
+    pub ts_mono_ns: u64,
 }
 
 impl IcmpmonRec {
     pub const SIZE: usize = std::mem::size_of::<Self>();
 
-    /// Reads a header from the start of `buf` (no alignment needed).
+    /// Reads the version-2 fields from the start of `buf` (no alignment
+    /// needed); fields a newer module appends are left for the caller to
+    /// skip by `hdr_len`.
     pub fn read(buf: &[u8]) -> Option<Self> {
         let b = buf.get(..Self::SIZE)?;
         let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
-        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap_or_default());
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().unwrap_or_default());
         Some(Self {
-            ts_ns: u64::from_ne_bytes(b[0..8].try_into().ok()?),
+            hdr_len: u16_at(0),
+            caplen: u16_at(2),
+            origlen: u32_at(4),
             ifindex: u32_at(8),
-            caplen: u16_at(12),
-            origlen: u16_at(14),
-            family: b[16],
-            hook: b[17],
-            flags: b[18],
-            pad: b[19],
-            reserved: u32_at(20),
+            family: b[12],
+            hook: b[13],
+            flags: b[14],
+            reserved: b[15],
+            ts_real_ns: u64_at(16),
+            ts_mono_ns: u64_at(24),
         })
     }
 
-    /// Appends this header in the kernel's layout (tests and fixtures).
+    /// Appends this header in the kernel's layout, padded with zeroes to
+    /// `hdr_len` (tests and fixtures).
     pub fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.ts_ns.to_ne_bytes());
-        out.extend_from_slice(&self.ifindex.to_ne_bytes());
+        let start = out.len();
+        out.extend_from_slice(&self.hdr_len.to_ne_bytes());
         out.extend_from_slice(&self.caplen.to_ne_bytes());
         out.extend_from_slice(&self.origlen.to_ne_bytes());
-        out.extend_from_slice(&[self.family, self.hook, self.flags, self.pad]);
-        out.extend_from_slice(&self.reserved.to_ne_bytes());
+        out.extend_from_slice(&self.ifindex.to_ne_bytes());
+        out.extend_from_slice(&[self.family, self.hook, self.flags, self.reserved]);
+        out.extend_from_slice(&self.ts_real_ns.to_ne_bytes());
+        out.extend_from_slice(&self.ts_mono_ns.to_ne_bytes());
+        out.resize(out.len().max(start + usize::from(self.hdr_len)), 0);
     }
 }
 
@@ -142,7 +159,12 @@ pub fn records(buf: &[u8]) -> impl Iterator<Item = Result<(IcmpmonRec, &[u8]), R
             off = buf.len();
             return fail("record header cut short");
         };
-        let start = off + IcmpmonRec::SIZE;
+        if usize::from(rec.hdr_len) < IcmpmonRec::SIZE {
+            off = buf.len();
+            return fail("record header shorter than version 2's");
+        }
+        // Header fields this reader does not know are skipped.
+        let start = off + usize::from(rec.hdr_len);
         let Some(data) = buf.get(start..start + usize::from(rec.caplen)) else {
             off = buf.len();
             return fail("record data cut short");
@@ -167,6 +189,8 @@ pub enum IcmpmonAttr {
     /// Any u64 STATS counter, by its attribute number.
     Counter(u16, u64),
     Subscribers(u32),
+    /// STATS: whether the asking socket is a subscriber.
+    Subscribed(bool),
     Other(DefaultNla),
 }
 
@@ -175,7 +199,7 @@ impl Nla for IcmpmonAttr {
         use IcmpmonAttr::*;
         match self {
             HookMask(_) | FamilyMask(_) | Snaplen(_) | BatchBytes(_) | FlushMs(_)
-            | ByeReason(_) | Subscribers(_) => 4,
+            | ByeReason(_) | Subscribers(_) | Subscribed(_) => 4,
             Seq(_) | Lost(_) | Counter(..) => 8,
             Records(v) => v.len(),
             Other(nla) => nla.value_len(),
@@ -196,6 +220,7 @@ impl Nla for IcmpmonAttr {
             ByeReason(_) => attr::BYE_REASON,
             Counter(kind, _) => *kind,
             Subscribers(_) => attr::STAT_SUBSCRIBERS,
+            Subscribed(_) => attr::STAT_SUBSCRIBED,
             Other(nla) => nla.kind(),
         }
     }
@@ -205,6 +230,7 @@ impl Nla for IcmpmonAttr {
         match self {
             HookMask(v) | FamilyMask(v) | Snaplen(v) | BatchBytes(v) | FlushMs(v)
             | ByeReason(v) | Subscribers(v) => buf[..4].copy_from_slice(&v.to_ne_bytes()),
+            Subscribed(v) => buf[..4].copy_from_slice(&u32::from(*v).to_ne_bytes()),
             Seq(v) | Lost(v) | Counter(_, v) => buf[..8].copy_from_slice(&v.to_ne_bytes()),
             Records(v) => buf[..v.len()].copy_from_slice(v),
             Other(nla) => nla.emit_value(buf),
@@ -237,8 +263,11 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for IcmpmonAttr {
             attr::LOST => Self::Lost(nla_u64(v)?),
             attr::RECORDS => Self::Records(v.to_vec()),
             attr::BYE_REASON => Self::ByeReason(nla_u32(v)?),
-            k @ attr::STAT_PACKETS..=attr::STAT_TRUNCATED => Self::Counter(k, nla_u64(v)?),
+            k @ (attr::STAT_PACKETS..=attr::STAT_TRUNCATED | attr::STAT_LOST_OTHER) => {
+                Self::Counter(k, nla_u64(v)?)
+            }
             attr::STAT_SUBSCRIBERS => Self::Subscribers(nla_u32(v)?),
+            attr::STAT_SUBSCRIBED => Self::Subscribed(nla_u32(v)? != 0),
             _ => Self::Other(DefaultNla::parse(buf)?),
         })
     }
@@ -302,36 +331,69 @@ mod tests {
         out
     }
 
+    fn rec(ts: u64, caplen: u16) -> IcmpmonRec {
+        IcmpmonRec {
+            hdr_len: REC_HDR_LEN_V2,
+            caplen,
+            origlen: caplen.into(),
+            family: 4,
+            ts_real_ns: ts,
+            ts_mono_ns: ts + 1,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn records_walk_aligned_entries() {
-        let a = IcmpmonRec {
-            ts_ns: 1,
-            caplen: 3,
-            origlen: 3,
-            family: 4,
-            ..Default::default()
-        };
+        let a = rec(1, 3);
         let b = IcmpmonRec {
-            ts_ns: 2,
-            caplen: 4,
             origlen: 90,
             family: 6,
             hook: HOOK_LOCAL_OUT,
             flags: REC_F_TRUNCATED,
-            ..Default::default()
+            ..rec(2, 4)
         };
         let mut buf = record(a, &[1, 2, 3]);
+        assert_eq!(buf.len(), 40, "32-byte header + 3 bytes, padded to 8");
         buf.extend(record(b, &[9, 9, 9, 9]));
         let got: Vec<_> = records(&buf).collect::<Result<_, _>>().unwrap();
         assert_eq!(got, vec![(a, &[1u8, 2, 3][..]), (b, &[9u8, 9, 9, 9][..])]);
     }
 
     #[test]
+    fn records_skip_header_fields_a_newer_module_appends() {
+        // A record from a future module: 16 more header bytes (nonzero, so
+        // reading them as packet data would show), then the packet.
+        let mut newer = rec(5, 3);
+        newer.hdr_len = REC_HDR_LEN_V2 + 16;
+        let mut buf = Vec::new();
+        newer.write(&mut buf);
+        buf[IcmpmonRec::SIZE..].fill(0xee);
+        buf.extend_from_slice(&[7, 8, 9]);
+        buf.resize(buf.len().next_multiple_of(REC_ALIGN), 0);
+        let next = rec(6, 2);
+        buf.extend(record(next, &[4, 5]));
+        let got: Vec<_> = records(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, vec![(newer, &[7u8, 8, 9][..]), (next, &[4u8, 5][..])]);
+    }
+
+    #[test]
+    fn records_refuse_a_short_header_length() {
+        let mut old = rec(1, 0);
+        old.hdr_len = 24;
+        let mut buf = Vec::new();
+        old.write(&mut buf);
+        let got: Vec<_> = records(&buf).collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].as_ref().unwrap_err().what,
+            "record header shorter than version 2's"
+        );
+    }
+
+    #[test]
     fn records_report_truncation_once() {
-        let a = IcmpmonRec {
-            caplen: 40,
-            ..Default::default()
-        };
+        let a = rec(0, 40);
         let buf = record(a, &[0; 10]);
         let got: Vec<_> = records(&buf).collect();
         assert_eq!(got.len(), 1);

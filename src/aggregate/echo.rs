@@ -76,9 +76,13 @@ fn opposite(d: Direction) -> Direction {
 
 #[derive(Debug, Clone)]
 struct Pending {
-    /// When each direction's copy of the request was seen (0: not seen).
+    /// When each direction's copy of the request was seen, on the round-trip
+    /// clock (0: not seen).
     copies: [u64; 3],
+    /// Wall-clock time of the first copy: expiry order.
     first_ns: u64,
+    /// The first copy on the round-trip clock.
+    first_clock: u64,
     /// Directions of the reply copies seen (bit per `dir_index`).
     replies: u8,
     sampled: bool,
@@ -244,13 +248,23 @@ impl EchoTracker {
         }
     }
 
-    pub fn request(&mut self, src: IpAddr, dst: IpAddr, echo: &Echo, dir: Direction, ts_ns: u64) {
+    /// `ts_ns` is wall-clock time (expiry, last seen); `clock_ns` the
+    /// clock round trips are measured on (`IcmpEvent::rtt_clock_ns`).
+    pub fn request(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        echo: &Echo,
+        dir: Direction,
+        ts_ns: u64,
+        clock_ns: u64,
+    ) {
         let key = EchoKey::new(src, dst, echo);
         let peer = key.peer;
         if let Some(p) = self.pending.get_mut(&key) {
             let slot = &mut p.copies[dir_index(dir)];
             if *slot == 0 && dir != Direction::Unknown {
-                *slot = ts_ns.max(1);
+                *slot = clock_ns.max(1);
                 self.totals.copies += 1;
             } else {
                 self.totals.duplicate_requests += 1;
@@ -259,10 +273,11 @@ impl EchoTracker {
             return;
         }
         let mut copies = [0; 3];
-        copies[dir_index(dir)] = ts_ns.max(1);
+        copies[dir_index(dir)] = clock_ns.max(1);
         let entry = Pending {
             copies,
             first_ns: ts_ns,
+            first_clock: clock_ns.max(1),
             replies: 0,
             sampled: false,
             payload_len: echo.payload_len,
@@ -290,6 +305,7 @@ impl EchoTracker {
         echo: &Echo,
         dir: Direction,
         ts_ns: u64,
+        clock_ns: u64,
     ) -> Option<Paired> {
         let key = EchoKey::new(dst, src, echo);
         let peer = key.peer;
@@ -312,11 +328,11 @@ impl EchoTracker {
         let first = !p.answered();
         p.replies |= bit;
         let req_ns = match p.copies[dir_index(opposite(dir))] {
-            0 => p.first_ns,
+            0 => p.first_clock,
             t => t,
         };
-        let rtt_ns = ts_ns.saturating_sub(req_ns);
-        let sample = !p.sampled && req_ns == p.first_ns;
+        let rtt_ns = clock_ns.saturating_sub(req_ns);
+        let sample = !p.sampled && req_ns == p.first_clock;
         p.sampled |= sample;
         let mismatch = p.payload_len != echo.payload_len || p.payload_digest != echo.payload_digest;
         if first {

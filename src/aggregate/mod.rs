@@ -232,12 +232,15 @@ impl Aggregator {
     }
 
     fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) {
-        self.echo.request(ev.src, ev.dst, e, ev.direction, ev.ts_ns);
+        self.echo
+            .request(ev.src, ev.dst, e, ev.direction, ev.ts_ns, ev.rtt_clock_ns());
         self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
     }
 
     fn reply(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) -> Option<u64> {
-        let p = self.echo.reply(ev.src, ev.dst, e, ev.direction, ev.ts_ns)?;
+        let p = self
+            .echo
+            .reply(ev.src, ev.dst, e, ev.direction, ev.ts_ns, ev.rtt_clock_ns())?;
         if p.first && p.mismatch {
             self.anomalies.payload_mismatch(ev.dst, ev.src, ev.ts_ns);
         }
@@ -301,6 +304,7 @@ mod tests {
         echo: Option<(u16, u16)>,
     ) -> IcmpEvent {
         IcmpEvent {
+            mono_ns: None,
             ts_ns,
             direction: dir,
             ifindex: 0,

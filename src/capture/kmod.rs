@@ -1,11 +1,14 @@
 //! The kernel-module source: a generic netlink client of the `icmpmon`
-//! family (kmod-hook/). Resolves the family, REGISTERs this socket, turns
-//! RECORDS batches into `RawPacket`s and says CLOSE on the way out.
+//! family (kmod-hook/). Resolves the family (refusing a module that speaks
+//! another protocol version), REGISTERs this socket, turns RECORDS batches
+//! into `RawPacket`s and says CLOSE on the way out. While it runs it asks
+//! for STATS now and then, so a module that went away without its BYE
+//! reaching us (a full socket buffer) still ends the run.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_generic::ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd};
@@ -24,14 +27,28 @@ const RECV_BUFFER: usize = 256 * 1024;
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long to wait for the kernel to answer a request.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a running subscription checks that the module still has it.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long to wait for BYE when CLOSE finds the module unloading.
+const BYE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The command that loads the module with its dependencies.
+const LOAD_HINT: &str =
+    "`make -C kmod-hook && sudo make -C kmod-hook install && sudo modprobe icmpmon`";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmodError {
     #[error(
         "the icmpmon kernel module is not loaded (no generic netlink family \"icmpmon\"): \
-         load it with `sudo insmod kmod-hook/icmpmon.ko`, or use another --source"
+         load it with {LOAD_HINT}, or use another --source"
     )]
     NotLoaded,
+    #[error(
+        "the loaded icmpmon kernel module speaks protocol version {0}, this icmpmon speaks \
+         version {GENL_VERSION}: rebuild and reload the module from this tree \
+         (`sudo rmmod icmpmon`, then {LOAD_HINT})",
+        GENL_VERSION = proto::GENL_VERSION
+    )]
+    WrongVersion(u32),
     #[error(
         "registering with the icmpmon kernel module needs CAP_NET_ADMIN in this network \
          namespace: run icmpmon with sudo (or give it cap_net_admin)"
@@ -40,7 +57,7 @@ pub enum KmodError {
     #[error(
         "the icmpmon kernel module already serves its maximum number of monitors in this \
          network namespace: stop another icmpmon, or reload the module with a larger \
-         max_subscribers (e.g. `sudo insmod icmpmon.ko max_subscribers=16`)"
+         max_subscribers (e.g. `sudo modprobe icmpmon max_subscribers=16`)"
     )]
     Busy,
     #[error(transparent)]
@@ -81,8 +98,11 @@ pub struct KmodStats {
     pub lost_nobufs: u64,
     pub lost_nomem: u64,
     pub lost_closed: u64,
+    pub lost_other: u64,
     pub truncated: u64,
     pub subscribers: u32,
+    /// Whether the asking socket is a subscriber.
+    pub subscribed: bool,
 }
 
 impl KmodStats {
@@ -98,12 +118,14 @@ impl KmodStats {
                         attr::STAT_LOST_NOBUFS => &mut s.lost_nobufs,
                         attr::STAT_LOST_NOMEM => &mut s.lost_nomem,
                         attr::STAT_LOST_CLOSED => &mut s.lost_closed,
+                        attr::STAT_LOST_OTHER => &mut s.lost_other,
                         attr::STAT_TRUNCATED => &mut s.truncated,
                         _ => continue,
                     };
                     *slot = v;
                 }
                 IcmpmonAttr::Subscribers(n) => s.subscribers = n,
+                IcmpmonAttr::Subscribed(b) => s.subscribed = b,
                 _ => {}
             }
         }
@@ -111,7 +133,7 @@ impl KmodStats {
     }
 
     /// `name value` pairs in a stable order (for `icmpmon stats`).
-    pub fn fields(&self) -> [(&'static str, u64); 8] {
+    pub fn fields(&self) -> [(&'static str, u64); 9] {
         [
             ("packets", self.packets),
             ("seen", self.seen),
@@ -119,6 +141,7 @@ impl KmodStats {
             ("lost_nobufs", self.lost_nobufs),
             ("lost_nomem", self.lost_nomem),
             ("lost_closed", self.lost_closed),
+            ("lost_other", self.lost_other),
             ("truncated", self.truncated),
             ("subscribers", u64::from(self.subscribers)),
         ]
@@ -138,6 +161,8 @@ pub struct KmodCounters {
     pub socket_overruns: AtomicU64,
     /// RECORDS attributes that could not be walked to their end.
     pub bad_batches: AtomicU64,
+    /// Messages from the module that could not be decoded at all.
+    pub bad_messages: AtomicU64,
 }
 
 /// What one incoming message means to us.
@@ -153,6 +178,9 @@ enum Incoming {
     Done(u32, Option<Refusal>),
     /// ENOBUFS on receive: the socket buffer overflowed, records were lost.
     Overrun,
+    /// A message of the icmpmon family that does not decode.
+    Undecodable,
+    /// Not for us (another family, or a command we do not handle).
     Other,
 }
 
@@ -211,7 +239,7 @@ impl KmodClient {
             nlas: vec![GenlCtrlAttrs::FamilyName(proto::GENL_NAME.to_owned())],
         });
         let seq = self.send(NetlinkMessage::from(req))?;
-        let mut id = None;
+        let (mut id, mut version) = (None, None);
         loop {
             if !netlink::wait_readable(&self.sock, REPLY_TIMEOUT)? {
                 return Err(KmodError::Timeout("the family lookup"));
@@ -226,13 +254,20 @@ impl KmodClient {
                 }
                 match msg.payload {
                     NetlinkPayload::InnerMessage(m) => {
-                        id = m.payload.nlas.iter().find_map(|a| match a {
-                            GenlCtrlAttrs::FamilyId(id) => Some(*id),
-                            _ => None,
-                        });
+                        for a in &m.payload.nlas {
+                            match a {
+                                GenlCtrlAttrs::FamilyId(v) => id = Some(*v),
+                                GenlCtrlAttrs::Version(v) => version = Some(*v),
+                                _ => {}
+                            }
+                        }
                     }
                     NetlinkPayload::Error(e) if e.code.is_none() => {
-                        return id.ok_or(KmodError::NotLoaded);
+                        return match (id, version) {
+                            (None, _) => Err(KmodError::NotLoaded),
+                            (Some(id), Some(v)) if v == u32::from(proto::GENL_VERSION) => Ok(id),
+                            (Some(_), v) => Err(KmodError::WrongVersion(v.unwrap_or(0))),
+                        };
                     }
                     NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => {
                         return Err(KmodError::NotLoaded);
@@ -261,11 +296,21 @@ impl KmodClient {
         self.sock.recv(&mut self.buf, 0).map(|_| ())
     }
 
+    /// Receives one datagram and decodes its messages; a socket overrun
+    /// (ENOBUFS) is a message too.
+    fn receive(&mut self) -> io::Result<Vec<Incoming>> {
+        match self.recv() {
+            Ok(()) => Ok(self.incoming().collect()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(vec![Incoming::Overrun]),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Decodes the messages of the last datagram received.
     fn incoming(&self) -> impl Iterator<Item = Incoming> + '_ {
         netlink::datagram_messages(&self.buf).map(|bytes| {
             let Ok(msg) = NetlinkMessage::<GenlMessage<IcmpmonMsg>>::deserialize(bytes) else {
-                return Incoming::Other;
+                return Incoming::Undecodable;
             };
             let seq = msg.header.sequence_number;
             let flags = msg.header.flags;
@@ -300,15 +345,8 @@ impl KmodClient {
             if !netlink::wait_readable(&self.sock, REPLY_TIMEOUT)? {
                 return Err(KmodError::Timeout(what));
             }
-            if let Err(e) = self.recv() {
-                if e.raw_os_error() == Some(libc::ENOBUFS) {
-                    other(Incoming::Overrun);
-                    continue;
-                }
-                return Err(e.into());
-            }
             let mut result = None;
-            for msg in self.incoming() {
+            for msg in self.receive()? {
                 match msg {
                     Incoming::Done(s, refusal) if s == seq => result = Some(refusal),
                     other_msg => other(other_msg),
@@ -342,26 +380,30 @@ impl KmodClient {
         stats.ok_or(KmodError::Timeout("the STATS request"))
     }
 
-    /// Subscribes this socket; records start flowing at once.
+    /// Subscribes this socket; records start flowing at once, even before
+    /// the ACK: those are kept for `run`.
     pub fn register(mut self, opts: &KmodOptions) -> Result<KmodSource, KmodError> {
         netlink::set_receive_buffer(&self.sock, opts.socket_buffer);
+        let mut early = Vec::new();
         self.transact(
             "REGISTER",
             cmd::REGISTER,
             vec![
-                IcmpmonAttr::HookMask(proto::HOOK_MASK_ALL),
-                IcmpmonAttr::FamilyMask(proto::FAMILY_MASK_ALL),
+                IcmpmonAttr::HookMask(proto::HOOK_F_PRE_ROUTING | proto::HOOK_F_LOCAL_OUT),
+                IcmpmonAttr::FamilyMask(proto::FAMILY_F_IPV4 | proto::FAMILY_F_IPV6),
                 IcmpmonAttr::Snaplen(opts.snaplen),
                 IcmpmonAttr::BatchBytes(opts.batch_bytes),
                 IcmpmonAttr::FlushMs(opts.flush_ms),
             ],
-            &mut |_| {},
+            &mut |m| early.push(m),
         )?;
         tracing::info!("REGISTER acknowledged (family id {})", self.family_id);
         Ok(KmodSource {
             client: self,
             counters: Arc::default(),
             next_batch: 0,
+            early,
+            probe: None,
         })
     }
 }
@@ -395,11 +437,23 @@ fn classify(msg: IcmpmonMsg) -> Incoming {
 }
 
 /// A registered subscription: the capture loop of the kmod source.
-#[derive(Debug)]
 pub struct KmodSource {
     client: KmodClient,
     counters: Arc<KmodCounters>,
     next_batch: u64,
+    /// Messages that arrived before REGISTER's ACK.
+    early: Vec<Incoming>,
+    /// The liveness STATS request in flight: its netlink sequence number.
+    probe: Option<u32>,
+}
+
+impl std::fmt::Debug for KmodSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmodSource")
+            .field("client", &self.client)
+            .field("next_batch", &self.next_batch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KmodSource {
@@ -425,14 +479,15 @@ impl KmodSource {
         for rec in proto::records(data) {
             match rec {
                 Ok((rec, bytes)) => batch.push(RawPacket {
-                    ts_ns: rec.ts_ns,
+                    ts_ns: rec.ts_real_ns,
+                    mono_ns: Some(rec.ts_mono_ns),
                     direction: match rec.hook {
                         proto::HOOK_PRE_ROUTING => Direction::In,
                         proto::HOOK_LOCAL_OUT => Direction::Out,
                         _ => Direction::Unknown,
                     },
                     ifindex: rec.ifindex,
-                    orig_len: u32::from(rec.origlen),
+                    orig_len: rec.origlen,
                     data: bytes.to_vec(),
                 }),
                 Err(e) => {
@@ -456,27 +511,55 @@ impl KmodSource {
                 self.counters.socket_overruns.fetch_add(1, Relaxed);
                 None
             }
+            Incoming::Undecodable => {
+                tracing::warn!("a message from the icmpmon module did not decode");
+                self.counters.bad_messages.fetch_add(1, Relaxed);
+                None
+            }
             Incoming::Bye(reason) => Some(SourceEnd::Ended(match reason {
                 proto::BYE_UNLOAD => "the icmpmon kernel module was unloaded".into(),
-                proto::BYE_NETNS_EXIT => "the network namespace is going away".into(),
                 r => format!("the kernel ended the subscription (BYE reason {r})"),
             })),
-            _ => None,
+            Incoming::Stats(s) if self.probe.is_some() && !s.subscribed => Some(SourceEnd::Ended(
+                "the icmpmon kernel module no longer has our subscription \
+                     (reloaded, and its BYE was lost)"
+                    .into(),
+            )),
+            Incoming::Done(seq, refusal) if self.probe == Some(seq) => {
+                self.probe = None;
+                // Unknown family: it was unregistered (unload) and the BYE
+                // was lost to a full buffer.
+                refusal.map(|r| {
+                    SourceEnd::Ended(format!(
+                        "the icmpmon kernel module went away without a BYE ({})",
+                        r.errno
+                    ))
+                })
+            }
+            Incoming::Stats(_) | Incoming::Done(..) | Incoming::Other => None,
         }
     }
 
-    /// Receives until `stop` is set or the kernel says BYE, then CLOSEs.
+    /// Receives until `stop` is set or the kernel ends the subscription,
+    /// then CLOSEs.
     pub fn run(mut self, sink: PacketSink, stop: &StopFlag) -> Result<SourceEnd, KmodError> {
+        for msg in std::mem::take(&mut self.early) {
+            if let Some(end) = self.handle(msg, &sink) {
+                return Ok(end);
+            }
+        }
+        let mut next_probe = Instant::now() + PROBE_INTERVAL;
         while !stop.is_set() {
+            if Instant::now() >= next_probe {
+                if self.probe.is_none() {
+                    self.probe = Some(self.client.request(cmd::STATS, vec![])?);
+                }
+                next_probe = Instant::now() + PROBE_INTERVAL;
+            }
             if !netlink::wait_readable(&self.client.sock, POLL_INTERVAL)? {
                 continue;
             }
-            let msgs: Vec<Incoming> = match self.client.recv() {
-                Ok(()) => self.client.incoming().collect(),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => vec![Incoming::Overrun],
-                Err(e) => return Err(e.into()),
-            };
-            for msg in msgs {
+            for msg in self.client.receive()? {
                 if let Some(end) = self.handle(msg, &sink) {
                     return Ok(end);
                 }
@@ -486,6 +569,9 @@ impl KmodSource {
     }
 
     /// CLOSE with ACK; the batch the kernel flushes first still counts.
+    /// While the module unloads, CLOSE is refused and the module flushes
+    /// and says BYE on its own: wait for that (for a while) instead of
+    /// closing the socket on it.
     fn close(mut self, sink: &PacketSink) -> Result<SourceEnd, KmodError> {
         let mut pending = Vec::new();
         let result = self
@@ -502,12 +588,43 @@ impl KmodSource {
                 tracing::info!("CLOSE acknowledged by the kernel");
                 Ok(end)
             }
-            // Unloading: the module flushes and says BYE on its own.
-            Err(KmodError::Refused(r)) if r.errno() == Some(libc::ESHUTDOWN) => Ok(
-                SourceEnd::Ended("the icmpmon kernel module is being unloaded".into()),
-            ),
+            Err(KmodError::Refused(r)) if r.errno() == Some(libc::ESHUTDOWN) => {
+                if let SourceEnd::Ended(_) = end {
+                    return Ok(end);
+                }
+                Ok(self.wait_for_bye(sink))
+            }
             Err(e) => Err(e),
         }
+    }
+
+    fn wait_for_bye(&mut self, sink: &PacketSink) -> SourceEnd {
+        let deadline = Instant::now() + BYE_TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match netlink::wait_readable(&self.client.sock, left) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!("waiting for BYE: {e}");
+                    break;
+                }
+            }
+            let msgs = match self.client.receive() {
+                Ok(msgs) => msgs,
+                Err(e) => {
+                    tracing::warn!("waiting for BYE: {e}");
+                    break;
+                }
+            };
+            for msg in msgs {
+                if let Some(end) = self.handle(msg, sink) {
+                    return end;
+                }
+            }
+        }
+        SourceEnd::Ended(format!(
+            "the icmpmon kernel module is being unloaded (no BYE within {BYE_TIMEOUT:?})"
+        ))
     }
 }
 

@@ -50,12 +50,13 @@ impl Source {
     }
 
     /// Capabilities the source still needs once open (see `privilege`):
-    /// CLOSE and NFQUEUE messages need CAP_NET_ADMIN, removing the NFQUEUE
-    /// rules runs iptables/nft.
+    /// NFQUEUE messages need CAP_NET_ADMIN, removing the NFQUEUE rules runs
+    /// iptables/nft. The module's CLOSE needs none: it can only end the
+    /// caller's own subscription.
     pub fn capabilities_kept(&self) -> &'static [caps::Capability] {
         use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
         match self {
-            Source::Kmod(_) => &[CAP_NET_ADMIN],
+            Source::Kmod(_) => &[],
             Source::Nfqueue(_) => &[CAP_NET_ADMIN, CAP_NET_RAW],
             Source::Pcap(_) => &[],
         }
@@ -97,6 +98,7 @@ impl SourceCounters {
                 ("missing_batches", c.missing_batches.load(Relaxed)),
                 ("socket_overruns", c.socket_overruns.load(Relaxed)),
                 ("bad_batches", c.bad_batches.load(Relaxed)),
+                ("bad_messages", c.bad_messages.load(Relaxed)),
             ],
             SourceCounters::Nfqueue(c) => vec![
                 ("queued", c.packets.load(Relaxed)),

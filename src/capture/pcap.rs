@@ -446,6 +446,7 @@ impl Batcher<'_> {
             }
         }
         self.batch.push(RawPacket {
+            mono_ns: None,
             ts_ns,
             direction,
             ifindex: 0,

@@ -153,6 +153,7 @@ pub(crate) mod tests {
     /// A frag-needed error quoting a UDP flow.
     pub(crate) fn error_event() -> IcmpEvent {
         IcmpEvent {
+            mono_ns: None,
             ts_ns: 1_000_000_001,
             direction: Direction::Out,
             ifindex: 0,
@@ -177,6 +178,7 @@ pub(crate) mod tests {
 
     pub(crate) fn echo_event() -> IcmpEvent {
         IcmpEvent {
+            mono_ns: None,
             icmp_type: 8,
             icmp_code: 0,
             quoted: None,

@@ -1,63 +1,88 @@
 #!/usr/bin/env bash
-# fetch-kernel.sh SERIES CACHE_DIR
+# fetch-kernel.sh SPEC CACHE_DIR
 #
-# Finds the newest Debian bookworm kernel of SERIES (6.1 or 6.12), downloads
-# its unsigned image and its header packages (headers, common headers,
-# kbuild) into CACHE_DIR/<release>/, unpacks them there and makes the header
-# tree usable where it lies (Debian's packages point at /usr/src and
-# /usr/lib with absolute paths). Prints the kernel release on stdout.
+# SPEC is SUITE/SERIES[/FLAVOUR]: bookworm/6.1, bookworm/6.12,
+# trixie-backports/7, sid/7, bookworm/6.1/rt, trixie-backports/7/rt, ...
+# Finds the newest Debian kernel of that series in that suite (the version is
+# looked up in the apt lists at run time, never written down here), downloads
+# the kernel image and its modules into CACHE_DIR/kernels/<release>/ and
+# unpacks them there:
+#   vmlinuz           the kernel
+#   root/             the packages' files (lib/modules/<release>/...)
+#   suite             the suite, for build-module.sh
+# Prints the kernel release on stdout.
 #
-# The ABI number in the package names changes over time, so it is looked up
-# in the apt lists, never written down here. Needs 'apt-get update' first.
+# bookworm uses the host's apt lists (run 'apt-get update' first). Other
+# suites get a private sources list and lists directory under
+# CACHE_DIR/apt/<suite>/, so the host's apt configuration is never touched.
+# From 7.x Debian's linux-image-* is a stub: the kernel is in
+# linux-binary-<release>, the modules in linux-modules-<release>.
 set -euo pipefail
 
-series=${1:?usage: fetch-kernel.sh 6.1|6.12 CACHE_DIR}
-cache=${2:?usage: fetch-kernel.sh 6.1|6.12 CACHE_DIR}
+spec=${1:?usage: fetch-kernel.sh SUITE/SERIES[/FLAVOUR] CACHE_DIR}
+cache=${2:?usage: fetch-kernel.sh SUITE/SERIES[/FLAVOUR] CACHE_DIR}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/vm/apt.sh
+. "$here/apt.sh"
 
-case "$series" in
-6.1) pattern='^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$' ;;
-6.12) pattern='^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' ;;
-*) echo "fetch-kernel.sh: unknown series '$series' (6.1 or 6.12)" >&2; exit 2 ;;
+IFS=/ read -r suite series flavour <<<"$spec"
+flavour=${flavour:+$flavour-}amd64
+esc=${series//./\\.}
+
+case "$suite" in
+bookworm)
+	apt_opts=()
+	case "$series" in
+	6.1) image_re="^linux-image-(6\\.1\\.0-[0-9]+-$flavour)-unsigned\$" ;;
+	*) image_re="^linux-image-($esc(\\.[0-9]+)+\\+deb12-$flavour)-unsigned\$" ;;
+	esac
+	;;
+trixie | trixie-backports | sid)
+	apt_suite_lists "$cache" "$suite"
+	apt_opts=("${APT_OPTS[@]}")
+	image_re="^linux-binary-($esc(\\.[0-9]+)+\\+deb[0-9]+-$flavour)\$"
+	;;
+*)
+	echo "fetch-kernel.sh: unknown suite '$suite' (bookworm, trixie, trixie-backports, sid)" >&2
+	exit 2
+	;;
 esac
 
-image_pkg=$(apt-cache search --names-only "$pattern" | awk '{print $1}' | sort -V | tail -n 1)
-if [ -z "$image_pkg" ]; then
-	echo "fetch-kernel.sh: no package matches $pattern (did 'apt-get update' run?)" >&2
+# The newest release of the series that this suite itself carries.
+release=$(apt-cache "${apt_opts[@]}" search --names-only "$image_re" | awk '{print $1}' |
+	sed -E "s/$image_re/\\1/" | sort -V | tail -n 1)
+if [ -z "$release" ]; then
+	echo "fetch-kernel.sh: no package in $suite matches $image_re" >&2
 	exit 1
 fi
-release=${image_pkg#linux-image-}
-release=${release%-unsigned}
 
-dir="$cache/$release"
-root="$dir/root"
+dir="$cache/kernels/$release"
 if [ -f "$dir/.ready" ]; then
 	echo "$release"
 	exit 0
 fi
-
 rm -rf "$dir"
-mkdir -p "$dir/debs" "$root"
-headers_pkg="linux-headers-$release"
-# The header package's own dependencies name the common headers and kbuild.
-deps=$(apt-cache depends "$headers_pkg" | awk '/Depends: linux-(headers|kbuild)-/ {print $2}')
-(cd "$dir/debs" && apt-get download -q -o APT::Sandbox::User=root "$image_pkg" "$headers_pkg" $deps >&2)
+mkdir -p "$dir/debs" "$dir/root"
+case "$suite" in
+bookworm) pkgs=("linux-image-$release-unsigned") ;;
+*) pkgs=("linux-binary-$release" "linux-modules-$release") ;;
+esac
+(cd "$dir/debs" && apt-get "${apt_opts[@]}" download -q -o APT::Sandbox::User=root "${pkgs[@]}" >&2)
 for deb in "$dir"/debs/*.deb; do
-	dpkg-deb -x "$deb" "$root"
+	dpkg-deb -x "$deb" "$dir/root"
 done
-
-# Absolute symlinks (build -> /usr/src/..., source -> ...) into the tree.
-find "$root" -type l -lname '/*' | while read -r link; do
-	target=$(readlink "$link")
-	ln -sfn "$root$target" "$link"
-done
-# linux-headers-<release>/Makefile includes the common tree by absolute path.
-kdir="$root/usr/src/linux-headers-$release"
-sed -i "s|^include /usr/src/|include $root/usr/src/|" "$kdir/Makefile"
-
-# Modules ship xz-compressed on newer kernels; busybox insmod wants them plain.
-find "$root/lib/modules" -name '*.ko.xz' -exec xz -d -f {} +
-
+rm -rf "$dir/debs"
+vmlinuz=$(find "$dir/root" -name "vmlinuz*" -type f | head -n 1)
+if [ -z "$vmlinuz" ]; then
+	echo "fetch-kernel.sh: no vmlinuz in the $release packages" >&2
+	exit 1
+fi
+mv "$vmlinuz" "$dir/vmlinuz"
+# /lib/modules/<release> is in root/lib or root/usr/lib, by package age.
+modules=$(find "$dir/root" -maxdepth 4 -type d -path "*/lib/modules/$release" | head -n 1)
+ln -sfn "${modules#"$dir"/}" "$dir/modules"
+echo "$suite" >"$dir/suite"
 touch "$dir/.ready"
 echo "$release"

@@ -8,6 +8,16 @@
  *   vmhelper runas UID CMD...     drop to UID/GID (no capabilities) and exec
  *   vmhelper hold N SECONDS       REGISTER N sockets with icmpmon, then sleep
  *   vmhelper badmsg               malformed netlink battery (error acks only)
+ *   vmhelper statsloop STOPFILE   STATS as fast as answered, through module
+ *                                 unloads, until STOPFILE exists; fails on
+ *                                 a freed-memory value
+ *   vmhelper nschurn STOPFILE     network namespaces, each with a subscriber
+ *                                 and some ICMP, created and destroyed
+ *   vmhelper steal TRIALS         a subscriber SIGKILLed as rmmod starts while
+ *                                 an unprivileged socket binds its portid:
+ *                                 that socket must receive nothing
+ *   vmhelper records SECONDS      a C reader: REGISTER, cast the records
+ *                                 (8-byte aligned), print one CSV line each
  *   vmhelper pty OUT GO KEYS CMD...
  *                                 run CMD on a 120x40 pseudo-terminal, copy
  *                                 its screen output to OUT, type KEYS once
@@ -19,6 +29,7 @@
 #include <grp.h>
 #include <linux/genetlink.h>
 #include <linux/netlink.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/ip_icmp.h>
 #include <poll.h>
@@ -28,6 +39,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -193,7 +205,7 @@ static void init_req(struct nlreq *r, int type, int cmd)
 	r->nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
 	r->nlh.nlmsg_seq = ++seq;
 	r->genl.cmd = cmd;
-	r->genl.version = 1;
+	r->genl.version = ICMPMON_GENL_VERSION;
 }
 
 /*
@@ -396,6 +408,19 @@ static int cmd_badmsg(void)
 	err = transact(fd, &r, 0, msg, sizeof(msg), NULL, 0);
 	bad |= check("close-unregistered", ENOENT, "not registered", err, msg);
 
+	/* Per-command policies: CLOSE and STATS take none of REGISTER's. */
+	init_req(&r, fam, ICMPMON_CMD_CLOSE);
+	u32 = 256;
+	put_attr(&r, ICMPMON_A_SNAPLEN, &u32, sizeof(u32));
+	err = transact(fd, &r, 0, msg, sizeof(msg), NULL, 0);
+	bad |= check("close-with-snaplen", EINVAL, "ttribute", err, msg);
+
+	init_req(&r, fam, ICMPMON_CMD_STATS);
+	u32 = ICMPMON_HOOK_F_PRE_ROUTING;
+	put_attr(&r, ICMPMON_A_HOOK_MASK, &u32, sizeof(u32));
+	err = transact(fd, &r, 0, msg, sizeof(msg), NULL, 0);
+	bad |= check("stats-with-hook-mask", EINVAL, "ttribute", err, msg);
+
 	init_req(&r, fam, ICMPMON_CMD_REGISTER);
 	err = transact(fd, &r, 0, msg, sizeof(msg), NULL, 0);
 	bad |= check("register", 0, NULL, err, msg);
@@ -408,6 +433,342 @@ static int cmd_badmsg(void)
 
 	printf("badmsg %s\n", bad ? "FAILED" : "all answered as expected");
 	return bad;
+}
+
+/* ---- unload safety: freed memory, portid theft, namespace churn ---- */
+
+#define POISON64 0x6b6b6b6b6b6b6b6bULL	/* slub_debug=P: freed memory */
+
+/*
+ * One STATS request; counts values that cannot be real counters (freed
+ * memory, or anything past 2^48) into *bad.
+ */
+static int stats_once(int fd, int fam, int *bad)
+{
+	char reply[4096];
+	struct nlmsghdr *h = (struct nlmsghdr *)reply;
+	struct nlreq r;
+	int off, err;
+
+	init_req(&r, fam, ICMPMON_CMD_STATS);
+	memset(reply, 0, sizeof(reply));
+	err = transact(fd, &r, 0, NULL, 0, reply, sizeof(reply));
+	if (err)
+		return err;
+	if (!h->nlmsg_len)
+		return -ENODATA;
+	for (off = NLMSG_HDRLEN + GENL_HDRLEN; off + NLA_HDRLEN <= (int)h->nlmsg_len;) {
+		struct nlattr *a = (struct nlattr *)(reply + off);
+		uint64_t v64;
+		uint32_t v32;
+
+		if (a->nla_len < NLA_HDRLEN)
+			break;
+		if (a->nla_len == NLA_HDRLEN + 8) {
+			memcpy(&v64, (char *)a + NLA_HDRLEN, 8);
+			if (v64 == POISON64 || v64 >> 48)
+				(*bad)++;
+		} else if (a->nla_len == NLA_HDRLEN + 4) {
+			memcpy(&v32, (char *)a + NLA_HDRLEN, 4);
+			if (v32 == (uint32_t)POISON64 || v32 > 1000)
+				(*bad)++;
+		}
+		off += NLA_ALIGN(a->nla_len);
+	}
+	return 0;
+}
+
+/* Loops end when this file exists, or after 10 minutes. */
+static int stop_requested(const char *stopfile, double started)
+{
+	return access(stopfile, F_OK) == 0 || now() - started > 600;
+}
+
+static int cmd_statsloop(const char *stopfile)
+{
+	unsigned long replies = 0, refused = 0, lookups = 0;
+	int fd = nl_open(), fam = -1, bad = 0;
+	double started = now();
+
+	if (fd < 0)
+		return perror("statsloop: socket"), 1;
+	while (!stop_requested(stopfile, started)) {
+		if (fam < 0) {
+			lookups++;
+			fam = family_id(fd);
+			if (fam < 0) {
+				usleep(500);
+				continue;
+			}
+		}
+		if (stats_once(fd, fam, &bad)) {
+			refused++;
+			fam = -1;	/* unloaded: look the family up again */
+		} else {
+			replies++;
+		}
+	}
+	printf("statsloop replies=%lu refused=%lu lookups=%lu bad_values=%d\n",
+	       replies, refused, lookups, bad);
+	return bad ? 1 : 0;
+}
+
+static void lo_up(void)
+{
+	struct ifreq ifr = { 0 };
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	if (fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP;
+		ioctl(fd, SIOCSIFFLAGS, &ifr);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Sends n echo requests to 127.0.0.1 from a raw socket (no waiting). */
+static void pings(int raw, int n)
+{
+	struct sockaddr_in dst = { .sin_family = AF_INET,
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int i;
+
+	for (i = 0; i < n; i++) {
+		struct icmphdr req = { .type = ICMP_ECHO };
+
+		req.un.echo.id = htons((uint16_t)getpid());
+		req.un.echo.sequence = htons((uint16_t)i);
+		req.checksum = csum(&req, sizeof(req));
+		sendto(raw, &req, sizeof(req), 0, (struct sockaddr *)&dst, sizeof(dst));
+	}
+}
+
+/* REGISTERs a fresh socket; returns it, or -1. */
+static int subscribe(void)
+{
+	struct nlreq r;
+	int fd = nl_open(), fam;
+
+	if (fd < 0 || (fam = family_id(fd)) < 0)
+		return -1;
+	init_req(&r, fam, ICMPMON_CMD_REGISTER);
+	if (transact(fd, &r, 0, NULL, 0, NULL, 0)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int cmd_nschurn(const char *stopfile)
+{
+	unsigned long cycles = 0, registered = 0;
+	double started = now();
+
+	while (!stop_requested(stopfile, started)) {
+		pid_t pid = fork();
+		int st;
+
+		if (pid == 0) {
+			int raw;
+
+			if (unshare(CLONE_NEWNET))
+				_exit(2);
+			lo_up();
+			if (subscribe() < 0)
+				_exit(3);
+			raw = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+			pings(raw, 4);
+			usleep(3000);
+			/* Exit: the socket closes, then the namespace goes. */
+			_exit(0);
+		}
+		if (pid < 0 || waitpid(pid, &st, 0) < 0)
+			return perror("nschurn"), 1;
+		cycles++;
+		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			registered++;
+	}
+	printf("nschurn cycles=%lu registered=%lu\n", cycles, registered);
+	return 0;
+}
+
+/*
+ * The thief's verdict (its exit status): never bound, or which messages it
+ * received (bit 0 RECORDS, 1 BYE, 2 anything else; 0: nothing).
+ */
+#define THIEF_NEVER_BOUND 100
+
+static void thief(uint32_t portid)
+{
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK, .nl_pid = portid };
+	double until = now() + 3;
+	char buf[65536];
+	int fd, got = 0;
+
+	if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
+		_exit(THIEF_NEVER_BOUND + 1);
+	for (;;) {
+		fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_GENERIC);
+		if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			break;
+		close(fd);
+		if (now() > until)
+			_exit(THIEF_NEVER_BOUND);
+	}
+	until = now() + 1;
+	while (now() < until) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct nlmsghdr *h = (struct nlmsghdr *)buf;
+		ssize_t n;
+
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < (ssize_t)(NLMSG_HDRLEN + GENL_HDRLEN)) {
+			got |= n > 0 ? 4 : 0;
+			continue;
+		}
+		switch (((struct genlmsghdr *)NLMSG_DATA(h))->cmd) {
+		case ICMPMON_CMD_RECORDS:
+			got |= 1;
+			break;
+		case ICMPMON_CMD_BYE:
+			got |= 2;
+			break;
+		default:
+			got |= 4;
+		}
+	}
+	_exit(got);
+}
+
+static int cmd_steal(int trials)
+{
+	int t, bound = 0, stolen = 0, what = 0;
+
+	for (t = 0; t < trials; t++) {
+		pid_t sub, thf, rm;
+		uint32_t portid = 0;
+		int p[2], st;
+
+		if (system("modprobe icmpmon") || pipe(p))
+			return fprintf(stderr, "steal: modprobe/pipe failed\n"), 1;
+		sub = fork();
+		if (sub == 0) {
+			struct sockaddr_nl sa;
+			socklen_t sl = sizeof(sa);
+			int fd = subscribe(), raw;
+
+			if (fd < 0 || getsockname(fd, (struct sockaddr *)&sa, &sl))
+				_exit(1);
+			if (write(p[1], &sa.nl_pid, sizeof(sa.nl_pid)) != sizeof(sa.nl_pid))
+				_exit(1);
+			/* Records pile up unread: there is always a batch pending. */
+			raw = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
+			for (;;) {
+				pings(raw, 1);
+				usleep(200);
+			}
+		}
+		close(p[1]);
+		if (read(p[0], &portid, sizeof(portid)) != sizeof(portid))
+			return fprintf(stderr, "steal: subscriber did not register\n"), 1;
+		close(p[0]);
+		thf = fork();
+		if (thf == 0)
+			thief(portid);
+		usleep(20000 + (t % 10) * 2000);
+		/* Killed just as rmmod starts. */
+		rm = fork();
+		if (rm == 0) {
+			execl("/bin/busybox", "rmmod", "icmpmon", (char *)NULL);
+			_exit(127);
+		}
+		kill(sub, SIGKILL);
+		waitpid(sub, &st, 0);
+		waitpid(rm, &st, 0);
+		waitpid(thf, &st, 0);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != THIEF_NEVER_BOUND)
+			bound++;
+		if (!WIFEXITED(st) || (WEXITSTATUS(st) > 0 && WEXITSTATUS(st) < THIEF_NEVER_BOUND)) {
+			stolen++;
+			what |= WIFEXITED(st) ? WEXITSTATUS(st) : 4;
+		}
+	}
+	if (system("modprobe icmpmon"))
+		return fprintf(stderr, "steal: modprobe failed\n"), 1;
+	printf("steal trials=%d bound=%d stolen=%d%s%s%s\n", trials, bound, stolen,
+	       what & 1 ? " (RECORDS)" : "", what & 2 ? " (BYE)" : "", what & 4 ? " (other)" : "");
+	return stolen ? 1 : 0;
+}
+
+/*
+ * A C reader as the header invites one to be written: it casts each record
+ * in place, so the records must be 8-byte aligned (checked, not assumed).
+ */
+static int cmd_records(double seconds)
+{
+	static char buf[256 * 1024] __attribute__((aligned(8)));
+	unsigned long n = 0, misaligned = 0;
+	int size = 4 << 20, fd = subscribe(), fam;
+	double end = now() + seconds;
+	struct nlreq r;
+
+	if (fd < 0)
+		return fprintf(stderr, "records: REGISTER failed\n"), 1;
+	fam = family_id(fd);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size));
+	fprintf(stderr, "records: registered\n");
+	while (now() < end) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct nlmsghdr *h;
+		ssize_t len;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		len = recv(fd, buf, sizeof(buf), 0);
+		for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+			struct genlmsghdr *g = NLMSG_DATA(h);
+			int off = NLMSG_HDRLEN + GENL_HDRLEN;
+
+			if (h->nlmsg_type != fam || g->cmd != ICMPMON_CMD_RECORDS)
+				continue;
+			while (off + NLA_HDRLEN <= (int)h->nlmsg_len) {
+				struct nlattr *a = (struct nlattr *)((char *)h + off);
+				const char *payload = (char *)a + NLA_HDRLEN;
+				int plen = a->nla_len - NLA_HDRLEN, roff = 0;
+
+				if (a->nla_len < NLA_HDRLEN)
+					break;
+				off += NLA_ALIGN(a->nla_len);
+				if (a->nla_type != ICMPMON_A_RECORDS)
+					continue;
+				while (roff + (int)sizeof(struct icmpmon_rec) <= plen) {
+					const struct icmpmon_rec *rec =
+						(const struct icmpmon_rec *)(payload + roff);
+					time_t secs = rec->ts_real_ns / 1000000000ULL;
+					char when[32];
+
+					if ((uintptr_t)rec % 8)
+						misaligned++;
+					strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", gmtime(&secs));
+					printf("%s.%09lluZ,%s,%u,%u\n", when,
+					       (unsigned long long)(rec->ts_real_ns % 1000000000ULL),
+					       rec->hook == ICMPMON_HOOK_PRE_ROUTING ? "in" : "out",
+					       rec->family, rec->origlen);
+					n++;
+					roff += (rec->hdr_len + rec->caplen + ICMPMON_REC_ALIGN - 1) &
+						~(ICMPMON_REC_ALIGN - 1);
+				}
+			}
+		}
+	}
+	fflush(stdout);
+	init_req(&r, fam, ICMPMON_CMD_CLOSE);
+	transact(fd, &r, 0, NULL, 0, NULL, 0);
+	fprintf(stderr, "records: %lu records, %lu misaligned\n", n, misaligned);
+	return misaligned ? 1 : 0;
 }
 
 /* A terminal for the dashboard test: the VM has no tmux. */
@@ -491,8 +852,16 @@ int main(int argc, char **argv)
 		return cmd_hold(atoi(argv[2]), atoi(argv[3]));
 	if (argc >= 2 && !strcmp(argv[1], "badmsg"))
 		return cmd_badmsg();
+	if (argc >= 3 && !strcmp(argv[1], "statsloop"))
+		return cmd_statsloop(argv[2]);
+	if (argc >= 3 && !strcmp(argv[1], "nschurn"))
+		return cmd_nschurn(argv[2]);
+	if (argc >= 3 && !strcmp(argv[1], "steal"))
+		return cmd_steal(atoi(argv[2]));
+	if (argc >= 3 && !strcmp(argv[1], "records"))
+		return cmd_records(atof(argv[2]));
 	if (argc >= 6 && !strcmp(argv[1], "pty"))
 		return cmd_pty(argv[2], argv[3], argv[4], argv + 5);
-	fprintf(stderr, "usage: vmhelper flood|udp|runas|hold|badmsg|pty ...\n");
+	fprintf(stderr, "usage: vmhelper flood|udp|runas|hold|badmsg|statsloop|nschurn|steal|records|pty ...\n");
 	return 2;
 }

@@ -65,8 +65,33 @@ stat() {
 	$MON stats | awk -v want="$1" '$1 == want { print $2 }'
 }
 
+# accounted: "seen=... lost=..." and whether seen = delivered + lost_* (only
+# exact once no batch is pending: no subscriber left).
+accounted() {
+	$MON stats | awk '{ v[$1] = $2 } END {
+		lost = v["lost_nobufs"] + v["lost_nomem"] + v["lost_closed"] + v["lost_other"]
+		printf "seen=%d delivered=%d lost=%d subscribers=%d %s\n", v["seen"], v["delivered"], lost,
+			v["subscribers"], (v["seen"] == v["delivered"] + lost) ? "balanced" : "UNBALANCED" }'
+}
+
+# slab_objs: live objects of the caches a leaked subscriber or batch would
+# stay in (kmalloc 128-512, randomized copies included, and skbuffs).
+slab_objs() {
+	awk '$1 ~ /^kmalloc-(rnd-[0-9]+-)?(128|192|256|512)$/ || $1 == "skbuff_head_cache" { s += $2 } END { print s + 0 }' /proc/slabinfo
+}
+
 summary_field() {
 	sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1" | tail -n 1
+}
+
+scenario_modprobe() {
+	mods=$(awk '{ printf "%s ", $1 }' /proc/modules)
+	if echo " $mods" | grep -q " icmpmon " && echo " $mods" | grep -q " nf_defrag_ipv4 " &&
+		echo " $mods" | grep -q " nf_defrag_ipv6 "; then
+		pass modprobe "modprobe icmpmon (make install + depmod) loaded its dependencies: $mods"
+	else
+		fail modprobe "modules after modprobe icmpmon: $mods"
+	fi
 }
 
 scenario_ping() {
@@ -127,8 +152,8 @@ scenario_port_unreachable() {
 scenario_sigint_close() {
 	start_mon sigint || { fail sigint-close "monitor did not start"; return; }
 	ping -c 2 -i 0.2 127.0.0.1 >/dev/null
-	# Registered, it keeps only CAP_NET_ADMIN (bit 12), which CLOSE needs.
-	caps=$(awk '/^Cap(Eff|Prm|Bnd)/ { printf "%s%s ", $1, $2 }' /proc/$MON_PID/status)
+	# Registered, it holds no capability at all: CLOSE needs none.
+	caps=$(awk '/^Cap(Eff|Prm|Bnd|Amb)/ { printf "%s%s ", $1, $2 }' /proc/$MON_PID/status)
 	stop_mon $MON_PID; rc=$RC
 	subs=$(stat subscribers)
 	closed=$(grep -c "CLOSE acknowledged" /tmp/sigint.err)
@@ -136,8 +161,8 @@ scenario_sigint_close() {
 	n=$(($(wc -l </tmp/sigint.csv) - 1))
 	if [ "$rc" = 0 ] && [ "$subs" = 0 ] && [ "$closed" = 1 ] && [ "$last" = '\n' ] &&
 		[ "$n" = 8 ] && [ "$(bad_rows /tmp/sigint.csv)" = 0 ] &&
-		[ "$caps" = "CapPrm:0000000000001000 CapEff:0000000000001000 CapBnd:0000000000001000 " ]; then
-		pass sigint-close "exit 0, CLOSE acked holding only CAP_NET_ADMIN, $n complete rows, subscribers 0"
+		[ "$caps" = "CapPrm:0000000000000000 CapEff:0000000000000000 CapBnd:0000000000000000 CapAmb:0000000000000000 " ]; then
+		pass sigint-close "exit 0, CLOSE acked holding no capability, $n complete rows, subscribers 0"
 	else
 		fail sigint-close "rc=$rc subscribers=$subs close_acks=$closed rows=$n last=$last caps=[$caps]: $(cat /tmp/sigint.err)"
 	fi
@@ -261,10 +286,243 @@ scenario_rmmod() {
 		fail rmmod "rmmod=$rmrc rc=$rc rows=$n: $(cat /tmp/bye.err)"
 	fi
 	# The module loads again and starts from zero.
-	insmod /lib/modules/icmpmon.ko && [ "$(stat seen)" = 0 ] ||
+	modprobe icmpmon && [ "$(stat seen)" = 0 ] ||
 		fail reload "icmpmon.ko did not load again cleanly"
 }
 
+# Registering while a flood runs: batches that arrive before REGISTER's ACK
+# are kept (none missing), three times over.
+scenario_register_under_load() {
+	detail=""
+	good=0
+	for i in 1 2 3; do
+		$H flood 127.0.0.1 2 >/tmp/rul.flood &
+		fl=$!
+		sleep 0.3
+		start_mon rul || { wait $fl; continue; }
+		wait $fl
+		sleep 0.2
+		stop_mon $MON_PID; rc=$RC
+		e=/tmp/rul.err
+		miss=$(summary_field $e missing_batches); klost=$(summary_field $e kernel_lost)
+		recs=$(summary_field $e records)
+		detail="$detail [rc=$rc records=$recs missing_batches=$miss kernel_lost=$klost]"
+		[ "$rc" = 0 ] && [ "$miss" = 0 ] && [ "$klost" = 0 ] && [ "${recs:-0}" -gt 1000 ] && good=$((good + 1))
+	done
+	if [ "$good" = 3 ]; then
+		pass register-under-load "$detail"
+	else
+		fail register-under-load "$detail"
+	fi
+}
+
+# A BYE lost to a full socket buffer (the monitor is stopped while a flood
+# fills it, then the module is removed): once running again the monitor
+# notices the module is gone by its periodic STATS, and ends cleanly.
+scenario_lost_bye() {
+	start_mon lostbye --socket-buffer 65536 || { fail lost-bye "monitor did not start"; return; }
+	kill -STOP $MON_PID
+	$H flood 127.0.0.1 1 >/dev/null
+	rmmod icmpmon
+	rmrc=$?
+	kill -CONT $MON_PID
+	t0=$(date +%s)
+	i=0
+	while kill -0 $MON_PID 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	took=$(($(date +%s) - t0))
+	kill -INT $MON_PID 2>/dev/null
+	wait $MON_PID
+	rc=$?
+	modprobe icmpmon
+	why=$(grep -o "went away without a BYE[^;]*\|module was unloaded" /tmp/lostbye.err | head -n 1)
+	if [ "$rmrc" = 0 ] && [ "$rc" = 0 ] && [ "$i" -lt 100 ] && [ "${why#went away without a BYE}" != "$why" ]; then
+		pass lost-bye "BYE lost to a full buffer; the monitor noticed within ${took}s: $why; $(grep -o 'socket overruns [0-9]*' /tmp/lostbye.err | head -n 1)"
+	else
+		fail lost-bye "rmmod=$rmrc rc=$rc waited=${i}0ms why=[$why]: $(tail -n 2 /tmp/lostbye.err)"
+	fi
+}
+
+# A C program that casts the records (vmhelper records) and icmpmon read the
+# same traffic: the same records, field for field.
+scenario_records_abi() {
+	start_mon abi || { fail records-abi "monitor did not start"; return; }
+	rm -f /tmp/abi.c.csv /tmp/abi.c.err
+	$H records 3 >/tmp/abi.c.csv 2>/tmp/abi.c.err &
+	reader=$!
+	i=0
+	while ! grep -q registered /tmp/abi.c.err 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	ping -c 3 -i 0.2 127.0.0.1 >/dev/null
+	ping6 -c 2 -i 0.2 ::1 >/dev/null
+	$H udp 127.0.0.1 33434
+	wait $reader
+	rrc=$?
+	stop_mon $MON_PID; rc=$RC
+	awk -F, 'NR > 1 { print $1 "," $3 "," $5 "," $14 }' /tmp/abi.csv | sort >/tmp/abi.rust
+	sort /tmp/abi.c.csv >/tmp/abi.c
+	n=$(wc -l </tmp/abi.c)
+	if [ "$rc$rrc" = 00 ] && [ "$n" = 22 ] && cmp -s /tmp/abi.rust /tmp/abi.c; then
+		pass records-abi "C cast reader and icmpmon agree on all $n records (timestamp, hook, family, length); $(tail -n 1 /tmp/abi.c.err)"
+	else
+		fail records-abi "rc=$rc reader=$rrc records=$n: $(tail -n 1 /tmp/abi.c.err); diff: $(diff /tmp/abi.rust /tmp/abi.c | head -n 6 | tr '\n' ' ')"
+	fi
+}
+
+# A module whose records carry 16 header bytes more than version 2 defines,
+# as a later version would send: icmpmon skips them and decodes the same.
+scenario_hdr_extension() {
+	rmmod icmpmon && insmod /lib/icmpmon-hdrtest.ko || { fail hdr-extension "cannot load the test build"; modprobe icmpmon; return; }
+	start_mon hdr || { fail hdr-extension "monitor did not start"; rmmod icmpmon; modprobe icmpmon; return; }
+	ping -c 2 -i 0.2 127.0.0.1 >/dev/null
+	$H udp 127.0.0.1 33434
+	sleep 0.2
+	stop_mon $MON_PID; rc=$RC
+	rmmod icmpmon; modprobe icmpmon
+	f=/tmp/hdr.csv
+	req=$(rows $f out echo-request 4); rep=$(rows $f in echo-reply 4)
+	pu=$(awk -F, '$10 == "port-unreachable" && $20 == 33434 { n++ } END { print n + 0 }' $f)
+	badb=$(summary_field /tmp/hdr.err bad_batches); perr=$(summary_field /tmp/hdr.err parse_errors)
+	if [ "$rc" = 0 ] && [ "$req" = 2 ] && [ "$rep" = 2 ] && [ "$pu" = 2 ] && [ "$badb" = 0 ] && [ "$perr" = 0 ]; then
+		pass hdr-extension "records with 48-byte headers: echo out/in $req/$rep, port-unreachable $pu, bad batches 0, parse errors 0"
+	else
+		fail hdr-extension "rc=$rc req=$req rep=$rep pu=$pu bad_batches=$badb parse_errors=$perr: $(tail -n 2 /tmp/hdr.err)"
+	fi
+}
+
+# STATS (no privilege needed) hammered while the module is loaded and
+# unloaded 30 times with a subscriber each time and namespaces churning:
+# no reply may carry freed memory (slub_debug=P poisons it with 0x6b).
+scenario_unload_stats() {
+	rm -f /tmp/us.stop
+	$H statsloop /tmp/us.stop >/tmp/us.out 2>&1 &
+	loop=$!
+	$H nschurn /tmp/us.stop >/tmp/us.churn 2>&1 &
+	churn=$!
+	bad=0
+	for i in $(seq 30); do
+		modprobe icmpmon || bad=$((bad + 1))
+		$H hold 1 5 >/dev/null 2>&1 &
+		holder=$!
+		sleep 0.05
+		rmmod icmpmon || bad=$((bad + 1))
+		kill $holder 2>/dev/null
+		wait $holder 2>/dev/null
+	done
+	touch /tmp/us.stop
+	wait $loop
+	lrc=$?
+	wait $churn
+	modprobe icmpmon
+	replies=$(sed -n 's/.*replies=\([0-9]*\).*/\1/p' /tmp/us.out)
+	if [ "$lrc" = 0 ] && [ "$bad" = 0 ] && [ "${replies:-0}" -gt 100 ]; then
+		pass unload-stats "30 load/unload cycles: $(cat /tmp/us.out); $(cat /tmp/us.churn)"
+	else
+		fail unload-stats "rc=$lrc failed module ops=$bad: $(cat /tmp/us.out /tmp/us.churn)"
+	fi
+}
+
+# A subscriber SIGKILLed just as rmmod starts while an unprivileged process
+# binds its portid as soon as it is free: that process must get no RECORDS
+# and no BYE.
+scenario_portid_theft() {
+	rm -f /tmp/pt.stop
+	$H nschurn /tmp/pt.stop >/tmp/pt.churn 2>&1 &
+	churn=$!
+	$H steal 25 >/tmp/pt.out 2>&1
+	src=$?
+	touch /tmp/pt.stop
+	wait $churn
+	modprobe icmpmon 2>/dev/null
+	bound=$(sed -n 's/.*bound=\([0-9]*\).*/\1/p' /tmp/pt.out)
+	if [ "$src" = 0 ] && [ "${bound:-0}" -ge 12 ]; then
+		pass portid-theft "$(cat /tmp/pt.out); $(cat /tmp/pt.churn)"
+	else
+		fail portid-theft "rc=$src (bound in fewer than half the trials, or messages stolen): $(cat /tmp/pt.out)"
+	fi
+}
+
+# The stress (one kernel per run): a ping flood while monitors register, are
+# SIGKILLed and register again, and namespaces with subscribers come and go;
+# then every record is accounted for, rmmod works and nothing leaked.
+scenario_stress() {
+	secs=$(cat /stress)
+	[ "$secs" -gt 0 ] 2>/dev/null || return
+	slab0=$(slab_objs)
+	rm -f /tmp/st.stop
+	$H flood 127.0.0.1 "$secs" >/tmp/st.flood &
+	flood=$!
+	$H nschurn /tmp/st.stop >/tmp/st.churn 2>&1 &
+	churn=$!
+	cycles=0
+	end=$(($(date +%s) + secs))
+	while [ "$(date +%s)" -lt "$end" ]; do
+		$MON --source kmod --csv /dev/null 2>/dev/null &
+		m=$!
+		$H hold 2 1 >/dev/null 2>&1 &
+		h=$!
+		sleep 0.3
+		kill -KILL $m
+		wait $m 2>/dev/null
+		wait $h 2>/dev/null
+		cycles=$((cycles + 1))
+	done
+	touch /tmp/st.stop
+	wait $flood
+	wait $churn
+	sleep 2
+	acc=$(accounted)
+	rmmod icmpmon
+	rmrc=$?
+	sleep 2
+	slab1=$(slab_objs)
+	modprobe icmpmon
+	grow=$((slab1 - slab0))
+	detail="${secs}s, $cycles monitor kill cycles, $(cat /tmp/st.churn); $(cat /tmp/st.flood); $acc; rmmod=$rmrc; slab objects $slab0 -> $slab1"
+	case "$acc" in
+	*" balanced"*) ok_acc=1 ;;
+	*) ok_acc=0 ;;
+	esac
+	if [ "$ok_acc" = 1 ] && [ "$rmrc" = 0 ] && [ "$grow" -lt 512 ] && echo "$acc" | grep -q "subscribers=0"; then
+		pass stress "$detail"
+	else
+		fail stress "$detail"
+	fi
+}
+
+# The benchmark (first kernel of the matrix; report only): a 5-second
+# ping -f on lo, 5 interleaved rounds, alone / icmpmon / tcpdump.
+bench_pingf() {
+	/usr/bin/ping -f -w 5 -q 127.0.0.1 2>/dev/null | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p'
+}
+
+median() {
+	sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+run_bench() {
+	[ -f /bench ] || return
+	: >/tmp/b.alone; : >/tmp/b.mon; : >/tmp/b.dump; : >/tmp/b.cpu; : >/tmp/b.lost
+	for round in 1 2 3 4 5; do
+		bench_pingf >>/tmp/b.alone
+		start_mon bench || { echo "BENCH icmpmon did not start"; return; }
+		bench_pingf >>/tmp/b.mon
+		t=$(awk '{ print $14 + $15 }' /proc/$MON_PID/stat)
+		stop_mon $MON_PID
+		recs=$(summary_field /tmp/bench.err records)
+		echo "$t $recs" | awk '{ if ($2 > 0) printf "%.2f\n", $1 * 10000 / $2 }' >>/tmp/b.cpu
+		e=/tmp/bench.err
+		echo $(($(summary_field $e kernel_lost) + $(summary_field $e missing_batches) + $(summary_field $e socket_overruns) + $(summary_field $e channel_dropped))) >>/tmp/b.lost
+		tcpdump -i lo -w /dev/null -Z root 'icmp or icmp6' 2>/dev/null &
+		td=$!
+		sleep 1
+		bench_pingf >>/tmp/b.dump
+		kill -INT $td
+		wait $td 2>/dev/null
+	done
+	a=$(median </tmp/b.alone); m=$(median </tmp/b.mon); d=$(median </tmp/b.dump)
+	echo "BENCH ping -f 5 s on lo, 5 interleaved rounds, median requests: alone $a, icmpmon $m ($(echo "$m $a" | awk '{ printf "%.2f", $1 / $2 }') kept), tcpdump $d ($(echo "$d $a" | awk '{ printf "%.2f", $1 / $2 }') kept); icmpmon lost per round: $(tr '\n' ' ' </tmp/b.lost); icmpmon CPU µs per record (median): $(median </tmp/b.cpu)"
+}
+
+scenario_modprobe
 scenario_ping
 scenario_port_unreachable
 scenario_sigint_close
@@ -302,7 +560,15 @@ scenario_dashboard() {
 
 scenario_flood
 scenario_dashboard
+scenario_register_under_load
+scenario_records_abi
+scenario_hdr_extension
+scenario_lost_bye
 scenario_rmmod
+scenario_unload_stats
+scenario_portid_theft
+scenario_stress
+run_bench
 
 if dmesg | grep -E 'Oops|WARNING:|BUG:|Call Trace' >/tmp/dmesg.bad; then
 	fail dmesg "$(cat /tmp/dmesg.bad)"

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
- * icmpmon: kernel <-> user ABI, version 1 (generic netlink family "icmpmon").
+ * icmpmon: kernel <-> user ABI, version 2 (generic netlink family "icmpmon").
  *
  * The Rust mirror lives in src/proto.rs; tests/uapi_layout.rs compiles this
  * header and checks every size, offset and constant against it.
+ *
+ * Version 2 (the family's version number) changed the record layout: each
+ * record says how long its header is, so fields can be appended without
+ * breaking readers, and records are 8-byte aligned. A reader checks the
+ * family version (CTRL_ATTR_VERSION) before it registers.
  */
 #ifndef _UAPI_LINUX_ICMPMON_H
 #define _UAPI_LINUX_ICMPMON_H
@@ -11,7 +16,7 @@
 #include <linux/types.h>
 
 #define ICMPMON_GENL_NAME	"icmpmon"
-#define ICMPMON_GENL_VERSION	1
+#define ICMPMON_GENL_VERSION	2
 
 enum icmpmon_cmd {
 	ICMPMON_CMD_UNSPEC,
@@ -26,7 +31,7 @@ enum icmpmon_cmd {
 
 enum icmpmon_attr {
 	ICMPMON_A_UNSPEC,
-	ICMPMON_A_HOOK_MASK,	/* u32, REGISTER: BIT(enum icmpmon_hook) */
+	ICMPMON_A_HOOK_MASK,	/* u32, REGISTER: ICMPMON_HOOK_F_* */
 	ICMPMON_A_FAMILY_MASK,	/* u32, REGISTER: ICMPMON_FAMILY_F_* */
 	ICMPMON_A_SNAPLEN,	/* u32, REGISTER: bytes kept from the IP header */
 	ICMPMON_A_BATCH_BYTES,	/* u32, REGISTER: target batch size */
@@ -38,12 +43,15 @@ enum icmpmon_attr {
 	ICMPMON_A_STAT_PACKETS,	/* u64, STATS: ICMP packets seen by the hooks */
 	ICMPMON_A_STAT_SEEN,	/* u64, STATS: records made for subscribers */
 	ICMPMON_A_STAT_DELIVERED,	/* u64, STATS: records netlink accepted */
-	ICMPMON_A_STAT_LOST_NOBUFS,	/* u64, STATS: records in batches netlink refused */
+	ICMPMON_A_STAT_LOST_NOBUFS,	/* u64, STATS: records in batches refused by a full socket */
 	ICMPMON_A_STAT_LOST_NOMEM,	/* u64, STATS: records with no batch buffer */
 	ICMPMON_A_STAT_LOST_CLOSED,	/* u64, STATS: records pending when a socket closed */
 	ICMPMON_A_STAT_TRUNCATED,	/* u64, STATS: records shorter than the packet */
 	ICMPMON_A_STAT_SUBSCRIBERS,	/* u32, STATS: current subscribers */
 	ICMPMON_A_PAD,
+	/* Version 2 */
+	ICMPMON_A_STAT_LOST_OTHER,	/* u64, STATS: records netlink refused for another reason */
+	ICMPMON_A_STAT_SUBSCRIBED,	/* u32, STATS: 1 if the asking socket is a subscriber */
 	__ICMPMON_A_MAX,
 };
 #define ICMPMON_A_MAX (__ICMPMON_A_MAX - 1)
@@ -51,18 +59,25 @@ enum icmpmon_attr {
 enum icmpmon_hook {
 	ICMPMON_HOOK_PRE_ROUTING,	/* direction "in" (includes forwarded) */
 	ICMPMON_HOOK_LOCAL_OUT,		/* direction "out" */
-	__ICMPMON_HOOK_MAX,
 };
-#define ICMPMON_HOOK_MASK_ALL	((1U << __ICMPMON_HOOK_MAX) - 1)
+/*
+ * Mask bits.  There is deliberately no "all" mask here: one defined from
+ * the enum would grow with this header, and a program built against a newer
+ * header would then be refused by an older module.  Name the bits you want.
+ */
+#define ICMPMON_HOOK_F_PRE_ROUTING	(1U << ICMPMON_HOOK_PRE_ROUTING)
+#define ICMPMON_HOOK_F_LOCAL_OUT	(1U << ICMPMON_HOOK_LOCAL_OUT)
 
 #define ICMPMON_FAMILY_F_IPV4	(1U << 0)
 #define ICMPMON_FAMILY_F_IPV6	(1U << 1)
-#define ICMPMON_FAMILY_MASK_ALL	(ICMPMON_FAMILY_F_IPV4 | ICMPMON_FAMILY_F_IPV6)
 
 enum icmpmon_bye_reason {
 	ICMPMON_BYE_UNSPEC,
 	ICMPMON_BYE_UNLOAD,	/* the module is being removed */
-	ICMPMON_BYE_NETNS_EXIT,	/* the network namespace is going away */
+	/*
+	 * 2 was "network namespace exit" in version 1; it cannot happen: a
+	 * subscriber's socket keeps its namespace alive.
+	 */
 };
 
 /* REGISTER limits; out-of-range values are refused with an extack message. */
@@ -83,22 +98,33 @@ enum icmpmon_bye_reason {
 /* icmpmon_rec.flags */
 #define ICMPMON_REC_F_TRUNCATED	(1U << 0)	/* caplen < origlen */
 
-/* Each record in ICMPMON_A_RECORDS is this header (host byte order)
- * followed by caplen bytes of the packet from its IP header (network byte
- * order), padded with zeroes to ICMPMON_REC_ALIGN.
+/*
+ * ICMPMON_A_RECORDS holds records back to back.  Its payload starts 8-byte
+ * aligned from the start of the netlink message, and each record starts at
+ * a multiple of ICMPMON_REC_ALIGN from it, so a reader whose buffer is
+ * 8-byte aligned may cast.  A record is a header of hdr_len bytes (at least
+ * ICMPMON_REC_HDR_LEN_V2; later versions append fields, which older readers
+ * skip), then caplen bytes of the packet from its IP header (network byte
+ * order), then zero padding to the next ICMPMON_REC_ALIGN boundary:
+ *
+ *	next = ALIGN(hdr_len + caplen, ICMPMON_REC_ALIGN)
+ *
+ * Header fields are in host byte order.
  */
 struct icmpmon_rec {
-	__u64 ts_ns;		/* CLOCK_REALTIME when the hook saw it */
+	__u16 hdr_len;		/* bytes of this header: packet data follows */
+	__u16 caplen;		/* packet bytes that follow the header */
+	__u32 origlen;		/* packet length from the IP header */
 	__u32 ifindex;		/* in: receiving device, out: sending device */
-	__u16 caplen;		/* bytes that follow */
-	__u16 origlen;		/* packet length from the IP header (capped at 65535) */
 	__u8 family;		/* ICMPMON_REC_FAMILY_* */
 	__u8 hook;		/* enum icmpmon_hook */
 	__u8 flags;		/* ICMPMON_REC_F_* */
-	__u8 pad;		/* zero */
-	__u32 reserved;		/* zero: makes the tail padding explicit */
+	__u8 reserved;		/* zero */
+	__u64 ts_real_ns;	/* CLOCK_REALTIME when the hook saw it */
+	__u64 ts_mono_ns;	/* CLOCK_MONOTONIC, same instant: immune to clock steps */
 };
 
-#define ICMPMON_REC_ALIGN	4
+#define ICMPMON_REC_HDR_LEN_V2	32
+#define ICMPMON_REC_ALIGN	8
 
 #endif /* _UAPI_LINUX_ICMPMON_H */

@@ -181,6 +181,7 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
     Some(Queued {
         id: id?,
         packet: RawPacket {
+            mono_ns: None,
             ts_ns,
             direction,
             ifindex,
