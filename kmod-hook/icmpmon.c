@@ -5,11 +5,14 @@
  * processes that registered.  ABI: include/uapi/icmpmon.h.
  *
  * Locking and lifetimes:
- *  - icmpmon_mutex serialises every change to a namespace's subscriber
- *    table and its hook registration (REGISTER, CLOSE, URELEASE, unload).
+ *  - pn->lock (a mutex per namespace) serialises every change to that
+ *    namespace's subscriber table and hook registration (REGISTER, CLOSE,
+ *    URELEASE, unload); namespaces never wait for each other.
  *  - The hooks find subscribers under RCU (nf_hook_slow() holds it).  A
- *    subscriber leaves its table, is marked dead, and is touched by nobody
- *    else once its timer is stopped and an RCU grace period has passed.
+ *    subscriber leaving the table is marked dead under sub->lock, so no
+ *    batch is queued after that; the unsubscriber stops the timer, takes
+ *    the SENDING bit for good and sends or drops what is queued.  The memory
+ *    goes after a grace period (kfree_rcu), for hooks still looking at it.
  *  - sub->lock (BH-safe) guards the batch being filled.  A full batch is
  *    queued on sub->out; whoever holds the SENDING bit unicasts the queue in
  *    order with no lock held, so SEQ order is delivery order and no CPU
@@ -33,6 +36,7 @@
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
 #include <linux/timer.h>
+#include <linux/delay.h>
 #include <linux/percpu.h>
 #include <linux/u64_stats_sync.h>
 #include <linux/rcupdate.h>
@@ -58,8 +62,11 @@
 #define timer_container_of(var, t, field) from_timer(var, t, field)
 #endif
 
-/* timer_delete_sync() came with 6.2, and reached 6.1 stable at 6.1.158. */
-#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 1, 158)
+/*
+ * timer_delete_sync() came with 6.2 (and late in 6.1.y); del_timer_sync()
+ * is in every 6.1.
+ */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 2, 0)
 #define timer_delete_sync(t) del_timer_sync(t)
 #endif
 
@@ -74,6 +81,10 @@
 #define ICMPMON_REC_HDR_LEN (sizeof(struct icmpmon_rec) + ICMPMON_TEST_HDR_EXTRA)
 
 #define ICMPMON_SUBS_LIMIT 16
+/* Closed batches a subscriber may have waiting for a sender. */
+#define ICMPMON_OUT_MAX 64
+/* Batches one call of icmpmon_sub_drain() sends; the timer does the rest. */
+#define ICMPMON_DRAIN_BUDGET 16
 #define ICMPMON_HOOK_MASK_ALL (ICMPMON_HOOK_F_PRE_ROUTING | ICMPMON_HOOK_F_LOCAL_OUT)
 #define ICMPMON_FAMILY_MASK_ALL (ICMPMON_FAMILY_F_IPV4 | ICMPMON_FAMILY_F_IPV6)
 
@@ -130,35 +141,37 @@ struct icmpmon_sub {
 	u32 batch_bytes;
 	unsigned long flush_jiffies;
 
-	spinlock_t lock;		/* the open batch, nomem, dead */
+	spinlock_t lock;		/* the open batch, unqueued, dead */
 	struct sk_buff *skb;		/* batch being filled, or NULL */
 	struct nlattr *records;		/* its open ICMPMON_A_RECORDS */
 	u32 nrecs;			/* records in it */
-	u64 nomem;			/* records lost before the open batch */
-	bool dead;			/* unsubscribed: take no more records */
+	u64 unqueued;			/* records lost before the open batch */
+	bool dead;			/* unsubscribed: queue nothing more */
 
 	struct sk_buff_head out;	/* closed batches, oldest first */
 	unsigned long flags;		/* ICMPMON_SUB_* bits */
 	u64 seq;			/* SENDING holder: SEQ of the next batch */
 	u64 lost;			/* SENDING holder: lost since last delivery */
 
-	struct timer_list timer;	/* closes a partial batch */
+	struct timer_list timer;	/* closes a partial batch, sends */
+	struct rcu_head rcu;
 };
 
 /* What a closed batch carries to the sender, in skb->cb. */
 struct icmpmon_batch_cb {
 	void *hdr;			/* genetlink header, for genlmsg_end() */
 	u32 nrecs;
-	u64 nomem;			/* records lost before this batch */
+	u64 unqueued;			/* records lost before this batch */
 };
 
 #define ICMPMON_BATCH_CB(skb) ((struct icmpmon_batch_cb *)(skb)->cb)
 
 struct icmpmon_net {
 	struct net *net;
+	struct mutex lock;		/* subs, nsubs, hooks_on */
 	struct icmpmon_sub __rcu *subs[ICMPMON_SUBS_LIMIT];
-	unsigned int nsubs;		/* icmpmon_mutex; read locklessly */
-	bool hooks_on;			/* icmpmon_mutex */
+	unsigned int nsubs;		/* also read locklessly */
+	bool hooks_on;
 	struct icmpmon_pcpu_stats __percpu *stats;
 };
 
@@ -174,8 +187,8 @@ struct icmpmon_pkt {
 };
 
 static unsigned int icmpmon_net_id __read_mostly;
-static DEFINE_MUTEX(icmpmon_mutex);
-static bool icmpmon_unloading;		/* icmpmon_mutex */
+/* Set once by icmpmon_exit() before it takes any pn->lock; read under one. */
+static bool icmpmon_unloading;
 static struct genl_family icmpmon_family;
 
 /* Room kept free at the end of a batch for the SEQ and LOST attributes. */
@@ -236,9 +249,13 @@ static void icmpmon_stats_read(struct icmpmon_net *pn,
  * freed portid meanwhile, so the portid alone proves nothing.  The socket's
  * file lost its last reference before any of that began: a zero file count
  * means closing.  sk_callback_lock holds off sock_orphan(), and with it the
- * freeing of the file, while we look.  What remains is the instant between
- * this check and netlink_unicast()'s lookup, far shorter than a close and a
- * bind().
+ * freeing of the file, while we look.
+ *
+ * A window remains between this check and netlink_unicast()'s lookup: a
+ * close and a bind() must both complete inside it.  That is a few hundred
+ * nanoseconds unless the sender is preempted there (PREEMPT_RT, a stalled
+ * vCPU).  No exported interface sends to a given socket rather than a
+ * portid; nfnetlink_log has the same limit, without even this check.
  */
 static bool icmpmon_sock_alive(struct sock *sk)
 {
@@ -265,6 +282,9 @@ static int icmpmon_batch_open(struct icmpmon_sub *sub, unsigned int need)
 	void *hdr;
 
 	skb = genlmsg_new(want, GFP_ATOMIC | __GFP_NOWARN);
+	/* A large batch needs a high-order page: try one page, then the least. */
+	if (!skb && want > NLMSG_GOODSIZE && NLMSG_GOODSIZE >= min)
+		skb = genlmsg_new(NLMSG_GOODSIZE, GFP_ATOMIC | __GFP_NOWARN);
 	if (!skb && want > min)
 		skb = genlmsg_new(min, GFP_ATOMIC | __GFP_NOWARN);
 	if (!skb)
@@ -308,18 +328,28 @@ static bool icmpmon_batch_fits(const struct icmpmon_sub *sub,
 	       attr_len + need <= U16_MAX;
 }
 
-/* Moves the open batch to the send queue.  sub->lock held. */
+/*
+ * Moves the open batch to the send queue, or drops it when senders are
+ * that far behind (counted like a full socket).  sub->lock held.
+ */
 static void icmpmon_batch_close(struct icmpmon_sub *sub)
 {
 	struct sk_buff *skb = sub->skb;
 	struct icmpmon_batch_cb *cb = ICMPMON_BATCH_CB(skb);
 
+	sub->skb = NULL;
+	if (skb_queue_len(&sub->out) >= ICMPMON_OUT_MAX) {
+		sub->unqueued += sub->nrecs;
+		icmpmon_stat_add(sub->pn, ICMPMON_STAT_LOST_NOBUFS, sub->nrecs);
+		sub->nrecs = 0;
+		kfree_skb(skb);
+		return;
+	}
 	sub->records->nla_len = skb_tail_pointer(skb) -
 				(unsigned char *)sub->records;
 	cb->nrecs = sub->nrecs;
-	cb->nomem = sub->nomem;
-	sub->nomem = 0;
-	sub->skb = NULL;
+	cb->unqueued = sub->unqueued;
+	sub->unqueued = 0;
 	sub->nrecs = 0;
 	skb_queue_tail(&sub->out, skb);
 }
@@ -332,7 +362,7 @@ static void icmpmon_batch_send(struct icmpmon_sub *sub, struct sk_buff *skb)
 {
 	struct icmpmon_batch_cb cb = *ICMPMON_BATCH_CB(skb);
 	struct icmpmon_net *pn = sub->pn;
-	u64 lost = sub->lost + cb.nomem;
+	u64 lost = sub->lost + cb.unqueued;
 	enum icmpmon_stat fate;
 	int err;
 
@@ -380,42 +410,53 @@ static void icmpmon_batch_send(struct icmpmon_sub *sub, struct sk_buff *skb)
 }
 
 /*
- * Sends every queued batch, unless another CPU already is (it sends ours
+ * Sends the queued batches, unless another CPU already is (it sends ours
  * too).  Called without sub->lock, from a hook, the timer or process
- * context; BH stays off so a sender is never preempted by a hook on its CPU.
+ * context, with BH off so that on most kernels a sender is not preempted
+ * while others wait for it.  After ICMPMON_DRAIN_BUDGET batches it leaves
+ * the rest to the timer, so no CPU is kept sending for others forever.
  */
 static void icmpmon_sub_drain(struct icmpmon_sub *sub)
 {
+	unsigned int budget = ICMPMON_DRAIN_BUDGET;
 	struct sk_buff *skb;
 
 	local_bh_disable();
 	do {
-		/* Orders our skb_queue_tail() before the test (see below). */
-		smp_mb__before_atomic();
+		/*
+		 * Orders the caller's skb_queue_tail() before the test: a
+		 * test_and_set_bit_lock() that fails orders nothing.
+		 */
+		smp_mb();
 		if (test_and_set_bit_lock(ICMPMON_SUB_SENDING, &sub->flags))
-			break;
-		while ((skb = skb_dequeue(&sub->out)))
+			goto out;
+		while (budget && (skb = skb_dequeue(&sub->out))) {
 			icmpmon_batch_send(sub, skb);
+			budget--;
+		}
 		clear_bit_unlock(ICMPMON_SUB_SENDING, &sub->flags);
 		/* A batch queued while we held the bit was left to us. */
 		smp_mb__after_atomic();
-	} while (!skb_queue_empty_lockless(&sub->out));
+	} while (budget && !skb_queue_empty_lockless(&sub->out));
+	if (!skb_queue_empty_lockless(&sub->out)) {
+		spin_lock(&sub->lock);
+		if (!sub->dead)
+			mod_timer(&sub->timer, jiffies + 1);
+		spin_unlock(&sub->lock);
+	}
+out:
 	local_bh_enable();
 }
 
 static void icmpmon_sub_timer(struct timer_list *t)
 {
 	struct icmpmon_sub *sub = timer_container_of(sub, t, timer);
-	bool queued = false;
 
 	spin_lock_bh(&sub->lock);
-	if (!sub->dead && sub->skb) {
+	if (!sub->dead && sub->skb)
 		icmpmon_batch_close(sub);
-		queued = true;
-	}
 	spin_unlock_bh(&sub->lock);
-	if (queued)
-		icmpmon_sub_drain(sub);
+	icmpmon_sub_drain(sub);
 }
 
 static void icmpmon_sub_record(struct icmpmon_sub *sub,
@@ -439,7 +480,7 @@ static void icmpmon_sub_record(struct icmpmon_sub *sub,
 	}
 	if (!sub->skb) {
 		if (icmpmon_batch_open(sub, need)) {
-			sub->nomem++;
+			sub->unqueued++;
 			icmpmon_stat_add(pn, ICMPMON_STAT_LOST_NOMEM, 1);
 			goto out;
 		}
@@ -460,8 +501,9 @@ static void icmpmon_sub_record(struct icmpmon_sub *sub,
 		icmpmon_stat_add(pn, ICMPMON_STAT_TRUNCATED, 1);
 	}
 	data = (u8 *)rec + ICMPMON_REC_HDR_LEN;
-	if (ICMPMON_TEST_HDR_EXTRA)
-		memset(rec + 1, 0xa5, ICMPMON_TEST_HDR_EXTRA);
+#if ICMPMON_TEST_HDR_EXTRA
+	memset(rec + 1, 0xa5, ICMPMON_TEST_HDR_EXTRA);
+#endif
 	/* Cannot fail: caplen is within the packet. */
 	WARN_ON_ONCE(skb_copy_bits(pkt->skb, skb_network_offset(pkt->skb),
 				   data, caplen));
@@ -483,9 +525,9 @@ static bool icmpmon_is_icmp(struct sk_buff *skb, u8 pf)
 		iph = skb_header_pointer(skb, skb_network_offset(skb),
 					 sizeof(_iph), &_iph);
 		/*
-		 * A non-first fragment carries no ICMP header; after
-		 * defragmentation only a fragment that could not be
-		 * reassembled gets here.
+		 * A non-first fragment carries no ICMP header.  After
+		 * defragmentation only fragments defrag leaves alone get here
+		 * (IP_NODEFRAG sockets, packets that already have conntrack).
 		 */
 		return iph && iph->ihl >= 5 && iph->protocol == IPPROTO_ICMP &&
 		       !(ntohs(iph->frag_off) & IP_OFFSET);
@@ -584,7 +626,7 @@ static int icmpmon_hooks_on(struct icmpmon_net *pn)
 {
 	int err;
 
-	lockdep_assert_held(&icmpmon_mutex);
+	lockdep_assert_held(&pn->lock);
 	if (pn->hooks_on)
 		return 0;
 	err = nf_defrag_ipv4_enable(pn->net);
@@ -609,7 +651,7 @@ err_v4:
 
 static void icmpmon_hooks_off(struct icmpmon_net *pn)
 {
-	lockdep_assert_held(&icmpmon_mutex);
+	lockdep_assert_held(&pn->lock);
 	if (!pn->hooks_on)
 		return;
 	/*
@@ -623,7 +665,7 @@ static void icmpmon_hooks_off(struct icmpmon_net *pn)
 	pn->hooks_on = false;
 }
 
-/* ---- subscriber table (icmpmon_mutex held) ---- */
+/* ---- subscriber table (pn->lock held) ---- */
 
 static int icmpmon_sub_find(struct icmpmon_net *pn, u32 portid)
 {
@@ -631,7 +673,7 @@ static int icmpmon_sub_find(struct icmpmon_net *pn, u32 portid)
 
 	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++) {
 		struct icmpmon_sub *sub = rcu_dereference_protected(pn->subs[i],
-				lockdep_is_held(&icmpmon_mutex));
+				lockdep_is_held(&pn->lock));
 
 		if (sub && sub->portid == portid)
 			return i;
@@ -665,14 +707,14 @@ enum icmpmon_unsub_how {
 };
 
 /*
- * Takes slot @i out of the table, delivers or drops what it still holds and
+ * Takes slot @i out of the table, sends (or drops) what it still holds and
  * frees it.  Turns the hooks off with the last subscriber.  Sleeps.
  */
 static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 				enum icmpmon_unsub_how how)
 {
 	struct icmpmon_sub *sub = rcu_dereference_protected(pn->subs[i],
-				lockdep_is_held(&icmpmon_mutex));
+				lockdep_is_held(&pn->lock));
 	struct sk_buff *skb;
 
 	RCU_INIT_POINTER(pn->subs[i], NULL);
@@ -684,16 +726,15 @@ static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 	if (sub->skb)
 		icmpmon_batch_close(sub);
 	spin_unlock_bh(&sub->lock);
+	/* Nothing is queued from here on, nor is the timer armed again. */
 	timer_delete_sync(&sub->timer);
-	if (!pn->nsubs)
-		icmpmon_hooks_off(pn);
 	/*
-	 * Hooks run under RCU and finish their sending inside it; the timer is
-	 * stopped.  After this grace period nothing else touches @sub.
+	 * Take the sending over from a hook that may still be at it, and keep
+	 * it: a hook still looking at @sub finds nothing left to do.
 	 */
-	synchronize_rcu();
-
-	while ((skb = __skb_dequeue(&sub->out))) {
+	while (test_and_set_bit_lock(ICMPMON_SUB_SENDING, &sub->flags))
+		usleep_range(20, 100);
+	while ((skb = skb_dequeue(&sub->out))) {
 		if (how == ICMPMON_UNSUB_DISCARD) {
 			icmpmon_stat_add(pn, ICMPMON_STAT_LOST_CLOSED,
 					 ICMPMON_BATCH_CB(skb)->nrecs);
@@ -704,8 +745,10 @@ static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 	}
 	if (how == ICMPMON_UNSUB_BYE)
 		icmpmon_send_bye(sub, ICMPMON_BYE_UNLOAD);
+	if (!pn->nsubs)
+		icmpmon_hooks_off(pn);
 	sock_put(sub->sk);
-	kfree(sub);
+	kfree_rcu(sub, rcu);
 }
 
 /* Ends every subscription of a namespace and turns its hooks off. */
@@ -714,12 +757,12 @@ static void icmpmon_net_clear(struct net *net, enum icmpmon_unsub_how how)
 	struct icmpmon_net *pn = icmpmon_pernet(net);
 	int i;
 
-	mutex_lock(&icmpmon_mutex);
+	mutex_lock(&pn->lock);
 	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++)
 		if (rcu_access_pointer(pn->subs[i]))
 			icmpmon_unsubscribe(pn, i, how);
 	icmpmon_hooks_off(pn);
-	mutex_unlock(&icmpmon_mutex);
+	mutex_unlock(&pn->lock);
 }
 
 /* ---- generic netlink commands ---- */
@@ -804,16 +847,19 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 		goto err_free;
 	}
 
-	mutex_lock(&icmpmon_mutex);
-	if (icmpmon_unloading) {
+	mutex_lock(&pn->lock);
+	if (READ_ONCE(icmpmon_unloading)) {
 		NL_SET_ERR_MSG(info->extack, "icmpmon module is unloading");
 		err = -ESHUTDOWN;
 		goto err_unlock;
 	}
-	/* Closing already: its URELEASE may have run before we got here. */
+	/*
+	 * The sender is inside sendmsg(), so its socket is open; this refuses
+	 * kernel sockets, which have no file to watch.
+	 */
 	if (!icmpmon_sock_alive(sub->sk)) {
-		NL_SET_ERR_MSG(info->extack, "this socket is closing");
-		err = -ECONNREFUSED;
+		NL_SET_ERR_MSG(info->extack, "only an open user socket can subscribe");
+		err = -EINVAL;
 		goto err_unlock;
 	}
 	if (icmpmon_sub_find(pn, sub->portid) >= 0) {
@@ -842,11 +888,11 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 	sock_hold(sub->sk);
 	WRITE_ONCE(pn->nsubs, pn->nsubs + 1);
 	rcu_assign_pointer(pn->subs[slot], sub);
-	mutex_unlock(&icmpmon_mutex);
+	mutex_unlock(&pn->lock);
 	return 0;
 
 err_unlock:
-	mutex_unlock(&icmpmon_mutex);
+	mutex_unlock(&pn->lock);
 err_free:
 	kfree(sub);
 	return err;
@@ -858,12 +904,12 @@ static int icmpmon_cmd_close(struct sk_buff *skb, struct genl_info *info)
 	struct icmpmon_net *pn = icmpmon_pernet(genl_info_net(info));
 	int i, err = 0;
 
-	mutex_lock(&icmpmon_mutex);
+	mutex_lock(&pn->lock);
 	i = icmpmon_sub_find(pn, info->snd_portid);
 	if (i >= 0) {
-		/* The last batch reaches the socket before the ACK. */
+		/* The last batch is sent before the ACK. */
 		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_FLUSH);
-	} else if (icmpmon_unloading) {
+	} else if (READ_ONCE(icmpmon_unloading)) {
 		NL_SET_ERR_MSG(info->extack,
 			       "icmpmon module is unloading: wait for BYE");
 		err = -ESHUTDOWN;
@@ -871,7 +917,7 @@ static int icmpmon_cmd_close(struct sk_buff *skb, struct genl_info *info)
 		NL_SET_ERR_MSG(info->extack, "this socket is not registered");
 		err = -ENOENT;
 	}
-	mutex_unlock(&icmpmon_mutex);
+	mutex_unlock(&pn->lock);
 	return err;
 }
 
@@ -883,10 +929,10 @@ static int icmpmon_put_stats(struct sk_buff *skb, struct icmpmon_net *pn,
 	u32 nsubs;
 	int i;
 
-	mutex_lock(&icmpmon_mutex);
+	mutex_lock(&pn->lock);
 	nsubs = pn->nsubs;
 	subscribed = icmpmon_sub_find(pn, portid) >= 0;
-	mutex_unlock(&icmpmon_mutex);
+	mutex_unlock(&pn->lock);
 
 	icmpmon_stats_read(pn, sum);
 	for (i = 0; i < __ICMPMON_STAT_MAX; i++)
@@ -948,6 +994,8 @@ static struct genl_family icmpmon_family __ro_after_init = {
 	.name		= ICMPMON_GENL_NAME,
 	.version	= ICMPMON_GENL_VERSION,
 	.netnsok	= true,
+	/* Every handler serialises on its namespace's lock. */
+	.parallel_ops	= true,
 	.module		= THIS_MODULE,
 	.ops		= icmpmon_ops,
 	.n_ops		= ARRAY_SIZE(icmpmon_ops),
@@ -968,12 +1016,19 @@ static int icmpmon_netlink_event(struct notifier_block *nb,
 		return NOTIFY_DONE;
 
 	pn = icmpmon_pernet(n->net);
-	mutex_lock(&icmpmon_mutex);
+	/*
+	 * Every generic netlink socket of every namespace closes through
+	 * here.  REGISTER runs inside its sender's sendmsg(), so a socket
+	 * closing now has finished registering: no subscriber, no business.
+	 */
+	if (!READ_ONCE(pn->nsubs))
+		return NOTIFY_DONE;
+	mutex_lock(&pn->lock);
 	i = icmpmon_sub_find(pn, n->portid);
 	/* Its portid may be reused at once: never send to it again. */
 	if (i >= 0)
 		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_DISCARD);
-	mutex_unlock(&icmpmon_mutex);
+	mutex_unlock(&pn->lock);
 	return NOTIFY_DONE;
 }
 
@@ -1006,6 +1061,7 @@ static int __net_init icmpmon_net_init(struct net *net)
 	kgid_t root_gid;
 
 	pn->net = net;
+	mutex_init(&pn->lock);
 	pn->stats = netdev_alloc_pcpu_stats(struct icmpmon_pcpu_stats);
 	if (!pn->stats)
 		return -ENOMEM;
@@ -1055,6 +1111,11 @@ static int __init icmpmon_init(void)
 {
 	int err;
 
+	BUILD_BUG_ON(sizeof(struct icmpmon_batch_cb) >
+		     sizeof_field(struct sk_buff, cb));
+	BUILD_BUG_ON(sizeof(struct icmpmon_rec) != ICMPMON_REC_HDR_LEN_V2);
+	BUILD_BUG_ON(sizeof(struct icmpmon_rec) % ICMPMON_REC_ALIGN);
+
 	if (!max_subscribers || max_subscribers > ICMPMON_SUBS_LIMIT) {
 		pr_err("max_subscribers must be 1-%d\n", ICMPMON_SUBS_LIMIT);
 		return -EINVAL;
@@ -1081,10 +1142,11 @@ static void __exit icmpmon_exit(void)
 {
 	struct net *net;
 
-	/* From here on REGISTER is refused. */
-	mutex_lock(&icmpmon_mutex);
-	icmpmon_unloading = true;
-	mutex_unlock(&icmpmon_mutex);
+	/*
+	 * From here on REGISTER is refused: it reads the flag under the
+	 * namespace lock that the walk below takes after this store.
+	 */
+	WRITE_ONCE(icmpmon_unloading, true);
 
 	/*
 	 * Flush and say BYE to every subscriber while the family can still

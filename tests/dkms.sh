@@ -27,7 +27,7 @@ dkms_cycle() {
 	cp -r "$repo/kmod-hook/." "$root/usr/src/icmpmon-$version/"
 	if "${run[@]}" dkms add "icmpmon/$version" >"$log" 2>&1 &&
 		"${run[@]}" dkms build "icmpmon/$version" -k "$kver" >>"$log" 2>&1; then
-		status=$("${run[@]}" dkms status "icmpmon/$version" -k "$kver" 2>&1)
+		status=$("${run[@]}" dkms status "icmpmon/$version" -k "$kver" 2>/dev/null)
 		if echo "$status" | grep -q "built"; then
 			ok "$kver" "dkms build: $status"
 		else

@@ -263,11 +263,7 @@ impl KmodClient {
                         }
                     }
                     NetlinkPayload::Error(e) if e.code.is_none() => {
-                        return match (id, version) {
-                            (None, _) => Err(KmodError::NotLoaded),
-                            (Some(id), Some(v)) if v == u32::from(proto::GENL_VERSION) => Ok(id),
-                            (Some(_), v) => Err(KmodError::WrongVersion(v.unwrap_or(0))),
-                        };
+                        return family_of_our_version(id, version);
                     }
                     NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => {
                         return Err(KmodError::NotLoaded);
@@ -405,6 +401,16 @@ impl KmodClient {
             early,
             probe: None,
         })
+    }
+}
+
+/// The family id from a lookup's answer, if the module speaks our protocol
+/// version (version 1 modules are refused: see `proto`).
+fn family_of_our_version(id: Option<u16>, version: Option<u32>) -> Result<u16, KmodError> {
+    match (id, version) {
+        (None, _) => Err(KmodError::NotLoaded),
+        (Some(id), Some(v)) if v == u32::from(proto::GENL_VERSION) => Ok(id),
+        (Some(_), v) => Err(KmodError::WrongVersion(v.unwrap_or(0))),
     }
 }
 
@@ -633,16 +639,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_version_1_module_is_refused_with_instructions() {
+        assert_eq!(family_of_our_version(Some(30), Some(2)).unwrap(), 30);
+        assert!(matches!(
+            family_of_our_version(None, None),
+            Err(KmodError::NotLoaded)
+        ));
+        let err = family_of_our_version(Some(30), Some(1)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("speaks protocol version 1"), "{text}");
+        assert!(text.contains("this icmpmon speaks version 2"), "{text}");
+        assert!(text.contains("sudo rmmod icmpmon"), "{text}");
+        assert!(text.contains("sudo modprobe icmpmon"), "{text}");
+    }
+
+    #[test]
     fn stats_from_attrs() {
         let s = KmodStats::from_attrs(&[
             IcmpmonAttr::Counter(attr::STAT_SEEN, 10),
             IcmpmonAttr::Counter(attr::STAT_DELIVERED, 8),
             IcmpmonAttr::Counter(attr::STAT_LOST_NOBUFS, 2),
+            IcmpmonAttr::Counter(attr::STAT_LOST_OTHER, 3),
             IcmpmonAttr::Subscribers(1),
+            IcmpmonAttr::Subscribed(true),
         ]);
         assert_eq!(
-            (s.seen, s.delivered, s.lost_nobufs, s.subscribers),
-            (10, 8, 2, 1)
+            (s.seen, s.delivered, s.lost_nobufs, s.lost_other),
+            (10, 8, 2, 3)
         );
+        assert_eq!((s.subscribers, s.subscribed), (1, true));
     }
 }

@@ -11,13 +11,14 @@ CSV_FIELDS=21
 pass() { echo "SCENARIO $1 PASS $2"; }
 fail() { echo "SCENARIO $1 FAIL $2"; FAILS=$((FAILS + 1)); }
 
-# start_mon NAME [ARGS...]: icmpmon in the background, CSV to /tmp/NAME.csv,
-# stderr to /tmp/NAME.err; returns once it has registered. Sets MON_PID.
+# start_mon NAME [ARGS...]: icmpmon in the background, CSV to /tmp/NAME.csv
+# (or $MON_CSV), stderr to /tmp/NAME.err; returns once it has registered.
+# Sets MON_PID.
 start_mon() {
 	name=$1
 	shift
 	rm -f "/tmp/$name.csv" "/tmp/$name.err"
-	$MON -v --source kmod --csv "/tmp/$name.csv" "$@" 2>"/tmp/$name.err" &
+	$MON -v --source kmod --csv "${MON_CSV:-/tmp/$name.csv}" "$@" 2>"/tmp/$name.err" &
 	MON_PID=$!
 	i=0
 	while ! grep -q "capturing from kmod" "/tmp/$name.err" 2>/dev/null; do
@@ -489,7 +490,8 @@ scenario_stress() {
 }
 
 # The benchmark (first kernel of the matrix; report only): a 5-second
-# ping -f on lo, 5 interleaved rounds, alone / icmpmon / tcpdump.
+# ping -f on lo, 5 interleaved rounds, alone / icmpmon --csv /dev/null /
+# tcpdump -w /dev/null.
 bench_pingf() {
 	/usr/bin/ping -f -w 5 -q 127.0.0.1 2>/dev/null | sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p'
 }
@@ -503,7 +505,9 @@ run_bench() {
 	: >/tmp/b.alone; : >/tmp/b.mon; : >/tmp/b.dump; : >/tmp/b.cpu; : >/tmp/b.lost
 	for round in 1 2 3 4 5; do
 		bench_pingf >>/tmp/b.alone
+		MON_CSV=/dev/null
 		start_mon bench || { echo "BENCH icmpmon did not start"; return; }
+		MON_CSV=
 		bench_pingf >>/tmp/b.mon
 		t=$(awk '{ print $14 + $15 }' /proc/$MON_PID/stat)
 		stop_mon $MON_PID
