@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::rtt::RttStats;
 use super::Addr;
-use crate::event::{Direction, Echo};
+use crate::event::{Direction, Echo, IcmpEvent};
 
 /// Who pinged whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -248,18 +248,12 @@ impl EchoTracker {
         }
     }
 
-    /// `ts_ns` is wall-clock time (expiry, last seen); `clock_ns` the
-    /// clock round trips are measured on (`IcmpEvent::rtt_clock_ns`).
-    pub fn request(
-        &mut self,
-        src: IpAddr,
-        dst: IpAddr,
-        echo: &Echo,
-        dir: Direction,
-        ts_ns: u64,
-        clock_ns: u64,
-    ) {
-        let key = EchoKey::new(src, dst, echo);
+    /// Takes a request. Wall-clock time (`ts_ns`) orders expiry and says
+    /// when a peer was last seen; round trips are measured on
+    /// `IcmpEvent::rtt_clock_ns`.
+    pub fn request(&mut self, ev: &IcmpEvent, echo: &Echo) {
+        let (dir, ts_ns, clock_ns) = (ev.direction, ev.ts_ns, ev.rtt_clock_ns());
+        let key = EchoKey::new(ev.src, ev.dst, echo);
         let peer = key.peer;
         if let Some(p) = self.pending.get_mut(&key) {
             let slot = &mut p.copies[dir_index(dir)];
@@ -296,18 +290,11 @@ impl EchoTracker {
         self.arrivals.push_back((key, ts_ns));
     }
 
-    /// Pairs a reply from `src` to `dst`; `None` when it answers nothing
-    /// waiting (late, unsolicited or duplicate).
-    pub fn reply(
-        &mut self,
-        src: IpAddr,
-        dst: IpAddr,
-        echo: &Echo,
-        dir: Direction,
-        ts_ns: u64,
-        clock_ns: u64,
-    ) -> Option<Paired> {
-        let key = EchoKey::new(dst, src, echo);
+    /// Pairs a reply (from `ev.src` to `ev.dst`); `None` when it answers
+    /// nothing waiting (late, unsolicited or duplicate).
+    pub fn reply(&mut self, ev: &IcmpEvent, echo: &Echo) -> Option<Paired> {
+        let (dir, ts_ns, clock_ns) = (ev.direction, ev.ts_ns, ev.rtt_clock_ns());
+        let key = EchoKey::new(ev.dst, ev.src, echo);
         let peer = key.peer;
         let Some(p) = self.pending.get_mut(&key) else {
             if self.expired.contains(&key) {

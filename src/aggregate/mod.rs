@@ -232,15 +232,12 @@ impl Aggregator {
     }
 
     fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) {
-        self.echo
-            .request(ev.src, ev.dst, e, ev.direction, ev.ts_ns, ev.rtt_clock_ns());
+        self.echo.request(ev, e);
         self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
     }
 
     fn reply(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) -> Option<u64> {
-        let p = self
-            .echo
-            .reply(ev.src, ev.dst, e, ev.direction, ev.ts_ns, ev.rtt_clock_ns())?;
+        let p = self.echo.reply(ev, e)?;
         if p.first && p.mismatch {
             self.anomalies.payload_mismatch(ev.dst, ev.src, ev.ts_ns);
         }
@@ -328,6 +325,56 @@ mod tests {
 
     fn host(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn round_trips_use_the_monotonic_clock_when_the_source_has_one() {
+        // The wall clock steps back a second between request and reply; the
+        // monotonic clock says 500 µs passed.
+        let mut agg = Aggregator::new(Config::default());
+        let req = IcmpEvent {
+            mono_ns: Some(7_000_000),
+            ..ev(
+                10_000_000_000,
+                Direction::Out,
+                host(1),
+                host(2),
+                8,
+                Some((1, 1)),
+            )
+        };
+        let rep = IcmpEvent {
+            mono_ns: Some(7_500_000),
+            ..ev(
+                9_000_000_000,
+                Direction::In,
+                host(2),
+                host(1),
+                0,
+                Some((1, 1)),
+            )
+        };
+        agg.ingest(&req);
+        assert_eq!(agg.ingest(&rep).rtt_us, Some(500));
+        // Without it (capture files), the wall clock.
+        let mut agg = Aggregator::new(Config::default());
+        agg.ingest(&ev(
+            1_000,
+            Direction::Out,
+            host(1),
+            host(2),
+            8,
+            Some((1, 2)),
+        ));
+        let out = agg.ingest(&ev(
+            251_000,
+            Direction::In,
+            host(2),
+            host(1),
+            0,
+            Some((1, 2)),
+        ));
+        assert_eq!(out.rtt_us, Some(250));
     }
 
     /// (reply?, pair, id, seq, direction, µs since the previous event)
