@@ -75,10 +75,24 @@ accounted() {
 			v["subscribers"], (v["seen"] == v["delivered"] + lost) ? "balanced" : "UNBALANCED" }'
 }
 
-# slab_objs: live objects of the caches a leaked subscriber or batch would
-# stay in (kmalloc 128-512, randomized copies included, and skbuffs).
+# slab_objs [-v]: live objects of the caches a leaked subscriber or batch
+# would stay in (kmalloc 128-512, randomized copies included, and skbuffs);
+# -v: per cache.
 slab_objs() {
-	awk '$1 ~ /^kmalloc-(rnd-[0-9]+-)?(128|192|256|512)$/ || $1 == "skbuff_head_cache" { s += $2 } END { print s + 0 }' /proc/slabinfo
+	awk -v v="${1:-}" '$1 ~ /^kmalloc-(rnd-[0-9]+-)?(128|192|256|512)$/ || $1 == "skbuff_head_cache" {
+		s += $2; if (v != "" && $2 > 0) printf "%s=%d ", $1, $2 } END { print s + 0 }' /proc/slabinfo
+}
+
+# slab_settled BASE: waits (up to 60 s) for the slab objects to come back
+# within 512 of BASE (dying namespaces and RCU-deferred frees take a while,
+# longest on PREEMPT_RT); prints the last count.
+slab_settled() {
+	i=0
+	while n=$(slab_objs) && [ "$n" -ge $(($1 + 512)) ] && [ $i -lt 60 ]; do
+		sleep 1
+		i=$((i + 1))
+	done
+	echo "$n"
 }
 
 summary_field() {
@@ -473,11 +487,11 @@ scenario_stress() {
 	acc=$(accounted)
 	rmmod icmpmon
 	rmrc=$?
-	sleep 2
-	slab1=$(slab_objs)
+	slab1=$(slab_settled "$slab0")
 	modprobe icmpmon
 	grow=$((slab1 - slab0))
 	detail="${secs}s, $cycles monitor kill cycles, $(cat /tmp/st.churn); $(cat /tmp/st.flood); $acc; rmmod=$rmrc; slab objects $slab0 -> $slab1"
+	[ "$grow" -lt 512 ] || detail="$detail ($(slab_objs -v))"
 	case "$acc" in
 	*" balanced"*) ok_acc=1 ;;
 	*) ok_acc=0 ;;
