@@ -3,14 +3,25 @@
 # build` it against the newest Debian 6.1 and 6.12 kernel headers, installed
 # on this machine as a user would (apt), then against the newest 7.x of
 # trixie-backports inside the cached trixie chroot (its kbuild tools need
-# trixie's userland). Everything added is removed again. Prints one
+# trixie's userland). It works under its own version string, so a real
+# icmpmon DKMS install is never touched, and removes all it added (the
+# header packages too, unless they were there before). Prints one
 # "DKMS <kernel> PASS|FAIL" line each and a closing count.
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 vm="$repo/tests/vm"
 cache="$vm/cache"
-version=$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$repo/kmod-hook/dkms.conf")
+version="$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$repo/kmod-hook/dkms.conf")-dkmstest"
+scratch=$(mktemp -d)
+installed_headers=()
+cleanup() {
+	rm -rf "$scratch"
+	if [ ${#installed_headers[@]} -gt 0 ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "${installed_headers[@]}" >/dev/null 2>&1
+	fi
+}
+trap cleanup EXIT
 pass=0
 fail=0
 ok() { echo "DKMS $1 PASS $2"; pass=$((pass + 1)); }
@@ -25,6 +36,7 @@ dkms_cycle() {
 	rm -rf "$root/usr/src/icmpmon-$version"
 	mkdir -p "$root/usr/src/icmpmon-$version"
 	cp -r "$repo/kmod-hook/." "$root/usr/src/icmpmon-$version/"
+	sed -i "s/^PACKAGE_VERSION=.*/PACKAGE_VERSION=\"$version\"/" "$root/usr/src/icmpmon-$version/dkms.conf"
 	if "${run[@]}" dkms add "icmpmon/$version" >"$log" 2>&1 &&
 		"${run[@]}" dkms build "icmpmon/$version" -k "$kver" >>"$log" 2>&1; then
 		status=$("${run[@]}" dkms status "icmpmon/$version" -k "$kver" 2>/dev/null)
@@ -38,12 +50,18 @@ dkms_cycle() {
 		find "$root/var/lib/dkms/icmpmon" -name make.log -exec tail -n 20 {} \; 2>/dev/null
 	fi
 	"${run[@]}" dkms remove "icmpmon/$version" --all >/dev/null 2>&1
-	rm -rf "$root/usr/src/icmpmon-$version" "$root/var/lib/dkms/icmpmon"
+	rm -rf "$root/usr/src/icmpmon-$version" "$root/var/lib/dkms/icmpmon/$version"
+	rmdir "$root/var/lib/dkms/icmpmon" 2>/dev/null
 	rm -f "$log"
 }
 
 for spec in bookworm/6.1 bookworm/6.12; do
 	kver=$("$vm/fetch-kernel.sh" "$spec" "$cache") || { ko "$spec" "no kernel found"; continue; }
+	# The headers and the common headers and kbuild they depend on.
+	for pkg in "linux-headers-$kver" $(apt-cache depends "linux-headers-$kver" |
+		awk '/Depends: linux-(headers|kbuild)-/ { print $2 }'); do
+		dpkg -s "$pkg" >/dev/null 2>&1 || installed_headers+=("$pkg")
+	done
 	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 		"linux-headers-$kver" >/dev/null 2>&1; then
 		ko "$kver" "cannot install linux-headers-$kver"
@@ -56,7 +74,7 @@ done
 kver=$("$vm/fetch-kernel.sh" trixie-backports/7 "$cache") || kver=
 if [ -n "$kver" ]; then
 	# Builds once (and installs the headers into the chroot), with W=1.
-	if "$vm/build-module.sh" "$kver" "$cache" "$repo/kmod-hook" "$(mktemp -d)" W=1 KVER="$kver" >/dev/null; then
+	if "$vm/build-module.sh" "$kver" "$cache" "$repo/kmod-hook" "$scratch/build" W=1 KVER="$kver" >/dev/null; then
 		root="$cache/chroot/trixie"
 		if [ ! -x "$root/usr/sbin/dkms" ]; then
 			mount -t proc proc "$root/proc"

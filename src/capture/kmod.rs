@@ -29,6 +29,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a running subscription checks that the module still has it.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Messages kept that arrive before REGISTER's ACK (about 4 MB of batches).
+const MAX_EARLY: usize = 256;
 /// How long to wait for BYE when CLOSE finds the module unloading.
 const BYE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The command that loads the module with its dependencies.
@@ -43,12 +45,13 @@ pub enum KmodError {
     )]
     NotLoaded,
     #[error(
-        "the loaded icmpmon kernel module speaks protocol version {0}, this icmpmon speaks \
+        "the loaded icmpmon kernel module speaks protocol version {}, this icmpmon speaks \
          version {GENL_VERSION}: rebuild and reload the module from this tree \
          (`sudo rmmod icmpmon`, then {LOAD_HINT})",
+        .0.map_or("unknown".to_string(), |v| v.to_string()),
         GENL_VERSION = proto::GENL_VERSION
     )]
-    WrongVersion(u32),
+    WrongVersion(Option<u32>),
     #[error(
         "registering with the icmpmon kernel module needs CAP_NET_ADMIN in this network \
          namespace: run icmpmon with sudo (or give it cap_net_admin)"
@@ -337,8 +340,11 @@ impl KmodClient {
         other: &mut dyn FnMut(Incoming),
     ) -> Result<(), KmodError> {
         let seq = self.request(command, attrs)?;
+        // One deadline for the answer, however much else keeps arriving.
+        let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
-            if !netlink::wait_readable(&self.sock, REPLY_TIMEOUT)? {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !netlink::wait_readable(&self.sock, left)? {
                 return Err(KmodError::Timeout(what));
             }
             let mut result = None;
@@ -381,6 +387,7 @@ impl KmodClient {
     pub fn register(mut self, opts: &KmodOptions) -> Result<KmodSource, KmodError> {
         netlink::set_receive_buffer(&self.sock, opts.socket_buffer);
         let mut early = Vec::new();
+        // Bounded: a batch dropped here leaves a SEQ gap, counted missing.
         self.transact(
             "REGISTER",
             cmd::REGISTER,
@@ -391,7 +398,11 @@ impl KmodClient {
                 IcmpmonAttr::BatchBytes(opts.batch_bytes),
                 IcmpmonAttr::FlushMs(opts.flush_ms),
             ],
-            &mut |m| early.push(m),
+            &mut |m| {
+                if early.len() < MAX_EARLY {
+                    early.push(m);
+                }
+            },
         )?;
         tracing::info!("REGISTER acknowledged (family id {})", self.family_id);
         Ok(KmodSource {
@@ -410,7 +421,7 @@ fn family_of_our_version(id: Option<u16>, version: Option<u32>) -> Result<u16, K
     match (id, version) {
         (None, _) => Err(KmodError::NotLoaded),
         (Some(id), Some(v)) if v == u32::from(proto::GENL_VERSION) => Ok(id),
-        (Some(_), v) => Err(KmodError::WrongVersion(v.unwrap_or(0))),
+        (Some(_), v) => Err(KmodError::WrongVersion(v)),
     }
 }
 
@@ -449,8 +460,9 @@ pub struct KmodSource {
     next_batch: u64,
     /// Messages that arrived before REGISTER's ACK.
     early: Vec<Incoming>,
-    /// The liveness STATS request in flight: its netlink sequence number.
-    probe: Option<u32>,
+    /// The liveness STATS request in flight: its netlink sequence number
+    /// and when it went out.
+    probe: Option<(u32, Instant)>,
 }
 
 impl std::fmt::Debug for KmodSource {
@@ -515,6 +527,8 @@ impl KmodSource {
             }
             Incoming::Overrun => {
                 self.counters.socket_overruns.fetch_add(1, Relaxed);
+                // The probe's answer may be among what was lost: ask again.
+                self.probe = None;
                 None
             }
             Incoming::Undecodable => {
@@ -531,16 +545,23 @@ impl KmodSource {
                      (reloaded, and its BYE was lost)"
                     .into(),
             )),
-            Incoming::Done(seq, refusal) if self.probe == Some(seq) => {
+            Incoming::Done(seq, refusal) if self.probe.is_some_and(|(s, _)| s == seq) => {
                 self.probe = None;
-                // Unknown family: it was unregistered (unload) and the BYE
-                // was lost to a full buffer.
-                refusal.map(|r| {
-                    SourceEnd::Ended(format!(
-                        "the icmpmon kernel module went away without a BYE ({})",
-                        r.errno
-                    ))
-                })
+                match refusal {
+                    None => None,
+                    // Unknown family: it was unregistered (unload) and the
+                    // BYE was lost to a full buffer.
+                    Some(r) if matches!(r.errno(), Some(libc::ENOENT | libc::EOPNOTSUPP)) => {
+                        Some(SourceEnd::Ended(format!(
+                            "the icmpmon kernel module went away without a BYE ({})",
+                            r.errno
+                        )))
+                    }
+                    Some(r) => {
+                        tracing::warn!("the liveness STATS request failed: {r}");
+                        None
+                    }
+                }
             }
             Incoming::Stats(_) | Incoming::Done(..) | Incoming::Other => None,
         }
@@ -556,11 +577,17 @@ impl KmodSource {
         }
         let mut next_probe = Instant::now() + PROBE_INTERVAL;
         while !stop.is_set() {
-            if Instant::now() >= next_probe {
-                if self.probe.is_none() {
-                    self.probe = Some(self.client.request(cmd::STATS, vec![])?);
+            let now = Instant::now();
+            if now >= next_probe {
+                // A new probe unless one is still waiting for its answer
+                // (an answer lost to a full buffer is not waited for).
+                if self
+                    .probe
+                    .is_none_or(|(_, sent)| now.duration_since(sent) >= REPLY_TIMEOUT)
+                {
+                    self.probe = Some((self.client.request(cmd::STATS, vec![])?, now));
                 }
-                next_probe = Instant::now() + PROBE_INTERVAL;
+                next_probe = now + PROBE_INTERVAL;
             }
             if !netlink::wait_readable(&self.client.sock, POLL_INTERVAL)? {
                 continue;
@@ -594,13 +621,20 @@ impl KmodSource {
                 tracing::info!("CLOSE acknowledged by the kernel");
                 Ok(end)
             }
+            // The kernel ended it meanwhile (BYE, or the family is gone).
+            Err(_) if matches!(end, SourceEnd::Ended(_)) => Ok(end),
             Err(KmodError::Refused(r)) if r.errno() == Some(libc::ESHUTDOWN) => {
-                if let SourceEnd::Ended(_) = end {
-                    return Ok(end);
-                }
                 Ok(self.wait_for_bye(sink))
             }
-            Err(e) => Err(e),
+            // Not acknowledged (the family vanished, or the ACK was lost
+            // to a full buffer): closing the socket ends the subscription
+            // anyway; what the kernel still held for us is counted there.
+            Err(e) => {
+                tracing::warn!(
+                    "CLOSE not acknowledged ({e}); closing the socket ends the subscription"
+                );
+                Ok(end)
+            }
         }
     }
 
@@ -651,6 +685,10 @@ mod tests {
         assert!(text.contains("this icmpmon speaks version 2"), "{text}");
         assert!(text.contains("sudo rmmod icmpmon"), "{text}");
         assert!(text.contains("sudo modprobe icmpmon"), "{text}");
+        let none = family_of_our_version(Some(30), None)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("speaks protocol version unknown"), "{none}");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 #
 # apt_suite_lists CACHE SUITE: a private apt sources list and lists
 # directory for one Debian suite under CACHE/apt/SUITE (trixie-backports
-# and sid also see trixie, whose packages theirs depend on), refreshed when
-# older than an hour. Sets APT_OPTS for apt-get / apt-cache. The host's own
+# also sees trixie, whose packages its own depend on), refreshed when older
+# than an hour. Sets APT_OPTS for apt-get / apt-cache. The host's own
 # apt configuration and lists are never changed.
 apt_suite_lists() {
 	local cache=$1 suite=$2 dir s

@@ -262,6 +262,26 @@ static int transact(int fd, struct nlreq *r, size_t len, char *msg, size_t msgle
 	}
 }
 
+/*
+ * The next attribute of a message of len bytes at *off, checked to lie
+ * wholly inside it; NULL at the end or at a malformed attribute.
+ */
+static struct nlattr *next_attr(const char *msg, int len, int *off)
+{
+	struct nlattr *a = (struct nlattr *)(msg + *off);
+
+	if (*off + NLA_HDRLEN > len || a->nla_len < NLA_HDRLEN || *off + a->nla_len > len)
+		return NULL;
+	*off += NLA_ALIGN(a->nla_len);
+	return a;
+}
+
+/* The length of a copied reply: its own, but no more than was copied. */
+static int reply_len(const struct nlmsghdr *h, size_t copied)
+{
+	return h->nlmsg_len < copied ? (int)h->nlmsg_len : (int)copied;
+}
+
 static int family_id(int fd)
 {
 	char reply[4096];
@@ -275,15 +295,10 @@ static int family_id(int fd)
 	err = transact(fd, &r, 0, NULL, 0, reply, sizeof(reply));
 	if (err)
 		return err;
-	for (off = NLMSG_HDRLEN + GENL_HDRLEN; off + NLA_HDRLEN <= (int)h->nlmsg_len;) {
-		struct nlattr *a = (struct nlattr *)(reply + off);
-
-		if (a->nla_len < NLA_HDRLEN)
-			break;
-		if (a->nla_type == CTRL_ATTR_FAMILY_ID)
+	off = NLMSG_HDRLEN + GENL_HDRLEN;
+	for (struct nlattr *a; (a = next_attr(reply, reply_len(h, sizeof(reply)), &off));)
+		if (a->nla_type == CTRL_ATTR_FAMILY_ID && a->nla_len >= NLA_HDRLEN + 2)
 			return *(uint16_t *)((char *)a + NLA_HDRLEN);
-		off += NLA_ALIGN(a->nla_len);
-	}
 	return -ENOENT;
 }
 
@@ -457,13 +472,11 @@ static int stats_once(int fd, int fam, int *bad)
 		return err;
 	if (!h->nlmsg_len)
 		return -ENODATA;
-	for (off = NLMSG_HDRLEN + GENL_HDRLEN; off + NLA_HDRLEN <= (int)h->nlmsg_len;) {
-		struct nlattr *a = (struct nlattr *)(reply + off);
+	off = NLMSG_HDRLEN + GENL_HDRLEN;
+	for (struct nlattr *a; (a = next_attr(reply, reply_len(h, sizeof(reply)), &off));) {
 		uint64_t v64;
 		uint32_t v32;
 
-		if (a->nla_len < NLA_HDRLEN)
-			break;
 		if (a->nla_len == NLA_HDRLEN + 8) {
 			memcpy(&v64, (char *)a + NLA_HDRLEN, 8);
 			if (v64 == POISON64 || v64 >> 48)
@@ -473,7 +486,6 @@ static int stats_once(int fd, int fam, int *bad)
 			if (v32 == (uint32_t)POISON64 || v32 > 1000)
 				(*bad)++;
 		}
-		off += NLA_ALIGN(a->nla_len);
 	}
 	return 0;
 }
@@ -544,14 +556,16 @@ static void pings(int raw, int n)
 	}
 }
 
-/* REGISTERs a fresh socket; returns it, or -1. */
-static int subscribe(void)
+/* REGISTERs a fresh socket; returns it (and the family in *famp), or -1. */
+static int subscribe(int *famp)
 {
 	struct nlreq r;
 	int fd = nl_open(), fam;
 
 	if (fd < 0 || (fam = family_id(fd)) < 0)
 		return -1;
+	if (famp)
+		*famp = fam;
 	init_req(&r, fam, ICMPMON_CMD_REGISTER);
 	if (transact(fd, &r, 0, NULL, 0, NULL, 0)) {
 		close(fd);
@@ -575,7 +589,7 @@ static int cmd_nschurn(const char *stopfile)
 			if (unshare(CLONE_NEWNET))
 				_exit(2);
 			lo_up();
-			if (subscribe() < 0)
+			if (subscribe(NULL) < 0)
 				_exit(3);
 			raw = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
 			pings(raw, 4);
@@ -658,7 +672,7 @@ static int cmd_steal(int trials)
 		if (sub == 0) {
 			struct sockaddr_nl sa;
 			socklen_t sl = sizeof(sa);
-			int fd = subscribe(), raw;
+			int fd = subscribe(NULL), raw;
 
 			if (fd < 0 || getsockname(fd, (struct sockaddr *)&sa, &sl))
 				_exit(1);
@@ -710,14 +724,13 @@ static int cmd_steal(int trials)
 static int cmd_records(double seconds)
 {
 	static char buf[256 * 1024] __attribute__((aligned(8)));
-	unsigned long n = 0, misaligned = 0;
-	int size = 4 << 20, fd = subscribe(), fam;
+	unsigned long n = 0, misaligned = 0, malformed = 0;
+	int size = 4 << 20, fam = -1, fd = subscribe(&fam);
 	double end = now() + seconds;
 	struct nlreq r;
 
 	if (fd < 0)
 		return fprintf(stderr, "records: REGISTER failed\n"), 1;
-	fam = family_id(fd);
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size));
 	fprintf(stderr, "records: registered\n");
 	while (now() < end) {
@@ -731,17 +744,14 @@ static int cmd_records(double seconds)
 		for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
 			struct genlmsghdr *g = NLMSG_DATA(h);
 			int off = NLMSG_HDRLEN + GENL_HDRLEN;
+			struct nlattr *a;
 
 			if (h->nlmsg_type != fam || g->cmd != ICMPMON_CMD_RECORDS)
 				continue;
-			while (off + NLA_HDRLEN <= (int)h->nlmsg_len) {
-				struct nlattr *a = (struct nlattr *)((char *)h + off);
+			while ((a = next_attr((char *)h, h->nlmsg_len, &off))) {
 				const char *payload = (char *)a + NLA_HDRLEN;
 				int plen = a->nla_len - NLA_HDRLEN, roff = 0;
 
-				if (a->nla_len < NLA_HDRLEN)
-					break;
-				off += NLA_ALIGN(a->nla_len);
 				if (a->nla_type != ICMPMON_A_RECORDS)
 					continue;
 				while (roff + (int)sizeof(struct icmpmon_rec) <= plen) {
@@ -750,6 +760,11 @@ static int cmd_records(double seconds)
 					time_t secs = rec->ts_real_ns / 1000000000ULL;
 					char when[32];
 
+					if (rec->hdr_len < sizeof(*rec) ||
+					    roff + rec->hdr_len + rec->caplen > plen) {
+						malformed++;
+						break;
+					}
 					if ((uintptr_t)rec % 8)
 						misaligned++;
 					strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", gmtime(&secs));
@@ -767,8 +782,9 @@ static int cmd_records(double seconds)
 	fflush(stdout);
 	init_req(&r, fam, ICMPMON_CMD_CLOSE);
 	transact(fd, &r, 0, NULL, 0, NULL, 0);
-	fprintf(stderr, "records: %lu records, %lu misaligned\n", n, misaligned);
-	return misaligned ? 1 : 0;
+	fprintf(stderr, "records: %lu records, %lu misaligned, %lu malformed\n", n, misaligned,
+		malformed);
+	return misaligned || malformed ? 1 : 0;
 }
 
 /* A terminal for the dashboard test: the VM has no tmux. */

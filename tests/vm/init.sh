@@ -22,5 +22,5 @@ echo "VM-KERNEL $(uname -r)"
 modprobe icmpmon
 echo "VM-MODPROBE rc=$? modules: $(awk '{ printf "%s ", $1 }' /proc/modules)"
 sh /scenarios.sh
-echo "VM-DONE"
+echo "VM-DONE scenarios.sh exit $?"
 poweroff -f

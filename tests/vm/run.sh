@@ -133,7 +133,7 @@ for release in "${releases[@]}"; do
 	# slub_debug=P poisons freed memory: a use after free shows as 0x6b.
 	timeout "$timeout_s" qemu-system-x86_64 -machine q35 -accel "$accel" -cpu max -smp 2 -m 1024 \
 		-kernel "$kdir/vmlinuz" -initrd "$work/initrd.gz" \
-		-append "console=ttyS0 panic=-1 oops=panic loglevel=4 slub_debug=P" \
+		-append "console=ttyS0 panic=-1 oops=panic loglevel=5 slub_debug=P" \
 		-nographic -no-reboot -nic none </dev/null >"$console" 2>&1
 	qemu_rc=$?
 	set -e
@@ -147,8 +147,14 @@ for release in "${releases[@]}"; do
 		bad=1
 	fi
 	if grep -q '^SCENARIO .* FAIL' "$console.txt"; then bad=1; fi
+	# The script's own last line: it ran to its end.
+	if ! grep -q '^SCENARIOS-FAILED 0$' "$console.txt"; then
+		log "$release: scenarios.sh did not run to its end cleanly"
+		bad=1
+	fi
 	# Kernel messages only: the scenario lines may name these words.
-	if grep -v -E '^(SCENARIO|BENCH|  badmsg)' "$console.txt" | grep -E 'Oops|WARNING:|BUG:|Kernel panic'; then
+	if grep -v -E '^(SCENARIO|BENCH|  badmsg)' "$console.txt" |
+		grep -E 'Oops|WARNING:|BUG[: ]|Call Trace|Poison overwritten|Kernel panic'; then
 		log "$release: the kernel complained on the console"
 		bad=1
 	fi
