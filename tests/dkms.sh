@@ -15,8 +15,11 @@ cache="$vm/cache"
 version="$(sed -n 's/^PACKAGE_VERSION="\(.*\)"/\1/p' "$repo/kmod-hook/dkms.conf")-dkmstest"
 scratch=$(mktemp -d)
 installed_headers=()
+# DKMS makes a signing key pair on its first build; keep a user's, drop ours.
+had_mok=$([ -e /var/lib/dkms/mok.key ] && echo 1)
 cleanup() {
 	rm -rf "$scratch"
+	[ -n "$had_mok" ] || rm -f /var/lib/dkms/mok.key /var/lib/dkms/mok.pub
 	if [ ${#installed_headers[@]} -gt 0 ]; then
 		DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "${installed_headers[@]}" >/dev/null 2>&1
 	fi
