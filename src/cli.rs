@@ -116,7 +116,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("'{s}' is not a number of seconds (e.g. 10 or 2.5)"))?;
     if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
-        return Err("the duration must be more than 0 seconds".into());
+        return Err("the duration must be more than 0 and at most 1e9 seconds".into());
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -127,8 +127,8 @@ fn parse_replay(s: &str) -> Result<f64, String> {
         _ => s.strip_prefix('x').and_then(|n| n.parse::<f64>().ok()),
     };
     match speed {
-        Some(x) if x.is_finite() && x > 0.0 && x <= 1e6 => Ok(x),
-        _ => Err("realtime, or xN with N > 0 (e.g. x10 or x0.5)".into()),
+        Some(x) if (1e-3..=1e6).contains(&x) => Ok(x),
+        _ => Err("realtime, or xN with N from 0.001 to 1000000 (e.g. x10 or x0.5)".into()),
     }
 }
 
@@ -298,6 +298,9 @@ mod tests {
             &["icmpmon", "--echo-timeout", "0"],
             &["icmpmon", "--replay", "fast"],
             &["icmpmon", "--replay", "x0"],
+            // Would overflow a Duration while replaying.
+            &["icmpmon", "--replay", "x1e-300"],
+            &["icmpmon", "--duration", "1e99"],
             &["icmpmon", "--tui", "--headless"],
         ] {
             let err = Cli::try_parse_from(args).unwrap_err();

@@ -67,6 +67,12 @@ enum Node {
     Dir(Direction),
 }
 
+/// Bounds that keep parsing, matching and dropping a filter off the end of
+/// any thread's stack: nesting of `not` and parentheses, and words in all
+/// (a chain of `and`/`or` nests one level per word).
+const MAX_NESTING: usize = 64;
+const MAX_TOKENS: usize = 1024;
+
 /// A compiled filter; `Filter::default()` lets everything through.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Filter {
@@ -80,10 +86,18 @@ impl Filter {
         if tokens.is_empty() {
             return Ok(Self::default());
         }
+        if let Some(t) = tokens.get(MAX_TOKENS) {
+            return Err(FilterError {
+                pos: t.pos,
+                message: format!("a filter has at most {MAX_TOKENS} words"),
+                expr: expr.to_string(),
+            });
+        }
         let mut p = Parser {
             expr,
             tokens,
             at: 0,
+            depth: 0,
         };
         let root = p.or()?;
         if let Some(t) = p.peek() {
@@ -162,6 +176,8 @@ struct Parser<'a> {
     expr: &'a str,
     tokens: Vec<Token<'a>>,
     at: usize,
+    /// `not` and parentheses open around the current word.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -213,15 +229,34 @@ impl<'a> Parser<'a> {
         Ok(left)
     }
 
+    /// Parses what follows a `not` or `(`, one level deeper.
+    fn nested<T>(
+        &mut self,
+        pos: usize,
+        parse: impl FnOnce(&mut Self) -> Result<T, FilterError>,
+    ) -> Result<T, FilterError> {
+        if self.depth == MAX_NESTING {
+            return Err(self.error_at(
+                pos,
+                format!("'not' and parentheses nest at most {MAX_NESTING} deep"),
+            ));
+        }
+        self.depth += 1;
+        let r = parse(self);
+        self.depth -= 1;
+        r
+    }
+
     fn unary(&mut self) -> Result<Node, FilterError> {
+        let pos = self.peek().map_or(0, |t| t.pos);
         if self.eat(&["not", "!"]) {
-            return Ok(Node::Not(Box::new(self.unary()?)));
+            return Ok(Node::Not(Box::new(self.nested(pos, Self::unary)?)));
         }
         let Some(t) = self.next() else {
             return Err(self.error_at(self.end_pos(), "expected a match, 'not' or '('".into()));
         };
         if t.text == "(" {
-            let inner = self.or()?;
+            let inner = self.nested(t.pos, Self::or)?;
             return match self.next() {
                 Some(c) if c.text == ")" => Ok(inner),
                 Some(c) => Err(self.error_at(c.pos, format!("expected ')', found '{}'", c.text))),
@@ -384,7 +419,13 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_offending_token() {
-        let cases = [
+        // Bounded, so that no thread's stack runs out on a deep filter.
+        let deep_not = format!("{}type 3", "not ".repeat(100));
+        let deep_parens = format!("{}type 3", "(".repeat(100));
+        // "type 3 or " is 10 characters and 3 words: word 1024 is the "3"
+        // of the 342nd term.
+        let long_chain = vec!["type 3"; 100_000].join(" or ");
+        let cases: [(&str, usize, &str); 13] = [
             ("host", 4, "expected an address or CIDR after 'host'"),
             ("host 10.0.0.300", 5, "'10.0.0.300' is not an address"),
             ("type bogus", 5, "unknown ICMP type 'bogus'"),
@@ -395,6 +436,9 @@ mod tests {
             ("dir sideways", 4, "dir is in or out"),
             ("code 300", 5, "is not a code"),
             ("port 80", 0, "unknown word 'port'"),
+            (&deep_not, 64 * 4, "nest at most 64 deep"),
+            (&deep_parens, 64, "nest at most 64 deep"),
+            (&long_chain, 341 * 10 + 5, "at most 1024 words"),
         ];
         for (expr, pos, msg) in cases {
             let e = Filter::parse(expr).unwrap_err();

@@ -272,3 +272,51 @@ fn filter_alerts_and_summary() {
         "udp 10.0.0.1:40000 -> 10.0.0.2:33333"
     );
 }
+
+#[test]
+fn extreme_thresholds_neither_panic_nor_raise() {
+    // Thresholds at u64::MAX once overflowed (`threshold + 1`).
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("flood.pcap");
+    let t0 = 1_700_000_000_000_000_000u64;
+    let frames: Vec<(u64, Vec<u8>)> = (0..20u16)
+        .map(|seq| {
+            (
+                t0 + u64::from(seq) * 1_000,
+                ipv4(1, [10, 9, 9, 9], [10, 0, 0, 1], &echo(8, 1, seq)),
+            )
+        })
+        .collect();
+    write_pcap(&f, DataLink::RAW, &frames);
+    let max = u64::MAX.to_string();
+    let out = icmpmon(&[
+        "--source",
+        &format!("pcap:{}", f.display()),
+        "--csv",
+        "/dev/null",
+        "--alerts",
+        "-",
+        "--flood-pps",
+        &max,
+        "--unreachable-pps",
+        &max,
+        "--ttl-exceeded-pps",
+        &max,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(out.stdout.is_empty(), "no alert expected");
+    // And the same flood with a low threshold does raise one.
+    let out = icmpmon(&[
+        "--source",
+        &format!("pcap:{}", f.display()),
+        "--csv",
+        "/dev/null",
+        "--alerts",
+        "-",
+        "--flood-pps",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echo-flood"));
+}

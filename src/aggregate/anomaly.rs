@@ -23,6 +23,13 @@ const TRACKED: usize = 64;
 /// (a spoofed flood would otherwise write one alert per source).
 const ALERTS_PER_SECOND: u64 = 100;
 
+/// Whether a per-second count has just gone past `threshold` (is one
+/// more): each flag is raised once per subject and second. No overflow,
+/// whatever the threshold.
+fn just_crossed(count: u64, threshold: u64) -> bool {
+    count.checked_sub(1) == Some(threshold)
+}
+
 /// Thresholds (`--flood-pps` etc.).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
@@ -163,7 +170,7 @@ impl Anomalies {
         let t = self.thresholds.echo_flood_pps;
         // Raise when the guaranteed count crosses the threshold: once per
         // source and second.
-        if c.count - c.error == t + 1 {
+        if just_crossed(c.count - c.error, t) {
             self.raise(
                 FlagKind::EchoFlood,
                 src.to_string(),
@@ -207,7 +214,7 @@ impl Anomalies {
         self.roll(ts_ns);
         self.unreachables += 1;
         let t = self.thresholds.unreachable_pps;
-        if self.unreachables == t + 1 {
+        if just_crossed(self.unreachables, t) {
             self.raise(
                 FlagKind::UnreachableStorm,
                 "all".into(),
@@ -222,7 +229,7 @@ impl Anomalies {
         self.roll(ts_ns);
         let c = self.probers.add(Addr(prober));
         let t = self.thresholds.ttl_exceeded_pps;
-        if c.count - c.error == t + 1 {
+        if just_crossed(c.count - c.error, t) {
             self.raise(
                 FlagKind::TracerouteSeen,
                 prober.to_string(),

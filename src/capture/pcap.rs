@@ -391,7 +391,8 @@ impl Pace {
     /// How long to wait before handing on a packet of time `ts_ns`.
     fn wait(&mut self, ts_ns: u64) -> Duration {
         let (t0, at) = *self.origin.get_or_insert((ts_ns, Instant::now()));
-        let due = Duration::from_secs_f64(ts_ns.saturating_sub(t0) as f64 / 1e9 / self.speed);
+        let due = Duration::try_from_secs_f64(ts_ns.saturating_sub(t0) as f64 / 1e9 / self.speed)
+            .unwrap_or(Duration::MAX);
         due.saturating_sub(at.elapsed())
     }
 }
