@@ -35,10 +35,11 @@ fn ms(us: f64) -> String {
 
 fn rtt_text(r: &RttSummary) -> String {
     format!(
-        "rtt min/avg/max/p50/p95 {}/{}/{}/{}/{} ms, jitter {} ms",
+        "rtt min/avg/max {}/{}/{} ms, p50/p95 (last {} replies) {}/{} ms, jitter {} ms",
         ms(r.min_us as f64),
         ms(r.avg_us),
         ms(r.max_us as f64),
+        r.samples.min(crate::aggregate::rtt::HISTORY as u64),
         ms(r.p50_us as f64),
         ms(r.p95_us as f64),
         ms(r.jitter_us)

@@ -1,6 +1,6 @@
 //! Round-trip time statistics of one peer pair: exact min / max / mean
-//! over the whole run, RFC 3550 jitter, and percentiles over the last
-//! `HISTORY` samples (which the dashboard also draws).
+//! over the whole run, RFC 3550 jitter, and percentiles (nearest rank) over
+//! the last `HISTORY` samples (which the dashboard also draws).
 
 use std::collections::VecDeque;
 
@@ -67,7 +67,9 @@ impl RttStats {
         }
         let mut sorted: Vec<u32> = self.history.iter().copied().collect();
         sorted.sort_unstable();
-        let pct = |p: usize| u64::from(sorted[(sorted.len() - 1) * p / 100]);
+        // Nearest rank: the smallest sample with at least p% of them at or
+        // below it (with two samples, p95 is the larger one).
+        let pct = |p: usize| u64::from(sorted[(sorted.len() * p).div_ceil(100).max(1) - 1]);
         Some(RttSummary {
             samples: self.count,
             min_us: self.min_us,
@@ -103,5 +105,21 @@ mod tests {
         assert_eq!(r.history().count(), HISTORY);
         let s = r.summary().unwrap();
         assert_eq!((s.min_us, s.max_us, s.p50_us), (1, 100, 7));
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut r = RttStats::default();
+        r.add(100);
+        let s = r.summary().unwrap();
+        assert_eq!((s.p50_us, s.p95_us), (100, 100));
+        r.add(300);
+        let s = r.summary().unwrap();
+        assert_eq!((s.p50_us, s.p95_us), (100, 300), "p95 of two is the larger");
+        for us in [200, 400, 500, 600, 700, 800, 900, 1000] {
+            r.add(us);
+        }
+        let s = r.summary().unwrap();
+        assert_eq!((s.p50_us, s.p95_us), (500, 1000));
     }
 }
