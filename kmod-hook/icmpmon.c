@@ -242,32 +242,58 @@ static void icmpmon_stats_read(struct icmpmon_net *pn,
 	}
 }
 
-/*
- * Whether the registered socket is still open.  A closing socket leaves the
- * portid table (netlink_remove()) before it is orphaned and long before the
- * URELEASE notifier drops its subscription, and any process may bind the
- * freed portid meanwhile, so the portid alone proves nothing.  The socket's
- * file lost its last reference before any of that began: a zero file count
- * means closing.  sk_callback_lock holds off sock_orphan(), and with it the
- * freeing of the file, while we look.
- *
- * A window remains between this check and netlink_unicast()'s lookup: a
- * close and a bind() must both complete inside it.  That is a few hundred
- * nanoseconds unless the sender is preempted there (PREEMPT_RT, a stalled
- * vCPU).  No exported interface sends to a given socket rather than a
- * portid; nfnetlink_log has the same limit, without even this check.
- */
-static bool icmpmon_sock_alive(struct sock *sk)
+/* get_file_active() came with 6.7, when files became SLAB_TYPESAFE_BY_RCU. */
+static struct file *icmpmon_get_file_active(struct file *file)
 {
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	return get_file_active(&file);
+#else
+	return get_file_rcu(file) ? file : NULL;
+#endif
+}
+
+/*
+ * A reference on the registered socket's file while the socket is open;
+ * NULL once it is closing.  A closing socket leaves the portid table
+ * (netlink_remove()) long before the URELEASE notifier drops its
+ * subscription, and any process may bind the freed portid meanwhile, so the
+ * portid alone proves nothing.  But the socket is released only after its
+ * file's last reference is gone: while we hold one, the portid is still
+ * ours.  sk_callback_lock holds off sock_orphan(), and with it the freeing
+ * of the file, while we take it.  Drop it with fput() (any context) once
+ * the message is sent.
+ */
+static struct file *icmpmon_hold_file(struct sock *sk)
+{
+	struct file *file = NULL;
 	struct socket *sock;
-	bool alive;
 
 	read_lock_bh(&sk->sk_callback_lock);
 	sock = sk->sk_socket;
-	alive = !sock_flag(sk, SOCK_DEAD) && sock && sock->file &&
-		file_count(sock->file) > 0;
+	if (!sock_flag(sk, SOCK_DEAD) && sock && sock->file)
+		file = icmpmon_get_file_active(sock->file);
 	read_unlock_bh(&sk->sk_callback_lock);
-	return alive;
+	return file;
+}
+
+/*
+ * Unicasts @skb to the subscriber, only to its own socket (see
+ * icmpmon_hold_file()).  Consumes @skb; returns netlink's verdict, or
+ * -ECONNREFUSED when the socket is closing.
+ */
+static int icmpmon_unicast(struct icmpmon_sub *sub, struct sk_buff *skb)
+{
+	struct file *file = icmpmon_hold_file(sub->sk);
+	int err;
+
+	if (!file) {
+		kfree_skb(skb);
+		return -ECONNREFUSED;
+	}
+	/* Non-blocking; the skb is consumed either way. */
+	err = genlmsg_unicast(sub->pn->net, skb, sub->portid);
+	fput(file);
+	return err;
 }
 
 /* ---- batches ---- */
@@ -380,14 +406,7 @@ static void icmpmon_batch_send(struct icmpmon_sub *sub, struct sk_buff *skb)
 	genlmsg_end(skb, cb.hdr);
 	sub->seq++;
 
-	/* Never to a portid that another process may have taken over. */
-	if (!icmpmon_sock_alive(sub->sk)) {
-		kfree_skb(skb);
-		err = -ECONNREFUSED;
-	} else {
-		/* Non-blocking; the skb is consumed either way. */
-		err = genlmsg_unicast(pn->net, skb, sub->portid);
-	}
+	err = icmpmon_unicast(sub, skb);
 	switch (err) {
 	case 0:
 		sub->lost = 0;
@@ -686,8 +705,6 @@ static void icmpmon_send_bye(struct icmpmon_sub *sub, u32 reason)
 	struct sk_buff *skb;
 	void *hdr;
 
-	if (!icmpmon_sock_alive(sub->sk))
-		return;
 	skb = genlmsg_new(nla_total_size(sizeof(u32)), GFP_KERNEL);
 	if (!skb)
 		return;
@@ -697,7 +714,7 @@ static void icmpmon_send_bye(struct icmpmon_sub *sub, u32 reason)
 		return;
 	}
 	genlmsg_end(skb, hdr);
-	genlmsg_unicast(sub->pn->net, skb, sub->portid);
+	icmpmon_unicast(sub, skb);
 }
 
 enum icmpmon_unsub_how {
@@ -806,6 +823,7 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(genl_info_net(info));
 	struct icmpmon_sub *sub;
+	struct file *file;
 	unsigned int i;
 	int slot = -1, err;
 
@@ -855,13 +873,15 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 	}
 	/*
 	 * The sender is inside sendmsg(), so its socket is open; this refuses
-	 * kernel sockets, which have no file to watch.
+	 * kernel sockets, which have no file to hold.
 	 */
-	if (!icmpmon_sock_alive(sub->sk)) {
+	file = icmpmon_hold_file(sub->sk);
+	if (!file) {
 		NL_SET_ERR_MSG(info->extack, "only an open user socket can subscribe");
 		err = -EINVAL;
 		goto err_unlock;
 	}
+	fput(file);
 	if (icmpmon_sub_find(pn, sub->portid) >= 0) {
 		NL_SET_ERR_MSG(info->extack, "this socket is already registered");
 		err = -EEXIST;
