@@ -12,20 +12,20 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 
-use crate::capture::kmod::{KmodClient, KmodError, KmodOptions};
-use crate::capture::nfqueue::{rules, NfqueueSource};
-use crate::capture::pcap::PcapSource;
-use crate::capture::{Source, SourceEnd};
+use crate::aggregator::{consume, Dashboard, Outputs, Plan};
 use crate::cli::{Cli, Command, Output, RunArgs, SourceSpec};
-use crate::consume::{consume, Dashboard, Outputs, Plan};
-use crate::dashboard::{namespace_name, Meta};
 use crate::export::alerts::AlertSink;
 use crate::export::csv::CsvExport;
 use crate::export::jsonl::JsonlExport;
 use crate::export::{IfNames, RowSink};
-use crate::filter::Filter;
-use crate::pipeline::{self, StopFlag, StopReason};
 use crate::report;
+use crate::view::{namespace_name, Meta};
+use icmpmon_capture::kmod::{KmodClient, KmodError, KmodOptions};
+use icmpmon_capture::nfqueue::{rules, NfqueueSource};
+use icmpmon_capture::pcap::PcapSource;
+use icmpmon_capture::pipeline::{self, StopFlag, StopReason};
+use icmpmon_capture::{Source, SourceEnd};
+use icmpmon_core::filter::Filter;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -199,7 +199,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let source = open_source(args)?;
     // Before the drop: naming the namespace reads /proc/1/ns/net.
     let namespace = namespace_name();
-    let dropped = crate::privilege::drop_all_but(source.capabilities_kept())
+    let dropped = icmpmon_capture::privilege::drop_all_but(source.capabilities_kept())
         .context("cannot drop capabilities")?;
     tracing::info!("{dropped}");
     let counters = source.counters();

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::aggregate::anomaly::Thresholds;
-use crate::filter::Filter;
-use crate::proto;
+use icmpmon_capture::kmod::abi as proto;
+use icmpmon_core::aggregate::anomaly::Thresholds;
+use icmpmon_core::filter::Filter;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -197,7 +197,7 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(65536..=1 << 30))]
     pub socket_buffer: u64,
     /// NFQUEUE queue number icmpmon binds and its rules feed.
-    #[arg(long, value_name = "N", default_value_t = crate::capture::nfqueue::DEFAULT_QUEUE,
+    #[arg(long, value_name = "N", default_value_t = icmpmon_capture::nfqueue::DEFAULT_QUEUE,
           help_heading = "NFQUEUE")]
     pub queue_num: u16,
     /// An echo request unanswered after SECS is counted lost.
@@ -257,9 +257,9 @@ impl RunArgs {
     }
 
     /// The aggregator's settings from the command line.
-    pub fn aggregate_config(&self) -> crate::aggregate::Config {
+    pub fn aggregate_config(&self) -> icmpmon_core::aggregate::Config {
         let n = usize::try_from(self.max_peers).unwrap_or(usize::MAX);
-        crate::aggregate::Config {
+        icmpmon_core::aggregate::Config {
             echo_timeout_ns: u64::try_from(self.echo_timeout.as_nanos()).unwrap_or(u64::MAX),
             max_peers: n,
             max_flows: n,
@@ -270,7 +270,7 @@ impl RunArgs {
                 oversize_bytes: self.oversize_bytes,
                 ttl_exceeded_pps: self.ttl_exceeded_pps,
             },
-            ..crate::aggregate::Config::default()
+            ..icmpmon_core::aggregate::Config::default()
         }
     }
 }

@@ -1,3 +1,13 @@
+//! The icmpmon program: command line, run wiring, the aggregator thread and
+//! the outputs (rows, alerts, summary, dashboard views).
+
+mod aggregator;
+mod app;
+mod cli;
+mod export;
+mod report;
+mod view;
+
 fn main() -> std::process::ExitCode {
-    icmpmon::app::main()
+    app::main()
 }

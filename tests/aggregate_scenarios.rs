@@ -8,10 +8,10 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use icmpmon::aggregate::anomaly::Thresholds;
-use icmpmon::aggregate::{Aggregator, Config};
-use icmpmon::event::{Direction, Echo, Family, IcmpEvent, Info, Quoted};
-use icmpmon::parse::digest;
+use icmpmon_core::aggregate::anomaly::Thresholds;
+use icmpmon_core::aggregate::{Aggregator, Config};
+use icmpmon_core::event::{Direction, Echo, Family, IcmpEvent, Info, Quoted};
+use icmpmon_core::parse::digest;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -118,6 +118,7 @@ fn first_peer(screen: &str) -> &str {
 }
 
 #[test]
+#[ignore = "needs tmux: tests/run-all.sh runs it"]
 fn dashboard_in_tmux() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("pings.pcap");

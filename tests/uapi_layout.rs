@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
-use icmpmon::proto::{self, attr, cmd, IcmpmonRec};
+use icmpmon_capture::kmod::abi::{self as proto, attr, cmd, IcmpmonRec};
 
 const PROBE: &str = r#"
 #include <stddef.h>

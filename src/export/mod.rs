@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::event::IcmpEvent;
+use icmpmon_core::event::IcmpEvent;
 
 /// Column names of CSV schema v1, in order.
 pub const HEADER: [&str; 21] = [
@@ -148,7 +148,7 @@ impl IfNames {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::{Direction, Echo, Family, Info, Quoted};
+    use icmpmon_core::event::{Direction, Echo, Family, Info, Quoted};
 
     /// A frag-needed error quoting a UDP flow.
     pub(crate) fn error_event() -> IcmpEvent {

@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use icmpmon::aggregate::{Aggregator, Config};
-use icmpmon::event::{Direction, Echo, Family, IcmpEvent, Quoted};
+use icmpmon_core::aggregate::{Aggregator, Config};
+use icmpmon_core::event::{Direction, Echo, Family, IcmpEvent, Quoted};
 
 const EVENTS: usize = 200_000;
 

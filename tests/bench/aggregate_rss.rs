@@ -6,8 +6,8 @@
 
 use std::net::IpAddr;
 
-use icmpmon::aggregate::{Aggregator, Config};
-use icmpmon::event::{Direction, Echo, Family, IcmpEvent};
+use icmpmon_core::aggregate::{Aggregator, Config};
+use icmpmon_core::event::{Direction, Echo, Family, IcmpEvent};
 
 const RSS_LIMIT_MIB: f64 = 64.0;
 

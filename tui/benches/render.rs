@@ -4,7 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use icmpmon_tui::demo::sample;
+#[path = "../tests/demo/mod.rs"]
+mod demo;
+use demo::sample;
 use icmpmon_tui::render::{draw, Ctx, Theme};
 use icmpmon_tui::state::UiState;
 use ratatui::backend::TestBackend;

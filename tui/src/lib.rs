@@ -9,7 +9,6 @@
 //! - `render`: one pure function per panel;
 //! - `term`: the terminal runtime (raw mode, event loop, restore).
 
-pub mod demo;
 pub mod keys;
 pub mod model;
 pub mod render;

@@ -2,7 +2,8 @@
 //! whole screen, at 80x24 and 120x40, from `demo::sample` (fixed data).
 //! Review changes with `cargo insta review` (or INSTA_UPDATE=always).
 
-use icmpmon_tui::demo::sample;
+mod demo;
+use demo::sample;
 use icmpmon_tui::keys::Mode;
 use icmpmon_tui::render::{self, Ctx, Theme};
 use icmpmon_tui::state::{Panel, UiState};

@@ -2,7 +2,7 @@
 /*
  * icmpmon: kernel <-> user ABI, version 2 (generic netlink family "icmpmon").
  *
- * The Rust mirror lives in src/proto.rs; tests/uapi_layout.rs compiles this
+ * The Rust mirror lives in capture/src/kmod/abi.rs; tests/uapi_layout.rs compiles this
  * header and checks every size, offset and constant against it.
  *
  * Version 2 (the family's version number) changed the record layout: each

@@ -1,9 +1,14 @@
 //! Packet sources. Each yields `RawPacket`s (bytes from the IP header on)
-//! into a `PacketSink`; none of them parses ICMP (that is `parse`'s job).
+//! into a `PacketSink` (`pipeline`); none of them parses ICMP (that is
+//! `icmpmon_core::parse`'s job). Also here: the netlink helpers the kernel
+//! sources share, and the capability drop (`privilege`).
 
 pub mod kmod;
+mod netlink;
 pub mod nfqueue;
 pub mod pcap;
+pub mod pipeline;
+pub mod privilege;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -15,11 +15,14 @@ use netlink_packet_generic::ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
-use crate::capture::SourceEnd;
-use crate::event::{Direction, RawPacket};
 use crate::netlink::{self, Refusal};
 use crate::pipeline::{PacketSink, StopFlag};
-use crate::proto::{self, attr, cmd, IcmpmonAttr, IcmpmonMsg};
+use crate::SourceEnd;
+use abi::{attr, cmd, IcmpmonAttr, IcmpmonMsg};
+use icmpmon_core::event::{Direction, RawPacket};
+
+/// The module's wire format, mirrored from `kmod-hook/icmpmon_uapi.h`.
+pub mod abi;
 
 /// Larger than any batch the module sends (ICMPMON_BATCH_BYTES_MAX + headers).
 const RECV_BUFFER: usize = 256 * 1024;
@@ -49,7 +52,7 @@ pub enum KmodError {
          version {GENL_VERSION}: rebuild and reload the module from this tree \
          (`sudo rmmod icmpmon`, then {LOAD_HINT})",
         .0.map_or("unknown".to_string(), |v| v.to_string()),
-        GENL_VERSION = proto::GENL_VERSION
+        GENL_VERSION = abi::GENL_VERSION
     )]
     WrongVersion(Option<u32>),
     #[error(
@@ -79,17 +82,6 @@ pub struct KmodOptions {
     pub flush_ms: u32,
     /// Receive buffer asked for (SO_RCVBUFFORCE, else SO_RCVBUF).
     pub socket_buffer: usize,
-}
-
-impl Default for KmodOptions {
-    fn default() -> Self {
-        Self {
-            snaplen: proto::SNAPLEN_DEFAULT,
-            batch_bytes: proto::BATCH_BYTES_DEFAULT,
-            flush_ms: proto::FLUSH_MS_DEFAULT,
-            socket_buffer: 8 << 20,
-        }
-    }
 }
 
 /// The module's STATS counters for this network namespace.
@@ -239,7 +231,7 @@ impl KmodClient {
     fn resolve_family(&mut self) -> Result<u16, KmodError> {
         let req = GenlMessage::from_payload(GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(proto::GENL_NAME.to_owned())],
+            nlas: vec![GenlCtrlAttrs::FamilyName(abi::GENL_NAME.to_owned())],
         });
         let seq = self.send(NetlinkMessage::from(req))?;
         let (mut id, mut version) = (None, None);
@@ -392,8 +384,8 @@ impl KmodClient {
             "REGISTER",
             cmd::REGISTER,
             vec![
-                IcmpmonAttr::HookMask(proto::HOOK_F_PRE_ROUTING | proto::HOOK_F_LOCAL_OUT),
-                IcmpmonAttr::FamilyMask(proto::FAMILY_F_IPV4 | proto::FAMILY_F_IPV6),
+                IcmpmonAttr::HookMask(abi::HOOK_F_PRE_ROUTING | abi::HOOK_F_LOCAL_OUT),
+                IcmpmonAttr::FamilyMask(abi::FAMILY_F_IPV4 | abi::FAMILY_F_IPV6),
                 IcmpmonAttr::Snaplen(opts.snaplen),
                 IcmpmonAttr::BatchBytes(opts.batch_bytes),
                 IcmpmonAttr::FlushMs(opts.flush_ms),
@@ -420,7 +412,7 @@ impl KmodClient {
 fn family_of_our_version(id: Option<u16>, version: Option<u32>) -> Result<u16, KmodError> {
     match (id, version) {
         (None, _) => Err(KmodError::NotLoaded),
-        (Some(id), Some(v)) if v == u32::from(proto::GENL_VERSION) => Ok(id),
+        (Some(id), Some(v)) if v == u32::from(abi::GENL_VERSION) => Ok(id),
         (Some(_), v) => Err(KmodError::WrongVersion(v)),
     }
 }
@@ -494,14 +486,14 @@ impl KmodSource {
         self.next_batch = seq + 1;
 
         let mut batch = Vec::new();
-        for rec in proto::records(data) {
+        for rec in abi::records(data) {
             match rec {
                 Ok((rec, bytes)) => batch.push(RawPacket {
                     ts_ns: rec.ts_real_ns,
                     mono_ns: Some(rec.ts_mono_ns),
                     direction: match rec.hook {
-                        proto::HOOK_PRE_ROUTING => Direction::In,
-                        proto::HOOK_LOCAL_OUT => Direction::Out,
+                        abi::HOOK_PRE_ROUTING => Direction::In,
+                        abi::HOOK_LOCAL_OUT => Direction::Out,
                         _ => Direction::Unknown,
                     },
                     ifindex: rec.ifindex,
@@ -537,7 +529,7 @@ impl KmodSource {
                 None
             }
             Incoming::Bye(reason) => Some(SourceEnd::Ended(match reason {
-                proto::BYE_UNLOAD => "the icmpmon kernel module was unloaded".into(),
+                abi::BYE_UNLOAD => "the icmpmon kernel module was unloaded".into(),
                 r => format!("the kernel ended the subscription (BYE reason {r})"),
             })),
             Incoming::Stats(s) if self.probe.is_some() && !s.subscribed => Some(SourceEnd::Ended(

@@ -8,10 +8,10 @@ use std::time::Instant;
 use icmpmon_tui::model::{AlertView, EchoTotals, EventView, PeerView, TypeCount};
 use icmpmon_tui::View;
 
-use crate::aggregate::errors::FlowKey;
-use crate::aggregate::Snapshot;
-use crate::event::{kind_name, Family};
 use crate::export::rfc3339_nanos;
+use icmpmon_core::aggregate::errors::FlowKey;
+use icmpmon_core::aggregate::Snapshot;
+use icmpmon_core::event::{kind_name, Family};
 
 /// What the snapshot does not know about the run.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                     src: e.src.to_string(),
                     dst: e.dst.to_string(),
                     detail: detail.trim().to_string(),
-                    error: crate::aggregate::errors::is_error(e.family, e.icmp_type)
+                    error: icmpmon_core::aggregate::errors::is_error(e.family, e.icmp_type)
                         && !(e.family == Family::V6 && e.icmp_type == 137),
                 }
             })

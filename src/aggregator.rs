@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::aggregate::{Aggregator, Config};
-use crate::capture::SourceCounters;
-use crate::dashboard::{self, Meta};
-use crate::event::{IcmpEvent, RawPacket};
 use crate::export::alerts::AlertSink;
 use crate::export::{IfNames, Row, RowSink};
-use crate::filter::Filter;
-use crate::parse::{parse, ParseError};
-use crate::pipeline::{StopFlag, StopReason};
+use crate::view::{self, Meta};
+use icmpmon_capture::pipeline::{StopFlag, StopReason};
+use icmpmon_capture::SourceCounters;
+use icmpmon_core::aggregate::{Aggregator, Config};
+use icmpmon_core::event::{IcmpEvent, RawPacket};
+use icmpmon_core::filter::Filter;
+use icmpmon_core::parse::{parse, ParseError};
 
 /// How often the consumer flushes and checks the clock when idle.
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -139,7 +139,7 @@ impl Dashboard {
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
             .collect();
-        let view = dashboard::view(&agg.snapshot(), &self.meta, lost);
+        let view = view::view(&agg.snapshot(), &self.meta, lost);
         // Full: the UI has not taken the last one yet, and will get the
         // next. Disconnected: the UI has gone. Neither is an error.
         let _ = self.views.try_send(view);

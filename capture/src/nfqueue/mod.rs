@@ -23,10 +23,10 @@ use netlink_packet_core::{
 };
 use netlink_sys::Socket;
 
-use crate::capture::SourceEnd;
-use crate::event::{Direction, RawPacket};
 use crate::netlink::{self, Refusal};
 use crate::pipeline::{PacketSink, StopFlag};
+use crate::SourceEnd;
+use icmpmon_core::event::{Direction, RawPacket};
 use rules::Rules;
 
 const NETLINK_NETFILTER: isize = 12;

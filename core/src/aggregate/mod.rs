@@ -167,10 +167,6 @@ impl Aggregator {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     /// Events ingested so far.
     pub fn events(&self) -> u64 {
         self.events

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use crate::event::RawPacket;
+use icmpmon_core::event::RawPacket;
 
 /// Why a run is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub fn channel(capacity: usize) -> (PacketSink, Receiver<Vec<RawPacket>>, Arc<At
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Direction;
+    use icmpmon_core::event::Direction;
 
     fn pkt() -> RawPacket {
         RawPacket {

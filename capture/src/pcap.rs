@@ -13,9 +13,9 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, PcapError};
 
-use crate::capture::SourceEnd;
-use crate::event::{Direction, RawPacket};
 use crate::pipeline::{PacketSink, StopFlag};
+use crate::SourceEnd;
+use icmpmon_core::event::{Direction, RawPacket};
 
 /// Packets handed on per batch.
 const BATCH: usize = 512;

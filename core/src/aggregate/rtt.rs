@@ -52,10 +52,6 @@ impl RttStats {
             .push_back(u32::try_from(us).unwrap_or(u32::MAX));
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// The last samples, oldest first.
     pub fn history(&self) -> impl Iterator<Item = u32> + '_ {
         self.history.iter().copied()

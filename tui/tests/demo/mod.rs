@@ -1,6 +1,6 @@
 //! A deterministic view for snapshot tests and the render benchmark.
 
-use crate::model::{AlertView, EchoTotals, EventView, PeerView, TypeCount, View};
+use icmpmon_tui::model::{AlertView, EchoTotals, EventView, PeerView, TypeCount, View};
 
 /// A view with `peers` peer pairs and `events` recent events, every field
 /// filled from the indices (no clock, no randomness).
