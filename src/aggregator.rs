@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +16,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::export::alerts::AlertSink;
 use crate::export::{IfNames, Row, RowSink};
 use crate::view::{self, Meta};
-use icmpmon_capture::pipeline::{StopFlag, StopReason};
-use icmpmon_capture::SourceCounters;
-use icmpmon_core::aggregate::{Aggregator, Config};
+use icmpmon_capture::pipeline::{Stop, StopReason};
+use icmpmon_capture::{stage_losses, Counters};
+use icmpmon_core::aggregate::{Aggregator, Config, Snapshot};
 use icmpmon_core::event::{IcmpEvent, RawPacket};
 use icmpmon_core::filter::Filter;
 use icmpmon_core::parse::{parse, ParseError};
@@ -57,6 +58,9 @@ pub struct Outputs {
     pub alerts: Option<AlertSink>,
     pub source: &'static str,
     pub ifnames: IfNames,
+    /// Whether an output writes to standard output: its reader going away
+    /// (`| head`) must end the run even when nothing is written.
+    pub watch_stdout: bool,
 }
 
 impl std::fmt::Debug for Outputs {
@@ -74,7 +78,6 @@ impl Outputs {
         self.sinks.iter_mut().try_for_each(|s| s.write_row(&row))
     }
 
-    /// Alerts are written even once rows are not (--count reached).
     fn alerts(&mut self, agg: &mut Aggregator) -> io::Result<()> {
         let flags = agg.take_alerts();
         match &mut self.alerts {
@@ -89,6 +92,17 @@ impl Outputs {
         }
         self.sinks.iter_mut().try_for_each(|s| s.flush())
     }
+
+    /// Completes the outputs of a run whose source ended well (an empty
+    /// CSV still gets its header). A reader that has gone is no error.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        match self.sinks.iter_mut().try_for_each(|s| s.finish()) {
+            Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+                Err(anyhow!(e).context("cannot write output"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Where the dashboard's views go, and its filter edits come from.
@@ -97,7 +111,7 @@ pub struct Dashboard {
     pub views: Sender<icmpmon_tui::View>,
     pub filters: Receiver<String>,
     pub meta: Meta,
-    pub counters: SourceCounters,
+    pub counters: Arc<dyn Counters>,
     pub dropped: Arc<AtomicU64>,
     last: Option<Instant>,
     last_events: u64,
@@ -108,7 +122,7 @@ impl Dashboard {
         views: Sender<icmpmon_tui::View>,
         filters: Receiver<String>,
         meta: Meta,
-        counters: SourceCounters,
+        counters: Arc<dyn Counters>,
         dropped: Arc<AtomicU64>,
     ) -> Self {
         Self {
@@ -133,9 +147,7 @@ impl Dashboard {
         if !(due || force) {
             return;
         }
-        let lost = self
-            .counters
-            .stage_losses(self.dropped.load(Relaxed))
+        let lost = stage_losses(&*self.counters, self.dropped.load(Relaxed))
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
             .collect();
@@ -157,7 +169,7 @@ fn now_ns() -> u64 {
 
 /// The consumer's settings.
 #[derive(Debug)]
-pub struct Plan<'a> {
+pub struct Plan {
     pub filter: Filter,
     pub config: Config,
     pub count: Option<u64>,
@@ -165,30 +177,85 @@ pub struct Plan<'a> {
     /// The clock moves on while idle (loss timeouts); for a file, time is
     /// the packets' own.
     pub live: bool,
-    pub stop: &'a StopFlag,
+    pub stop: Stop,
 }
 
-/// Runs until the capture side hangs up; returns what it saw and the
-/// aggregator, for the summary.
+/// The run's state of writing: once the output is done (count reached,
+/// closed, failed) the consumer keeps draining so the source can
+/// unregister cleanly, but writes nothing more.
+struct Writer<'a> {
+    out: &'a mut Outputs,
+    stop: &'a Stop,
+    writing: bool,
+    error: Option<anyhow::Error>,
+}
+
+impl Writer<'_> {
+    /// Every output error ends the writing the same way: a closed pipe
+    /// (`| head`, EPIPE) is a normal way to stop, anything else is an error.
+    fn check(&mut self, r: io::Result<()>, what: &str) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.writing = false;
+                self.stop.set(StopReason::OutputClosed);
+                if e.kind() != io::ErrorKind::BrokenPipe && self.error.is_none() {
+                    self.error = Some(anyhow!(e).context(format!("cannot write {what}")));
+                }
+                false
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.writing {
+            let r = self.out.flush();
+            self.check(r, "output");
+        }
+        if self.writing && self.out.watch_stdout && stdout_reader_gone() {
+            self.check(Err(io::ErrorKind::BrokenPipe.into()), "output");
+        }
+    }
+}
+
+/// True when standard output is a pipe or socket whose reader has gone
+/// (poll reports POLLERR on such a write end), found without writing.
+fn stdout_reader_gone() -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let stdout = io::stdout();
+    let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
+}
+
+/// Runs until the capture side hangs up; returns what it saw and the final
+/// snapshot, for the summary. A panic here stops the run (the capture side
+/// sees `stop`, and the receiver's drop).
 pub fn consume(
-    rx: &Receiver<Vec<RawPacket>>,
-    out: &mut Outputs,
+    rx: Receiver<Vec<RawPacket>>,
+    mut out: Outputs,
     plan: Plan,
     mut dash: Option<Dashboard>,
-) -> (Tally, Aggregator) {
+) -> (Tally, Snapshot, Outputs) {
     let Plan {
         mut filter,
         config,
         count,
-        deadline,
+        mut deadline,
         live,
         stop,
     } = plan;
+    let _stop_on_panic = stop.on_panic(StopReason::Failed);
     let mut agg = Aggregator::new(config.clone());
     let mut t = Tally::default();
-    // Once the output is done (count reached, closed, failed) keep draining
-    // so the source can unregister cleanly, but write nothing more.
-    let mut writing = true;
+    let mut w = Writer {
+        out: &mut out,
+        stop: &stop,
+        writing: true,
+        error: None,
+    };
     let mut flushed = Instant::now();
     loop {
         let wait = deadline.map_or(IDLE_TICK, |d| {
@@ -209,7 +276,7 @@ pub fn consume(
                             continue;
                         }
                     };
-                    if !writing {
+                    if !w.writing {
                         continue;
                     }
                     if !filter.matches(&ev) {
@@ -217,27 +284,21 @@ pub fn consume(
                         continue;
                     }
                     let outcome = agg.ingest(&ev);
-                    if let Err(e) = out.write(&ev, outcome.rtt_us) {
-                        writing = false;
-                        stop.set(StopReason::OutputClosed);
-                        // A closed pipe (`| head`) is a normal way to stop.
-                        if e.kind() != io::ErrorKind::BrokenPipe {
-                            t.output_error = Some(anyhow!(e).context("cannot write output"));
-                        }
+                    let written = w.out.write(&ev, outcome.rtt_us);
+                    if !w.check(written, "output") {
                         continue;
                     }
                     t.rows += 1;
                     if Some(t.rows) == count {
-                        writing = false;
+                        w.writing = false;
                         stop.set(StopReason::Count);
                     }
                 }
-                if let Err(e) = out.alerts(&mut agg) {
-                    t.output_error
-                        .get_or_insert(anyhow!(e).context("cannot write alerts"));
-                }
-                if writing && rx.is_empty() && flushed.elapsed() >= BUSY_FLUSH {
-                    let _ = out.flush();
+                // Alerts are written even once rows are not (--count).
+                let alerts = w.out.alerts(&mut agg);
+                w.check(alerts, "alerts");
+                if rx.is_empty() && flushed.elapsed() >= BUSY_FLUSH {
+                    w.flush();
                     flushed = Instant::now();
                 }
             }
@@ -245,10 +306,8 @@ pub fn consume(
                 if live {
                     agg.tick(now_ns());
                 }
-                if writing {
-                    let _ = out.flush();
-                    flushed = Instant::now();
-                }
+                w.flush();
+                flushed = Instant::now();
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -266,8 +325,11 @@ pub fn consume(
             }
             d.publish(&agg, force);
         }
+        // Once: then the capture side winds down, and this loop waits for
+        // it without a deadline.
         if deadline.is_some_and(|d| Instant::now() >= d) {
             stop.set(StopReason::Duration);
+            deadline = None;
         }
     }
     if live {
@@ -276,11 +338,14 @@ pub fn consume(
     if let Some(d) = dash.as_mut() {
         d.publish(&agg, true);
     }
-    let alerts = out.alerts(&mut agg);
-    if let Err(e) = alerts.and_then(|()| out.flush()) {
-        if e.kind() != io::ErrorKind::BrokenPipe && t.output_error.is_none() {
-            t.output_error = Some(anyhow!(e).context("cannot write output"));
-        }
+    let alerts = w.out.alerts(&mut agg);
+    w.check(alerts, "alerts");
+    w.flush();
+    t.output_error = w.error.take();
+    let writing = w.writing;
+    if !writing {
+        // Nothing more goes out (--count, or the output is closed).
+        out.sinks.clear();
     }
-    (t, agg)
+    (t, agg.snapshot(), out)
 }

@@ -5,15 +5,16 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
 
-use crate::aggregator::{consume, Dashboard, Outputs, Plan};
-use crate::cli::{Cli, Command, Output, RunArgs, SourceSpec};
+use crate::aggregator::{consume, Dashboard, Outputs, Plan, Tally};
+use crate::cli::{Cli, Command, Destinations, Output, RunArgs, SourceSpec};
 use crate::export::alerts::AlertSink;
 use crate::export::csv::CsvExport;
 use crate::export::jsonl::JsonlExport;
@@ -22,12 +23,13 @@ use crate::report;
 use crate::view::{namespace_name, Meta};
 use icmpmon_capture::kmod::{KmodClient, KmodError, KmodOptions};
 use icmpmon_capture::nfqueue::{rules, NfqueueSource};
-use icmpmon_capture::pcap::PcapSource;
-use icmpmon_capture::pipeline::{self, StopFlag, StopReason};
-use icmpmon_capture::{Source, SourceEnd};
+use icmpmon_capture::pcap::{PcapFileError, PcapSource};
+use icmpmon_capture::pipeline::{self, Stop, StopReason};
+use icmpmon_capture::{stage_losses, Counters, Source, SourceEnd};
+use icmpmon_core::aggregate::Snapshot;
 use icmpmon_core::filter::Filter;
 
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     // A panic anywhere must not leave our firewall rules behind.
     let default_hook = std::panic::take_hook();
@@ -70,23 +72,40 @@ fn stats() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// First signal: stop cleanly. Second: leave at once.
-fn install_signal_handler(stop: StopFlag) -> anyhow::Result<()> {
-    let hits = AtomicU8::new(0);
-    ctrlc::set_handler(move || {
-        if hits.fetch_add(1, Relaxed) == 0 {
-            stop.set(StopReason::Signal);
-            eprintln!("icmpmon: stopping (interrupt again to exit at once)");
-        } else {
-            eprintln!("icmpmon: second interrupt, exiting now");
-            // No destructors run past exit: remove our firewall rules and
-            // give the terminal back here.
-            rules::remove_installed();
-            icmpmon_tui::restore();
-            std::process::exit(130);
-        }
-    })
-    .context("cannot install the SIGINT/SIGTERM handler")
+/// Installed first thing in a run, before any side effect (files, rules,
+/// a registration): the first SIGINT/SIGTERM/SIGHUP stops the run cleanly,
+/// a second leaves at once. `signal-hook` rather than `ctrlc`: a hang-up
+/// must be told apart from an interrupt.
+fn install_signal_handler(stop: Stop) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the SIGINT/SIGTERM/SIGHUP handler")?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut hits = 0;
+            for sig in signals.forever() {
+                hits += 1;
+                if hits == 1 {
+                    stop.set(if sig == SIGHUP {
+                        StopReason::Hangup
+                    } else {
+                        StopReason::Signal
+                    });
+                    eprintln!("icmpmon: stopping (interrupt again to exit at once)");
+                } else {
+                    eprintln!("icmpmon: second interrupt, exiting now");
+                    // No destructors run past exit: remove our firewall
+                    // rules, and give the terminal back if the dashboard
+                    // has it.
+                    rules::remove_installed();
+                    icmpmon_tui::restore();
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 /// Opens one output; `-` is standard output.
@@ -106,49 +125,40 @@ fn write_json(
     name: &str,
     value: &impl serde::Serialize,
 ) -> anyhow::Result<()> {
-    serde_json::to_writer_pretty(&mut w, value)
+    let written = serde_json::to_writer_pretty(&mut w, value)
         .map_err(io::Error::from)
         .and_then(|()| w.write_all(b"\n"))
-        .and_then(|()| w.flush())
-        .with_context(|| format!("cannot write the summary to {name}"))
+        .and_then(|()| w.flush());
+    match written {
+        // Its reader has gone: like a closed row output, not a failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.with_context(|| format!("cannot write the summary to {name}")),
+    }
 }
 
-/// The exporters asked for (headless: CSV to stdout when none is), and a
-/// label.
-fn open_outputs(args: &RunArgs, headless: bool) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String)> {
-    if args.csv == Some(Output::Stdout) && args.jsonl == Some(Output::Stdout) {
-        // A usage error, but only visible once both are parsed.
-        clap::Error::raw(
-            clap::error::ErrorKind::ArgumentConflict,
-            "--csv - and --jsonl - cannot both write to standard output\n",
-        )
-        .exit();
-    }
+/// The row exporters and a label.
+fn open_outputs(dest: &Destinations) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String)> {
     let mut sinks: Vec<Box<dyn RowSink>> = Vec::new();
     let mut names = Vec::new();
-    let csv = match (&args.csv, &args.jsonl) {
-        (None, None) if headless => Some(Output::Stdout),
-        (csv, _) => csv.clone(),
-    };
-    if let Some(out) = &csv {
+    if let Some(out) = &dest.csv {
         let (w, name) = open_writer(out)?;
-        sinks.push(Box::new(
-            CsvExport::new(w).context("cannot write the CSV header")?,
-        ));
+        sinks.push(Box::new(CsvExport::new(w)));
         names.push(format!("CSV to {name}"));
     }
-    if let Some(out) = &args.jsonl {
+    if let Some(out) = &dest.jsonl {
         let (w, name) = open_writer(out)?;
         sinks.push(Box::new(JsonlExport::new(w)));
         names.push(format!("JSON lines to {name}"));
     }
     if names.is_empty() {
-        names.push("no export".into());
+        names.push("no row output".into());
     }
     Ok((sinks, names.join(", ")))
 }
 
-fn open_source(args: &RunArgs) -> anyhow::Result<Source> {
+/// Opens the source asked for. `Ok(None)`: the run was stopped while the
+/// source waited (a pipe's writer that never wrote).
+fn open_source(args: &RunArgs, stop: &Stop) -> anyhow::Result<Option<Box<dyn Source>>> {
     let socket_buffer = usize::try_from(args.socket_buffer).unwrap_or(usize::MAX);
     let kmod_opts = KmodOptions {
         snaplen: args.snaplen,
@@ -157,25 +167,28 @@ fn open_source(args: &RunArgs) -> anyhow::Result<Source> {
         socket_buffer,
     };
     let nfqueue = || NfqueueSource::open(args.queue_num, args.snaplen, socket_buffer);
-    Ok(match &args.source {
-        SourceSpec::Kmod => Source::Kmod(KmodClient::open()?.register(&kmod_opts)?),
-        SourceSpec::Nfqueue => Source::Nfqueue(nfqueue()?),
+    Ok(Some(match &args.source {
+        SourceSpec::Kmod => Box::new(KmodClient::open()?.register(&kmod_opts)?),
+        SourceSpec::Nfqueue => Box::new(nfqueue()?),
         SourceSpec::Auto => match KmodClient::open() {
-            Ok(client) => Source::Kmod(client.register(&kmod_opts)?),
+            Ok(client) => Box::new(client.register(&kmod_opts)?),
             Err(KmodError::NotLoaded) => {
                 eprintln!("icmpmon: the icmpmon kernel module is not loaded; using NFQUEUE");
-                Source::Nfqueue(nfqueue()?)
+                Box::new(nfqueue()?)
             }
             Err(e) => return Err(e.into()),
         },
         SourceSpec::Pcap(path) => {
-            let pcap = PcapSource::open(path)?;
-            Source::Pcap(match args.replay {
+            let pcap = match PcapSource::open(path, stop) {
+                Err(PcapFileError::Stopped { .. }) => return Ok(None),
+                other => other?,
+            };
+            Box::new(match args.replay {
                 Some(speed) => pcap.with_replay(speed),
                 None => pcap,
             })
         }
-    })
+    }))
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -187,98 +200,64 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(msg) = args.conflicts(tui) {
         usage_error(msg);
     }
+    let dest = args.destinations(tui).unwrap_or_else(|m| usage_error(&m));
+    let stop = Stop::new().context("cannot create the stop event")?;
+    install_signal_handler(stop.clone())?;
     // Outputs first: a bad path fails before anything is registered.
-    let (sinks, out_names) = open_outputs(args, !tui)?;
-    let alerts = args
+    let (sinks, out_names) = open_outputs(&dest)?;
+    let alerts = dest
         .alerts
         .as_ref()
         .map(open_writer)
         .transpose()?
         .map(|(w, _)| AlertSink::new(w));
-    let summary_out = args.summary_json.as_ref().map(open_writer).transpose()?;
-    let source = open_source(args)?;
+    let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
+    let Some(source) = open_source(args, &stop)? else {
+        eprintln!(
+            "icmpmon: {} before the capture started",
+            stop.reason().map_or("stopped", StopReason::describe)
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
     // Before the drop: naming the namespace reads /proc/1/ns/net.
     let namespace = namespace_name();
     let dropped = icmpmon_capture::privilege::drop_all_but(source.capabilities_kept())
         .context("cannot drop capabilities")?;
     tracing::info!("{dropped}");
-    let counters = source.counters();
     let source_name = source.name();
     let described = source.describe();
     if !tui {
         eprintln!("icmpmon: capturing from {described}, {out_names}; Ctrl-C to stop");
     }
-    let mut outputs = Outputs {
+    let watch_stdout = [&dest.csv, &dest.jsonl, &dest.alerts]
+        .iter()
+        .any(|o| o.as_ref() == Some(&Output::Stdout));
+    let outputs = Outputs {
         sinks,
         alerts,
         source: source_name,
         ifnames: IfNames::default(),
+        watch_stdout,
     };
-
-    let stop = StopFlag::new();
-    install_signal_handler(stop.clone())?;
-    let live = !matches!(source, Source::Pcap(_));
-    let mut capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
-    if !live {
-        // A file's reader waits for the consumer: a deep queue would only
-        // hold packets in memory, not absorb bursts.
-        capacity = capacity.min(8);
-    }
-    let (sink, rx, dropped) = pipeline::channel(capacity);
     let started = Instant::now();
     let plan = Plan {
         filter: args.filter.clone().unwrap_or_default(),
         config: args.aggregate_config(),
         count: args.count,
         deadline: args.duration.map(|d| started + d),
-        live,
-        stop: &stop,
+        live: source.live(),
+        stop: stop.clone(),
     };
-    // Capture thread → aggregator thread (this one when headless) → the
-    // dashboard on this thread.
-    let (end, (tally, agg)) = thread::scope(|scope| -> anyhow::Result<_> {
-        let capture = thread::Builder::new()
-            .name("capture".into())
-            .spawn_scoped(scope, {
-                let stop = stop.clone();
-                // Returning drops the sink, which ends the consumer's loop.
-                move || source.run(sink, &stop)
-            })
-            .context("cannot start the capture thread")?;
-        let consumed = if tui {
-            let meta = Meta {
-                source: described.clone(),
-                namespace,
-                started,
-                filter: plan.filter.text().to_string(),
-            };
-            let (view_tx, view_rx) = crossbeam_channel::bounded(1);
-            let (filter_tx, filter_rx) = crossbeam_channel::unbounded();
-            let dash = Dashboard::new(view_tx, filter_rx, meta, counters.clone(), dropped.clone());
-            let aggregator = thread::Builder::new()
-                .name("aggregator".into())
-                .spawn_scoped(scope, {
-                    let (rx, outputs) = (&rx, &mut outputs);
-                    move || consume(rx, outputs, plan, Some(dash))
-                })
-                .context("cannot start the aggregator thread")?;
-            let shown = show_dashboard(&view_rx, filter_tx, &stop);
-            drop(view_rx);
-            let consumed = aggregator
-                .join()
-                .map_err(|_| anyhow!("the aggregator thread panicked"))?;
-            shown?;
-            consumed
-        } else {
-            consume(&rx, &mut outputs, plan, None)
-        };
-        let end = capture
-            .join()
-            .map_err(|_| anyhow!("the capture thread panicked"))?;
-        Ok((end, consumed))
-    })?;
+    let ui = tui.then(|| Meta {
+        source: described.clone(),
+        namespace,
+        started,
+        filter: plan.filter.text().to_string(),
+    });
+    let capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
+    let done = execute(source, outputs, plan, capacity, ui)?;
 
-    let why = match &end {
+    let why = match &done.end {
         Ok(SourceEnd::Stopped) => stop
             .reason()
             .map_or("stopped", StopReason::describe)
@@ -286,7 +265,8 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Ok(SourceEnd::Ended(why)) => why.clone(),
         Err(e) => format!("capture failed: {e:#}"),
     };
-    let lost = counters.stage_losses(dropped.load(Relaxed));
+    let lost = stage_losses(&*done.counters, done.dropped);
+    let tally = &done.tally;
     let run = report::Summary {
         source: source_name,
         stopped: &why,
@@ -298,23 +278,22 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         parse_errors: tally.parse_error_total(),
         lost: lost.iter().copied().collect(),
         filter: args.filter.as_ref().map(Filter::text),
-        snapshot: &agg.snapshot(),
+        snapshot: &done.snapshot,
     };
     print_summary(
         &run,
         &out_names,
         &lost,
-        &counters.fields(),
+        &done.counters.fields(),
         &tally.parse_errors,
     );
     let summary_error = summary_out.and_then(|(w, name)| write_json(w, &name, &run).err());
 
     let mut failed = false;
-    if let Err(e) = end {
-        eprintln!("icmpmon: {e:#}");
-        failed = true;
-    }
-    for e in tally.output_error.iter().chain(&summary_error) {
+    let errors = [done.end.err(), done.ui.err(), done.finish.err()]
+        .into_iter()
+        .flatten();
+    for e in errors.chain(done.tally.output_error).chain(summary_error) {
         eprintln!("icmpmon: {e:#}");
         failed = true;
     }
@@ -325,12 +304,106 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// What a finished run hands to the summary.
+struct Finished {
+    end: anyhow::Result<SourceEnd>,
+    /// The dashboard's own end (a terminal that failed).
+    ui: anyhow::Result<()>,
+    /// Completing the row outputs.
+    finish: anyhow::Result<()>,
+    tally: Tally,
+    snapshot: Snapshot,
+    counters: Arc<dyn Counters>,
+    dropped: u64,
+}
+
+/// The run's threads: capture → bounded channel → the aggregator thread,
+/// and the dashboard on this thread (`ui`) or a wait for both. Every thread
+/// ends through `plan.stop`; a panicking thread sets it too, so the others
+/// still wind down (and the firewall rules are removed) before the error
+/// is reported.
+fn execute(
+    source: Box<dyn Source>,
+    outputs: Outputs,
+    plan: Plan,
+    capacity: usize,
+    ui: Option<Meta>,
+) -> anyhow::Result<Finished> {
+    let stop = plan.stop.clone();
+    let counters = source.counters();
+    // A file's reader waits for the consumer: a deep queue would only hold
+    // packets in memory, not absorb bursts.
+    let capacity = if source.live() {
+        capacity
+    } else {
+        capacity.min(8)
+    };
+    let (sink, rx, dropped) = pipeline::channel(capacity);
+    let (end, consumed, shown) = thread::scope(|scope| -> anyhow::Result<_> {
+        let capture = thread::Builder::new()
+            .name("capture".into())
+            .spawn_scoped(scope, {
+                let stop = stop.clone();
+                move || {
+                    let _stop_on_panic = stop.on_panic(StopReason::Failed);
+                    // Returning drops the sink, which ends the consumer's loop.
+                    source.run(sink, &stop)
+                }
+            })
+            .context("cannot start the capture thread")?;
+        let mut views = None;
+        let dash = ui.map(|meta| {
+            let (view_tx, view_rx) = crossbeam_channel::bounded(1);
+            let (filter_tx, filter_rx) = crossbeam_channel::unbounded();
+            views = Some((view_rx, filter_tx));
+            Dashboard::new(view_tx, filter_rx, meta, counters.clone(), dropped.clone())
+        });
+        let aggregator = thread::Builder::new()
+            .name("aggregator".into())
+            .spawn_scoped(scope, move || consume(rx, outputs, plan, dash));
+        let aggregator = match aggregator {
+            Ok(a) => a,
+            Err(e) => {
+                stop.set(StopReason::Failed);
+                return Err(anyhow!(e).context("cannot start the aggregator thread"));
+            }
+        };
+        let shown = match views {
+            Some((view_rx, filter_tx)) => {
+                let shown = show_dashboard(&view_rx, filter_tx, &stop);
+                drop(view_rx);
+                shown
+            }
+            None => Ok(()),
+        };
+        let consumed = aggregator.join();
+        let end = capture.join();
+        Ok((end, consumed, shown))
+    })?;
+    let (tally, snapshot, mut outputs) =
+        consumed.map_err(|_| anyhow!("the aggregator thread panicked"))?;
+    let end = end.unwrap_or_else(|_| Err(anyhow!("the capture thread panicked")));
+    let finished = match &end {
+        Ok(_) => outputs.finish(),
+        Err(_) => Ok(()),
+    };
+    Ok(Finished {
+        end,
+        ui: shown,
+        finish: finished,
+        tally,
+        snapshot,
+        counters,
+        dropped: dropped.load(Relaxed),
+    })
+}
+
 /// Runs the dashboard on this thread until the user quits (or a signal,
 /// --count or --duration stops the run), then stops the capture.
 fn show_dashboard(
     views: &crossbeam_channel::Receiver<icmpmon_tui::View>,
     filters: crossbeam_channel::Sender<String>,
-    stop: &StopFlag,
+    stop: &Stop,
 ) -> anyhow::Result<()> {
     let ui_stop = stop.clone();
     let controls = icmpmon_tui::Controls {
@@ -341,14 +414,17 @@ fn show_dashboard(
         should_exit: Box::new(move || ui_stop.is_set()),
     };
     let shown = icmpmon_tui::run(views, controls);
-    stop.set(StopReason::Quit);
     match shown {
         // The terminal hung up: like SIGHUP, a way to stop.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            stop.set(StopReason::Hangup);
             eprintln!("icmpmon: {e}; stopping");
             Ok(())
         }
-        other => other.context("the dashboard failed"),
+        other => {
+            stop.set(StopReason::Quit);
+            other.context("the dashboard failed")
+        }
     }
 }
 

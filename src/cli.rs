@@ -1,7 +1,7 @@
 //! Command line (a contract: see DESIGN.md). Bad values exit with status 2
 //! and a message that says what is allowed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -93,6 +93,28 @@ fn parse_source(s: &str) -> Result<SourceSpec, String> {
             Some(path) => Ok(SourceSpec::Pcap(path.into())),
             None => Err("the sources are: auto, kmod, nfqueue, pcap:PATH".into()),
         },
+    }
+}
+
+/// The outputs of a run, checked by `RunArgs::destinations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destinations {
+    pub csv: Option<Output>,
+    pub jsonl: Option<Output>,
+    pub alerts: Option<Output>,
+    pub summary_json: Option<Output>,
+}
+
+/// Whether two paths name one file (existing or not). /dev/null and other
+/// devices may be shared.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(ma), Ok(mb)) => {
+            let device = ma.file_type().is_char_device() || ma.file_type().is_block_device();
+            !device && ma.dev() == mb.dev() && ma.ino() == mb.ino()
+        }
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
     }
 }
 
@@ -242,18 +264,62 @@ impl RunArgs {
 
     /// Option combinations clap cannot check; a usage error if any.
     pub fn conflicts(&self, tui: bool) -> Option<&'static str> {
-        let stdout = Some(&Output::Stdout);
-        if tui
-            && [&self.csv, &self.jsonl, &self.alerts, &self.summary_json]
-                .iter()
-                .any(|o| o.as_ref() == stdout)
-        {
-            return Some("the dashboard uses the terminal: write --csv, --jsonl, --alerts and --summary-json to files (or use --headless)");
-        }
         if self.replay.is_some() && !matches!(self.source, SourceSpec::Pcap(_)) {
             return Some("--replay replays a capture file: use it with --source pcap:PATH");
         }
+        if tui && self.outputs().any(|(_, o)| o == &Output::Stdout) {
+            return Some("the dashboard uses the terminal: write --csv, --jsonl, --alerts and --summary-json to files (or use --headless)");
+        }
         None
+    }
+
+    fn outputs(&self) -> impl Iterator<Item = (&'static str, &Output)> {
+        [
+            ("--csv", &self.csv),
+            ("--jsonl", &self.jsonl),
+            ("--alerts", &self.alerts),
+            ("--summary-json", &self.summary_json),
+        ]
+        .into_iter()
+        .filter_map(|(flag, o)| o.as_ref().map(|o| (flag, o)))
+    }
+
+    /// Where each output goes. Standard output has one owner: two outputs
+    /// asking for it, or two naming the same file, are usage errors. Run
+    /// headless with no row output, rows go to standard output as CSV,
+    /// unless another output owns it.
+    pub fn destinations(&self, tui: bool) -> Result<Destinations, String> {
+        let outputs: Vec<_> = self.outputs().collect();
+        for (i, (a, oa)) in outputs.iter().enumerate() {
+            for (b, ob) in &outputs[i + 1..] {
+                match (oa, ob) {
+                    (Output::Stdout, Output::Stdout) => {
+                        return Err(format!(
+                            "{a} - and {b} - both ask for standard output, which takes one \
+                             format: write one of them to a file"
+                        ))
+                    }
+                    (Output::File(pa), Output::File(pb)) if same_file(pa, pb) => {
+                        return Err(format!(
+                            "{a} and {b} both write to {}: give each its own file",
+                            pa.display()
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let stdout_taken = outputs.iter().any(|(_, o)| o == &&Output::Stdout);
+        let csv = match (&self.csv, &self.jsonl) {
+            (None, None) if !tui && !stdout_taken => Some(Output::Stdout),
+            (csv, _) => csv.clone(),
+        };
+        Ok(Destinations {
+            csv,
+            jsonl: self.jsonl.clone(),
+            alerts: self.alerts.clone(),
+            summary_json: self.summary_json.clone(),
+        })
     }
 
     /// The aggregator's settings from the command line.

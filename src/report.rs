@@ -67,14 +67,14 @@ pub fn text(s: &Snapshot) -> String {
         let _ = writeln!(o, "icmpmon: echo {}", rtt_text(r));
     }
     if !s.peers.is_empty() {
-        let _ = writeln!(o, "icmpmon: peers (requester -> responder):");
+        let _ = writeln!(o, "icmpmon: peers (requester → responder):");
         for p in s.peers.iter().take(TEXT_ROWS) {
             let loss = p.loss_pct.map_or("-".into(), |l| format!("{l:.1}%"));
             let rtt = p.rtt.as_ref().map_or("no rtt".into(), rtt_text);
             let flags: Vec<&str> = p.flags.iter().map(|f| f.name()).collect();
             let _ = writeln!(
                 o,
-                "icmpmon:   {} -> {}: {} req, {} rep, {} lost ({loss}), {} late; {rtt}{}",
+                "icmpmon:   {} → {}: {} req, {} rep, {} lost ({loss}), {} late; {rtt}{}",
                 p.requester,
                 p.responder,
                 p.counts.requests,

@@ -13,134 +13,163 @@ pub mod privilege;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::pipeline::{PacketSink, StopFlag};
+use crate::pipeline::{PacketSink, Stop};
 
 /// How a source's capture ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEnd {
-    /// The stop flag was set (Ctrl-C, --count, --duration) and the source
+    /// The run was stopped (Ctrl-C, --count, --duration) and the source
     /// shut down cleanly.
     Stopped,
     /// The source ended on its own; the text says why.
     Ended(String),
 }
 
-/// An opened source, ready to run on the capture thread.
-#[derive(Debug)]
-pub enum Source {
-    Kmod(kmod::KmodSource),
-    Nfqueue(nfqueue::NfqueueSource),
-    Pcap(pcap::PcapSource),
-}
-
-impl Source {
+/// An opened source, ready to run on the capture thread. The binary only
+/// sees this trait, so tests can drive a whole run with a fake.
+pub trait Source: Send + std::fmt::Debug {
     /// The CSV `source` column.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Source::Kmod(_) => "kmod",
-            Source::Nfqueue(_) => "nfqueue",
-            Source::Pcap(_) => "pcap",
-        }
+    fn name(&self) -> &'static str;
+    /// For the start-up line and the dashboard header.
+    fn describe(&self) -> String;
+    /// Capabilities the source still needs once open (see `privilege`).
+    fn capabilities_kept(&self) -> &'static [caps::Capability] {
+        &[]
     }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Source::Kmod(k) => format!(
-                "kmod (generic netlink family icmpmon, id {})",
-                k.family_id()
-            ),
-            Source::Nfqueue(n) => n.describe(),
-            Source::Pcap(p) => format!("pcap file {}", p.path().display()),
-        }
+    /// Whether time moves on between packets (a live capture) rather than
+    /// being the packets' own (a file).
+    fn live(&self) -> bool {
+        true
     }
-
-    /// Capabilities the source still needs once open (see `privilege`):
-    /// NFQUEUE messages need CAP_NET_ADMIN, removing the NFQUEUE rules runs
-    /// iptables/nft. The module's CLOSE needs none: it can only end the
-    /// caller's own subscription.
-    pub fn capabilities_kept(&self) -> &'static [caps::Capability] {
-        use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
-        match self {
-            Source::Kmod(_) => &[],
-            Source::Nfqueue(_) => &[CAP_NET_ADMIN, CAP_NET_RAW],
-            Source::Pcap(_) => &[],
-        }
-    }
-
-    pub fn counters(&self) -> SourceCounters {
-        match self {
-            Source::Kmod(k) => SourceCounters::Kmod(k.counters()),
-            Source::Nfqueue(n) => SourceCounters::Nfqueue(n.counters()),
-            Source::Pcap(p) => SourceCounters::Pcap(p.counters()),
-        }
-    }
-
-    pub fn run(self, sink: PacketSink, stop: &StopFlag) -> anyhow::Result<SourceEnd> {
-        Ok(match self {
-            Source::Kmod(k) => k.run(sink, stop)?,
-            Source::Nfqueue(n) => n.run(sink, stop)?,
-            Source::Pcap(p) => p.run(sink, stop)?,
-        })
-    }
+    fn counters(&self) -> Arc<dyn Counters>;
+    /// Captures into `sink` until `stop` (or its own end).
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> anyhow::Result<SourceEnd>;
 }
 
-/// A handle on a running source's counters, for the summary.
-#[derive(Debug, Clone)]
-pub enum SourceCounters {
-    Kmod(Arc<kmod::KmodCounters>),
-    Nfqueue(Arc<nfqueue::NfqCounters>),
-    Pcap(Arc<pcap::PcapCounters>),
-}
-
-impl SourceCounters {
+/// A running source's counters, for the summary and the dashboard.
+pub trait Counters: Send + Sync + std::fmt::Debug {
     /// Every counter, for the machine-readable summary.
-    pub fn fields(&self) -> Vec<(&'static str, u64)> {
-        match self {
-            SourceCounters::Kmod(c) => vec![
-                ("records", c.records.load(Relaxed)),
-                ("batches", c.batches.load(Relaxed)),
-                ("kernel_lost", c.kernel_lost.load(Relaxed)),
-                ("missing_batches", c.missing_batches.load(Relaxed)),
-                ("socket_overruns", c.socket_overruns.load(Relaxed)),
-                ("bad_batches", c.bad_batches.load(Relaxed)),
-                ("bad_messages", c.bad_messages.load(Relaxed)),
-            ],
-            SourceCounters::Nfqueue(c) => vec![
-                ("queued", c.packets.load(Relaxed)),
-                ("queue_lost", c.queue_lost.load(Relaxed)),
-                ("socket_overruns", c.socket_overruns.load(Relaxed)),
-                ("bad_messages", c.bad_messages.load(Relaxed)),
-            ],
-            SourceCounters::Pcap(c) => vec![
-                ("frames", c.frames.load(Relaxed)),
-                ("not_ip", c.not_ip.load(Relaxed)),
-                ("unknown_link", c.unknown_link.load(Relaxed)),
-            ],
-        }
-    }
+    fn fields(&self) -> Vec<(&'static str, u64)>;
+    /// Where packets can be lost before the channel, in pipeline order.
+    fn losses(&self) -> Vec<(&'static str, u64)>;
+}
 
-    /// Packets lost per pipeline stage: the source's own stages, then the
-    /// capture → aggregator channel (`channel` dropped there).
-    pub fn stage_losses(&self, channel: u64) -> Vec<(&'static str, u64)> {
-        let mut v = self.losses();
-        v.push(("channel", channel));
-        v
-    }
+/// Packets lost per pipeline stage: the source's own stages, then the
+/// capture → aggregator channel (`channel` dropped there).
+pub fn stage_losses(counters: &dyn Counters, channel: u64) -> Vec<(&'static str, u64)> {
+    let mut v = counters.losses();
+    v.push(("channel", channel));
+    v
+}
 
-    /// Where packets can be lost before the channel, for the human summary.
-    pub fn losses(&self) -> Vec<(&'static str, u64)> {
-        match self {
-            SourceCounters::Kmod(c) => vec![
-                ("kernel", c.kernel_lost.load(Relaxed)),
-                ("missing batches", c.missing_batches.load(Relaxed)),
-                ("socket overruns", c.socket_overruns.load(Relaxed)),
-            ],
-            SourceCounters::Nfqueue(c) => vec![
-                ("queue", c.queue_lost.load(Relaxed)),
-                ("socket overruns", c.socket_overruns.load(Relaxed)),
-            ],
-            // A file waits for the consumer: nothing is lost before the parser.
-            SourceCounters::Pcap(_) => vec![],
-        }
+impl Source for kmod::KmodSource {
+    fn name(&self) -> &'static str {
+        "kmod"
+    }
+    fn describe(&self) -> String {
+        format!(
+            "kmod (generic netlink family icmpmon, id {})",
+            self.family_id()
+        )
+    }
+    // The module's CLOSE needs no capability: it can only end the caller's
+    // own subscription.
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> anyhow::Result<SourceEnd> {
+        Ok(kmod::KmodSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for kmod::KmodCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("records", self.records.load(Relaxed)),
+            ("batches", self.batches.load(Relaxed)),
+            ("kernel_lost", self.kernel_lost.load(Relaxed)),
+            ("missing_batches", self.missing_batches.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+            ("bad_batches", self.bad_batches.load(Relaxed)),
+            ("bad_messages", self.bad_messages.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("kernel", self.kernel_lost.load(Relaxed)),
+            ("missing_batches", self.missing_batches.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+        ]
+    }
+}
+
+impl Source for nfqueue::NfqueueSource {
+    fn name(&self) -> &'static str {
+        "nfqueue"
+    }
+    fn describe(&self) -> String {
+        self.describe()
+    }
+    /// NFQUEUE messages need CAP_NET_ADMIN; so does removing the rules.
+    fn capabilities_kept(&self) -> &'static [caps::Capability] {
+        &[
+            caps::Capability::CAP_NET_ADMIN,
+            caps::Capability::CAP_NET_RAW,
+        ]
+    }
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> anyhow::Result<SourceEnd> {
+        Ok(nfqueue::NfqueueSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for nfqueue::NfqCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("queued", self.packets.load(Relaxed)),
+            ("queue_lost", self.queue_lost.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+            ("bad_messages", self.bad_messages.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("queue", self.queue_lost.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+        ]
+    }
+}
+
+impl Source for pcap::PcapSource {
+    fn name(&self) -> &'static str {
+        "pcap"
+    }
+    fn describe(&self) -> String {
+        format!("pcap file {}", self.path().display())
+    }
+    fn live(&self) -> bool {
+        false
+    }
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> anyhow::Result<SourceEnd> {
+        Ok(pcap::PcapSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for pcap::PcapCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("frames", self.frames.load(Relaxed)),
+            ("not_ip", self.not_ip.load(Relaxed)),
+            ("unknown_link", self.unknown_link.load(Relaxed)),
+        ]
+    }
+    // A file waits for the consumer: nothing is lost before the parser.
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![]
     }
 }

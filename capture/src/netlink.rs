@@ -3,11 +3,14 @@
 //! walking a datagram's messages and reading extended-ACK text.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use netlink_packet_core::{NetlinkBuffer, NlasIterator};
 use netlink_sys::Socket;
+use rustix::event::{PollFd, PollFlags, Timespec};
+
+use crate::pipeline::Stop;
 
 /// Flags of an NLMSG_ERROR message (linux/netlink.h).
 const NLM_F_CAPPED: u16 = 0x100;
@@ -30,28 +33,43 @@ impl Refusal {
     }
 }
 
-/// Waits up to `timeout` for the socket to become readable.
-pub fn wait_readable(sock: &Socket, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd, and its count is 1.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    match n {
-        n if n > 0 => Ok(true),
-        0 => Ok(false),
-        _ => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
+/// What a wait on a socket ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Readable,
+    TimedOut,
+    Stopped,
+}
+
+/// Waits up to `timeout` (None: without limit) for the socket to become
+/// readable, or for `stop`.
+pub fn wait_readable(
+    sock: &Socket,
+    timeout: Option<Duration>,
+    stop: Option<&Stop>,
+) -> io::Result<Wait> {
+    let sock_fd = sock.as_fd();
+    let stop_fd = stop.map(Stop::fd);
+    let mut fds = vec![PollFd::new(&sock_fd, PollFlags::IN)];
+    if let Some(fd) = &stop_fd {
+        fds.push(PollFd::new(fd, PollFlags::IN));
     }
+    let timeout = timeout.map(|t| Timespec {
+        tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(0) | Err(rustix::io::Errno::INTR) => Ok(Wait::TimedOut),
+        Ok(_) if fds.get(1).is_some_and(|f| !f.revents().is_empty()) => Ok(Wait::Stopped),
+        Ok(_) => Ok(Wait::Readable),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `wait_readable` without a stop, for bounded request/reply exchanges:
+/// true when readable.
+pub fn readable_within(sock: &Socket, timeout: Duration) -> io::Result<bool> {
+    Ok(wait_readable(sock, Some(timeout), None)? == Wait::Readable)
 }
 
 /// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE (CAP_NET_ADMIN),

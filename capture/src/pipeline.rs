@@ -1,10 +1,13 @@
 //! Capture → bounded channel → consumer. The capture side never waits: a
 //! full channel drops the batch and counts its packets.
 
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
+use rustix::event::EventfdFlags;
 
 use icmpmon_core::event::RawPacket;
 
@@ -17,9 +20,22 @@ pub enum StopReason {
     Duration = 3,
     OutputClosed = 4,
     Quit = 5,
+    Hangup = 6,
+    /// A thread of the run failed (the aggregator panicked).
+    Failed = 7,
 }
 
 impl StopReason {
+    const ALL: [StopReason; 7] = [
+        StopReason::Signal,
+        StopReason::Count,
+        StopReason::Duration,
+        StopReason::OutputClosed,
+        StopReason::Quit,
+        StopReason::Hangup,
+        StopReason::Failed,
+    ];
+
     pub fn describe(self) -> &'static str {
         match self {
             StopReason::Signal => "interrupted (SIGINT/SIGTERM)",
@@ -27,34 +43,92 @@ impl StopReason {
             StopReason::Duration => "--duration elapsed",
             StopReason::OutputClosed => "output closed",
             StopReason::Quit => "quit from the dashboard",
+            StopReason::Hangup => "hung up (SIGHUP)",
+            StopReason::Failed => "a thread failed",
         }
     }
 }
 
-/// Shared "please stop" flag; the first reason given wins.
-#[derive(Debug, Clone, Default)]
-pub struct StopFlag(Arc<AtomicU8>);
+/// The one shutdown path: every blocking wait of a run observes it. Threads
+/// polling a file descriptor add `fd()` to their poll set (an eventfd that
+/// turns readable on stop); threads in `crossbeam_channel::select!` add
+/// `stopped()` (a channel that disconnects on stop); busy loops read
+/// `is_set()`. The first reason given wins.
+#[derive(Debug, Clone)]
+pub struct Stop(Arc<StopInner>);
 
-impl StopFlag {
-    pub fn new() -> Self {
-        Self::default()
+#[derive(Debug)]
+struct StopInner {
+    reason: AtomicU8,
+    fd: OwnedFd,
+    /// Dropped on stop, which disconnects `rx`.
+    tx: Mutex<Option<Sender<Never>>>,
+    rx: Receiver<Never>,
+}
+
+/// No value ever travels on the stop channel; only its disconnection does.
+#[derive(Debug)]
+pub enum Never {}
+
+impl Stop {
+    pub fn new() -> io::Result<Self> {
+        let fd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let (tx, rx) = bounded(0);
+        Ok(Self(Arc::new(StopInner {
+            reason: AtomicU8::new(0),
+            fd,
+            tx: Mutex::new(Some(tx)),
+            rx,
+        })))
     }
+
     pub fn set(&self, reason: StopReason) {
-        let _ = self
+        let won = self
             .0
-            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+            .reason
+            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if won {
+            // Cannot fail short of a counter overflow; poll sees it readable.
+            let _ = rustix::io::write(&self.0.fd, &1u64.to_ne_bytes());
+            self.0.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
     }
+
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst) != 0
+        self.0.reason.load(Ordering::SeqCst) != 0
     }
+
     pub fn reason(&self) -> Option<StopReason> {
-        match self.0.load(Ordering::SeqCst) {
-            1 => Some(StopReason::Signal),
-            2 => Some(StopReason::Count),
-            3 => Some(StopReason::Duration),
-            4 => Some(StopReason::OutputClosed),
-            5 => Some(StopReason::Quit),
-            _ => None,
+        let r = self.0.reason.load(Ordering::SeqCst);
+        StopReason::ALL.into_iter().find(|s| *s as u8 == r)
+    }
+
+    /// Readable once stopped: for poll().
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.fd.as_fd()
+    }
+
+    /// Disconnected once stopped: for `select!`.
+    pub fn stopped(&self) -> &Receiver<Never> {
+        &self.0.rx
+    }
+
+    /// Sets `reason` if the returned guard is dropped by a panic: a thread
+    /// that unwinds still ends the run.
+    pub fn on_panic(&self, reason: StopReason) -> StopOnPanic {
+        StopOnPanic(self.clone(), reason)
+    }
+}
+
+/// See `Stop::on_panic`.
+#[derive(Debug)]
+pub struct StopOnPanic(Stop, StopReason);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.set(self.1);
         }
     }
 }
@@ -82,9 +156,12 @@ impl PacketSink {
 impl PacketSink {
     /// Hands a batch on, waiting while the channel is full: for offline
     /// sources, which have no deadline and must not lose packets. Returns
-    /// false once the consumer is gone.
-    pub fn send_wait(&self, batch: Vec<RawPacket>) -> bool {
-        self.tx.send(batch).is_ok()
+    /// false once the consumer is gone or the run stops.
+    pub fn send_wait(&self, batch: Vec<RawPacket>, stop: &Stop) -> bool {
+        select! {
+            send(self.tx, batch) -> r => r.is_ok(),
+            recv(stop.stopped()) -> _ => false,
+        }
     }
 }
 
@@ -120,12 +197,69 @@ mod tests {
 
     #[test]
     fn first_stop_reason_wins() {
-        let stop = StopFlag::new();
+        let stop = Stop::new().unwrap();
         assert!(!stop.is_set());
+        assert_eq!(stop.reason(), None);
         stop.set(StopReason::Count);
         stop.clone().set(StopReason::Signal);
         assert!(stop.is_set());
         assert_eq!(stop.reason(), Some(StopReason::Count));
+        for r in StopReason::ALL {
+            let s = Stop::new().unwrap();
+            s.set(r);
+            assert_eq!(s.reason(), Some(r));
+        }
+    }
+
+    #[test]
+    fn stop_wakes_select_and_poll() {
+        let stop = Stop::new().unwrap();
+        let fd = stop.fd();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let none = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        assert_eq!(rustix::event::poll(&mut fds, Some(&none)).unwrap(), 0);
+        assert!(stop.stopped().try_recv().unwrap_err().is_empty());
+        let waiter = std::thread::spawn({
+            let stop = stop.clone();
+            move || stop.stopped().recv().is_err()
+        });
+        drop(stop.on_panic(StopReason::Failed));
+        assert!(!stop.is_set(), "only a panic sets it");
+        let s2 = stop.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = s2.on_panic(StopReason::Failed);
+            panic!("test panic");
+        })
+        .join();
+        assert!(waiter.join().unwrap());
+        assert_eq!(stop.reason(), Some(StopReason::Failed));
+        let fd = stop.fd();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        assert_eq!(rustix::event::poll(&mut fds, Some(&none)).unwrap(), 1);
+    }
+
+    #[test]
+    fn send_wait_gives_up_on_stop() {
+        let (sink, _rx, _) = channel(1);
+        let stop = Stop::new().unwrap();
+        assert!(sink.send_wait(vec![pkt()], &stop));
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            s2.set(StopReason::Signal);
+        });
+        // The channel is full and its receiver alive: only the stop ends this.
+        assert!(!sink.send_wait(vec![pkt()], &stop));
+        t.join().unwrap();
     }
 
     #[test]
@@ -139,6 +273,6 @@ mod tests {
         drop(rx);
         sink.send(vec![pkt()]);
         assert_eq!(dropped.load(Ordering::Relaxed), 4);
-        assert!(!sink.send_wait(vec![pkt()]));
+        assert!(!sink.send_wait(vec![pkt()], &Stop::new().unwrap()));
     }
 }

@@ -7,6 +7,7 @@ use crate::export::{Row, RowSink, HEADER};
 #[derive(Debug)]
 pub struct CsvExport<W: Write> {
     out: csv::Writer<W>,
+    header_written: bool,
 }
 
 fn io_error(e: csv::Error) -> io::Error {
@@ -17,22 +18,40 @@ fn io_error(e: csv::Error) -> io::Error {
 }
 
 impl<W: Write> CsvExport<W> {
-    /// Writes the header row at once, so even an empty run yields one.
-    pub fn new(out: W) -> io::Result<Self> {
-        let mut out = csv::WriterBuilder::new()
+    /// The header row comes with the first row, or at the end of a run
+    /// that went well (so even an empty run yields one); a run that fails
+    /// before its first row writes nothing.
+    pub fn new(out: W) -> Self {
+        let out = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(out);
-        out.write_record(HEADER).map_err(io_error)?;
-        Ok(Self { out })
+        Self {
+            out,
+            header_written: false,
+        }
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            self.out.write_record(HEADER).map_err(io_error)?;
+            self.header_written = true;
+        }
+        Ok(())
     }
 }
 
 impl<W: Write + Send> RowSink for CsvExport<W> {
     fn write_row(&mut self, row: &Row) -> io::Result<()> {
+        self.header()?;
         self.out.serialize(row).map_err(io_error)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.header()?;
         self.out.flush()
     }
 }
@@ -45,11 +64,11 @@ mod tests {
     fn render(rows: &[Row]) -> String {
         let mut buf = Vec::new();
         {
-            let mut csv = CsvExport::new(&mut buf).unwrap();
+            let mut csv = CsvExport::new(&mut buf);
             for row in rows {
                 csv.write_row(row).unwrap();
             }
-            csv.flush().unwrap();
+            csv.finish().unwrap();
         }
         String::from_utf8(buf).unwrap()
     }
@@ -58,7 +77,7 @@ mod tests {
     fn header_matches_row_fields() {
         // The explicit header must name Row's fields in Row's order.
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.serialize(Row::new(&error_event(), "kmod", "", None))
+        w.serialize(Row::new(&error_event(), "kmod", None, None))
             .unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         assert_eq!(text.lines().next().unwrap(), HEADER.join(","));
@@ -68,8 +87,8 @@ mod tests {
     fn error_row_and_empty_cells() {
         let (err, echo) = (error_event(), echo_event());
         let text = render(&[
-            Row::new(&err, "kmod", "", None),
-            Row::new(&echo, "kmod", "lo", Some(1234)),
+            Row::new(&err, "kmod", None, None),
+            Row::new(&echo, "kmod", Some("lo"), Some(1234)),
         ]);
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3);

@@ -36,7 +36,7 @@ mod tests {
     fn same_fields_as_csv_with_nulls_for_empty_cells() {
         let mut buf = Vec::new();
         let mut out = JsonlExport::new(&mut buf);
-        out.write_row(&Row::new(&error_event(), "pcap", "", None))
+        out.write_row(&Row::new(&error_event(), "pcap", None, None))
             .unwrap();
         out.flush().unwrap();
         let text = String::from_utf8(buf).unwrap();
@@ -52,6 +52,7 @@ mod tests {
         assert_eq!(obj["kind"], "frag-needed");
         assert_eq!(obj["inner_dport"], 53);
         assert_eq!(obj["id"], serde_json::Value::Null);
+        assert_eq!(obj["ifname"], serde_json::Value::Null);
         assert_eq!(obj["info"], "mtu=1400");
     }
 }

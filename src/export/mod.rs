@@ -7,7 +7,6 @@ pub mod jsonl;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::io;
 use std::net::IpAddr;
 
@@ -46,7 +45,8 @@ pub struct Row<'a> {
     pub timestamp: String,
     pub source: &'a str,
     pub direction: &'static str,
-    pub ifname: &'a str,
+    /// None when the source gives no interface (capture files).
+    pub ifname: Option<&'a str>,
     pub family: u8,
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -68,7 +68,12 @@ pub struct Row<'a> {
 
 impl<'a> Row<'a> {
     /// `rtt_us`: the aggregator's answer for an echo reply it paired.
-    pub fn new(ev: &IcmpEvent, source: &'a str, ifname: &'a str, rtt_us: Option<u64>) -> Self {
+    pub fn new(
+        ev: &IcmpEvent,
+        source: &'a str,
+        ifname: Option<&'a str>,
+        rtt_us: Option<u64>,
+    ) -> Self {
         let q = ev.quoted.as_ref();
         Self {
             timestamp: rfc3339_nanos(ev.ts_ns),
@@ -100,6 +105,10 @@ impl<'a> Row<'a> {
 pub trait RowSink: Send {
     fn write_row(&mut self, row: &Row) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// The end of a run that went well.
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
+    }
 }
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T08:28:00.000000001Z`.
@@ -125,23 +134,19 @@ pub fn rfc3339_nanos(ts_ns: u64) -> String {
 pub struct IfNames(HashMap<u32, String>);
 
 impl IfNames {
-    pub fn get(&mut self, ifindex: u32) -> &str {
-        self.0.entry(ifindex).or_insert_with(|| {
-            if ifindex == 0 {
-                return String::new();
-            }
-            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-            // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname writes at most.
-            let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-            if p.is_null() {
+    /// None for index 0 (no interface known).
+    pub fn get(&mut self, ifindex: u32) -> Option<&str> {
+        if ifindex == 0 {
+            return None;
+        }
+        let name = self.0.entry(ifindex).or_insert_with(|| {
+            nix::net::if_::if_indextoname(ifindex).map_or_else(
                 // Gone (or in another namespace): keep the number.
-                return format!("if{ifindex}");
-            }
-            // SAFETY: on success buf holds a NUL-terminated name.
-            unsafe { CStr::from_ptr(buf.as_ptr()) }
-                .to_string_lossy()
-                .into_owned()
-        })
+                |_| format!("if{ifindex}"),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        });
+        Some(name)
     }
 }
 
@@ -205,7 +210,7 @@ pub(crate) mod tests {
     #[test]
     fn loopback_index_has_a_name() {
         let mut names = IfNames::default();
-        assert_eq!(names.get(0), "");
-        assert!(!names.get(1).is_empty());
+        assert_eq!(names.get(0), None);
+        assert_eq!(names.get(1), Some("lo"));
     }
 }

@@ -101,12 +101,12 @@ if start_icmpmon traffic; then
 	# The aggregator paired every echo live: rtt_us on each reply row, and
 	# the summary's peer lines.
 	norrt=$(awk -F, '$10 == "echo-reply" && $15 == "" { n++ } END { print n + 0 }' "$f")
-	p4=$(grep -c "10.99.0.2 -> 10.99.0.1: 5 req, 5 rep, 0 lost (0.0%)" "$work/traffic.err")
-	p6=$(grep -c "fd99::2 -> fd99::1: 5 req, 5 rep, 0 lost (0.0%)" "$work/traffic.err")
+	p4=$(grep -c "10.99.0.2 → 10.99.0.1: 5 req, 5 rep, 0 lost (0.0%)" "$work/traffic.err")
+	p6=$(grep -c "fd99::2 → fd99::1: 5 req, 5 rep, 0 lost (0.0%)" "$work/traffic.err")
 	if [ "$norrt" = 0 ] && [ "$p4" = 1 ] && [ "$p6" = 1 ]; then
-		ok live-rtt "every reply has rtt_us; $(grep -- '10.99.0.2 -> 10.99.0.1' "$work/traffic.err" | sed 's/^icmpmon: *//')"
+		ok live-rtt "every reply has rtt_us; $(grep -- '10.99.0.2 → 10.99.0.1' "$work/traffic.err" | sed 's/^icmpmon: *//')"
 	else
-		ko live-rtt "replies without rtt_us: $norrt; summary: $(grep -- ' -> ' "$work/traffic.err")"
+		ko live-rtt "replies without rtt_us: $norrt; summary: $(grep -- ' → ' "$work/traffic.err")"
 	fi
 	inner=$(awk -F, '$10 == "port-unreachable" && $5 == 4 { print $16 "/" $20 }' "$f")
 	if [ "$inner" = "17/33434" ]; then ok quoted-flow "inner udp/33434"; else ko quoted-flow "got [$inner]"; fi

@@ -138,9 +138,9 @@ scenario_ping() {
 	elif [ "$(bad_rows $f)" != 0 ]; then
 		fail ping "$(bad_rows $f) rows without $CSV_FIELDS fields"
 	elif [ "$(awk -F, '$10 == "echo-reply" && $15 == "" { n++ } END { print n + 0 }' $f)" != 0 ] ||
-		! grep -q "127.0.0.1 -> 127.0.0.1: 5 req, 5 rep, 0 lost (0.0%)" /tmp/ping.err ||
-		! grep -q "::1 -> ::1: 5 req, 5 rep, 0 lost (0.0%)" /tmp/ping.err; then
-		fail ping "echo pairing on lo: $(grep -e ' -> ' -e 'echo:' /tmp/ping.err)"
+		! grep -q "127.0.0.1 → 127.0.0.1: 5 req, 5 rep, 0 lost (0.0%)" /tmp/ping.err ||
+		! grep -q "::1 → ::1: 5 req, 5 rep, 0 lost (0.0%)" /tmp/ping.err; then
+		fail ping "echo pairing on lo: $(grep -e ' → ' -e 'echo:' /tmp/ping.err)"
 	else
 		pass ping "$got; $(grep 'echo:' /tmp/ping.err | sed 's/^icmpmon: //')"
 	fi

@@ -22,6 +22,7 @@ pub enum Action {
     Back,
     FilterChar(char),
     FilterBackspace,
+    FilterClear,
     FilterSubmit,
 }
 
@@ -67,10 +68,9 @@ pub const NORMAL: &[Binding] = &[
     bind(
         KeyCode::Char('q'),
         Action::Quit,
-        "q / Esc",
+        "q",
         "quit (closes the capture cleanly)",
     ),
-    bind(KeyCode::Esc, Action::Quit, "", ""),
     CTRL_C,
     bind(
         KeyCode::Char('p'),
@@ -138,6 +138,13 @@ pub const EDIT_FILTER: &[Binding] = &[
         "Backspace",
         "delete a character",
     ),
+    Binding {
+        code: KeyCode::Char('u'),
+        mods: KeyModifiers::CONTROL,
+        action: Action::FilterClear,
+        keys: "Ctrl-U",
+        help: "clear the line",
+    },
 ];
 
 pub const OVERLAY: &[Binding] = &[
@@ -207,6 +214,15 @@ mod tests {
         assert_eq!(
             action_for(Mode::EditFilter, key(KeyCode::Esc)),
             Some(Action::Back)
+        );
+        // Esc closes things; it never quits.
+        assert_eq!(action_for(Mode::Normal, key(KeyCode::Esc)), None);
+        assert_eq!(
+            action_for(
+                Mode::EditFilter,
+                KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)
+            ),
+            Some(Action::FilterClear)
         );
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         for mode in [Mode::Normal, Mode::EditFilter, Mode::Help, Mode::Detail] {

@@ -7,8 +7,10 @@
 //! - `keys`: key → action tables (also the help overlay's content);
 //! - `state`: what the user did, and how an action changes it (pure);
 //! - `render`: one pure function per panel;
+//! - `input`: terminal bytes → keys, one read path that cannot spin;
 //! - `term`: the terminal runtime (raw mode, event loop, restore).
 
+mod input;
 pub mod keys;
 pub mod model;
 pub mod render;

@@ -159,6 +159,10 @@ impl UiState {
                 self.filter_input.pop();
                 self.filter_error = None;
             }
+            Action::FilterClear => {
+                self.filter_input.clear();
+                self.filter_error = None;
+            }
             Action::FilterSubmit => match validate(&self.filter_input) {
                 Ok(()) => {
                     self.mode = Mode::Normal;

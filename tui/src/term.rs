@@ -3,18 +3,19 @@
 //! putting the terminal back on every way out, a panic included.
 
 use std::io::{self, IsTerminal, Stdout};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{self, Event, KeyEventKind};
 use ratatui::crossterm::execute;
 use ratatui::crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
 use ratatui::Terminal;
 
+use crate::input::{gone, read_keys, Input};
 use crate::keys::action_for;
 use crate::model::View;
 use crate::render::{draw, Ctx, Theme};
@@ -41,9 +42,16 @@ impl std::fmt::Debug for Controls {
     }
 }
 
-/// Leaves raw mode and the alternate screen. Safe to call more than once
-/// and from a panic hook or a signal path.
+/// Whether the dashboard holds the terminal (raw mode, alternate screen).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Leaves raw mode and the alternate screen if the dashboard entered them;
+/// writes nothing otherwise (standard output may be a CSV file). Safe to
+/// call more than once and from a panic hook or a signal path.
 pub fn restore() {
+    if !ACTIVE.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let _ = disable_raw_mode();
     let _ = execute!(
         io::stdout(),
@@ -83,12 +91,23 @@ pub fn run(views: &Receiver<View>, mut controls: Controls) -> io::Result<()> {
         ));
     }
     install_panic_hook();
-    enable_raw_mode()?;
+    ACTIVE.store(true, Ordering::SeqCst);
     let _guard = Guard;
+    enable_raw_mode()?;
     execute!(io::stdout(), EnterAlternateScreen)?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
-    event_loop(&mut terminal, views, &mut controls)
+    event_loop(&mut terminal, views, &mut controls).map_err(|e| {
+        // A terminal that went away fails in many ways (EIO, ENXIO, a
+        // missing /dev/tty): all of them are a hang-up.
+        let hung_up =
+            matches!(e.raw_os_error(), Some(5 | 6 | 2)) || e.kind() == io::ErrorKind::BrokenPipe;
+        if hung_up {
+            gone()
+        } else {
+            e
+        }
+    })
 }
 
 fn event_loop(
@@ -128,27 +147,22 @@ fn event_loop(
         } else {
             FRAME
         };
-        if wait_input(wait)? {
-            while event::poll(Duration::ZERO)? {
-                match event::read()? {
-                    Event::Key(k) if k.kind != KeyEventKind::Release => {
-                        if let Some(action) = action_for(state.mode, k) {
-                            match state.apply(action, &view, &*controls.validate) {
-                                Effect::Quit => return Ok(()),
-                                Effect::Resort => sort_peers(&mut view.peers, state.sort),
-                                Effect::ApplyFilter(f) => (controls.apply_filter)(f),
-                                Effect::None => {}
-                            }
-                            dirty = true;
-                        }
-                    }
-                    _ => {}
+        if let Input::Keys(keys) = read_keys(wait)? {
+            for k in keys {
+                let Some(action) = action_for(state.mode, k) else {
+                    continue;
+                };
+                match state.apply(action, &view, &*controls.validate) {
+                    Effect::Quit => return Ok(()),
+                    Effect::Resort => sort_peers(&mut view.peers, state.sort),
+                    Effect::ApplyFilter(f) => (controls.apply_filter)(f),
+                    Effect::None => {}
                 }
+                dirty = true;
             }
         }
-        // Resizes: compared each turn rather than through crossterm's
-        // SIGWINCH events, so crossterm is only asked to read when input
-        // is there (see `wait_input`).
+        // Resizes: compared each turn (crossterm's SIGWINCH events would
+        // need its reader, see `input`).
         let now = terminal.size()?;
         if now != size {
             size = now;
@@ -187,34 +201,4 @@ impl Controls {
     fn should_exit(&self) -> bool {
         (self.should_exit)()
     }
-}
-
-/// Waits up to `wait` for input on the terminal (standard input). A hung-up
-/// terminal is an error: crossterm's reader would spin on its end of file
-/// forever (read returning 0 in a loop), so it is asked to read only when
-/// there is input.
-fn wait_input(wait: Duration) -> io::Result<bool> {
-    let mut fds = [libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd, its count, a timeout; nothing retained.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(e)
-        };
-    }
-    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::BrokenPipe,
-            "the terminal has gone (hang-up)",
-        ));
-    }
-    Ok(fds[0].revents & libc::POLLIN != 0)
 }

@@ -15,8 +15,8 @@ use netlink_packet_generic::ctrl::{nlas::GenlCtrlAttrs, GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::GenlMessage;
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
-use crate::netlink::{self, Refusal};
-use crate::pipeline::{PacketSink, StopFlag};
+use crate::netlink::{self, Refusal, Wait};
+use crate::pipeline::{PacketSink, Stop};
 use crate::SourceEnd;
 use abi::{attr, cmd, IcmpmonAttr, IcmpmonMsg};
 use icmpmon_core::event::{Direction, RawPacket};
@@ -26,8 +26,6 @@ pub mod abi;
 
 /// Larger than any batch the module sends (ICMPMON_BATCH_BYTES_MAX + headers).
 const RECV_BUFFER: usize = 256 * 1024;
-/// How often the receive loop looks at the stop flag.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long to wait for the kernel to answer a request.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a running subscription checks that the module still has it.
@@ -236,7 +234,7 @@ impl KmodClient {
         let seq = self.send(NetlinkMessage::from(req))?;
         let (mut id, mut version) = (None, None);
         loop {
-            if !netlink::wait_readable(&self.sock, REPLY_TIMEOUT)? {
+            if !netlink::readable_within(&self.sock, REPLY_TIMEOUT)? {
                 return Err(KmodError::Timeout("the family lookup"));
             }
             self.recv()?;
@@ -336,7 +334,7 @@ impl KmodClient {
         let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !netlink::wait_readable(&self.sock, left)? {
+            if left.is_zero() || !netlink::readable_within(&self.sock, left)? {
                 return Err(KmodError::Timeout(what));
             }
             let mut result = None;
@@ -561,14 +559,14 @@ impl KmodSource {
 
     /// Receives until `stop` is set or the kernel ends the subscription,
     /// then CLOSEs.
-    pub fn run(mut self, sink: PacketSink, stop: &StopFlag) -> Result<SourceEnd, KmodError> {
+    pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, KmodError> {
         for msg in std::mem::take(&mut self.early) {
             if let Some(end) = self.handle(msg, &sink) {
                 return Ok(end);
             }
         }
         let mut next_probe = Instant::now() + PROBE_INTERVAL;
-        while !stop.is_set() {
+        loop {
             let now = Instant::now();
             if now >= next_probe {
                 // A new probe unless one is still waiting for its answer
@@ -581,8 +579,11 @@ impl KmodSource {
                 }
                 next_probe = now + PROBE_INTERVAL;
             }
-            if !netlink::wait_readable(&self.client.sock, POLL_INTERVAL)? {
-                continue;
+            let left = next_probe.saturating_duration_since(Instant::now());
+            match netlink::wait_readable(&self.client.sock, Some(left), Some(stop))? {
+                Wait::Stopped => break,
+                Wait::TimedOut => continue,
+                Wait::Readable => {}
             }
             for msg in self.client.receive()? {
                 if let Some(end) = self.handle(msg, &sink) {
@@ -633,7 +634,7 @@ impl KmodSource {
     fn wait_for_bye(&mut self, sink: &PacketSink) -> SourceEnd {
         let deadline = Instant::now() + BYE_TIMEOUT;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match netlink::wait_readable(&self.client.sock, left) {
+            match netlink::readable_within(&self.client.sock, left) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {

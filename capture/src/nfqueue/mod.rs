@@ -23,8 +23,8 @@ use netlink_packet_core::{
 };
 use netlink_sys::Socket;
 
-use crate::netlink::{self, Refusal};
-use crate::pipeline::{PacketSink, StopFlag};
+use crate::netlink::{self, Refusal, Wait};
+use crate::pipeline::{PacketSink, Stop};
 use crate::SourceEnd;
 use icmpmon_core::event::{Direction, RawPacket};
 use rules::Rules;
@@ -58,7 +58,6 @@ const NF_INET_LOCAL_OUT: u8 = 3;
 const QUEUE_MAXLEN: u32 = 8192;
 /// Packets drained per burst before a verdict is sent.
 const BURST: usize = 256;
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// After a burst, keep polling without sleeping this long: each queued
 /// packet waits for our verdict, and a sleep/wake-up per packet would set
 /// the pace of ping-pong traffic (measured: 2.4x the flood rate kept).
@@ -315,7 +314,7 @@ impl NfqueueSource {
     ) -> Result<(), NfqError> {
         let seq = self.send(msg, attrs, NLM_F_REQUEST | NLM_F_ACK)?;
         loop {
-            if !netlink::wait_readable(&self.sock, REPLY_TIMEOUT)? {
+            if !netlink::readable_within(&self.sock, REPLY_TIMEOUT)? {
                 return Err(NfqError::Timeout(what));
             }
             self.buf.clear();
@@ -399,11 +398,12 @@ impl NfqueueSource {
 
     /// Receives until `stop`; then removes the rules first (no new packets
     /// are queued), accepts what is still queued, and unbinds.
-    pub fn run(mut self, sink: PacketSink, stop: &StopFlag) -> Result<SourceEnd, NfqError> {
-        while !stop.is_set() {
-            if netlink::wait_readable(&self.sock, POLL_INTERVAL)? && self.drain(&sink)? > 0 {
+    pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, NfqError> {
+        while netlink::wait_readable(&self.sock, None, Some(stop))? != Wait::Stopped {
+            if self.drain(&sink)? > 0 {
                 let mut last = std::time::Instant::now();
-                while last.elapsed() < SPIN {
+                // A flood keeps this loop busy: it must see the stop too.
+                while last.elapsed() < SPIN && !stop.is_set() {
                     if self.drain(&sink)? > 0 {
                         last = std::time::Instant::now();
                     }

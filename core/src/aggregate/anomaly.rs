@@ -194,7 +194,7 @@ impl Anomalies {
     pub fn payload_mismatch(&mut self, requester: IpAddr, responder: IpAddr, ts_ns: u64) {
         self.raise(
             FlagKind::PayloadMismatch,
-            format!("{requester} -> {responder}"),
+            format!("{requester} → {responder}"),
             ts_ns,
             "echo reply data differs from its request's (tunnel or rewriting middlebox?)".into(),
         );

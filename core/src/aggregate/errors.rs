@@ -44,10 +44,10 @@ impl std::fmt::Display for FlowKey {
                 let (src, dst) = (self.src, self.dst);
                 match (src, dst) {
                     (IpAddr::V6(_), _) => write!(f, "{proto} [{src}]:{s} -> [{dst}]:{d}"),
-                    _ => write!(f, "{proto} {src}:{s} -> {dst}:{d}"),
+                    _ => write!(f, "{proto} {src}:{s} → {dst}:{d}"),
                 }
             }
-            _ => write!(f, "{proto} {} -> {}", self.src, self.dst),
+            _ => write!(f, "{proto} {} → {}", self.src, self.dst),
         }
     }
 }

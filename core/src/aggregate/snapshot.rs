@@ -254,7 +254,7 @@ fn peer_row(
 ) -> PeerRow {
     let mut flags: Vec<FlagKind> = [
         k.requester.to_string(),
-        format!("{} -> {}", k.requester, k.responder),
+        format!("{} → {}", k.requester, k.responder),
     ]
     .iter()
     .filter_map(|s| flagged.get(s.as_str()))

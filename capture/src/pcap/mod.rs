@@ -1,42 +1,56 @@
-//! The capture-file source: pcap and pcapng (crate `pcap-file`), read
-//! without privileges. Link layers are stripped here so that the one parser
-//! sees packets from their IP header on, as from every other source.
+//! The capture-file source: pcap and pcapng (crate `pcap-file`'s slice
+//! parsers over a bounded stream, `stream`), from a file, a pipe or
+//! standard input (`-`), without privileges. Link layers are stripped here
+//! (`link`) so that the one parser sees packets from their IP header on, as
+//! from every other source; `--replay` paces packets at their recorded
+//! times.
 
+mod link;
+mod stream;
+
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::select;
 use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, PcapError};
 
-use crate::pipeline::{PacketSink, StopFlag};
+use crate::pipeline::{PacketSink, Stop};
 use crate::SourceEnd;
 use icmpmon_core::event::{Direction, RawPacket};
+use link::{strip_link, Skip};
+use stream::{Input, Starved, Stream, MAX_RECORD};
 
 /// Packets handed on per batch.
 const BATCH: usize = 512;
-/// Longest sleep between two looks at the stop flag while replaying.
-const SLICE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapFileError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Open {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
+    #[error("{path} is empty, not a pcap or pcapng file")]
+    Empty { path: PathBuf },
     #[error("{path} is not a pcap or pcapng file (it starts with {magic})")]
     NotCapture { path: PathBuf, magic: String },
     #[error("{path} is damaged at byte {offset}: {reason}")]
     Damaged {
         path: PathBuf,
-        offset: usize,
+        offset: u64,
         reason: String,
     },
+    /// The run was stopped before the file said what it is.
+    #[error("stopped before {path} gave its header")]
+    Stopped { path: PathBuf },
 }
 
 /// What reading the file saw; shared with the summary.
@@ -91,159 +105,89 @@ fn interface_from_idb(link: DataLink, tsresol: Option<u8>) -> Interface {
     }
 }
 
-/// Ethertypes of IPv4, IPv6 and VLAN tags (802.1Q, 802.1ad, old QinQ).
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const VLAN_TAGS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+/// pcap (both byte orders, µs and ns) and pcapng magic numbers.
+const MAGICS: [u32; 5] = [
+    0xa1b2_c3d4,
+    0xd4c3_b2a1,
+    0xa1b2_3c4d,
+    0x4d3c_b2a1,
+    0x0a0d_0d0a,
+];
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-/// Linux cooked capture packet types: 4 is "sent by us".
-fn sll_direction(pkttype: u16) -> Direction {
-    if pkttype == 4 {
-        Direction::Out
-    } else {
-        Direction::In
-    }
-}
-
-/// Where the IP packet starts in a frame, and the direction if the link
-/// layer records it. `None` when the frame does not carry IPv4/IPv6.
-fn strip_link(link: DataLink, frame: &[u8]) -> Result<(usize, Direction), Skip> {
-    let ip_at = |ethertype: Option<u16>, at: usize, dir| match ethertype {
-        Some(ETH_P_IP | ETH_P_IPV6) => Ok((at, dir)),
-        _ => Err(Skip::NotIp),
-    };
-    match link {
-        DataLink::ETHERNET => {
-            let mut at = 12;
-            let mut ethertype = be16(frame, at);
-            while ethertype.is_some_and(|t| VLAN_TAGS.contains(&t)) {
-                at += 4;
-                ethertype = be16(frame, at);
-            }
-            ip_at(ethertype, at + 2, Direction::Unknown)
-        }
-        DataLink::LINUX_SLL => ip_at(
-            be16(frame, 14),
-            16,
-            be16(frame, 0).map_or(Direction::Unknown, sll_direction),
-        ),
-        DataLink::LINUX_SLL2 => ip_at(
-            be16(frame, 0),
-            20,
-            frame
-                .get(10)
-                .map_or(Direction::Unknown, |t| sll_direction(u16::from(*t))),
-        ),
-        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Ok((0, Direction::Unknown)),
-        DataLink::NULL | DataLink::LOOP => {
-            // A 4-byte address family, in the capturing host's byte order
-            // (NULL) or network order (LOOP): accept IPv4/IPv6 values of
-            // Linux and the BSDs in either.
-            let af = frame.get(..4).ok_or(Skip::NotIp)?;
-            let af = [af[0], af[1], af[2], af[3]];
-            let ip = |v: u32| matches!(v, 2 | 10 | 24 | 28 | 30);
-            if ip(u32::from_le_bytes(af)) || ip(u32::from_be_bytes(af)) {
-                Ok((4, Direction::Unknown))
-            } else {
-                Err(Skip::NotIp)
-            }
-        }
-        _ => Err(Skip::UnknownLink),
-    }
-}
-
-enum Skip {
-    NotIp,
-    UnknownLink,
-}
-
-/// A capture's bytes: the file mapped into memory (pages come and go as
-/// the kernel sees fit, so a multi-GB file costs no heap), or read whole
-/// when it cannot be mapped (a pipe) or for tests.
-#[derive(Debug)]
-enum Bytes {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => m,
-            Bytes::Owned(v) => v,
-        }
-    }
-}
-
-impl Bytes {
-    fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
-        if file.metadata()?.len() > 0 {
-            // SAFETY: a read-only private mapping; the slice parsers only
-            // read it. (Another process truncating the file while we read
-            // would raise SIGBUS: the known cost of mapping files.)
-            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
-                let _ = map.advise(memmap2::Advice::Sequential);
-                return Ok(Bytes::Mapped(map));
-            }
-        }
-        // Empty, or not mappable (a pipe, /dev/stdin): read it.
-        let mut data = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut data)?;
-        Ok(Bytes::Owned(data))
-    }
-}
-
-/// An opened capture file, ready to be read.
+/// An opened capture, its magic number checked, ready to be read.
 #[derive(Debug)]
 pub struct PcapSource {
     path: PathBuf,
-    data: Bytes,
+    stream: Stream,
     counters: Arc<PcapCounters>,
     /// Replay at the recorded pace times this factor (`--replay`).
     speed: Option<f64>,
 }
 
 impl PcapSource {
-    pub fn open(path: &Path) -> Result<Self, PcapFileError> {
-        let data = Bytes::open(path).map_err(|source| PcapFileError::Open {
+    /// Opens `path` (`-`: standard input) and reads its magic number,
+    /// waiting for a pipe's writer until `stop`.
+    pub fn open(path: &Path, stop: &Stop) -> Result<Self, PcapFileError> {
+        let open_err = |source| PcapFileError::Open {
             path: path.to_owned(),
             source,
-        })?;
-        Self::checked(path, data)
+        };
+        let file = if path == Path::new("-") {
+            let fd = std::io::stdin().as_fd().try_clone_to_owned();
+            std::fs::File::from(fd.map_err(open_err)?)
+        } else {
+            std::fs::File::open(path).map_err(open_err)?
+        };
+        let input = Input::file(file).map_err(open_err)?;
+        Self::checked(path, input, Some(stop))
     }
 
-    /// A capture already in memory; `path` only names it in messages.
-    pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<Self, PcapFileError> {
-        Self::checked(path, Bytes::Owned(data))
+    /// A capture from any reader; `path` only names it in messages.
+    pub fn from_reader(
+        path: &Path,
+        reader: Box<dyn std::io::Read + Send>,
+    ) -> Result<Self, PcapFileError> {
+        Self::checked(path, Input::Reader(reader), None)
     }
 
     /// Refuses what is not a capture file, by its magic number.
-    fn checked(path: &Path, data: Bytes) -> Result<Self, PcapFileError> {
-        let magic = data
+    fn checked(path: &Path, input: Input, stop: Option<&Stop>) -> Result<Self, PcapFileError> {
+        let mut stream = Stream::new(input);
+        while stream.bytes().len() < 4 {
+            match stream.fill(stop) {
+                Ok(()) => {}
+                Err(Starved::Stopped) => {
+                    return Err(PcapFileError::Stopped {
+                        path: path.to_owned(),
+                    })
+                }
+                Err(Starved::Io(source)) => {
+                    return Err(PcapFileError::Open {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
+                Err(Starved::Eof | Starved::TooLong) => break,
+            }
+        }
+        let head = stream.bytes();
+        let magic = head
             .get(..4)
             .map(|m| u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
-        let known = [
-            0xa1b2_c3d4,
-            0xd4c3_b2a1,
-            0xa1b2_3c4d,
-            0x4d3c_b2a1,
-            0x0a0d_0d0a,
-        ];
-        if !magic.is_some_and(|m| known.contains(&m) || known.contains(&m.swap_bytes())) {
+        if head.is_empty() {
+            return Err(PcapFileError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        if !magic.is_some_and(|m| MAGICS.contains(&m) || MAGICS.contains(&m.swap_bytes())) {
             return Err(PcapFileError::NotCapture {
                 path: path.to_owned(),
-                magic: data.iter().take(4).map(|b| format!("{b:02x}")).collect(),
+                magic: head.iter().take(4).map(|b| format!("{b:02x}")).collect(),
             });
         }
         Ok(Self {
             path: path.to_owned(),
-            data,
+            stream,
             counters: Arc::default(),
             speed: None,
         })
@@ -263,32 +207,58 @@ impl PcapSource {
         &self.path
     }
 
-    fn damaged(&self, rest: &[u8], e: &PcapError) -> PcapFileError {
-        let reason = match e {
-            PcapError::IncompleteBuffer => "the file ends in the middle of a record".to_owned(),
-            other => other.to_string(),
-        };
+    fn damaged(&self, reason: impl Into<String>) -> PcapFileError {
         PcapFileError::Damaged {
             path: self.path.clone(),
-            offset: self.data.len() - rest.len(),
-            reason,
+            offset: self.stream.offset(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Reads more input for a record the parser found incomplete. Ok(true):
+    /// parse again; Ok(false): a clean end (end of input between records,
+    /// or the run stopped).
+    fn more(&mut self, out: &mut Batcher, stop: &Stop, what: &str) -> Result<bool, PcapFileError> {
+        if self.stream.is_live() {
+            // Rows must not wait for a batch to fill while the writer is
+            // quiet.
+            out.flush();
+        }
+        match self.stream.fill(Some(stop)) {
+            Ok(()) => Ok(true),
+            Err(Starved::Stopped) => Ok(false),
+            Err(Starved::Eof) if self.stream.bytes().is_empty() => Ok(false),
+            Err(Starved::Eof) => Err(self.damaged(format!(
+                "it ends in the middle of {what} ({} bytes of it)",
+                self.stream.bytes().len()
+            ))),
+            Err(Starved::TooLong) => Err(self.damaged(format!(
+                "{what} longer than {} MiB (a damaged length field)",
+                MAX_RECORD >> 20
+            ))),
+            Err(Starved::Io(source)) => Err(PcapFileError::Open {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
     /// Reads to the end (or until `stop`), waiting for the consumer rather
     /// than dropping: a file has no deadline.
-    pub fn run(self, sink: PacketSink, stop: &StopFlag) -> Result<SourceEnd, PcapFileError> {
+    pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, PcapFileError> {
+        let counters = Arc::clone(&self.counters);
         let mut out = Batcher {
             sink: &sink,
             batch: Vec::with_capacity(BATCH),
-            counters: &self.counters,
+            counters: &counters,
             pace: self.speed.map(|speed| Pace {
                 speed,
                 origin: None,
             }),
             stop,
+            closed: false,
         };
-        let result = if self.data.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
+        let result = if self.stream.bytes().starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
             self.read_pcapng(&mut out, stop)
         } else {
             self.read_pcap(&mut out, stop)
@@ -296,47 +266,102 @@ impl PcapSource {
         // Every good packet before a damaged spot is still delivered.
         out.flush();
         result?;
-        Ok(if stop.is_set() {
+        Ok(if stop.is_set() || out.closed {
             SourceEnd::Stopped
         } else {
             SourceEnd::Ended(format!("end of {}", self.path.display()))
         })
     }
 
-    fn read_pcap(&self, out: &mut Batcher, stop: &StopFlag) -> Result<(), PcapFileError> {
-        let (mut rest, parser) =
-            PcapParser::new(&self.data).map_err(|e| self.damaged(&self.data, &e))?;
+    fn read_pcap(&mut self, out: &mut Batcher, stop: &Stop) -> Result<(), PcapFileError> {
+        let parser = loop {
+            match PcapParser::new(self.stream.bytes()) {
+                Ok((rest, parser)) => {
+                    let used = self.stream.bytes().len() - rest.len();
+                    self.stream.consume(used);
+                    break parser;
+                }
+                Err(PcapError::IncompleteBuffer) => {
+                    if !self.more(out, stop, "its file header")? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(self.damaged(e.to_string())),
+            }
+        };
         let header = parser.header();
         let iface = Interface {
             link: header.datalink,
             ns_per_unit: 1,
             binary_exp: None,
         };
-        while !rest.is_empty() && !stop.is_set() {
-            let (next, pkt) = parser
-                .next_packet(rest)
-                .map_err(|e| self.damaged(rest, &e))?;
-            // PcapPacket timestamps are already nanoseconds.
-            out.push(
-                &iface,
-                pkt.timestamp.as_nanos(),
-                pkt.orig_len,
-                &pkt.data,
-                None,
-            );
-            rest = next;
+        while !(stop.is_set() || out.closed) {
+            let bytes = self.stream.bytes();
+            if bytes.is_empty() {
+                if !self.more(out, stop, "a packet record")? {
+                    return Ok(());
+                }
+                continue;
+            }
+            match parser.next_packet(bytes) {
+                Ok((rest, pkt)) => {
+                    let used = bytes.len() - rest.len();
+                    // PcapPacket timestamps are already nanoseconds.
+                    out.push(
+                        &iface,
+                        pkt.timestamp.as_nanos(),
+                        pkt.orig_len,
+                        &pkt.data,
+                        None,
+                    );
+                    self.stream.consume(used);
+                }
+                Err(PcapError::IncompleteBuffer) => {
+                    if !self.more(out, stop, "a packet record")? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(self.damaged(e.to_string())),
+            }
         }
         Ok(())
     }
 
-    fn read_pcapng(&self, out: &mut Batcher, stop: &StopFlag) -> Result<(), PcapFileError> {
-        let (mut rest, mut parser) =
-            PcapNgParser::new(&self.data).map_err(|e| self.damaged(&self.data, &e))?;
+    fn read_pcapng(&mut self, out: &mut Batcher, stop: &Stop) -> Result<(), PcapFileError> {
+        let mut parser = loop {
+            match PcapNgParser::new(self.stream.bytes()) {
+                Ok((rest, parser)) => {
+                    let used = self.stream.bytes().len() - rest.len();
+                    self.stream.consume(used);
+                    break parser;
+                }
+                Err(PcapError::IncompleteBuffer) => {
+                    if !self.more(out, stop, "its section header")? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(self.damaged(e.to_string())),
+            }
+        };
         let mut ifaces: Vec<Interface> = Vec::new();
-        while !rest.is_empty() && !stop.is_set() {
-            let (next, block) = parser
-                .next_block(rest)
-                .map_err(|e| self.damaged(rest, &e))?;
+        while !(stop.is_set() || out.closed) {
+            let bytes = self.stream.bytes();
+            if bytes.is_empty() {
+                if !self.more(out, stop, "a block")? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let (used, block) = match parser.next_block(bytes) {
+                Ok((rest, block)) => (bytes.len() - rest.len(), block),
+                Err(PcapError::IncompleteBuffer) => {
+                    if !self.more(out, stop, "a block")? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(self.damaged(e.to_string())),
+            };
             match block {
                 // A new section starts its own interface list.
                 Block::SectionHeader(_) => ifaces.clear(),
@@ -348,9 +373,10 @@ impl PcapSource {
                     ifaces.push(interface_from_idb(idb.linktype, tsresol));
                 }
                 Block::EnhancedPacket(epb) => {
-                    let iface = ifaces.get(epb.interface_id as usize).ok_or_else(|| {
-                        self.damaged(rest, &PcapError::InvalidInterfaceId(epb.interface_id))
-                    })?;
+                    let Some(iface) = ifaces.get(epb.interface_id as usize) else {
+                        let e = PcapError::InvalidInterfaceId(epb.interface_id);
+                        return Err(self.damaged(e.to_string()));
+                    };
                     // pcap-file 2.0 reads the raw timestamp as nanoseconds
                     // whatever if_tsresol says: rescale the raw units.
                     let units = epb.timestamp.as_nanos();
@@ -367,15 +393,15 @@ impl PcapSource {
                     );
                 }
                 Block::SimplePacket(spb) => {
-                    let iface = ifaces
-                        .first()
-                        .ok_or_else(|| self.damaged(rest, &PcapError::InvalidInterfaceId(0)))?;
+                    let Some(iface) = ifaces.first() else {
+                        return Err(self.damaged(PcapError::InvalidInterfaceId(0).to_string()));
+                    };
                     // No timestamp in a simple packet block.
                     out.push(iface, 0, spb.original_len, &spb.data, None);
                 }
                 _ => {}
             }
-            rest = next;
+            self.stream.consume(used);
         }
         Ok(())
     }
@@ -404,7 +430,9 @@ struct Batcher<'a> {
     batch: Vec<RawPacket>,
     counters: &'a PcapCounters,
     pace: Option<Pace>,
-    stop: &'a StopFlag,
+    stop: &'a Stop,
+    /// The consumer is gone, or the run stopped while handing on.
+    closed: bool,
 }
 
 impl Batcher<'_> {
@@ -439,10 +467,9 @@ impl Batcher<'_> {
         if let Some(wait) = self.pace.as_mut().map(|p| p.wait(ts_ns)) {
             if !wait.is_zero() {
                 self.flush();
-                // In slices, so a stop is noticed during long gaps.
-                let until = Instant::now() + wait;
-                while !self.stop.is_set() && Instant::now() < until {
-                    std::thread::sleep(until.saturating_duration_since(Instant::now()).min(SLICE));
+                select! {
+                    recv(self.stop.stopped()) -> _ => {}
+                    default(wait) => {}
                 }
             }
         }
@@ -460,8 +487,12 @@ impl Batcher<'_> {
     }
 
     fn flush(&mut self) {
-        if !self.batch.is_empty() {
-            self.sink.send_wait(std::mem::take(&mut self.batch));
+        if !self.batch.is_empty()
+            && !self
+                .sink
+                .send_wait(std::mem::take(&mut self.batch), self.stop)
+        {
+            self.closed = true;
         }
     }
 }
@@ -470,61 +501,14 @@ impl Batcher<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ethernet_with_two_vlan_tags() {
-        let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x86, 0xdd, 0x60]);
-        let (at, dir) = strip_link(DataLink::ETHERNET, &f).ok().unwrap();
-        assert_eq!((at, dir), (22, Direction::Unknown));
-        assert_eq!(f[at], 0x60);
-    }
-
-    #[test]
-    fn cooked_captures_carry_direction() {
-        let mut sll = vec![0, 4];
-        sll.extend_from_slice(&[0; 12]);
-        sll.extend_from_slice(&[0x08, 0x00, 0x45]);
-        assert_eq!(
-            strip_link(DataLink::LINUX_SLL, &sll).ok(),
-            Some((16, Direction::Out))
-        );
-        let mut sll2 = vec![0x86, 0xdd, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6];
-        sll2.extend_from_slice(&[0; 8]);
-        assert_eq!(
-            strip_link(DataLink::LINUX_SLL2, &sll2).ok(),
-            Some((20, Direction::In))
-        );
-    }
-
-    #[test]
-    fn loopback_families_and_non_ip() {
-        assert_eq!(
-            strip_link(DataLink::NULL, &[2, 0, 0, 0, 0x45]).ok(),
-            Some((4, Direction::Unknown))
-        );
-        assert_eq!(
-            strip_link(DataLink::LOOP, &[0, 0, 0, 30, 0x60]).ok(),
-            Some((4, Direction::Unknown))
-        );
-        assert!(strip_link(DataLink::NULL, &[7, 0, 0, 0]).is_err());
-        let arp: Vec<u8> = [vec![0; 12], vec![0x08, 0x06]].concat();
-        assert!(matches!(
-            strip_link(DataLink::ETHERNET, &arp),
-            Err(Skip::NotIp)
-        ));
-        assert!(matches!(
-            strip_link(DataLink::IEEE802_11, &arp),
-            Err(Skip::UnknownLink)
-        ));
-    }
-
     /// Reads `data` as a capture file to the end; returns the packets.
     fn read_all(data: Vec<u8>) -> (Result<SourceEnd, PcapFileError>, usize) {
-        let Ok(src) = PcapSource::from_bytes(Path::new("fuzz"), data) else {
+        let reader = Box::new(std::io::Cursor::new(data));
+        let Ok(src) = PcapSource::from_reader(Path::new("fuzz"), reader) else {
             return (Ok(SourceEnd::Stopped), 0);
         };
         let (sink, rx, _) = crate::pipeline::channel(1 << 16);
-        let end = src.run(sink, &StopFlag::new());
+        let end = src.run(sink, &Stop::new().unwrap());
         (end, rx.try_iter().map(|b| b.len()).sum())
     }
 
