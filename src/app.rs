@@ -467,3 +467,244 @@ fn print_summary(
         eprintln!("icmpmon:   parse error {label}: {n}");
     }
 }
+
+/// Whole runs in-process with a fake source: the shutdown paths.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use icmpmon_core::event::{Direction, RawPacket};
+
+    use super::*;
+    use crate::export::Row;
+
+    /// What the fake source does until (and after) the stop.
+    #[derive(Debug, Clone, Copy)]
+    enum Behaviour {
+        /// Echo requests as fast as the channel takes them, never waiting.
+        Flood,
+        /// Nothing; after the stop, `linger` before returning.
+        Idle { linger: Duration },
+    }
+
+    #[derive(Debug)]
+    struct Fake(Behaviour);
+
+    #[derive(Debug, Default)]
+    struct NoCounters;
+
+    impl Counters for NoCounters {
+        fn fields(&self) -> Vec<(&'static str, u64)> {
+            vec![]
+        }
+        fn losses(&self) -> Vec<(&'static str, u64)> {
+            vec![]
+        }
+    }
+
+    /// An IPv4 echo request 10.0.0.1 → 10.0.0.2.
+    fn echo_request(seq: u16) -> RawPacket {
+        let mut p = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p.extend_from_slice(&[8, 0, 0, 0, 0, 7]);
+        p.extend_from_slice(&seq.to_be_bytes());
+        RawPacket {
+            ts_ns: 1,
+            mono_ns: None,
+            direction: Direction::Out,
+            ifindex: 0,
+            orig_len: 28,
+            data: p,
+        }
+    }
+
+    impl Source for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+        fn counters(&self) -> Arc<dyn Counters> {
+            Arc::new(NoCounters)
+        }
+        fn run(
+            self: Box<Self>,
+            sink: pipeline::PacketSink,
+            stop: &Stop,
+        ) -> anyhow::Result<SourceEnd> {
+            match self.0 {
+                Behaviour::Flood => {
+                    let mut seq = 0u16;
+                    while !stop.is_set() {
+                        let batch = (0..64)
+                            .map(|_| {
+                                seq = seq.wrapping_add(1);
+                                echo_request(seq)
+                            })
+                            .collect();
+                        sink.send(batch);
+                    }
+                }
+                Behaviour::Idle { linger } => {
+                    let _ = stop.stopped().recv();
+                    thread::sleep(linger);
+                }
+            }
+            Ok(SourceEnd::Stopped)
+        }
+    }
+
+    /// Counts rows; panics at row `panic_at`.
+    struct Rows {
+        n: Arc<AtomicU64>,
+        panic_at: Option<u64>,
+    }
+
+    impl RowSink for Rows {
+        fn write_row(&mut self, _: &Row) -> io::Result<()> {
+            let n = self.n.fetch_add(1, Ordering::SeqCst) + 1;
+            assert!(Some(n) != self.panic_at, "test: a panic in the aggregator");
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn outputs(n: &Arc<AtomicU64>, panic_at: Option<u64>) -> Outputs {
+        Outputs {
+            sinks: vec![Box::new(Rows {
+                n: Arc::clone(n),
+                panic_at,
+            })],
+            alerts: None,
+            source: "fake",
+            ifnames: IfNames::default(),
+            watch_stdout: false,
+        }
+    }
+
+    fn plan(stop: &Stop, count: Option<u64>, duration: Option<Duration>) -> Plan {
+        Plan {
+            filter: Filter::default(),
+            config: icmpmon_core::aggregate::Config::default(),
+            count,
+            deadline: duration.map(|d| Instant::now() + d),
+            live: true,
+            stop: stop.clone(),
+        }
+    }
+
+    /// Runs `execute` on a thread; fails the test instead of hanging.
+    fn run_bounded(source: Behaviour, outputs: Outputs, plan: Plan) -> anyhow::Result<Finished> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        thread::spawn(move || {
+            let _ = tx.send(execute(Box::new(Fake(source)), outputs, plan, 16, None));
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("the run did not end: a wait ignores the stop")
+    }
+
+    /// CPU time (ticks) of this process's threads named `name`.
+    fn thread_ticks(name: &str) -> u64 {
+        let mut sum = 0;
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the ")" of comm: utime and stime are 14 and 15.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            sum += f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0);
+        }
+        sum
+    }
+
+    /// One test, so that no other run's threads share the names measured.
+    #[test]
+    fn every_stop_path_ends_the_run() {
+        // A panic in the aggregator, under a flood: the run ends and says so.
+        let stop = Stop::new().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let err = run_bounded(
+            Behaviour::Flood,
+            outputs(&n, Some(5)),
+            plan(&stop, None, None),
+        )
+        .err()
+        .expect("a panicking aggregator is an error");
+        assert!(
+            err.to_string().contains("aggregator thread panicked"),
+            "{err}"
+        );
+        assert_eq!(stop.reason(), Some(StopReason::Failed));
+
+        // --count stops a flood that never pauses.
+        let stop = Stop::new().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let done = run_bounded(
+            Behaviour::Flood,
+            outputs(&n, None),
+            plan(&stop, Some(10), None),
+        )
+        .unwrap();
+        assert_eq!(done.tally.rows, 10);
+        assert_eq!(n.load(Ordering::SeqCst), 10);
+        assert_eq!(stop.reason(), Some(StopReason::Count));
+        assert!(matches!(done.end, Ok(SourceEnd::Stopped)));
+
+        // A stop from outside (a signal) ends a flood.
+        let stop = Stop::new().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let stopper = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(100));
+                stop.set(StopReason::Signal);
+            })
+        };
+        let done =
+            run_bounded(Behaviour::Flood, outputs(&n, None), plan(&stop, None, None)).unwrap();
+        stopper.join().unwrap();
+        assert!(done.tally.rows > 0);
+        assert_eq!(stop.reason(), Some(StopReason::Signal));
+
+        // --duration: the run ends, and while the source winds down the
+        // aggregator waits instead of spinning.
+        let stop = Stop::new().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let linger = Duration::from_millis(800);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let p = plan(&stop, None, Some(Duration::from_millis(50)));
+        let o = outputs(&n, None);
+        thread::spawn(move || {
+            let _ = tx.send(execute(
+                Box::new(Fake(Behaviour::Idle { linger })),
+                o,
+                p,
+                16,
+                None,
+            ));
+        });
+        thread::sleep(Duration::from_millis(200));
+        let before = thread_ticks("aggregator");
+        thread::sleep(Duration::from_millis(400));
+        let spent = thread_ticks("aggregator") - before;
+        let done = rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+        assert!(matches!(done.end, Ok(SourceEnd::Stopped)));
+        assert_eq!(stop.reason(), Some(StopReason::Duration));
+        // 400 ms of spinning would be about 40 ticks.
+        assert!(
+            spent <= 5,
+            "the aggregator used {spent} ticks while waiting"
+        );
+    }
+}

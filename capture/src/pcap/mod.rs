@@ -533,6 +533,80 @@ mod tests {
         }
     }
 
+    /// Reads `data` given out in pieces cut at `cuts`.
+    fn read_in_pieces(data: &[u8], cuts: &[usize]) -> (Result<SourceEnd, PcapFileError>, usize) {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        points.extend([0, data.len()]);
+        points.sort_unstable();
+        points.dedup();
+        let pieces = points
+            .windows(2)
+            .map(|w| data[w[0]..w[1]].to_vec())
+            .collect();
+        let reader = Box::new(stream::Pieces(pieces));
+        let Ok(src) = PcapSource::from_reader(Path::new("pieces"), reader) else {
+            return (Ok(SourceEnd::Stopped), 0);
+        };
+        let (sink, rx, _) = crate::pipeline::channel(1 << 16);
+        let end = src.run(sink, &Stop::new().unwrap());
+        (end, rx.try_iter().map(|b| b.len()).sum())
+    }
+
+    /// A pcap with `n` 40-byte raw IP records.
+    fn capture(n: usize) -> Vec<u8> {
+        let mut data = PCAP_HEADER.to_vec();
+        data[20] = 101; // LINKTYPE_RAW
+        for i in 0..n {
+            data.extend_from_slice(&(i as u32).to_le_bytes());
+            data.extend_from_slice(&[0; 4]);
+            data.extend_from_slice(&40u32.to_le_bytes());
+            data.extend_from_slice(&40u32.to_le_bytes());
+            data.extend_from_slice(&[0x45; 40]);
+        }
+        data
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// However a pipe splits a capture, every packet comes out once.
+        #[test]
+        fn any_split_of_a_capture_reads_the_same(
+            n in 0usize..40,
+            cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..30),
+        ) {
+            let data = capture(n);
+            let (end, got) = read_in_pieces(&data, &cuts);
+            proptest::prop_assert!(end.is_ok(), "{:?}", end);
+            proptest::prop_assert_eq!(got, n);
+        }
+
+        /// Arbitrary bytes, arbitrarily split: an answer, never a panic,
+        /// and the same answer as reading them whole.
+        #[test]
+        fn any_split_of_any_bytes_agrees_with_reading_whole(
+            ng in proptest::bool::ANY,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            cuts in proptest::collection::vec(proptest::num::usize::ANY, 0..30),
+        ) {
+            let mut data = if ng { PCAPNG_HEADER.to_vec() } else { PCAP_HEADER.to_vec() };
+            data.extend_from_slice(&body);
+            let (whole_end, whole) = read_all(data.clone());
+            let (end, got) = read_in_pieces(&data, &cuts);
+            proptest::prop_assert_eq!(got, whole);
+            proptest::prop_assert_eq!(end.is_ok(), whole_end.is_ok());
+        }
+    }
+
+    #[test]
+    fn a_capture_cut_inside_a_record_says_so() {
+        let data = capture(3);
+        let (end, got) = read_in_pieces(&data[..data.len() - 5], &[30, 70]);
+        assert_eq!(got, 2);
+        let err = end.unwrap_err().to_string();
+        assert!(err.contains("damaged at byte 136"), "{err}");
+        assert!(err.contains("in the middle of a packet record"), "{err}");
+    }
+
     #[test]
     fn valid_headers_alone_read_as_empty_files() {
         assert_eq!(read_all(PCAP_HEADER.to_vec()).1, 0);

@@ -168,27 +168,29 @@ impl Stream {
     }
 }
 
+/// Gives its bytes out in the given pieces, as a pipe would.
+#[cfg(test)]
+pub(crate) struct Pieces(pub(crate) Vec<Vec<u8>>);
+
+#[cfg(test)]
+impl Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(p) = self.0.first_mut() else {
+            return Ok(0);
+        };
+        let n = p.len().min(buf.len());
+        buf[..n].copy_from_slice(&p[..n]);
+        p.drain(..n);
+        if p.is_empty() {
+            self.0.remove(0);
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Gives its bytes out in the given pieces.
-    struct Pieces(Vec<Vec<u8>>);
-
-    impl Read for Pieces {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let Some(p) = self.0.first_mut() else {
-                return Ok(0);
-            };
-            let n = p.len().min(buf.len());
-            buf[..n].copy_from_slice(&p[..n]);
-            p.drain(..n);
-            if p.is_empty() {
-                self.0.remove(0);
-            }
-            Ok(n)
-        }
-    }
 
     #[test]
     fn reads_everything_in_order_and_counts_offsets() {
