@@ -34,7 +34,9 @@ pub(crate) fn main() -> ExitCode {
     // A panic anywhere must not leave our firewall rules behind.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        rules::remove_installed();
+        if let Some(Err(e)) = rules::remove_installed() {
+            eprintln!("icmpmon: cannot remove the queue rules: {e}");
+        }
         default_hook(info);
     }));
     init_logging(cli.verbose);
@@ -98,7 +100,9 @@ fn install_signal_handler(stop: Stop) -> anyhow::Result<()> {
                     // No destructors run past exit: remove our firewall
                     // rules, and give the terminal back if the dashboard
                     // has it.
-                    rules::remove_installed();
+                    if let Some(Err(e)) = rules::remove_installed() {
+                        eprintln!("icmpmon: cannot remove the queue rules: {e}");
+                    }
                     icmpmon_tui::restore();
                     std::process::exit(130);
                 }

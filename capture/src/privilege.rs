@@ -22,7 +22,8 @@ pub enum Dropped {
 /// Keeps only `keep` in every capability set (effective, permitted,
 /// inheritable, ambient and, when CAP_SETPCAP allows, the bounding set, so
 /// that a child started as uid 0 cannot regain the rest), and sets
-/// no_new_privs.
+/// no_new_privs. Kept capabilities are raised into the ambient set for the
+/// children that remove rules.
 pub fn drop_all_but(keep: &[Capability]) -> Result<Dropped, caps::errors::CapsError> {
     let permitted = caps::read(None, CapSet::Permitted)?;
     if permitted.is_empty() {
@@ -43,19 +44,32 @@ pub fn drop_all_but(keep: &[Capability]) -> Result<Dropped, caps::errors::CapsEr
         }
     }
     caps::clear(None, CapSet::Ambient)?;
-    let inheritable = caps::read(None, CapSet::Inheritable)?;
-    caps::set(
-        None,
-        CapSet::Inheritable,
-        &inheritable.intersection(&keep).copied().collect(),
-    )?;
     caps::set(None, CapSet::Effective, &keep)?;
     caps::set(None, CapSet::Permitted, &keep)?;
-    // SAFETY: prctl with integer arguments only; no memory is passed.
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    // Inheritable and ambient hold what is kept, so that the iptables/nft
+    // children that remove the NFQUEUE rules get it whatever uid runs
+    // icmpmon (a service with ambient capabilities, a binary with file
+    // capabilities): ambient capabilities survive exec.
+    caps::set(None, CapSet::Inheritable, &keep)?;
+    pass_to_children(&keep.iter().copied().collect::<Vec<_>>())?;
+    rustix::thread::set_no_new_privs(true)
+        .map_err(|e| caps::errors::CapsError::from(format!("cannot set no_new_privs: {e}")))?;
     let mut kept: Vec<Capability> = keep.into_iter().collect();
     kept.sort_by_key(|c| c.index());
     Ok(Dropped::AllBut(kept))
+}
+
+/// Raises those of `wanted` this process holds into its inheritable and
+/// ambient sets, so that the programs it runs (iptables, nft) get them
+/// whatever uid it runs as: a service given ambient capabilities, or a
+/// binary given file capabilities (whose children would get none).
+pub fn pass_to_children(wanted: &[Capability]) -> Result<(), caps::errors::CapsError> {
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    for cap in wanted.iter().filter(|c| permitted.contains(c)) {
+        caps::raise(None, CapSet::Inheritable, *cap)?;
+        caps::raise(None, CapSet::Ambient, *cap)?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Dropped {

@@ -50,7 +50,10 @@ start_icmpmon() {
 }
 
 rules_left() {
-	{ in_mon iptables-save -t raw; in_mon ip6tables-save -t raw; in_mon nft list ruleset 2>/dev/null; } | grep -ci icmpmon
+	{
+		for t in raw mangle; do in_mon iptables-save -t $t; in_mon ip6tables-save -t $t; done
+		in_mon nft list ruleset 2>/dev/null
+	} | grep -ci icmpmon
 }
 
 rows() { # FILE FAMILY KIND
@@ -158,9 +161,9 @@ if start_icmpmon killed; then
 		kill -INT "$PID"
 		wait "$PID"
 		rc=$?
-		if [ "$stale" -gt 0 ] && grep -q "removed a stale" "$work/restart.err" && [ "$rc" = 0 ] &&
+		if [ "$stale" -gt 0 ] && grep -q "removed stale" "$work/restart.err" && [ "$rc" = 0 ] &&
 			[ "$(rows "$work/restart.csv" 4 echo-request)" = 2 ] && [ "$(rules_left)" = 0 ]; then
-			ok stale-cleanup "$(grep -c 'removed a stale' "$work/restart.err") stale rule sets removed at start"
+			ok stale-cleanup "$(grep -c 'removed stale' "$work/restart.err") stale rule sets removed at start"
 		else
 			ko stale-cleanup "stale=$stale rc=$rc: $(cat "$work/restart.err")"
 		fi
@@ -184,6 +187,154 @@ if start_icmpmon first; then
 	fi
 else
 	ko queue-busy "icmpmon did not start"
+fi
+
+# --- issue 10.2: a second monitor on another queue never takes the first's
+# rules: it is refused (xtables serves one queue per table), and the first
+# keeps seeing traffic ---
+if start_icmpmon owner; then
+	in_mon "$bin" --source nfqueue --queue-num 7708 --csv "$work/other.csv" 2>"$work/other.err"
+	rc=$?
+	in_peer ping -c 3 -i 0.2 10.99.0.1 >/dev/null
+	sleep 0.3
+	kill -INT "$PID"
+	wait "$PID"
+	rc1=$?
+	seen=$(rows "$work/owner.csv" 4 echo-request)
+	if [ "$rc" = 1 ] && grep -q "another icmpmon captures" "$work/other.err" &&
+		! grep -q "removed stale" "$work/other.err" && [ "$seen" = 3 ] && [ "$rc1" = 0 ] &&
+		grep -q "lost: queue 0" "$work/owner.err" && [ "$(rules_left)" = 0 ]; then
+		ok second-instance "refused ($(tail -n 1 "$work/other.err" | cut -c1-90)...); the first saw all 3 pings"
+	else
+		ko second-instance "rc=$rc rc1=$rc1 seen=$seen: $(cat "$work/other.err") | $(tail -n 2 "$work/owner.err")"
+	fi
+else
+	ko second-instance "icmpmon did not start"
+fi
+
+# --- issue 10.5: a non-root service with ambient capabilities, and a binary
+# with file capabilities, install and remove their rules ---
+setpriv_run() { # NAME [SETPRIV ARGS] -- CMD...
+	local name=$1
+	shift
+	in_mon setpriv --reuid=65534 --regid=65534 --clear-groups "$@" --source nfqueue --duration 2 \
+		--csv /dev/null 2>"$work/$name.err"
+}
+setpriv_run ambient --inh-caps +net_admin,+net_raw --ambient-caps +net_admin,+net_raw "$bin"
+rc=$?
+left=$(rules_left)
+if [ "$rc" = 0 ] && [ "$left" = 0 ] && grep -q "capturing from nfqueue" "$work/ambient.err"; then
+	ok ambient-caps "uid 65534 with ambient net_admin,net_raw: exit 0, no rules left"
+else
+	ko ambient-caps "rc=$rc rules=$left: $(cat "$work/ambient.err")"
+fi
+cp "$bin" "$work/icmpmon-fcap"
+chmod 755 "$work" "$work/icmpmon-fcap"
+if setcap cap_net_admin,cap_net_raw+ep "$work/icmpmon-fcap"; then
+	setpriv_run filecaps "$work/icmpmon-fcap"
+	rc=$?
+	left=$(rules_left)
+	if [ "$rc" = 0 ] && [ "$left" = 0 ] && grep -q "capturing from nfqueue" "$work/filecaps.err"; then
+		ok file-caps "uid 65534, setcap net_admin,net_raw+ep: exit 0, no rules left"
+	else
+		ko file-caps "rc=$rc rules=$left: $(cat "$work/filecaps.err")"
+	fi
+else
+	ko file-caps "setcap failed"
+fi
+
+# --- issue 10.6: records come defragmented, as the module's do ---
+if start_icmpmon frag; then
+	in_peer ping -c 2 -i 0.2 -s 3000 10.99.0.1 >/dev/null
+	in_peer ping -6 -c 2 -i 0.2 -s 3000 fd99::1 >/dev/null
+	sleep 0.3
+	kill -INT "$PID"
+	wait "$PID"
+	req4=$(awk -F, '$10 == "echo-request" && $5 == 4 && $14 == 3028' "$work/frag.csv" | wc -l)
+	rep4=$(awk -F, '$10 == "echo-reply" && $5 == 4 && $14 == 3028' "$work/frag.csv" | wc -l)
+	req6=$(awk -F, '$10 == "echo-request" && $5 == 6 && $14 == 3048' "$work/frag.csv" | wc -l)
+	if [ "$req4" = 2 ] && [ "$rep4" = 2 ] && [ "$req6" = 2 ] && grep -q "parse errors 0" "$work/frag.err" &&
+		! grep -q "payload-mismatch" "$work/frag.err"; then
+		ok defragmented "ping -s 3000: rows of 3028 (v4) and 3048 (v6) bytes, no fragment parse errors"
+	else
+		ko defragmented "req4=$req4 rep4=$rep4 req6=$req6: $(grep -e 'parse' -e mismatch "$work/frag.err")"
+	fi
+else
+	ko defragmented "icmpmon did not start"
+fi
+
+# --- issue 10.8: `| head -2` ends the run at once, traffic or not ---
+in_peer ping -c 2 -i 0.5 10.99.0.1 >/dev/null &
+t0=$(date +%s%N)
+in_mon timeout 20 "$bin" --source nfqueue --csv - 2>"$work/head.err" | head -2 >"$work/head.out"
+rc=${PIPESTATUS[0]}
+ms=$((($(date +%s%N) - t0) / 1000000))
+wait
+if [ "$rc" = 0 ] && [ "$ms" -lt 5000 ] && grep -q "output closed" "$work/head.err" &&
+	[ "$(wc -l <"$work/head.out")" = 2 ] && [ "$(rules_left)" = 0 ]; then
+	ok closed-stdout "head -2: exit 0 after $ms ms, rules removed"
+else
+	ko closed-stdout "rc=$rc after $ms ms: $(tail -n 1 "$work/head.err")"
+fi
+
+# --- issue 10.13: Ctrl-C ends a run under a flood ---
+if start_icmpmon flood; then
+	ip netns exec "$peer" timeout 10 ping -f 10.99.0.1 >/dev/null &
+	flood=$!
+	sleep 2
+	t0=$(date +%s%N)
+	kill -INT "$PID"
+	wait "$PID"
+	rc=$?
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	kill "$flood" 2>/dev/null
+	wait "$flood" 2>/dev/null
+	if [ "$rc" = 0 ] && [ "$ms" -lt 3000 ] && [ "$(rules_left)" = 0 ]; then
+		ok flood-stop "SIGINT under ping -f: exit 0 after $ms ms"
+	else
+		ko flood-stop "rc=$rc after $ms ms"
+	fi
+else
+	ko flood-stop "icmpmon did not start"
+fi
+
+# --- issue 10.15: a signal at any moment of start-up leaves no rules ---
+# (SIGTERM: a script's background jobs ignore SIGINT until a handler is set.)
+leftovers=0
+for delay in 0 0.02 0.05 0.1 0.15 0.2 0.3 0.5; do
+	ip netns exec "$mon" "$bin" --source nfqueue --csv /dev/null 2>/dev/null &
+	p=$!
+	sleep "$delay"
+	kill -TERM "$p"
+	wait "$p"
+	[ "$(rules_left)" = 0 ] || leftovers=$((leftovers + 1))
+	in_mon "$bin" --source nfqueue --duration 0.1 --csv /dev/null 2>/dev/null # cleans up for the next
+done
+if [ "$leftovers" = 0 ]; then
+	ok startup-signal "SIGTERM 0–500 ms after start: no rules left in 8 runs"
+else
+	ko startup-signal "rules left in $leftovers of 8 runs"
+fi
+
+# --- issue 10.16: packets the kernel lets through unqueued are counted ---
+if start_icmpmon failopen; then
+	kill -STOP "$PID"
+	# More than the queue holds (8192) while icmpmon cannot read.
+	in_peer python3 "$repo/tests/netns/blast.py" 10.99.0.1 12000
+	sleep 0.5
+	kill -CONT "$PID"
+	sleep 1.5
+	kill -INT "$PID"
+	wait "$PID"
+	seen=$(rows "$work/failopen.csv" 4 echo-request)
+	lost=$(sed -n 's/.*lost: queue \([0-9]*\),.*/\1/p' "$work/failopen.err")
+	if [ -n "$lost" ] && [ "$lost" -gt 0 ] && [ $((seen + lost)) -ge 12000 ]; then
+		ok failopen-counted "12000 requests: $seen seen, $lost counted lost (fail-open)"
+	else
+		ko failopen-counted "seen=$seen lost=$lost: $(grep 'lost:' "$work/failopen.err")"
+	fi
+else
+	ko failopen-counted "icmpmon did not start"
 fi
 
 # --- the dashboard in a real terminal (tmux), live from NFQUEUE ---

@@ -72,6 +72,8 @@ pub const DEFAULT_QUEUE: u16 = 7707;
 pub enum NfqError {
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
+    #[error("cannot remove the queue rules: {0}")]
+    RulesLeft(String),
     #[error(
         "NFQUEUE needs CAP_NET_ADMIN in this network namespace (to bind the queue and \
          install its rules): run icmpmon with sudo"
@@ -263,9 +265,12 @@ impl NfqueueSource {
                 DefaultNla::new(NFQA_CFG_MASK, NFQA_CFG_F_FAIL_OPEN.to_be_bytes().to_vec()),
             ],
         )?;
-        let (rules, stale) = Rules::install(queue)?;
+        let (rules, stale) = Rules::install(queue, &queue_is_bound)?;
         for what in stale {
-            eprintln!("icmpmon: removed a stale {what} left by an earlier run");
+            eprintln!(
+                "icmpmon: removed stale {what}: no program has its queue bound (an icmpmon \
+                 that died)"
+            );
         }
         src.rules = Some(rules);
         Ok(src)
@@ -411,8 +416,21 @@ impl NfqueueSource {
                 }
             }
         }
-        drop(self.rules.take());
+        let queued = self.rules.take().map(Rules::remove);
         while self.drain(&sink)? > 0 {}
+        match queued {
+            // Everything the rules queued and we never saw: the kernel's
+            // drops and fail-open passes (which leave no id gap).
+            Some(Ok(hits)) => {
+                let seen = self.counters.packets.load(Relaxed);
+                let lost = hits.saturating_sub(seen);
+                self.counters.queue_lost.fetch_max(lost, Relaxed);
+            }
+            Some(Err(e)) => {
+                return Err(NfqError::RulesLeft(e));
+            }
+            None => {}
+        }
         let cmd = DefaultNla::new(NFQA_CFG_CMD, vec![NFQNL_CFG_CMD_UNBIND, 0, 0, 0]);
         self.send(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST)?;
         Ok(SourceEnd::Stopped)

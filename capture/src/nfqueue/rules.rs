@@ -1,32 +1,48 @@
 //! The firewall rules that send ICMP to icmpmon's queue: a table (nft) or a
-//! chain (xtables) of icmpmon's own, so that they can be found and removed
-//! whole — at the end of a run, on error, on panic, on a second Ctrl-C, and
-//! at the next start after a crash.
+//! chain (xtables) of icmpmon's own per queue number, so that they can be
+//! found and removed whole — at the end of a run, on error, on panic, on a
+//! second Ctrl-C, and at a later start after a crash.
+//!
+//! Ownership: rules for queue N are named for N (`table inet icmpmon_N`,
+//! chain `ICMPMON-N`), and the kernel lets one socket bind a queue. An
+//! instance binds its queue before it installs rules, so rules whose queue
+//! nobody has bound are stale (their owner died) and rules whose queue is
+//! bound belong to a running instance and are left alone.
 //!
 //! The rules use bypass: with nobody bound to the queue (icmpmon killed),
-//! the kernel accepts the packets, so icmpmon never makes ICMP fail.
+//! the kernel accepts the packets, so icmpmon never makes ICMP fail. They
+//! count the packets they queue, which is how the packets the kernel let
+//! through unqueued (fail-open on a full queue, which assigns no id and so
+//! leaves no gap) are counted at the end.
+//!
+//! The tools run as children with the capabilities icmpmon keeps in its
+//! ambient set (see `privilege`), so removal works the same for root, for
+//! a service with ambient capabilities and for a binary with file
+//! capabilities. A failed removal is reported, never silent.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-/// Name of icmpmon's nft table and xtables chain.
-pub const NAME: &str = "icmpmon";
-const CHAIN: &str = "ICMPMON";
+/// Prefix of icmpmon's nft tables and xtables chains.
+const NFT_PREFIX: &str = "icmpmon_";
+const CHAIN_PREFIX: &str = "ICMPMON-";
+/// The chain of icmpmon before rules were named per queue.
+const OLD_CHAIN: &str = "ICMPMON";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// nftables with the `queue` expression (table inet icmpmon).
+    /// nftables with the `queue` expression (table inet icmpmon_N).
     Nft,
-    /// xtables NFQUEUE target (chain ICMPMON in the raw table).
+    /// xtables NFQUEUE target (chain ICMPMON-N in the raw table).
     Xtables,
 }
 
 impl Backend {
     pub fn describe(self) -> &'static str {
         match self {
-            Backend::Nft => "nftables queue expression (table inet icmpmon)",
-            Backend::Xtables => "xtables NFQUEUE target (raw table, chain ICMPMON)",
+            Backend::Nft => "nftables queue expression",
+            Backend::Xtables => "xtables NFQUEUE target",
         }
     }
 }
@@ -38,12 +54,28 @@ pub enum RulesError {
          and so did the xtables NFQUEUE target ({xtables})"
     )]
     Install { nft: String, xtables: String },
+    #[error(
+        "another icmpmon captures with the xtables NFQUEUE target in this network namespace \
+         (queue {0}): a packet reaches only the first NFQUEUE rule of a table, so a second \
+         monitor would blind the first. Stop that one, or use the kernel module, which \
+         serves any number of monitors"
+    )]
+    Shared(u16),
 }
 
 /// What is installed now, for every cleanup path to find.
-static INSTALLED: Mutex<Option<Backend>> = Mutex::new(None);
+static INSTALLED: Mutex<Option<Installed>> = Mutex::new(None);
 
-fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
+#[derive(Debug, Clone, Copy)]
+struct Installed {
+    backend: Backend,
+    queue: u16,
+    /// Whether `table ip raw` / `table ip6 raw` existed before (iptables-nft
+    /// creates them; an empty one icmpmon created is removed again).
+    tables_existed: [bool; 2],
+}
+
+fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     let mut child = Command::new(cmd)
         .args(args)
         .stdin(if stdin.is_some() {
@@ -51,7 +83,7 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{cmd}: {e}"))?;
@@ -63,50 +95,77 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {
         .wait_with_output()
         .map_err(|e| format!("{cmd}: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         Err(format!("{cmd} {}: {}", args.join(" "), err.trim()))
     }
 }
 
+fn nft_table(queue: u16) -> String {
+    format!("{NFT_PREFIX}{queue}")
+}
+
+fn chain(queue: u16) -> String {
+    format!("{CHAIN_PREFIX}{queue}")
+}
+
 fn nft_ruleset(queue: u16) -> String {
-    // Priority raw (-300): after defragmentation (-400), as the kernel
-    // module's hooks. prerouting = in (and forwarded), output = out.
+    // Priority -150 (mangle): after conntrack's defragmentation (-400) and
+    // conntrack itself (-200), as the kernel module's hooks see packets.
+    // The `ct state` match makes the kernel enable conntrack, and with it
+    // defragmentation, in this namespace. prerouting = in (and
+    // forwarded), output = out.
+    let table = nft_table(queue);
+    let rule = format!(
+        "meta l4proto {{ icmp, ipv6-icmp }} ct state new,established,related,invalid,untracked \
+         counter queue num {queue} bypass"
+    );
     format!(
-        "table inet {NAME} {{\n\
-         \tchain prerouting {{ type filter hook prerouting priority raw; \
-         meta l4proto {{ icmp, ipv6-icmp }} queue num {queue} bypass; }}\n\
-         \tchain output {{ type filter hook output priority raw; \
-         meta l4proto {{ icmp, ipv6-icmp }} queue num {queue} bypass; }}\n\
+        "table inet {table} {{\n\
+         \tchain prerouting {{ type filter hook prerouting priority mangle; {rule}; }}\n\
+         \tchain output {{ type filter hook output priority mangle; {rule}; }}\n\
          }}\n"
     )
 }
 
-/// The xtables tools and the ICMP protocol name each filters on.
-const XTABLES: [(&str, &str); 2] = [("iptables", "icmp"), ("ip6tables", "ipv6-icmp")];
+/// The xtables tools, the ICMP protocol name each filters on, and the nft
+/// family of their tables (iptables-nft).
+const XTABLES: [(&str, &str, &str); 2] = [
+    ("iptables", "icmp", "ip"),
+    ("ip6tables", "ipv6-icmp", "ip6"),
+];
+
+/// The xtables rule of `chain`: queue ICMP. The conntrack match makes the
+/// kernel enable conntrack and defragmentation in this namespace, so that
+/// fragmented ICMP arrives whole (the mangle table runs after both).
+fn xtables_rule<'a>(proto: &'a str, q: &'a str) -> [&'a str; 11] {
+    [
+        "-p",
+        proto,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED",
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        q,
+        "--queue-bypass",
+    ]
+}
 
 fn xtables_install(queue: u16) -> Result<(), String> {
     let q = queue.to_string();
-    for (tool, proto) in XTABLES {
+    let chain = chain(queue);
+    for (tool, proto, _) in XTABLES {
+        let mut append = vec!["-w", "-t", "mangle", "-A", &chain];
+        append.extend(xtables_rule(proto, &q));
         let steps: [&[&str]; 4] = [
-            &["-w", "-t", "raw", "-N", CHAIN],
-            &[
-                "-w",
-                "-t",
-                "raw",
-                "-A",
-                CHAIN,
-                "-p",
-                proto,
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                &q,
-                "--queue-bypass",
-            ],
-            &["-w", "-t", "raw", "-I", "PREROUTING", "1", "-j", CHAIN],
-            &["-w", "-t", "raw", "-I", "OUTPUT", "1", "-j", CHAIN],
+            &["-w", "-t", "mangle", "-N", &chain],
+            &append,
+            &["-w", "-t", "mangle", "-I", "PREROUTING", "1", "-j", &chain],
+            &["-w", "-t", "mangle", "-I", "OUTPUT", "1", "-j", &chain],
         ];
         for args in steps {
             run(tool, args, None)?;
@@ -115,78 +174,225 @@ fn xtables_install(queue: u16) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes icmpmon's rules of both kinds, whatever is there; quiet when
-/// there is nothing to remove. Returns what it removed.
-pub fn remove_all() -> Vec<&'static str> {
+fn nft_table_exists(family: &str, table: &str) -> bool {
+    run("nft", &["list", "table", family, table], None).is_ok()
+}
+
+/// Packets counted by a listing's rules (`nft list` "packets N", or the
+/// first column of `iptables -L -v -x`).
+fn nft_packets(listing: &str) -> u64 {
+    listing
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "packets")
+        .filter_map(|w| w[1].parse::<u64>().ok())
+        .sum()
+}
+
+fn xtables_packets(listing: &str) -> u64 {
+    listing
+        .lines()
+        .filter(|l| l.contains("NFQUEUE"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Removes the rules of one queue, of either kind, and returns how many
+/// packets they had queued. Errors name what could not be removed.
+fn remove_queue(queue: Option<u16>) -> Result<(Vec<String>, u64), String> {
     let mut removed = Vec::new();
-    if run("nft", &["delete", "table", "inet", NAME], None).is_ok() {
-        removed.push("nft table inet icmpmon");
+    let mut packets = 0;
+    let mut failures = Vec::new();
+    let (table, chain) = match queue {
+        Some(q) => (Some(nft_table(q)), chain(q)),
+        None => (None, OLD_CHAIN.to_string()),
+    };
+    let table = table.unwrap_or_else(|| "icmpmon".into());
+    if let Ok(listing) = run("nft", &["list", "table", "inet", &table], None) {
+        packets += nft_packets(&listing);
+        match run("nft", &["delete", "table", "inet", &table], None) {
+            Ok(_) => removed.push(format!("nft table inet {table}")),
+            Err(e) => failures.push(e),
+        }
     }
-    for (tool, _) in XTABLES {
-        // Unhook first: a chain still referenced cannot be deleted.
-        let mut found = false;
-        for hook in ["PREROUTING", "OUTPUT"] {
-            while run(tool, &["-w", "-t", "raw", "-D", hook, "-j", CHAIN], None).is_ok() {
-                found = true;
+    for (tool, _, _) in XTABLES {
+        let tables: &[&str] = if queue.is_some() {
+            &["mangle"]
+        } else {
+            &["raw"]
+        };
+        for t in tables {
+            let Ok(listing) = run(tool, &["-w", "-t", t, "-L", &chain, "-v", "-x", "-n"], None)
+            else {
+                continue;
+            };
+            packets += xtables_packets(&listing);
+            // Unhook first: a chain still referenced cannot be deleted.
+            for hook in ["PREROUTING", "OUTPUT"] {
+                while run(tool, &["-w", "-t", t, "-D", hook, "-j", &chain], None).is_ok() {}
+            }
+            let gone = run(tool, &["-w", "-t", t, "-F", &chain], None)
+                .and_then(|_| run(tool, &["-w", "-t", t, "-X", &chain], None));
+            match gone {
+                Ok(_) => removed.push(format!("{tool} chain {chain} ({t} table)")),
+                Err(e) => failures.push(e),
             }
         }
-        let flushed = run(tool, &["-w", "-t", "raw", "-F", CHAIN], None).is_ok();
-        let deleted = run(tool, &["-w", "-t", "raw", "-X", CHAIN], None).is_ok();
-        if found || flushed || deleted {
-            removed.push(if tool == "iptables" {
-                "iptables chain ICMPMON"
-            } else {
-                "ip6tables chain ICMPMON"
-            });
+    }
+    if failures.is_empty() {
+        Ok((removed, packets))
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// Queues that icmpmon rules feed, by the names of its tables and chains
+/// (with `nft`: nft tables too, else only xtables chains).
+fn queues_with_rules(nft: bool) -> Vec<u16> {
+    let mut queues = Vec::new();
+    if nft {
+        if let Ok(tables) = run("nft", &["list", "tables"], None) {
+            queues.extend(tables.split_whitespace().filter_map(|w| {
+                w.strip_prefix(NFT_PREFIX)
+                    .and_then(|q| q.parse::<u16>().ok())
+            }));
         }
+    }
+    for (tool, _, _) in XTABLES {
+        if let Ok(listing) = run(tool, &["-w", "-t", "mangle", "-S"], None) {
+            queues.extend(listing.lines().filter_map(|l| {
+                l.strip_prefix(&format!("-N {CHAIN_PREFIX}"))
+                    .and_then(|q| q.trim().parse::<u16>().ok())
+            }));
+        }
+    }
+    queues.sort_unstable();
+    queues.dedup();
+    queues
+}
+
+/// Removes rules whose queue nobody has bound (their owner died), rules of
+/// `ours` (bound by us now, so left by an earlier run), and the chain of
+/// icmpmon versions before rules were named per queue. Returns what it
+/// removed.
+fn remove_stale(ours: u16, bound: &dyn Fn(u16) -> bool) -> Vec<String> {
+    let mut removed = Vec::new();
+    for q in queues_with_rules(true) {
+        if q == ours || !bound(q) {
+            match remove_queue(Some(q)) {
+                Ok((r, _)) => removed.extend(r),
+                Err(e) => tracing::warn!("cannot remove stale rules of queue {q}: {e}"),
+            }
+        }
+    }
+    if let Ok((r, _)) = remove_queue(None) {
+        removed.extend(r);
     }
     removed
 }
 
-/// Removes what this process installed, if anything (idempotent; safe from
-/// a panic hook or a signal handler's exit path).
-pub fn remove_installed() {
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if installed.take().is_some() {
-        remove_all();
+/// Deletes `table FAMILY raw`-like tables iptables-nft created for us if
+/// they hold nothing but empty base chains now.
+fn remove_empty_tables(existed: [bool; 2]) {
+    for ((_, _, family), existed) in XTABLES.iter().zip(existed) {
+        if existed {
+            continue;
+        }
+        let Ok(listing) = run("nft", &["list", "table", family, "mangle"], None) else {
+            continue;
+        };
+        let has_rules = listing.lines().map(str::trim).any(|l| {
+            !(l.is_empty()
+                || l == "}"
+                || l.starts_with("table ")
+                || l.starts_with("chain ")
+                || l.starts_with("type ")
+                || l.starts_with("policy "))
+        });
+        if !has_rules {
+            let _ = run("nft", &["delete", "table", family, "mangle"], None);
+        }
     }
 }
 
-/// Installed rules; dropping it removes them.
+/// Removes what this process installed, if anything (idempotent; safe from
+/// a panic hook or a signal handler's exit path). Returns the packets the
+/// rules had queued, or why removal failed.
+pub fn remove_installed() -> Option<Result<u64, String>> {
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    let ours = installed.take()?;
+    let result = remove_queue(Some(ours.queue)).map(|(_, packets)| packets);
+    if ours.backend == Backend::Xtables {
+        remove_empty_tables(ours.tables_existed);
+    }
+    Some(result)
+}
+
+/// Installed rules; dropping them without `remove` removes them too.
 #[derive(Debug)]
 pub struct Rules {
     backend: Backend,
 }
 
 impl Rules {
-    /// Cleans up a stale install, then installs with nft where the kernel
-    /// has the queue expression, else with xtables. Returns the rules and
-    /// what stale rules were removed.
-    pub fn install(queue: u16) -> Result<(Self, Vec<&'static str>), RulesError> {
-        let stale = remove_all();
+    /// Installs the rules of `queue` (which the caller has bound) with nft
+    /// where the kernel has the queue expression, else with xtables, after
+    /// removing stale rules. `bound` says whether a queue is bound now.
+    /// Returns the rules and what stale rules were removed.
+    pub fn install(
+        queue: u16,
+        bound: &dyn Fn(u16) -> bool,
+    ) -> Result<(Self, Vec<String>), RulesError> {
+        use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
+        if let Err(e) = crate::privilege::pass_to_children(&[CAP_NET_ADMIN, CAP_NET_RAW]) {
+            tracing::warn!("cannot pass capabilities to iptables/nft: {e}");
+        }
+        let stale = remove_stale(queue, bound);
+        let tables_existed = [
+            nft_table_exists("ip", "mangle"),
+            nft_table_exists("ip6", "mangle"),
+        ];
         let backend = match run("nft", &["-f", "-"], Some(&nft_ruleset(queue))) {
-            Ok(()) => Backend::Nft,
+            Ok(_) => Backend::Nft,
             Err(nft) => {
                 tracing::info!("nftables queue unavailable, trying xtables: {nft}");
+                // Live after the stale ones went: another monitor's.
+                if let Some(other) = queues_with_rules(false).into_iter().find(|q| *q != queue) {
+                    return Err(RulesError::Shared(other));
+                }
                 if let Err(xtables) = xtables_install(queue) {
-                    remove_all();
+                    let _ = remove_queue(Some(queue));
+                    remove_empty_tables(tables_existed);
                     return Err(RulesError::Install { nft, xtables });
                 }
                 Backend::Xtables
             }
         };
-        *INSTALLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(backend);
+        *INSTALLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Installed {
+            backend,
+            queue,
+            tables_existed,
+        });
         Ok((Self { backend }, stale))
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
+
+    /// Removes the rules; returns how many packets they queued.
+    pub fn remove(self) -> Result<u64, String> {
+        std::mem::forget(self);
+        remove_installed().unwrap_or(Ok(0))
+    }
 }
 
 impl Drop for Rules {
     fn drop(&mut self) {
-        remove_installed();
+        if let Some(Err(e)) = remove_installed() {
+            eprintln!("icmpmon: cannot remove the queue rules: {e}");
+        }
     }
 }
 
@@ -197,10 +403,18 @@ mod tests {
     #[test]
     fn nft_ruleset_queues_both_families_with_bypass() {
         let r = nft_ruleset(7);
-        assert!(r.starts_with("table inet icmpmon {"));
-        assert_eq!(r.matches("queue num 7 bypass").count(), 2);
-        assert!(r.contains("hook prerouting priority raw"));
-        assert!(r.contains("hook output priority raw"));
+        assert!(r.starts_with("table inet icmpmon_7 {"));
+        assert_eq!(r.matches("counter queue num 7 bypass").count(), 2);
+        assert!(r.contains("hook prerouting priority mangle"));
+        assert!(r.contains("hook output priority mangle"));
         assert!(r.contains("{ icmp, ipv6-icmp }"));
+    }
+
+    #[test]
+    fn packet_counts_from_listings() {
+        let nft = "table inet icmpmon_7 {\n chain output {\n meta l4proto { icmp, ipv6-icmp } counter packets 12 bytes 1008 queue num 7 bypass\n }\n chain prerouting {\n counter packets 30 bytes 5 queue num 7 bypass\n }\n}";
+        assert_eq!(nft_packets(nft), 42);
+        let ipt = "Chain ICMPMON-7 (2 references)\n    pkts      bytes target     prot opt in     out     source               destination\n      17     1428 NFQUEUE    1    --  *      *       0.0.0.0/0            0.0.0.0/0            ctstate NEW NFQUEUE num 7 bypass\n";
+        assert_eq!(xtables_packets(ipt), 17);
     }
 }
