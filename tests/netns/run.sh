@@ -298,6 +298,38 @@ else
 	ko flood-stop "icmpmon did not start"
 fi
 
+# --- issue 10.7: a second interrupt during the stop exits at once, removes
+# the rules, and writes no terminal escapes into a CSV on stdout ---
+if start_icmpmon double; then
+	kill -INT "$PID"
+	sleep 0.02
+	kill -INT "$PID"
+	wait "$PID"
+	rc=$?
+	if [ "$rc" = 130 ] && [ "$(rules_left)" = 0 ] && grep -q "second interrupt" "$work/double.err"; then
+		ok double-interrupt "exit 130, rules removed"
+	else
+		ko double-interrupt "rc=$rc rules=$(rules_left): $(tail -n 2 "$work/double.err")"
+	fi
+else
+	ko double-interrupt "icmpmon did not start"
+fi
+ip netns exec "$mon" "$bin" --source nfqueue --csv - >"$work/double-stdout.csv" 2>"$work/double2.err" &
+p=$!
+for _ in $(seq 50); do grep -q "capturing from" "$work/double2.err" && break; sleep 0.1; done
+in_peer ping -c 1 10.99.0.1 >/dev/null
+sleep 0.3
+kill -INT "$p"
+sleep 0.02
+kill -INT "$p"
+wait "$p"
+rc=$?
+if [ "$rc" = 130 ] && ! grep -q $'\e' "$work/double-stdout.csv" && [ "$(rules_left)" = 0 ]; then
+	ok double-interrupt-csv "exit 130; the CSV on stdout holds no terminal escapes"
+else
+	ko double-interrupt-csv "rc=$rc: $(od -c "$work/double-stdout.csv" | tail -n 3)"
+fi
+
 # --- issue 10.15: a signal at any moment of start-up leaves no rules ---
 # (SIGTERM: a script's background jobs ignore SIGINT until a handler is set.)
 leftovers=0
