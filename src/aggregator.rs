@@ -18,10 +18,11 @@ use crate::export::{IfNames, Row, RowSink};
 use crate::view::{self, Meta};
 use icmpmon_capture::pipeline::{Stop, StopReason};
 use icmpmon_capture::{stage_losses, Counters};
-use icmpmon_core::aggregate::{Aggregator, Config, Snapshot};
+use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery, Snapshot};
 use icmpmon_core::event::{IcmpEvent, RawPacket};
 use icmpmon_core::filter::Filter;
 use icmpmon_core::parse::{parse, ParseError};
+use icmpmon_tui::state::SortKey;
 
 /// How often the consumer flushes and checks the clock when idle.
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -105,14 +106,28 @@ impl Outputs {
     }
 }
 
-/// Where the dashboard's views go, and its filter edits come from.
+/// What the dashboard asks of the aggregator.
+#[derive(Debug, Clone)]
+pub enum UiCommand {
+    /// A `/` filter for the dashboard's statistics ("" clears it).
+    Filter(String),
+    /// The peers to put in views: the first `rows` in this order.
+    Peers(SortKey, usize),
+}
+
+/// Where the dashboard's views go, and its requests come from.
 #[derive(Debug)]
 pub struct Dashboard {
     pub views: Sender<icmpmon_tui::View>,
-    pub filters: Receiver<String>,
+    pub commands: Receiver<UiCommand>,
     pub meta: Meta,
     pub counters: Arc<dyn Counters>,
     pub dropped: Arc<AtomicU64>,
+    peers: PeerQuery,
+    /// The dashboard's own filter and the statistics kept under it, beside
+    /// the run's (which rows, alerts and the summary use): clearing it
+    /// shows the run's statistics again, untouched.
+    view_filter: Option<(Filter, Aggregator)>,
     last: Option<Instant>,
     last_events: u64,
 }
@@ -120,17 +135,22 @@ pub struct Dashboard {
 impl Dashboard {
     pub fn new(
         views: Sender<icmpmon_tui::View>,
-        filters: Receiver<String>,
+        commands: Receiver<UiCommand>,
         meta: Meta,
         counters: Arc<dyn Counters>,
         dropped: Arc<AtomicU64>,
     ) -> Self {
         Self {
             views,
-            filters,
+            commands,
             meta,
             counters,
             dropped,
+            peers: PeerQuery {
+                order: PeerOrder::Requests,
+                limit: 200,
+            },
+            view_filter: None,
             last: None,
             last_events: u64::MAX,
         }
@@ -139,6 +159,7 @@ impl Dashboard {
     /// Sends a view when one is due; the UI keeps only the newest, so a
     /// full channel just skips this one.
     fn publish(&mut self, agg: &Aggregator, force: bool) {
+        let agg = self.view_filter.as_ref().map_or(agg, |(_, a)| a);
         let changed = agg.events() != self.last_events;
         let due = self.last.is_none_or(|t| {
             let e = t.elapsed();
@@ -151,12 +172,62 @@ impl Dashboard {
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
             .collect();
-        let view = view::view(&agg.snapshot(), &self.meta, lost);
+        let view = view::view(&agg.snapshot_with(self.peers), &self.meta, lost);
         // Full: the UI has not taken the last one yet, and will get the
         // next. Disconnected: the UI has gone. Neither is an error.
         let _ = self.views.try_send(view);
         self.last = Some(Instant::now());
         self.last_events = agg.events();
+    }
+
+    /// Takes the dashboard's requests; true when the view must be redone.
+    fn take_commands(&mut self, config: &Config, run_filter: &Filter) -> bool {
+        let mut changed = false;
+        while let Ok(cmd) = self.commands.try_recv() {
+            changed = true;
+            match cmd {
+                UiCommand::Peers(sort, rows) => {
+                    self.peers = PeerQuery {
+                        order: view::peer_order(sort),
+                        limit: rows,
+                    };
+                }
+                UiCommand::Filter(text) if text.trim().is_empty() => {
+                    self.view_filter = None;
+                    self.meta.filter = run_filter.text().to_string();
+                }
+                UiCommand::Filter(text) => {
+                    if let Ok(f) = Filter::parse(&text) {
+                        self.meta.filter = match run_filter.text() {
+                            "" => f.text().to_string(),
+                            run => format!("{run} (run) and {} (view)", f.text()),
+                        };
+                        // Counted from now on: what came before was not
+                        // kept per event.
+                        self.view_filter = Some((f, Aggregator::new(config.clone())));
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// An event the run's filter let through: also counted under the
+    /// dashboard's filter, if any.
+    fn ingest(&mut self, ev: &IcmpEvent) {
+        if let Some((f, a)) = &mut self.view_filter {
+            if f.matches(ev) {
+                a.ingest(ev);
+                a.take_alerts();
+            }
+        }
+    }
+
+    fn tick(&mut self, now_ns: u64) {
+        if let Some((_, a)) = &mut self.view_filter {
+            a.tick(now_ns);
+            a.take_alerts();
+        }
     }
 }
 
@@ -240,7 +311,7 @@ pub fn consume(
     mut dash: Option<Dashboard>,
 ) -> (Tally, Snapshot, Outputs) {
     let Plan {
-        mut filter,
+        filter,
         config,
         count,
         mut deadline,
@@ -284,6 +355,9 @@ pub fn consume(
                         continue;
                     }
                     let outcome = agg.ingest(&ev);
+                    if let Some(d) = dash.as_mut() {
+                        d.ingest(&ev);
+                    }
                     let written = w.out.write(&ev, outcome.rtt_us);
                     if !w.check(written, "output") {
                         continue;
@@ -304,7 +378,11 @@ pub fn consume(
             }
             Err(RecvTimeoutError::Timeout) => {
                 if live {
-                    agg.tick(now_ns());
+                    let now = now_ns();
+                    agg.tick(now);
+                    if let Some(d) = dash.as_mut() {
+                        d.tick(now);
+                    }
                 }
                 w.flush();
                 flushed = Instant::now();
@@ -312,17 +390,7 @@ pub fn consume(
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if let Some(d) = dash.as_mut() {
-            // A new filter from the dashboard: statistics start afresh
-            // under it (the old ones were counted under another).
-            let mut force = false;
-            while let Ok(text) = d.filters.try_recv() {
-                if let Ok(f) = Filter::parse(&text) {
-                    filter = f;
-                    agg = Aggregator::new(config.clone());
-                    d.meta.filter = filter.text().to_string();
-                    force = true;
-                }
-            }
+            let force = d.take_commands(&config, &filter);
             d.publish(&agg, force);
         }
         // Once: then the capture side winds down, and this loop waits for

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 
-use crate::aggregator::{consume, Dashboard, Outputs, Plan, Tally};
+use crate::aggregator::{consume, Dashboard, Outputs, Plan, Tally, UiCommand};
 use crate::cli::{Cli, Command, Destinations, Output, RunArgs, SourceSpec};
 use crate::export::alerts::AlertSink;
 use crate::export::csv::CsvExport;
@@ -358,9 +358,9 @@ fn execute(
         let mut views = None;
         let dash = ui.map(|meta| {
             let (view_tx, view_rx) = crossbeam_channel::bounded(1);
-            let (filter_tx, filter_rx) = crossbeam_channel::unbounded();
-            views = Some((view_rx, filter_tx));
-            Dashboard::new(view_tx, filter_rx, meta, counters.clone(), dropped.clone())
+            let (command_tx, command_rx) = crossbeam_channel::unbounded();
+            views = Some((view_rx, command_tx));
+            Dashboard::new(view_tx, command_rx, meta, counters.clone(), dropped.clone())
         });
         let aggregator = thread::Builder::new()
             .name("aggregator".into())
@@ -406,14 +406,18 @@ fn execute(
 /// --count or --duration stops the run), then stops the capture.
 fn show_dashboard(
     views: &crossbeam_channel::Receiver<icmpmon_tui::View>,
-    filters: crossbeam_channel::Sender<String>,
+    commands: crossbeam_channel::Sender<UiCommand>,
     stop: &Stop,
 ) -> anyhow::Result<()> {
     let ui_stop = stop.clone();
+    let peers = commands.clone();
     let controls = icmpmon_tui::Controls {
         validate: Box::new(|s| Filter::parse(s).map(drop).map_err(|e| e.to_string())),
         apply_filter: Box::new(move |f| {
-            let _ = filters.send(f);
+            let _ = commands.send(UiCommand::Filter(f));
+        }),
+        request_peers: Box::new(move |sort, rows| {
+            let _ = peers.send(UiCommand::Peers(sort, rows));
         }),
         should_exit: Box::new(move || ui_stop.is_set()),
     };

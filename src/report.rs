@@ -74,12 +74,13 @@ pub fn text(s: &Snapshot) -> String {
             let flags: Vec<&str> = p.flags.iter().map(|f| f.name()).collect();
             let _ = writeln!(
                 o,
-                "icmpmon:   {} → {}: {} req, {} rep, {} lost ({loss}), {} late; {rtt}{}",
+                "icmpmon:   {} → {}: {} req, {} rep, {} lost ({loss}), {} pending, {} late; {rtt}{}",
                 p.requester,
                 p.responder,
                 p.counts.requests,
                 p.counts.replies,
                 p.counts.lost,
+                p.pending,
                 p.counts.late,
                 if flags.is_empty() {
                     String::new()

@@ -10,8 +10,9 @@ use icmpmon_tui::View;
 
 use crate::export::rfc3339_nanos;
 use icmpmon_core::aggregate::errors::FlowKey;
-use icmpmon_core::aggregate::Snapshot;
+use icmpmon_core::aggregate::{PeerOrder, Snapshot};
 use icmpmon_core::event::{kind_name, Family};
+use icmpmon_tui::state::SortKey;
 
 /// What the snapshot does not know about the run.
 #[derive(Debug, Clone)]
@@ -20,6 +21,18 @@ pub struct Meta {
     pub namespace: String,
     pub started: Instant,
     pub filter: String,
+}
+
+/// The aggregator's order for the dashboard's sort key.
+pub fn peer_order(key: SortKey) -> PeerOrder {
+    match key {
+        SortKey::Requests => PeerOrder::Requests,
+        SortKey::Loss => PeerOrder::Loss,
+        SortKey::RttAvg => PeerOrder::RttAvg,
+        SortKey::RttP95 => PeerOrder::RttP95,
+        SortKey::LastSeen => PeerOrder::LastSeen,
+        SortKey::Peer => PeerOrder::Peer,
+    }
 }
 
 /// The network namespace we run in: its `ip netns` name, `init` for the
@@ -79,15 +92,17 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                 count: k.count,
             })
             .collect(),
+        peers_total: snap.peers_total,
         peers: snap
             .peers
             .iter()
             .map(|p| PeerView {
-                requester: p.requester.to_string(),
-                responder: p.responder.to_string(),
+                requester: p.requester,
+                responder: p.responder,
                 requests: p.counts.requests,
                 replies: p.counts.replies,
                 lost: p.counts.lost,
+                pending: p.counts.pending(),
                 loss_pct: p.loss_pct,
                 rtt_min_us: p.rtt.as_ref().map(|r| r.min_us),
                 rtt_avg_us: p.rtt.as_ref().map(|r| r.avg_us),

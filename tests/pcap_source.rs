@@ -269,7 +269,7 @@ fn filter_alerts_and_summary() {
     assert_eq!(s["snapshot"]["errors"], 1);
     assert_eq!(
         s["snapshot"]["error_flows"][0]["subject"],
-        "udp 10.0.0.1:40000 -> 10.0.0.2:33333"
+        "udp 10.0.0.1:40000 → 10.0.0.2:33333"
     );
 }
 

@@ -132,6 +132,7 @@ impl Counters for nfqueue::NfqCounters {
             ("queue_lost", self.queue_lost.load(Relaxed)),
             ("socket_overruns", self.socket_overruns.load(Relaxed)),
             ("bad_messages", self.bad_messages.load(Relaxed)),
+            ("verdict_errors", self.verdict_errors.load(Relaxed)),
         ]
     }
     fn losses(&self) -> Vec<(&'static str, u64)> {

@@ -569,7 +569,7 @@ scenario_dashboard() {
 	subs=$(stat subscribers)
 	if [ "$rc" = 0 ] && grep -q "127.0.0.1 → 127.0.0.1" /tmp/dash.out &&
 		grep -q "quit from the dashboard" /tmp/dash.err &&
-		grep -q "127.0.0.1 -> 127.0.0.1: 4 req, 4 rep, 0 lost" /tmp/dash.err && [ "$subs" = 0 ]; then
+		grep -q "127.0.0.1 → 127.0.0.1: 4 req, 4 rep, 0 lost" /tmp/dash.err && [ "$subs" = 0 ]; then
 		pass dashboard "drew 127.0.0.1 → 127.0.0.1 from kmod; q: exit 0, subscribers 0; $(grep 'echo:' /tmp/dash.err | sed 's/^icmpmon: //')"
 	else
 		fail dashboard "rc=$rc subscribers=$subs drawn=$(wc -c </tmp/dash.out) bytes: $(tail -n 3 /tmp/dash.err)"

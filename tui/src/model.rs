@@ -1,6 +1,8 @@
 //! The dashboard's own view model. The icmpmon crate fills it from its
 //! aggregator snapshots; nothing here knows about capture or parsing.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 /// Everything one frame shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct View {
@@ -23,7 +25,11 @@ pub struct View {
     pub echo: EchoTotals,
     /// Messages per type, largest first.
     pub types: Vec<TypeCount>,
+    /// The first peer pairs in the order the dashboard asked for (see
+    /// `Controls::request_peers`), not all of them.
     pub peers: Vec<PeerView>,
+    /// Peer pairs known, shown or not.
+    pub peers_total: usize,
     /// Oldest first.
     pub events: Vec<EventView>,
     /// Oldest first.
@@ -47,13 +53,15 @@ pub struct TypeCount {
 }
 
 /// One peer pair: who pinged whom, and how it went.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerView {
-    pub requester: String,
-    pub responder: String,
+    pub requester: IpAddr,
+    pub responder: IpAddr,
     pub requests: u64,
     pub replies: u64,
     pub lost: u64,
+    /// Requests still waiting for a reply (neither answered nor lost yet).
+    pub pending: u64,
     pub loss_pct: Option<f64>,
     pub rtt_min_us: Option<u64>,
     pub rtt_avg_us: Option<f64>,
@@ -65,6 +73,29 @@ pub struct PeerView {
     pub flags: Vec<String>,
     /// The last RTT samples (µs), oldest first.
     pub rtt_history: Vec<u32>,
+}
+
+impl Default for PeerView {
+    fn default() -> Self {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        Self {
+            requester: any,
+            responder: any,
+            requests: 0,
+            replies: 0,
+            lost: 0,
+            pending: 0,
+            loss_pct: None,
+            rtt_min_us: None,
+            rtt_avg_us: None,
+            rtt_p95_us: None,
+            rtt_max_us: None,
+            jitter_us: None,
+            last_seen_s: 0.0,
+            flags: Vec::new(),
+            rtt_history: Vec::new(),
+        }
+    }
 }
 
 /// One recent ICMP message.

@@ -185,7 +185,7 @@ pub fn header(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         Span::styled("messages ", t.dim),
         Span::raw(v.total.to_string()),
         Span::styled("  rate ", t.dim),
-        Span::raw(format!("{:.1}/s", v.rate_per_s)),
+        Span::raw(format!("{}/s", rate_text(v.rate_per_s))),
         Span::styled("  lost ", t.dim),
     ]);
     for (i, (stage, n)) in v.lost.iter().enumerate() {
@@ -227,7 +227,7 @@ pub fn header(frame: &mut Frame, area: Rect, ctx: &Ctx) {
 pub fn rates(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     let v = ctx.view;
     let peak = v.rate_history.iter().copied().max().unwrap_or(0);
-    let title = format!(" rate {:.1}/s, peak {peak}/s ", v.rate_per_s);
+    let title = format!(" rate {}/s, peak {peak}/s ", rate_text(v.rate_per_s));
     let inner_w = area.width.saturating_sub(2) as usize;
     let data: &[u64] = &v.rate_history[v.rate_history.len().saturating_sub(inner_w)..];
     frame.render_widget(
@@ -293,6 +293,7 @@ fn peer_row<'a>(p: &'a PeerView, t: &Theme) -> Row<'a> {
         Cell::from(format!("{} → {}", p.requester, p.responder)),
         Cell::from(p.requests.to_string()),
         Cell::from(p.replies.to_string()),
+        Cell::from(p.pending.to_string()),
         Cell::from(loss).style(loss_style),
         Cell::from(rtt(p.rtt_avg_us)),
         Cell::from(rtt(p.rtt_p95_us.map(|u| u as f64))),
@@ -305,7 +306,12 @@ fn peer_row<'a>(p: &'a PeerView, t: &Theme) -> Row<'a> {
 /// built, so 100 k peers cost what a screenful does.
 pub fn peers(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     let (v, s, t) = (ctx.view, ctx.state, ctx.theme);
-    let title = format!(" peers {} (sort: {} ▼, s) ", v.peers.len(), s.sort.label());
+    let title = format!(
+        " peers {} (sort: {} {}, s) ",
+        v.peers_total.max(v.peers.len()),
+        s.sort.label(),
+        s.sort.arrow()
+    );
     let visible = area.height.saturating_sub(3) as usize;
     let offset = (s.selected_peer + 1).saturating_sub(visible.max(1));
     let rows: Vec<Row> = v
@@ -319,9 +325,10 @@ pub fn peers(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         "requester → responder",
         "req",
         "rep",
+        "pend",
         "loss",
         "rtt avg",
-        "p95",
+        "p95/128",
         "last",
         "flags",
     ])
@@ -332,6 +339,7 @@ pub fn peers(frame: &mut Frame, area: Rect, ctx: &Ctx) {
             Constraint::Fill(3),
             Constraint::Length(6),
             Constraint::Length(6),
+            Constraint::Length(5),
             Constraint::Length(6),
             Constraint::Length(8),
             Constraint::Length(8),
@@ -498,21 +506,26 @@ pub fn detail(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     let rtt = |o: Option<f64>| o.map_or("-".into(), duration_us);
     let lines = vec![
         Line::raw(format!(
-            "requests {}  replies {}  lost {}  loss {}",
+            "requests {}  replies {}  lost {}  pending {}  loss {}",
             p.requests,
             p.replies,
             p.lost,
+            p.pending,
             p.loss_pct.map_or("-".into(), |l| format!("{l:.1}%"))
         )),
         Line::raw(format!(
-            "rtt min {}  avg {}  p95 {}  max {}  jitter {}",
+            "rtt over the run: min {}  avg {}  max {}  jitter {}",
             rtt(p.rtt_min_us.map(|u| u as f64)),
             rtt(p.rtt_avg_us),
-            rtt(p.rtt_p95_us.map(|u| u as f64)),
             rtt(p.rtt_max_us.map(|u| u as f64)),
             rtt(p.jitter_us),
         )),
-        Line::raw(format!("last seen {:.0}s ago", p.last_seen_s)),
+        Line::raw(format!(
+            "p95 of the last {} replies {}  last seen {:.0}s ago",
+            p.rtt_history.len(),
+            rtt(p.rtt_p95_us.map(|u| u as f64)),
+            p.last_seen_s
+        )),
         Line::styled(
             if p.flags.is_empty() {
                 "no flags".into()
@@ -537,4 +550,13 @@ pub fn detail(frame: &mut Frame, area: Rect, ctx: &Ctx) {
             .style(t.good),
         chart_area,
     );
+}
+
+/// A rate for people: whole numbers from 100/s up, one decimal below.
+pub fn rate_text(per_s: f64) -> String {
+    if per_s >= 100.0 {
+        format!("{per_s:.0}")
+    } else {
+        format!("{per_s:.1}")
+    }
 }

@@ -33,6 +33,16 @@ impl SortKey {
         }
     }
 
+    /// ▼ for orders that put the largest first, ▲ for ascending ones.
+    pub fn arrow(self) -> &'static str {
+        match self {
+            SortKey::Peer => "▲",
+            // Smallest "seconds ago" first: the most recent.
+            SortKey::LastSeen => "▲",
+            _ => "▼",
+        }
+    }
+
     fn next(self) -> Self {
         match self {
             SortKey::Requests => SortKey::Loss,
@@ -58,7 +68,7 @@ pub fn sort_peers(peers: &mut [PeerView], key: SortKey) {
             SortKey::LastSeen => a.last_seen_s.total_cmp(&b.last_seen_s),
             SortKey::Peer => std::cmp::Ordering::Equal,
         };
-        by.then_with(|| (&a.requester, &a.responder).cmp(&(&b.requester, &b.responder)))
+        by.then_with(|| (a.requester, a.responder).cmp(&(b.requester, b.responder)))
     });
 }
 
@@ -208,13 +218,14 @@ impl UiState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn view(peers: usize) -> View {
         View {
             peers: (0..peers)
                 .map(|i| PeerView {
-                    requester: format!("10.0.0.{i}"),
-                    responder: "10.0.0.254".into(),
+                    requester: IpAddr::from([10, 0, 0, i as u8]),
+                    responder: IpAddr::from([10, 0, 0, 254]),
                     requests: i as u64,
                     ..PeerView::default()
                 })
@@ -324,13 +335,19 @@ mod tests {
         let mut v = view(3);
         v.peers[0].loss_pct = Some(50.0);
         v.peers[1].rtt_avg_us = Some(900.0);
+        let host = |n: u8| IpAddr::from([10, 0, 0, n]);
         sort_peers(&mut v.peers, SortKey::Requests);
-        assert_eq!(v.peers[0].requester, "10.0.0.2");
+        assert_eq!(v.peers[0].requester, host(2));
         sort_peers(&mut v.peers, SortKey::Loss);
-        assert_eq!(v.peers[0].requester, "10.0.0.0");
+        assert_eq!(v.peers[0].requester, host(0));
         sort_peers(&mut v.peers, SortKey::RttAvg);
-        assert_eq!(v.peers[0].requester, "10.0.0.1");
+        assert_eq!(v.peers[0].requester, host(1));
         sort_peers(&mut v.peers, SortKey::Peer);
-        assert_eq!(v.peers[0].requester, "10.0.0.0");
+        assert_eq!(v.peers[0].requester, host(0));
+        // Numerically: 10.0.0.2 before 10.0.0.10.
+        let mut v = view(11);
+        sort_peers(&mut v.peers, SortKey::Peer);
+        assert_eq!(v.peers[2].requester, host(2));
+        assert_eq!(v.peers[10].requester, host(10));
     }
 }

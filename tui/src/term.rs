@@ -19,10 +19,12 @@ use crate::input::{gone, read_keys, Input};
 use crate::keys::action_for;
 use crate::model::View;
 use crate::render::{draw, Ctx, Theme};
-use crate::state::{sort_peers, Effect, UiState};
+use crate::state::{sort_peers, Effect, SortKey, UiState};
 
 /// Shortest time between two frames.
 const FRAME: Duration = Duration::from_millis(100);
+/// Peer rows asked for beyond the selection: a few pages to scroll into.
+const PEER_ROWS_AHEAD: usize = 200;
 
 /// Checks a filter expression; the error text is shown inline.
 pub type Validate = Box<dyn Fn(&str) -> Result<(), String>>;
@@ -32,6 +34,10 @@ pub struct Controls {
     pub validate: Validate,
     /// Applies a valid filter.
     pub apply_filter: Box<dyn FnMut(String)>,
+    /// Asks for the first `rows` peer pairs in this order: views carry
+    /// only what can be shown, so their cost follows the screen, not the
+    /// number of peers.
+    pub request_peers: Box<dyn FnMut(SortKey, usize)>,
     /// Whether to leave without a key (SIGTERM, a fatal error).
     pub should_exit: Box<dyn Fn() -> bool>,
 }
@@ -122,7 +128,17 @@ fn event_loop(
     let mut ended = false;
     let mut last_frame = Instant::now() - FRAME;
     let mut size = terminal.size()?;
+    let mut asked: Option<(SortKey, usize)> = None;
     loop {
+        // The peers wanted: the current order, through the selection and
+        // some pages beyond it.
+        let want = (state.sort, state.selected_peer + PEER_ROWS_AHEAD);
+        if asked
+            .is_none_or(|(sort, rows)| sort != want.0 || rows < state.selected_peer + state.page)
+        {
+            (controls.request_peers)(want.0, want.1);
+            asked = Some(want);
+        }
         if dirty && last_frame.elapsed() >= FRAME {
             terminal.draw(|f| {
                 draw(

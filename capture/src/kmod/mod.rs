@@ -418,16 +418,21 @@ fn family_of_our_version(id: Option<u16>, version: Option<u32>) -> Result<u16, K
 fn classify(msg: IcmpmonMsg) -> Incoming {
     match msg.cmd {
         cmd::RECORDS => {
-            let (mut seq, mut lost, mut data) = (0, 0, Vec::new());
+            let (mut seq, mut lost, mut data) = (None, 0, None);
             for a in msg.attrs {
                 match a {
-                    IcmpmonAttr::Seq(s) => seq = s,
+                    IcmpmonAttr::Seq(s) => seq = Some(s),
                     IcmpmonAttr::Lost(l) => lost = l,
-                    IcmpmonAttr::Records(d) => data = d,
+                    IcmpmonAttr::Records(d) => data = Some(d),
                     _ => {}
                 }
             }
-            Incoming::Records { seq, lost, data }
+            // A batch without its sequence number or records is damaged,
+            // and counted as such, not passed over.
+            match (seq, data) {
+                (Some(seq), Some(data)) => Incoming::Records { seq, lost, data },
+                _ => Incoming::Undecodable,
+            }
         }
         cmd::BYE => Incoming::Bye(
             msg.attrs
@@ -439,7 +444,8 @@ fn classify(msg: IcmpmonMsg) -> Incoming {
                 .unwrap_or(0),
         ),
         cmd::STATS => Incoming::Stats(KmodStats::from_attrs(&msg.attrs)),
-        _ => Incoming::Other,
+        // Our family, a command this version does not know.
+        _ => Incoming::Undecodable,
     }
 }
 

@@ -98,8 +98,10 @@ pub struct NfqCounters {
     pub queue_lost: AtomicU64,
     /// ENOBUFS on receive.
     pub socket_overruns: AtomicU64,
-    /// Messages without a usable packet header.
+    /// Messages without a usable packet header, or not packets.
     pub bad_messages: AtomicU64,
+    /// Verdicts the kernel answered with an error.
+    pub verdict_errors: AtomicU64,
 }
 
 /// An outgoing nfnetlink_queue message: nfgenmsg, then attributes.
@@ -365,9 +367,29 @@ impl NfqueueSource {
             }
             for bytes in netlink::datagram_messages(&self.buf) {
                 let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
+                    self.counters.bad_messages.fetch_add(1, Relaxed);
                     continue;
                 };
+                if nl.message_type() == NLMSG_ERROR {
+                    // Verdicts go without an ACK: an error message is a
+                    // verdict the kernel refused (its packets are dropped
+                    // by the kernel after the queue's timeout, or leaked
+                    // to fail-open). Counted, and logged once.
+                    let code = ErrorBuffer::new_checked(nl.payload())
+                        .ok()
+                        .and_then(|e| e.code());
+                    if let Some(code) = code {
+                        if self.counters.verdict_errors.fetch_add(1, Relaxed) == 0 {
+                            tracing::warn!(
+                                "the kernel refused a verdict: {}",
+                                io::Error::from_raw_os_error(-code.get())
+                            );
+                        }
+                    }
+                    continue;
+                }
                 if nl.message_type() != (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET {
+                    self.counters.bad_messages.fetch_add(1, Relaxed);
                     continue;
                 }
                 let Some(q) = parse_packet(nl.payload()) else {

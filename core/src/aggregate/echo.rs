@@ -108,6 +108,12 @@ pub struct PeerCounts {
 }
 
 impl PeerCounts {
+    /// Requests with no outcome yet: neither answered nor declared lost.
+    pub fn pending(&self) -> u64 {
+        // Late replies come after the loss was counted: not in `replies`.
+        self.requests.saturating_sub(self.replies + self.lost)
+    }
+
     /// lost / (replies + lost), in percent; `None` before any outcome.
     pub fn loss_pct(&self) -> Option<f64> {
         let decided = self.replies + self.lost;

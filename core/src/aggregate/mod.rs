@@ -24,7 +24,7 @@ use rates::SecondSeries;
 use rtt::RttStats;
 use topk::SpaceSaving;
 
-pub use snapshot::Snapshot;
+pub use snapshot::{PeerOrder, PeerQuery, Snapshot};
 
 /// An address as a hash-table key: hashed as one 128-bit word, which is
 /// several times cheaper than `IpAddr`'s field-by-field hash (the top-talkers
@@ -321,6 +321,47 @@ mod tests {
 
     fn host(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    proptest::proptest! {
+        /// A view's top N peers are the first N of the whole ordered list,
+        /// for every order; addresses order numerically (10.0.0.2 before
+        /// 10.0.0.10).
+        #[test]
+        fn top_peers_are_the_head_of_the_full_order(
+            pings in proptest::collection::vec((1u8..40, 0u8..4, 1u64..5000), 1..120),
+            limit in 0usize..50,
+        ) {
+            let mut agg = Aggregator::new(Config::default());
+            let mut t = 1_000_000_000u64;
+            for (i, (peer, replies, rtt_us)) in pings.iter().enumerate() {
+                let seq = i as u16;
+                t += 1_000_000;
+                agg.ingest(&ev(t, Direction::Out, host(1), host(*peer), 8, Some((1, seq))));
+                if *replies > 0 {
+                    let r = ev(t + rtt_us * 1000, Direction::In, host(*peer), host(1), 0, Some((1, seq)));
+                    agg.ingest(&r);
+                }
+            }
+            agg.tick(t + 10_000_000_000);
+            for order in [PeerOrder::Requests, PeerOrder::Loss, PeerOrder::RttAvg,
+                          PeerOrder::RttP95, PeerOrder::LastSeen, PeerOrder::Peer] {
+                let key = |s: &Snapshot| -> Vec<(IpAddr, IpAddr)> {
+                    s.peers.iter().map(|p| (p.requester, p.responder)).collect()
+                };
+                let all = agg.snapshot_with(PeerQuery { order, limit: usize::MAX });
+                let top = agg.snapshot_with(PeerQuery { order, limit });
+                let want: Vec<_> = key(&all).into_iter().take(limit).collect();
+                proptest::prop_assert_eq!(key(&top), want, "{:?}", order);
+                proptest::prop_assert_eq!(top.peers_total, all.peers.len());
+                if order == PeerOrder::Peer {
+                    let k = key(&all);
+                    let mut sorted = k.clone();
+                    sorted.sort();
+                    proptest::prop_assert_eq!(k, sorted);
+                }
+            }
+        }
     }
 
     #[test]

@@ -52,6 +52,12 @@ impl RttStats {
             .push_back(u32::try_from(us).unwrap_or(u32::MAX));
     }
 
+    /// Mean over the run, µs (None before the first sample): cheap, for
+    /// ordering peers without building their summaries.
+    pub fn mean_us(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_us as f64 / self.count as f64)
+    }
+
     /// The last samples, oldest first.
     pub fn history(&self) -> impl Iterator<Item = u32> + '_ {
         self.history.iter().copied()

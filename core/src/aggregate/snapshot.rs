@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::anomaly::{Flag, FlagKind};
-use super::echo::{EchoTotals, PeerCounts, PeerKey};
+use super::echo::{EchoTotals, PeerCounts, PeerKey, PeerStats};
 use super::errors::FlowKey;
 use super::rates::WindowRates;
 use super::rtt::RttSummary;
@@ -42,8 +42,10 @@ pub struct PeerRow {
     pub responder: IpAddr,
     #[serde(flatten)]
     pub counts: PeerCounts,
-    /// `PeerCounts::loss_pct`.
+    /// `PeerCounts::loss_pct`: over answered and lost requests only.
     pub loss_pct: Option<f64>,
+    /// `PeerCounts::pending`: requests without an outcome yet.
+    pub pending: u64,
     pub rtt: Option<RttSummary>,
     pub first_ns: u64,
     pub last_ns: u64,
@@ -114,7 +116,10 @@ pub struct Snapshot {
     pub other_kinds: u64,
     pub echo: EchoTotals,
     pub rtt: Option<RttSummary>,
+    /// Those `PeerQuery` asked for, in its order.
     pub peers: Vec<PeerRow>,
+    /// Peer pairs in the table, shown or not.
+    pub peers_total: usize,
     pub talkers: Vec<TalkerRow>,
     pub errors: u64,
     pub error_flows: Vec<ErrorRow>,
@@ -131,8 +136,40 @@ pub struct Snapshot {
 /// How many rows of each list a snapshot carries.
 pub const TOP_ROWS: usize = 20;
 
+/// How peer pairs are ordered; every order but `Peer` puts the largest (or
+/// the most recent) first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PeerOrder {
+    #[default]
+    Requests,
+    Loss,
+    RttAvg,
+    RttP95,
+    LastSeen,
+    /// By address, requester then responder, ascending (numerically).
+    Peer,
+}
+
+/// Which peer pairs a snapshot carries: the first `limit` in `order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerQuery {
+    pub order: PeerOrder,
+    pub limit: usize,
+}
+
 impl Aggregator {
+    /// Everything, every peer pair (the end-of-run summary).
     pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_with(PeerQuery {
+            order: PeerOrder::Requests,
+            limit: usize::MAX,
+        })
+    }
+
+    /// The peer pairs in `query.order`, the first `query.limit` only: a
+    /// view's cost follows what it shows, not the number of peers (the
+    /// others are ordered by numbers, never turned into rows).
+    pub fn snapshot_with(&self, query: PeerQuery) -> Snapshot {
         let cfg = &self.cfg;
         let now_sec = self.now_ns / 1_000_000_000;
         let flags = self.anomalies.flags();
@@ -155,17 +192,10 @@ impl Aggregator {
             .collect();
         kinds.sort_by(|a, b| b.count.cmp(&a.count).then(a.kind.cmp(&b.kind)));
 
-        let mut peers: Vec<PeerRow> = self
-            .echo
-            .peers()
+        let peers: Vec<PeerRow> = top_peers(self.echo.peers(), query)
+            .into_iter()
             .map(|(k, p)| peer_row(k, p, &flagged))
             .collect();
-        peers.sort_by(|a, b| {
-            b.counts
-                .requests
-                .cmp(&a.counts.requests)
-                .then((a.requester, a.responder).cmp(&(b.requester, b.responder)))
-        });
 
         let error_row =
             |subject: String, flow: Option<FlowKey>, c: &super::errors::ErrorCounts| ErrorRow {
@@ -195,6 +225,7 @@ impl Aggregator {
             echo: self.echo.totals(),
             rtt: self.rtt.summary(),
             peers,
+            peers_total: npeers,
             talkers: self
                 .talkers
                 .top(TOP_ROWS)
@@ -247,11 +278,43 @@ impl Aggregator {
     }
 }
 
-fn peer_row(
-    k: &PeerKey,
-    p: &super::echo::PeerStats,
-    flagged: &HashMap<&str, Vec<FlagKind>>,
-) -> PeerRow {
+/// The first `q.limit` peers in `q.order`: a partial selection over
+/// numbers, then a sort of what is kept.
+fn top_peers<'a>(
+    all: impl Iterator<Item = (&'a PeerKey, &'a PeerStats)>,
+    q: PeerQuery,
+) -> Vec<(&'a PeerKey, &'a PeerStats)> {
+    use std::cmp::Ordering;
+    // Percentiles cost a sort each: computed only when ordering by them.
+    let p95 = |p: &PeerStats| match q.order {
+        PeerOrder::RttP95 => p.rtt.summary().map(|r| r.p95_us),
+        _ => None,
+    };
+    let mut v: Vec<_> = all.map(|(k, p)| (k, p, p95(p))).collect();
+    let f = |o: Option<f64>| o.unwrap_or(-1.0);
+    let cmp = |a: &(&PeerKey, &PeerStats, Option<u64>), b: &(&PeerKey, &PeerStats, Option<u64>)| {
+        let by = match q.order {
+            PeerOrder::Requests => b.1.counts.requests.cmp(&a.1.counts.requests),
+            PeerOrder::Loss => f(b.1.counts.loss_pct()).total_cmp(&f(a.1.counts.loss_pct())),
+            PeerOrder::RttAvg => f(b.1.rtt.mean_us()).total_cmp(&f(a.1.rtt.mean_us())),
+            PeerOrder::RttP95 => b.2.cmp(&a.2),
+            PeerOrder::LastSeen => b.1.last_ns.cmp(&a.1.last_ns),
+            PeerOrder::Peer => Ordering::Equal,
+        };
+        by.then_with(|| (a.0.requester, a.0.responder).cmp(&(b.0.requester, b.0.responder)))
+    };
+    if v.len() > q.limit {
+        if q.limit == 0 {
+            return Vec::new();
+        }
+        v.select_nth_unstable_by(q.limit - 1, cmp);
+        v.truncate(q.limit);
+    }
+    v.sort_unstable_by(cmp);
+    v.into_iter().map(|(k, p, _)| (k, p)).collect()
+}
+
+fn peer_row(k: &PeerKey, p: &PeerStats, flagged: &HashMap<&str, Vec<FlagKind>>) -> PeerRow {
     let mut flags: Vec<FlagKind> = [
         k.requester.to_string(),
         format!("{} → {}", k.requester, k.responder),
@@ -268,6 +331,7 @@ fn peer_row(
         responder: k.responder,
         counts: p.counts,
         loss_pct: p.counts.loss_pct(),
+        pending: p.counts.pending(),
         rtt: p.rtt.summary(),
         first_ns: p.first_ns,
         last_ns: p.last_ns,

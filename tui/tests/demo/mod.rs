@@ -39,15 +39,22 @@ pub fn sample(peers: usize, events: usize) -> View {
                 count: 60_000 / (i as u64 * 3 + 1),
             })
             .collect(),
+        peers_total: peers,
         peers: (0..peers)
             .map(|i| {
                 let n = i as u64;
                 PeerView {
-                    requester: format!("10.{}.{}.{}", n / 65536 % 256, n / 256 % 256, n % 256),
-                    responder: "192.0.2.1".into(),
+                    requester: std::net::IpAddr::from([
+                        10,
+                        (n / 65536 % 256) as u8,
+                        (n / 256 % 256) as u8,
+                        (n % 256) as u8,
+                    ]),
+                    responder: std::net::IpAddr::from([192, 0, 2, 1]),
                     requests: 1000 - n % 1000,
                     replies: 1000 - n % 1000 - n % 7,
                     lost: n % 7,
+                    pending: n % 3,
                     loss_pct: Some((n % 7) as f64 * 100.0 / (1000 - n % 1000) as f64),
                     rtt_min_us: Some(100 + n % 50),
                     rtt_avg_us: Some(250.0 + (n % 300) as f64),
