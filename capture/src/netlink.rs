@@ -3,7 +3,7 @@
 //! walking a datagram's messages and reading extended-ACK text.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use netlink_packet_core::{NetlinkBuffer, NlasIterator};
@@ -13,8 +13,9 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use crate::pipeline::Stop;
 
 /// Flags of an NLMSG_ERROR message (linux/netlink.h).
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLM_F_CAPPED: u16 = libc::NLM_F_CAPPED as u16;
+const NLM_F_ACK_TLVS: u16 = libc::NLM_F_ACK_TLVS as u16;
+/// Not in libc: linux/netlink.h, enum nlmsgerr_attrs.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 pub const NLMSG_HDRLEN: usize = 16;
 
@@ -76,17 +77,8 @@ pub fn readable_within(sock: &Socket, timeout: Duration) -> io::Result<bool> {
 /// else SO_RCVBUF up to net.core.rmem_max.
 pub fn set_receive_buffer(sock: &Socket, bytes: usize) {
     let val = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads one c_int from a valid pointer of that size.
-    let forced = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if forced != 0 {
+    let forced = rustix::net::sockopt::set_socket_recv_buffer_size_force(sock, bytes);
+    if forced.is_err() {
         // Without CAP_NET_ADMIN: as much as net.core.rmem_max allows.
         if let Err(e) = sock.set_rx_buf_sz(val) {
             tracing::warn!("cannot size the netlink receive buffer: {e}");

@@ -4,8 +4,6 @@
 //! (`aggregate`). Sources live in `icmpmon-capture`, front ends in the
 //! `icmpmon` binary and `icmpmon-tui`.
 
-#![forbid(unsafe_code)]
-
 pub mod aggregate;
 pub mod event;
 pub mod filter;
