@@ -112,21 +112,41 @@ pub trait RowSink: Send {
 }
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T08:28:00.000000001Z`.
+/// The date and time of day are formatted once per second (a thread-local
+/// cache): rows of one second differ in their nanoseconds only.
 pub fn rfc3339_nanos(ts_ns: u64) -> String {
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    thread_local! {
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
     let secs = (ts_ns / 1_000_000_000) as i64;
     let nanos = ts_ns % 1_000_000_000;
-    match time::OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => String::new(),
-    }
+    LAST.with_borrow_mut(|(last, prefix)| {
+        if *last != secs {
+            prefix.clear();
+            if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) {
+                let _ = write!(
+                    prefix,
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                );
+            }
+            *last = secs;
+        }
+        if prefix.is_empty() {
+            return String::new();
+        }
+        let mut out = String::with_capacity(prefix.len() + 10);
+        out.push_str(prefix);
+        let _ = write!(out, "{nanos:09}Z");
+        out
+    })
 }
 
 /// Interface names by index, looked up once each.

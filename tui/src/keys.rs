@@ -32,7 +32,10 @@ pub enum Mode {
     Normal,
     EditFilter,
     Help,
+    /// The selected peer pair's details.
     Detail,
+    /// The whole text of the selected event or alert.
+    Message,
 }
 
 /// One row of a key table.
@@ -118,7 +121,7 @@ pub const NORMAL: &[Binding] = &[
         KeyCode::Enter,
         Action::OpenDetail,
         "Enter",
-        "details of the selected peer",
+        "details of the selected peer, event or alert (whole text)",
     ),
     bind(KeyCode::Char('?'), Action::ToggleHelp, "?", "this help"),
 ];
@@ -159,7 +162,7 @@ pub fn table(mode: Mode) -> &'static [Binding] {
     match mode {
         Mode::Normal => NORMAL,
         Mode::EditFilter => EDIT_FILTER,
-        Mode::Help | Mode::Detail => OVERLAY,
+        Mode::Help | Mode::Detail | Mode::Message => OVERLAY,
     }
 }
 
@@ -225,7 +228,13 @@ mod tests {
             Some(Action::FilterClear)
         );
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        for mode in [Mode::Normal, Mode::EditFilter, Mode::Help, Mode::Detail] {
+        for mode in [
+            Mode::Normal,
+            Mode::EditFilter,
+            Mode::Help,
+            Mode::Detail,
+            Mode::Message,
+        ] {
             assert_eq!(action_for(mode, ctrl_c), Some(Action::Quit), "{mode:?}");
         }
     }

@@ -139,7 +139,9 @@ pub fn draw(frame: &mut Frame, ctx: &Ctx) {
     match ctx.state.mode {
         Mode::Help => help(frame, area, ctx),
         Mode::Detail => detail(frame, area, ctx),
-        Mode::Normal | Mode::EditFilter => {}
+        Mode::Message => message(frame, area, ctx),
+        Mode::EditFilter => filter_error(frame, area, ctx),
+        Mode::Normal => {}
     }
 }
 
@@ -163,18 +165,20 @@ pub fn too_small(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     );
 }
 
-/// Source, namespace, uptime; totals, rate, lost per stage (red when
+/// Namespace, uptime, source; totals, rate, lost per stage (red when
 /// anything was lost), PAUSED; echo totals and the filter. The most
 /// urgent facts come first on each line, for narrow terminals.
 pub fn header(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     let (v, t) = (ctx.view, ctx.theme);
+    // The long backend description last: a narrow terminal cuts it, not
+    // the namespace and uptime.
     let first = vec![
-        Span::styled("source ", t.dim),
-        Span::raw(v.source.clone()),
-        Span::styled("  netns ", t.dim),
+        Span::styled("netns ", t.dim),
         Span::raw(v.namespace.clone()),
         Span::styled("  up ", t.dim),
         Span::raw(hms(v.uptime_s)),
+        Span::styled("  source ", t.dim),
+        Span::raw(v.source.clone()),
     ];
     let mut second = Vec::new();
     if ctx.state.paused {
@@ -282,7 +286,28 @@ pub fn types(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     );
 }
 
-fn peer_row<'a>(p: &'a PeerView, t: &Theme) -> Row<'a> {
+/// `s` cut to `width` columns, with an ellipsis when cut.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Widths of the peers table's fixed columns (req … last), and how the
+/// rest is shared: the pair 3 parts, the flags 1.
+const PEER_FIXED: [u16; 7] = [6, 6, 5, 6, 8, 8, 5];
+
+/// The widths the pair and flags columns get in a table `inner` wide.
+fn peer_text_widths(inner: u16) -> (usize, usize) {
+    let fixed: u16 = PEER_FIXED.iter().sum::<u16>() + PEER_FIXED.len() as u16;
+    let rest = usize::from(inner.saturating_sub(fixed));
+    (rest * 3 / 4, rest - rest * 3 / 4)
+}
+
+fn peer_row<'a>(p: &'a PeerView, t: &Theme, widths: (usize, usize)) -> Row<'a> {
     let loss = p.loss_pct.map_or("-".into(), |l| format!("{l:.1}%"));
     let loss_style = match p.loss_pct {
         Some(l) if l > 0.0 => t.bad,
@@ -290,7 +315,7 @@ fn peer_row<'a>(p: &'a PeerView, t: &Theme) -> Row<'a> {
     };
     let rtt = |o: Option<f64>| o.map_or("-".into(), duration_us);
     Row::new(vec![
-        Cell::from(format!("{} → {}", p.requester, p.responder)),
+        Cell::from(fit(&format!("{} → {}", p.requester, p.responder), widths.0)),
         Cell::from(p.requests.to_string()),
         Cell::from(p.replies.to_string()),
         Cell::from(p.pending.to_string()),
@@ -298,7 +323,7 @@ fn peer_row<'a>(p: &'a PeerView, t: &Theme) -> Row<'a> {
         Cell::from(rtt(p.rtt_avg_us)),
         Cell::from(rtt(p.rtt_p95_us.map(|u| u as f64))),
         Cell::from(format!("{:.0}s", p.last_seen_s)),
-        Cell::from(p.flags.join(",")).style(t.warn),
+        Cell::from(fit(&p.flags.join(","), widths.1)).style(t.warn),
     ])
 }
 
@@ -319,10 +344,14 @@ pub fn peers(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         .iter()
         .skip(offset)
         .take(visible)
-        .map(|p| peer_row(p, t))
+        .map(|p| peer_row(p, t, peer_text_widths(area.width.saturating_sub(2))))
         .collect();
-    let header = Row::new([
+    let pair_head = fit(
         "requester → responder",
+        peer_text_widths(area.width.saturating_sub(2)).0,
+    );
+    let header = Row::new([
+        pair_head.as_str(),
         "req",
         "rep",
         "pend",
@@ -335,17 +364,9 @@ pub fn peers(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     .style(t.title);
     let table = Table::new(
         rows,
-        [
-            Constraint::Fill(3),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(5),
-            Constraint::Length(6),
-            Constraint::Length(8),
-            Constraint::Length(8),
-            Constraint::Length(5),
-            Constraint::Fill(1),
-        ],
+        std::iter::once(Constraint::Fill(3))
+            .chain(PEER_FIXED.map(Constraint::Length))
+            .chain([Constraint::Fill(1)]),
     )
     .header(header)
     .block(block(&title, s.focus == Panel::Peers, t))
@@ -443,6 +464,91 @@ pub fn footer(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         )
     };
     frame.render_widget(Paragraph::new(line), area);
+}
+
+/// A text in a box over the screen, wrapped so that all of it shows.
+fn text_box(frame: &mut Frame, r: Rect, title: &str, lines: Vec<Line>, t: &Theme) {
+    frame.render_widget(Clear, r);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block(title, true, t)),
+        r,
+    );
+}
+
+/// The whole of the selected event or alert (the panels cut long lines).
+pub fn message(frame: &mut Frame, area: Rect, ctx: &Ctx) {
+    let (v, s, t) = (ctx.view, ctx.state, ctx.theme);
+    let pick = |len: usize, back: usize| len.checked_sub(back + 1);
+    let (title, lines) = match s.focus {
+        Panel::Alerts => {
+            let Some(a) = pick(v.alerts.len(), s.alerts_back).map(|i| &v.alerts[i]) else {
+                return;
+            };
+            (
+                " alert (Esc closes) ",
+                vec![
+                    Line::from(vec![
+                        Span::styled(format!("{} ", a.time), t.dim),
+                        Span::styled(a.flag.clone(), t.bad),
+                        Span::raw(format!("  ×{}", a.count)),
+                    ]),
+                    Line::raw(format!("subject: {}", a.subject)),
+                    Line::raw(a.detail.clone()),
+                ],
+            )
+        }
+        _ => {
+            let Some(e) = pick(v.events.len(), s.events_back).map(|i| &v.events[i]) else {
+                return;
+            };
+            (
+                " event (Esc closes) ",
+                vec![
+                    Line::from(vec![
+                        Span::styled(format!("{} ", e.time), t.dim),
+                        Span::raw(format!("{} {}", e.direction, e.kind)),
+                    ]),
+                    Line::raw(format!("{} → {}", e.src, e.dst)),
+                    Line::raw(e.detail.clone()),
+                ],
+            )
+        }
+    };
+    let r = popup(
+        area,
+        area.width.saturating_sub(8).min(90),
+        area.height.saturating_sub(4).min(10),
+    );
+    text_box(frame, r, title, lines, t);
+}
+
+/// A filter's error in full, above the line being edited.
+pub fn filter_error(frame: &mut Frame, area: Rect, ctx: &Ctx) {
+    let Some(e) = &ctx.state.filter_error else {
+        return;
+    };
+    let lines: Vec<Line> = e.lines().map(|l| Line::raw(l.to_string())).collect();
+    let width = area.width.saturating_sub(4);
+    // Wrapped lines plus the borders, at most half the screen.
+    let rows: u16 = lines
+        .iter()
+        .map(|l| {
+            (l.width() as u16)
+                .div_ceil(width.saturating_sub(2).max(1))
+                .max(1)
+        })
+        .sum::<u16>()
+        + 2;
+    let height = rows.min(area.height / 2);
+    let r = Rect {
+        x: area.x + 2,
+        y: area.bottom().saturating_sub(height + 1),
+        width,
+        height,
+    };
+    text_box(frame, r, " filter error ", lines, ctx.theme);
 }
 
 fn popup(area: Rect, width: u16, height: u16) -> Rect {
@@ -558,5 +664,16 @@ pub fn rate_text(per_s: f64) -> String {
         format!("{per_s:.0}")
     } else {
         format!("{per_s:.1}")
+    }
+}
+
+#[cfg(test)]
+mod fit_tests {
+    use super::*;
+
+    #[test]
+    fn cut_text_ends_in_an_ellipsis() {
+        assert_eq!(fit("10.0.0.1 → 10.0.0.2", 30), "10.0.0.1 → 10.0.0.2");
+        assert_eq!(fit("10.0.0.1 → 10.0.0.2", 10), "10.0.0.1 …");
     }
 }

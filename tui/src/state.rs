@@ -151,11 +151,12 @@ impl UiState {
             Action::PageDown => self.move_by(view, self.page as i64),
             Action::Top => self.move_by(view, i64::MIN / 2),
             Action::Bottom => self.move_by(view, i64::MAX / 2),
-            Action::OpenDetail => {
-                if self.focus == Panel::Peers && !view.peers.is_empty() {
-                    self.mode = Mode::Detail;
-                }
-            }
+            Action::OpenDetail => match self.focus {
+                Panel::Peers if !view.peers.is_empty() => self.mode = Mode::Detail,
+                Panel::Events if !view.events.is_empty() => self.mode = Mode::Message,
+                Panel::Alerts if !view.alerts.is_empty() => self.mode = Mode::Message,
+                _ => {}
+            },
             Action::ToggleHelp => self.mode = Mode::Help,
             Action::Back => {
                 self.mode = Mode::Normal;
@@ -201,6 +202,15 @@ impl UiState {
             Panel::Alerts => {
                 self.alerts_back = clamp(self.alerts_back as i64 - delta, view.alerts.len())
             }
+        }
+    }
+
+    /// A scrolled-back events panel stays on the events it shows while new
+    /// ones arrive (each new message pushes them one further back).
+    pub fn carry_scroll(&mut self, old: &View, new: &View) {
+        if self.events_back > 0 {
+            let arrived = new.total.saturating_sub(old.total);
+            self.events_back += usize::try_from(arrived).unwrap_or(usize::MAX);
         }
     }
 
@@ -322,6 +332,13 @@ mod tests {
         s.apply(Action::Up, &v, &ok);
         s.apply(Action::Up, &v, &ok);
         assert_eq!(s.events_back, 2);
+        // New messages keep a scrolled-back panel on the same events.
+        let mut newer = v.clone();
+        newer.total = v.total + 3;
+        s.carry_scroll(&v, &newer);
+        assert_eq!(s.events_back, 5);
+        s.carry_scroll(&newer, &newer);
+        assert_eq!(s.events_back, 5);
         s.apply(Action::Bottom, &v, &ok);
         assert_eq!(s.events_back, 0);
         // A smaller view pulls the cursor back in.

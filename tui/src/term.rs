@@ -204,6 +204,7 @@ fn event_loop(
         }
         if let Some(mut v) = newest {
             if !state.paused {
+                state.carry_scroll(&view, &v);
                 sort_peers(&mut v.peers, state.sort);
                 view = v;
                 state.fit(&view);

@@ -246,10 +246,12 @@ impl EchoTracker {
     /// Ends the wait of the oldest request.
     fn pop_oldest(&mut self) {
         if let Some((k, first_ns)) = self.arrivals.pop_front() {
-            // The key may have been reused by a later request.
-            if self.pending.get(&k).is_some_and(|p| p.first_ns == first_ns) {
-                let p = self.pending.remove(&k).expect("present");
-                self.lose(k, &p);
+            // The key may have been reused by a later request. One lookup.
+            if let std::collections::hash_map::Entry::Occupied(e) = self.pending.entry(k) {
+                if e.get().first_ns == first_ns {
+                    let p = e.remove();
+                    self.lose(k, &p);
+                }
             }
         }
     }
