@@ -19,6 +19,7 @@ Examples:
   sudo icmpmon                                       # live dashboard (on a terminal)
   icmpmon --source pcap:capture.pcapng --jsonl -     # offline, no root
   icmpmon --source pcap:capture.pcap --replay x10    # dashboard, 10x the recorded pace
+  tcpdump -U -w - | icmpmon --source pcap:- --csv -  # live from a pipe
   icmpmon stats                                      # module counters
   sudo icmpmon --filter 'type echo-request and not src 10.0.0.0/8'
   icmpmon --source pcap:f.pcap --summary-json s.json --alerts - --csv /dev/null
@@ -31,9 +32,12 @@ combined with and, or, not and parentheses.
 At the end, a summary goes to stderr: echo RTT and loss per peer pair, top
 types, errors per quoted flow, anomaly flags and what was lost per stage.
 
-Exit status: 0 clean stop (Ctrl-C, SIGTERM, --count, --duration, module
-unloaded), 1 runtime error (e.g. module not loaded, missing CAP_NET_ADMIN),
+Exit status: 0 clean stop (Ctrl-C, SIGTERM, SIGHUP, --count, --duration,
+module unloaded, the reader of standard output gone), 1 runtime error (e.g. module not loaded, missing CAP_NET_ADMIN),
 2 usage error. A second Ctrl-C exits at once.
+
+Standard output takes one output: --csv -, --jsonl -, --alerts - and
+--summary-json - exclude each other (as do two outputs naming one file).
 
 Each CSV row is one ICMP/ICMPv6 message; the columns are described in
 README.md (CSV schema v1).";
@@ -89,7 +93,7 @@ fn parse_source(s: &str) -> Result<SourceSpec, String> {
         "kmod" => Ok(SourceSpec::Kmod),
         "nfqueue" => Ok(SourceSpec::Nfqueue),
         _ => match s.strip_prefix("pcap:") {
-            Some("") => Err("pcap: needs a file path, e.g. pcap:capture.pcapng".into()),
+            Some("") => Err("pcap: needs a file path (or - for standard input), e.g. pcap:capture.pcapng".into()),
             Some(path) => Ok(SourceSpec::Pcap(path.into())),
             None => Err("the sources are: auto, kmod, nfqueue, pcap:PATH".into()),
         },
@@ -161,7 +165,8 @@ fn parse_filter(s: &str) -> Result<Filter, String> {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Packet source: auto (the kernel module if loaded, else nfqueue),
-    /// kmod, nfqueue, or pcap:PATH (a pcap/pcapng file; no privileges).
+    /// kmod, nfqueue, or pcap:PATH (a pcap/pcapng file or pipe, read as a
+    /// stream; - is standard input; no privileges).
     #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = parse_source)]
     pub source: SourceSpec,
     /// No dashboard: export only. The default unless standard output is
