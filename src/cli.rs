@@ -93,7 +93,10 @@ fn parse_source(s: &str) -> Result<SourceSpec, String> {
         "kmod" => Ok(SourceSpec::Kmod),
         "nfqueue" => Ok(SourceSpec::Nfqueue),
         _ => match s.strip_prefix("pcap:") {
-            Some("") => Err("pcap: needs a file path (or - for standard input), e.g. pcap:capture.pcapng".into()),
+            Some("") => Err(
+                "pcap: needs a file path (or - for standard input), e.g. pcap:capture.pcapng"
+                    .into(),
+            ),
             Some(path) => Ok(SourceSpec::Pcap(path.into())),
             None => Err("the sources are: auto, kmod, nfqueue, pcap:PATH".into()),
         },
