@@ -468,7 +468,7 @@ pub fn footer(frame: &mut Frame, area: Rect, ctx: &Ctx) {
 
 /// A text in a box over the screen, wrapped so that all of it shows.
 fn text_box(frame: &mut Frame, r: Rect, title: &str, lines: Vec<Line>, t: &Theme) {
-    frame.render_widget(Clear, r);
+    clear_around(frame, r);
     frame.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
@@ -551,6 +551,25 @@ pub fn filter_error(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     text_box(frame, r, " filter error ", lines, ctx.theme);
 }
 
+/// Clears `r` and a one-cell margin around it (within the screen), so an
+/// overlay's border never runs along a panel's border.
+fn clear_around(frame: &mut Frame, r: Rect) {
+    let screen = frame.area();
+    let x = r.x.saturating_sub(1).max(screen.x);
+    let y = r.y.saturating_sub(1).max(screen.y);
+    let right = (r.right() + 1).min(screen.right());
+    let bottom = (r.bottom() + 1).min(screen.bottom());
+    frame.render_widget(
+        Clear,
+        Rect {
+            x,
+            y,
+            width: right - x,
+            height: bottom - y,
+        },
+    );
+}
+
 fn popup(area: Rect, width: u16, height: u16) -> Rect {
     let [r] = Layout::horizontal([Constraint::Length(width.min(area.width))])
         .flex(Flex::Center)
@@ -584,7 +603,7 @@ pub fn help(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         t.dim,
     ));
     let r = popup(area, 64, lines.len() as u16 + 2);
-    frame.render_widget(Clear, r);
+    clear_around(frame, r);
     frame.render_widget(
         Paragraph::new(lines).block(block(" help (Esc closes) ", true, t)),
         r,
@@ -602,7 +621,7 @@ pub fn detail(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         area.width.saturating_sub(8).min(90),
         area.height.saturating_sub(4).min(18),
     );
-    frame.render_widget(Clear, r);
+    clear_around(frame, r);
     let title = format!(" {} → {} (Esc closes) ", p.requester, p.responder);
     let outer = block(&title, true, t);
     let inner = outer.inner(r);
