@@ -74,20 +74,34 @@ fn stats() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Installed first thing in a run, before any side effect (files, rules,
-/// a registration): the first SIGINT/SIGTERM/SIGHUP stops the run cleanly,
-/// a second leaves at once. `signal-hook` rather than `ctrlc`: a hang-up
-/// must be told apart from an interrupt.
-fn install_signal_handler(stop: Stop) -> anyhow::Result<()> {
+/// The run's signals, caught from the start: `catch_signals` is called
+/// before any side effect (files, rules, a registration), so none can be
+/// left behind by an early signal; signals that arrive before
+/// `handle_signals` starts the thread wait in signal-hook's queue.
+/// `signal-hook` rather than `ctrlc`: a hang-up must be told apart from an
+/// interrupt.
+fn catch_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("cannot install the SIGINT/SIGTERM/SIGHUP handler")?;
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("cannot install the SIGINT/SIGTERM/SIGHUP handler")
+}
+
+/// The first SIGINT/SIGTERM/SIGHUP stops the run cleanly; a second SIGINT
+/// or SIGTERM leaves at once (a hang-up often comes with another signal,
+/// and must not cut the output short). Started once capabilities are
+/// dropped: capabilities are per thread, and this one runs iptables on the
+/// way out.
+fn handle_signals(mut signals: signal_hook::iterator::Signals, stop: Stop) -> anyhow::Result<()> {
+    use signal_hook::consts::SIGHUP;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut hits = 0;
             for sig in signals.forever() {
                 hits += 1;
+                if hits > 1 && sig == SIGHUP {
+                    continue;
+                }
                 if hits == 1 {
                     stop.set(if sig == SIGHUP {
                         StopReason::Hangup
@@ -109,6 +123,13 @@ fn install_signal_handler(stop: Stop) -> anyhow::Result<()> {
             }
         })
         .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+fn drop_privileges(keep: &[icmpmon_capture::privilege::Capability]) -> anyhow::Result<()> {
+    let dropped =
+        icmpmon_capture::privilege::drop_all_but(keep).context("cannot drop capabilities")?;
+    tracing::info!("{dropped}");
     Ok(())
 }
 
@@ -206,7 +227,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let dest = args.destinations(tui).unwrap_or_else(|m| usage_error(&m));
     let stop = Stop::new().context("cannot create the stop event")?;
-    install_signal_handler(stop.clone())?;
+    let mut signals = Some(catch_signals()?);
     // Outputs first: a bad path fails before anything is registered.
     let (sinks, out_names) = open_outputs(&dest)?;
     let alerts = dest
@@ -216,6 +237,17 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()?
         .map(|(w, _)| AlertSink::new(w));
     let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
+    // Naming the namespace reads /proc/1/ns/net: before any drop.
+    let namespace = namespace_name();
+    if let SourceSpec::Pcap(_) = args.source {
+        // A capture file needs no privilege, and its reader may wait for a
+        // pipe's writer: drop everything and handle signals first.
+        drop_privileges(&[])?;
+        signals
+            .take()
+            .map(|s| handle_signals(s, stop.clone()))
+            .transpose()?;
+    }
     let Some(source) = open_source(args, &stop)? else {
         eprintln!(
             "icmpmon: {} before the capture started",
@@ -223,11 +255,10 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     };
-    // Before the drop: naming the namespace reads /proc/1/ns/net.
-    let namespace = namespace_name();
-    let dropped = icmpmon_capture::privilege::drop_all_but(source.capabilities_kept())
-        .context("cannot drop capabilities")?;
-    tracing::info!("{dropped}");
+    if let Some(s) = signals.take() {
+        drop_privileges(source.capabilities_kept())?;
+        handle_signals(s, stop.clone())?;
+    }
     let source_name = source.name();
     let described = source.describe();
     if !tui {
@@ -409,6 +440,9 @@ fn show_dashboard(
     commands: crossbeam_channel::Sender<UiCommand>,
     stop: &Stop,
 ) -> anyhow::Result<()> {
+    // A panic here must still stop the capture and aggregator threads,
+    // which the scope waits for before the panic goes on.
+    let _stop_on_panic = stop.on_panic(StopReason::Failed);
     let ui_stop = stop.clone();
     let peers = commands.clone();
     let controls = icmpmon_tui::Controls {

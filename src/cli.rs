@@ -121,8 +121,25 @@ fn same_file(a: &Path, b: &Path) -> bool {
             let device = ma.file_type().is_char_device() || ma.file_type().is_block_device();
             !device && ma.dev() == mb.dev() && ma.ino() == mb.ino()
         }
-        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+        _ => normalized(a).is_some_and(|na| normalized(b) == Some(na)),
     }
+}
+
+/// The absolute path with `.` and `..` resolved lexically (the file may
+/// not exist yet).
+fn normalized(p: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in std::path::absolute(p).ok()?.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    Some(out)
 }
 
 /// `-` for standard output, or a file path.
@@ -135,7 +152,8 @@ pub enum Output {
 fn parse_output(s: &str) -> Result<Output, String> {
     match s {
         "" => Err("give a file path, or - for standard output".into()),
-        "-" => Ok(Output::Stdout),
+        // Names of standard output are standard output: it has one owner.
+        "-" | "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Ok(Output::Stdout),
         p => Ok(Output::File(p.into())),
     }
 }
@@ -357,6 +375,25 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn dest(args: &[&str]) -> Result<Destinations, String> {
+        let mut v = vec!["icmpmon"];
+        v.extend(args);
+        Cli::try_parse_from(v).unwrap().run.destinations(false)
+    }
+
+    #[test]
+    fn stdout_has_one_owner_and_files_are_named_once() {
+        // Headless without row outputs: CSV on stdout, unless stdout is taken.
+        assert_eq!(dest(&[]).unwrap().csv, Some(Output::Stdout));
+        let d = dest(&["--summary-json", "-"]).unwrap();
+        assert_eq!((d.csv, d.summary_json), (None, Some(Output::Stdout)));
+        assert!(dest(&["--csv", "-", "--alerts", "/dev/stdout"]).is_err());
+        assert!(dest(&["--jsonl", "-", "--csv", "/proc/self/fd/1"]).is_err());
+        assert!(dest(&["--csv", "out.csv", "--jsonl", "./x/../out.csv"]).is_err());
+        assert!(dest(&["--csv", "a.csv", "--jsonl", "b.jsonl"]).is_ok());
+        assert!(dest(&["--csv", "/dev/null", "--jsonl", "/dev/null"]).is_ok());
     }
 
     #[test]

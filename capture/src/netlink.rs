@@ -55,15 +55,26 @@ pub fn wait_readable(
     if let Some(fd) = &stop_fd {
         fds.push(PollFd::new(fd, PollFlags::IN));
     }
-    let timeout = timeout.map(|t| Timespec {
-        tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(t.subsec_nanos()),
-    });
-    match rustix::event::poll(&mut fds, timeout.as_ref()) {
-        Ok(0) | Err(rustix::io::Errno::INTR) => Ok(Wait::TimedOut),
-        Ok(_) if fds.get(1).is_some_and(|f| !f.revents().is_empty()) => Ok(Wait::Stopped),
-        Ok(_) => Ok(Wait::Readable),
-        Err(e) => Err(e.into()),
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let left = deadline.map(|d| {
+            let t = d.saturating_duration_since(std::time::Instant::now());
+            Timespec {
+                tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(t.subsec_nanos()),
+            }
+        });
+        match rustix::event::poll(&mut fds, left.as_ref()) {
+            Ok(0) => return Ok(Wait::TimedOut),
+            // A signal: its handler sets the stop if it means one, so wait
+            // on for the time left.
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) if fds.get(1).is_some_and(|f| !f.revents().is_empty()) => {
+                return Ok(Wait::Stopped)
+            }
+            Ok(_) => return Ok(Wait::Readable),
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

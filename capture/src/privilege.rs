@@ -8,7 +8,8 @@
 //! needs no capability (version 2), so the kmod source keeps none.
 //! Everything else goes.
 
-use caps::{CapSet, Capability, CapsHashSet};
+pub use caps::Capability;
+use caps::{CapSet, CapsHashSet};
 
 /// What was done, for the log and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -186,18 +186,13 @@ fn event_loop(
         }
         // The newest view wins; older ones are skipped.
         let mut newest = None;
+        let mut disconnected = false;
         loop {
             match views.try_recv() {
                 Ok(v) => newest = Some(v),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    if !ended {
-                        ended = true;
-                        if view.ended.is_none() {
-                            view.ended = Some("no more packets".into());
-                        }
-                        dirty = true;
-                    }
+                    disconnected = true;
                     break;
                 }
             }
@@ -210,6 +205,14 @@ fn event_loop(
                 state.fit(&view);
                 dirty = true;
             }
+        }
+        // After the last view is in place, so that its banner stays.
+        if disconnected && !ended {
+            ended = true;
+            if view.ended.is_none() {
+                view.ended = Some("no more packets".into());
+            }
+            dirty = true;
         }
     }
 }

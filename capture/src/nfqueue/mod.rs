@@ -196,10 +196,11 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
 
 /// Whether `queue` is bound in this network namespace, from
 /// /proc/net/netfilter/nfnetlink_queue (first column: queue number).
-fn queue_is_bound(queue: u16) -> bool {
+/// Whether `queue` is bound in this namespace; `unknown` when the kernel's
+/// list cannot be read.
+fn queue_is_bound(queue: u16, unknown: bool) -> bool {
     std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")
-        .map(|text| bound_queues(&text).any(|q| q == queue))
-        .unwrap_or(false)
+        .map_or(unknown, |text| bound_queues(&text).any(|q| q == queue))
 }
 
 fn bound_queues(text: &str) -> impl Iterator<Item = u16> + '_ {
@@ -247,7 +248,7 @@ impl NfqueueSource {
             // The kernel says EPERM both without CAP_NET_ADMIN and when
             // another socket owns the queue: its /proc list tells which.
             NfqError::Refused(ref r) => match r.errno() {
-                Some(libc::EPERM) if queue_is_bound(queue) => NfqError::QueueBusy(queue),
+                Some(libc::EPERM) if queue_is_bound(queue, false) => NfqError::QueueBusy(queue),
                 Some(libc::EPERM) => NfqError::NeedsCapNetAdmin,
                 Some(libc::EBUSY) => NfqError::QueueBusy(queue),
                 _ => e,
@@ -267,7 +268,11 @@ impl NfqueueSource {
                 DefaultNla::new(NFQA_CFG_MASK, NFQA_CFG_F_FAIL_OPEN.to_be_bytes().to_vec()),
             ],
         )?;
-        let (rules, stale) = Rules::install(queue, &queue_is_bound)?;
+        let (rules, stale) = Rules::install(queue, &|q| {
+            // Unreadable: assume bound, so that another instance's rules
+            // are never taken for stale.
+            queue_is_bound(q, true)
+        })?;
         for what in stale {
             eprintln!(
                 "icmpmon: removed stale {what}: no program has its queue bound (an icmpmon \

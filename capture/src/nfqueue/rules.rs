@@ -75,8 +75,30 @@ struct Installed {
     tables_existed: [bool; 2],
 }
 
+/// Where the firewall tools are looked for: fixed system directories, never
+/// the caller's PATH, since they run with icmpmon's capabilities.
+const SYSTEM_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The tool's path in a system directory (falling back to the bare name,
+/// which then fails to start with a clear error).
+fn tool_path(cmd: &str) -> std::path::PathBuf {
+    SYSTEM_DIRS
+        .iter()
+        .map(|d| std::path::Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| cmd.into())
+}
+
+/// Runs a firewall tool: from a system directory, with an empty environment
+/// (no LD_PRELOAD or PATH of the caller's reaches a child holding
+/// CAP_NET_ADMIN), in a process group of its own (a second Ctrl-C at the
+/// terminal must not kill it half-way through a removal).
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new(cmd)
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(tool_path(cmd))
+        .env_clear()
+        .env("PATH", SYSTEM_DIRS.join(":"))
+        .process_group(0)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -164,8 +186,10 @@ fn xtables_install(queue: u16) -> Result<(), String> {
         let steps: [&[&str]; 4] = [
             &["-w", "-t", "mangle", "-N", &chain],
             &append,
-            &["-w", "-t", "mangle", "-I", "PREROUTING", "1", "-j", &chain],
-            &["-w", "-t", "mangle", "-I", "OUTPUT", "1", "-j", &chain],
+            // Appended: the queue's accept ends the table for the packet,
+            // so other mangle rules (marks, DSCP) must come first.
+            &["-w", "-t", "mangle", "-A", "PREROUTING", "-j", &chain],
+            &["-w", "-t", "mangle", "-A", "OUTPUT", "-j", &chain],
         ];
         for args in steps {
             run(tool, args, None)?;
@@ -302,14 +326,22 @@ fn remove_empty_tables(existed: [bool; 2]) {
         let Ok(listing) = run("nft", &["list", "table", family, "mangle"], None) else {
             continue;
         };
-        let has_rules = listing.lines().map(str::trim).any(|l| {
-            !(l.is_empty()
-                || l == "}"
-                || l.starts_with("table ")
-                || l.starts_with("chain ")
-                || l.starts_with("type ")
-                || l.starts_with("policy "))
-        });
+        // Only the base chains iptables-nft made, all empty: chains of
+        // another program's (even empty ones) keep the table.
+        const BASE: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+        let has_rules = listing
+            .lines()
+            .map(str::trim)
+            .any(|l| match l.strip_prefix("chain ") {
+                Some(rest) => !BASE.contains(&rest.trim_end_matches(" {").trim()),
+                None => {
+                    !(l.is_empty()
+                        || l == "}"
+                        || l.starts_with("table ")
+                        || l.starts_with("type ")
+                        || l.starts_with("policy "))
+                }
+            });
         if !has_rules {
             let _ = run("nft", &["delete", "table", family, "mangle"], None);
         }
@@ -320,10 +352,27 @@ fn remove_empty_tables(existed: [bool; 2]) {
 /// a panic hook or a signal handler's exit path). Returns the packets the
 /// rules had queued, or why removal failed.
 pub fn remove_installed() -> Option<Result<u64, String>> {
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    // The exit path of a second Ctrl-C may find another thread removing
+    // them already: wait for it a while, not forever.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut installed = loop {
+        match INSTALLED.try_lock() {
+            Ok(g) => break g,
+            Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Some(Err("another thread is still removing the rules".into()))
+            }
+        }
+    };
     let ours = installed.take()?;
     let result = remove_queue(Some(ours.queue)).map(|(_, packets)| packets);
-    if ours.backend == Backend::Xtables {
+    if result.is_err() {
+        // Still there: a later path (panic hook, exit) may try again.
+        *installed = Some(ours);
+    } else if ours.backend == Backend::Xtables {
         remove_empty_tables(ours.tables_existed);
     }
     Some(result)

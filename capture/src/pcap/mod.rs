@@ -27,8 +27,10 @@ use icmpmon_core::event::{Direction, RawPacket};
 use link::{strip_link, Skip};
 use stream::{Input, Starved, Stream, MAX_RECORD};
 
-/// Packets handed on per batch.
+/// Packets handed on per batch, and bytes: with at most 8 batches in the
+/// channel, what a file run holds stays near 8 × (1 MiB + one record).
 const BATCH: usize = 512;
+const BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapFileError {
@@ -136,7 +138,14 @@ impl PcapSource {
             let fd = std::io::stdin().as_fd().try_clone_to_owned();
             std::fs::File::from(fd.map_err(open_err)?)
         } else {
-            std::fs::File::open(path).map_err(open_err)?
+            match open_interruptible(path, stop) {
+                Some(file) => file.map_err(open_err)?,
+                None => {
+                    return Err(PcapFileError::Stopped {
+                        path: path.to_owned(),
+                    })
+                }
+            }
         };
         let input = Input::file(file).map_err(open_err)?;
         Self::checked(path, input, Some(stop))
@@ -257,6 +266,7 @@ impl PcapSource {
             }),
             stop,
             closed: false,
+            batch_bytes: 0,
         };
         let result = if self.stream.bytes().starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
             self.read_pcapng(&mut out, stop)
@@ -354,6 +364,14 @@ impl PcapSource {
             }
             let (used, block) = match parser.next_block(bytes) {
                 Ok((rest, block)) => (bytes.len() - rest.len(), block),
+                // pcap-file says "incomplete" for some damaged options too:
+                // when the block's whole length is there, it is damage.
+                Err(PcapError::IncompleteBuffer)
+                    if block_len(bytes, parser.section().endianness)
+                        .is_some_and(|n| n >= 12 && n <= bytes.len()) =>
+                {
+                    return Err(self.damaged("a block that does not decode"));
+                }
                 Err(PcapError::IncompleteBuffer) => {
                     if !self.more(out, stop, "a block")? {
                         return Ok(());
@@ -407,6 +425,37 @@ impl PcapSource {
     }
 }
 
+/// Opens `path`, or gives up (None) on `stop`: opening a FIFO waits for its
+/// writer, and no signal interrupts that (handlers restart system calls).
+/// A thread abandoned in `open` ends with the process.
+fn open_interruptible(path: &Path, stop: &Stop) -> Option<std::io::Result<std::fs::File>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let owned = path.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("pcap-open".into())
+        .spawn(move || {
+            let _ = tx.send(std::fs::File::open(owned));
+        });
+    if let Err(e) = spawned {
+        return Some(Err(e));
+    }
+    select! {
+        recv(rx) -> r => Some(r.unwrap_or_else(|_| Err(std::io::ErrorKind::Other.into()))),
+        recv(stop.stopped()) -> _ => None,
+    }
+}
+
+/// A pcapng block's total length (its second word), in the section's byte
+/// order.
+fn block_len(bytes: &[u8], endianness: pcap_file::Endianness) -> Option<usize> {
+    let w: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+    let n = match endianness {
+        pcap_file::Endianness::Big => u32::from_be_bytes(w),
+        pcap_file::Endianness::Little => u32::from_le_bytes(w),
+    };
+    usize::try_from(n).ok()
+}
+
 /// Replay pacing: the first packet's time and when it was handed on.
 struct Pace {
     speed: f64,
@@ -433,6 +482,8 @@ struct Batcher<'a> {
     stop: &'a Stop,
     /// The consumer is gone, or the run stopped while handing on.
     closed: bool,
+    /// Packet bytes in `batch`.
+    batch_bytes: usize,
 }
 
 impl Batcher<'_> {
@@ -481,12 +532,14 @@ impl Batcher<'_> {
             orig_len: orig_len.saturating_sub(at as u32),
             data: data.to_vec(),
         });
-        if self.batch.len() >= BATCH {
+        self.batch_bytes += data.len();
+        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
+        self.batch_bytes = 0;
         if !self.batch.is_empty()
             && !self
                 .sink

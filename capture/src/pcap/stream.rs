@@ -16,10 +16,10 @@ use crate::pipeline::Stop;
 
 /// Bytes read per system call.
 const CHUNK: usize = 256 * 1024;
-/// The longest record (pcap packet or pcapng block) accepted. pcap and
-/// pcapng writers cap packets at 256 KiB; anything near this bound is a
-/// damaged length field, and must not make icmpmon allocate gigabytes.
-pub(crate) const MAX_RECORD: usize = 16 << 20;
+/// The longest record (pcap packet or pcapng block) accepted. libpcap caps
+/// packets at 256 KiB; anything near this bound is a damaged length field,
+/// and must not make icmpmon allocate gigabytes.
+pub(crate) const MAX_RECORD: usize = 1 << 20;
 
 /// Where the bytes come from.
 pub(crate) enum Input {
