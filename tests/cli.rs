@@ -33,6 +33,23 @@ fn help_teaches() {
     }
 }
 
+/// The whole of `--help` and `-h`, as users read them: a change to the
+/// command line shows up here for review (`INSTA_UPDATE=always` to accept).
+#[test]
+fn help_snapshots() {
+    for flag in ["--help", "-h"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_icmpmon"))
+            .arg(flag)
+            .env("COLUMNS", "100")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8(out.stdout).unwrap();
+        insta::assert_snapshot!(format!("help{flag}"), text);
+    }
+}
+
 #[test]
 fn bad_values_exit_2_with_what_is_allowed() {
     let cases: &[(&[&str], &str)] = &[

@@ -133,10 +133,11 @@ fn chain(queue: u16) -> String {
 }
 
 fn nft_ruleset(queue: u16) -> String {
-    // Priority -150 (mangle): after conntrack's defragmentation (-400) and
-    // conntrack itself (-200), as the kernel module's hooks see packets.
-    // The `ct state` match makes the kernel enable conntrack, and with it
-    // defragmentation, in this namespace. prerouting = in (and
+    // Priority -150 (mangle): after defragmentation (-400), as the kernel
+    // module's hooks see packets. The `ct state` match makes the kernel
+    // enable conntrack, and with it defragmentation, in this namespace
+    // (this kernel has no nft `queue`, so the xtables path, which asks for
+    // defragmentation alone, is the one tested here). prerouting = in (and
     // forwarded), output = out.
     let table = nft_table(queue);
     let rule = format!(
@@ -158,41 +159,62 @@ const XTABLES: [(&str, &str, &str); 2] = [
     ("ip6tables", "ipv6-icmp", "ip6"),
 ];
 
-/// The xtables rule of `chain`: queue ICMP. The conntrack match makes the
-/// kernel enable conntrack and defragmentation in this namespace, so that
-/// fragmented ICMP arrives whole (the mangle table runs after both).
-fn xtables_rule<'a>(proto: &'a str, q: &'a str) -> [&'a str; 11] {
+/// How the xtables rules get whole packets: nf_defrag only runs in a
+/// namespace once something asks for it. The `socket` match asks for
+/// defragmentation alone (its rule sits after the queue rule, which every
+/// packet in the chain matches, so it never runs); where it is missing the
+/// conntrack match asks for it, and brings connection tracking with it.
+const DEFRAG_RULE: [&str; 5] = ["-m", "socket", "--transparent", "-j", "RETURN"];
+
+/// The chain an xtables hook jumps to: `ICMPMON-N` from prerouting (it
+/// also holds the defragmentation rule, which the `socket` match allows in
+/// prerouting only), `ICMPMON-N-OUT` from output (locally made packets are
+/// not fragments yet).
+fn xtables_chains(queue: u16) -> [(&'static str, String); 2] {
     [
-        "-p",
-        proto,
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED",
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        q,
-        "--queue-bypass",
+        ("PREROUTING", chain(queue)),
+        ("OUTPUT", format!("{}-OUT", chain(queue))),
     ]
 }
 
 fn xtables_install(queue: u16) -> Result<(), String> {
     let q = queue.to_string();
-    let chain = chain(queue);
     for (tool, proto, _) in XTABLES {
-        let mut append = vec!["-w", "-t", "mangle", "-A", &chain];
-        append.extend(xtables_rule(proto, &q));
-        let steps: [&[&str]; 4] = [
-            &["-w", "-t", "mangle", "-N", &chain],
-            &append,
-            // Appended: the queue's accept ends the table for the packet,
-            // so other mangle rules (marks, DSCP) must come first.
-            &["-w", "-t", "mangle", "-A", "PREROUTING", "-j", &chain],
-            &["-w", "-t", "mangle", "-A", "OUTPUT", "-j", &chain],
-        ];
-        for args in steps {
-            run(tool, args, None)?;
+        let base = ["-w", "-t", "mangle"];
+        let queue_rule = ["-j", "NFQUEUE", "--queue-num", &q, "--queue-bypass"];
+        for (hook, chain) in xtables_chains(queue) {
+            let chain = chain.as_str();
+            run(tool, &[&base[..], &["-N", chain]].concat(), None)?;
+            let plain = [&base[..], &["-A", chain, "-p", proto], &queue_rule[..]].concat();
+            run(tool, &plain, None)?;
+            if hook == "PREROUTING" {
+                let defrag = [&base[..], &["-A", chain], &DEFRAG_RULE[..]].concat();
+                if let Err(e) = run(tool, &defrag, None) {
+                    tracing::info!("no socket match ({e}); defragmenting through conntrack");
+                    let ct = [
+                        &base[..],
+                        &[
+                            "-R",
+                            chain,
+                            "1",
+                            "-p",
+                            proto,
+                            "-m",
+                            "conntrack",
+                            "--ctstate",
+                        ],
+                        &["NEW,ESTABLISHED,RELATED,INVALID,UNTRACKED"],
+                        &queue_rule[..],
+                    ]
+                    .concat();
+                    run(tool, &ct, None)?;
+                }
+            }
+            // Appended, and only ICMP jumps: the queue's accept ends the
+            // table for the packet, so other mangle rules (marks, DSCP)
+            // come first, and other traffic never enters the chain.
+            let jump = [&base[..], &["-A", hook, "-p", proto, "-j", chain]].concat();
+            run(tool, &jump, None)?;
         }
     }
     Ok(())
@@ -228,36 +250,40 @@ fn remove_queue(queue: Option<u16>) -> Result<(Vec<String>, u64), String> {
     let mut removed = Vec::new();
     let mut packets = 0;
     let mut failures = Vec::new();
-    let (table, chain) = match queue {
-        Some(q) => (Some(nft_table(q)), chain(q)),
-        None => (None, OLD_CHAIN.to_string()),
+    // This version's table and chains (mangle), or those of versions
+    // before rules were named per queue (chain ICMPMON in raw).
+    let (nft, table, chains): (String, &str, Vec<String>) = match queue {
+        Some(q) => (
+            nft_table(q),
+            "mangle",
+            xtables_chains(q).into_iter().map(|(_, c)| c).collect(),
+        ),
+        None => ("icmpmon".into(), "raw", vec![OLD_CHAIN.to_string()]),
     };
-    let table = table.unwrap_or_else(|| "icmpmon".into());
-    if let Ok(listing) = run("nft", &["list", "table", "inet", &table], None) {
+    if let Ok(listing) = run("nft", &["list", "table", "inet", &nft], None) {
         packets += nft_packets(&listing);
-        match run("nft", &["delete", "table", "inet", &table], None) {
-            Ok(_) => removed.push(format!("nft table inet {table}")),
+        match run("nft", &["delete", "table", "inet", &nft], None) {
+            Ok(_) => removed.push(format!("nft table inet {nft}")),
             Err(e) => failures.push(e),
         }
     }
-    for (tool, _, _) in XTABLES {
-        let tables: &[&str] = if queue.is_some() {
-            &["mangle"]
-        } else {
-            &["raw"]
-        };
-        for t in tables {
-            let Ok(listing) = run(tool, &["-w", "-t", t, "-L", &chain, "-v", "-x", "-n"], None)
+    for (tool, proto, _) in XTABLES {
+        for chain in &chains {
+            let t = table;
+            let Ok(listing) = run(tool, &["-w", "-t", t, "-L", chain, "-v", "-x", "-n"], None)
             else {
                 continue;
             };
             packets += xtables_packets(&listing);
             // Unhook first: a chain still referenced cannot be deleted.
+            // Jumps of this version name the protocol; older ones did not.
             for hook in ["PREROUTING", "OUTPUT"] {
-                while run(tool, &["-w", "-t", t, "-D", hook, "-j", &chain], None).is_ok() {}
+                let with_proto = ["-w", "-t", t, "-D", hook, "-p", proto, "-j", chain];
+                while run(tool, &with_proto, None).is_ok() {}
+                while run(tool, &["-w", "-t", t, "-D", hook, "-j", chain], None).is_ok() {}
             }
-            let gone = run(tool, &["-w", "-t", t, "-F", &chain], None)
-                .and_then(|_| run(tool, &["-w", "-t", t, "-X", &chain], None));
+            let gone = run(tool, &["-w", "-t", t, "-F", chain], None)
+                .and_then(|_| run(tool, &["-w", "-t", t, "-X", chain], None));
             match gone {
                 Ok(_) => removed.push(format!("{tool} chain {chain} ({t} table)")),
                 Err(e) => failures.push(e),
