@@ -36,6 +36,17 @@ fn pings(n: u16) -> Vec<u8> {
     std::fs::read(&f).unwrap()
 }
 
+/// `icmpmon --source pcap:- --csv -` with every stream piped.
+fn spawn_pipe_reader() -> Child {
+    bin()
+        .args(["--source", "pcap:-", "--csv", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn interrupt(child: &Child) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
@@ -100,13 +111,7 @@ fn file_errors_say_what_happened_once() {
 #[test]
 fn a_pipe_is_read_live_and_ctrl_c_ends_the_wait() {
     let data = pings(3);
-    let mut child = bin()
-        .args(["--source", "pcap:-", "--csv", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_pipe_reader();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&data).unwrap();
     stdin.flush().unwrap();
@@ -137,13 +142,7 @@ fn a_pipe_is_read_live_and_ctrl_c_ends_the_wait() {
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
 
     // A writer that never writes: Ctrl-C still ends the run.
-    let child = bin()
-        .args(["--source", "pcap:-", "--csv", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_pipe_reader();
     std::thread::sleep(Duration::from_millis(300));
     interrupt(&child);
     let out = wait_bounded(child, Duration::from_secs(5));
@@ -198,13 +197,7 @@ fn stdout_has_one_owner() {
 #[test]
 fn a_closed_stdout_ends_the_run_cleanly() {
     // A pipe whose reader has gone, with rows still coming: exit 0.
-    let mut child = bin()
-        .args(["--source", "pcap:-", "--csv", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_pipe_reader();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&pings(2)).unwrap();
     stdin.flush().unwrap();

@@ -138,17 +138,7 @@ fn dashboard_in_tmux() {
     let tmux = Tmux {
         socket: format!("icmpmon-test-{}", std::process::id()),
     };
-    tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &script,
-    ]);
+    session(&tmux, &script);
 
     // The peers and counts of the capture as they arrive.
     let s = tmux.wait_for("4 peers", |s| s.contains("peers 4 "));

@@ -283,21 +283,35 @@ impl PcapSource {
         })
     }
 
-    fn read_pcap(&mut self, out: &mut Batcher, stop: &Stop) -> Result<(), PcapFileError> {
-        let parser = loop {
-            match PcapParser::new(self.stream.bytes()) {
+    /// Parses the file's (first) header with `parse`, reading more while
+    /// it is incomplete; None when the run stopped first.
+    fn header<P>(
+        &mut self,
+        out: &mut Batcher,
+        stop: &Stop,
+        what: &str,
+        parse: impl Fn(&[u8]) -> Result<(&[u8], P), PcapError>,
+    ) -> Result<Option<P>, PcapFileError> {
+        loop {
+            match parse(self.stream.bytes()) {
                 Ok((rest, parser)) => {
                     let used = self.stream.bytes().len() - rest.len();
                     self.stream.consume(used);
-                    break parser;
+                    return Ok(Some(parser));
                 }
                 Err(PcapError::IncompleteBuffer) => {
-                    if !self.more(out, stop, "its file header")? {
-                        return Ok(());
+                    if !self.more(out, stop, what)? {
+                        return Ok(None);
                     }
                 }
                 Err(e) => return Err(self.damaged(e.to_string())),
             }
+        }
+    }
+
+    fn read_pcap(&mut self, out: &mut Batcher, stop: &Stop) -> Result<(), PcapFileError> {
+        let Some(parser) = self.header(out, stop, "its file header", PcapParser::new)? else {
+            return Ok(());
         };
         let header = parser.header();
         let iface = Interface {
@@ -338,20 +352,9 @@ impl PcapSource {
     }
 
     fn read_pcapng(&mut self, out: &mut Batcher, stop: &Stop) -> Result<(), PcapFileError> {
-        let mut parser = loop {
-            match PcapNgParser::new(self.stream.bytes()) {
-                Ok((rest, parser)) => {
-                    let used = self.stream.bytes().len() - rest.len();
-                    self.stream.consume(used);
-                    break parser;
-                }
-                Err(PcapError::IncompleteBuffer) => {
-                    if !self.more(out, stop, "its section header")? {
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(self.damaged(e.to_string())),
-            }
+        let Some(mut parser) = self.header(out, stop, "its section header", PcapNgParser::new)?
+        else {
+            return Ok(());
         };
         let mut ifaces: Vec<Interface> = Vec::new();
         while !(stop.is_set() || out.closed) {
