@@ -297,53 +297,59 @@ fn remove_queue(queue: Option<u16>) -> Result<(Vec<String>, u64), String> {
     }
 }
 
-/// Queues that icmpmon rules feed, by the names of its tables and chains
-/// (with `nft`: nft tables too, else only xtables chains).
-fn queues_with_rules(nft: bool) -> Vec<u16> {
-    let mut queues = Vec::new();
-    if nft {
-        if let Ok(tables) = run("nft", &["list", "tables"], None) {
-            queues.extend(tables.split_whitespace().filter_map(|w| {
-                w.strip_prefix(NFT_PREFIX)
-                    .and_then(|q| q.parse::<u16>().ok())
-            }));
-        }
+/// Queues that icmpmon rules feed, by the names of its tables and chains:
+/// those with an nft table, and those with xtables chains.
+fn queues_with_rules() -> (Vec<u16>, Vec<u16>) {
+    let mut nft = Vec::new();
+    if let Ok(tables) = run("nft", &["list", "tables"], None) {
+        nft.extend(tables.split_whitespace().filter_map(|w| {
+            w.strip_prefix(NFT_PREFIX)
+                .and_then(|q| q.parse::<u16>().ok())
+        }));
     }
+    let mut xtables = Vec::new();
     for (tool, _, _) in XTABLES {
         if let Ok(listing) = run(tool, &["-w", "-t", "mangle", "-S"], None) {
-            queues.extend(listing.lines().filter_map(|l| {
+            xtables.extend(listing.lines().filter_map(|l| {
                 l.strip_prefix(&format!("-N {CHAIN_PREFIX}"))
                     .and_then(|q| q.trim().parse::<u16>().ok())
             }));
         }
     }
-    queues.sort_unstable();
-    queues.dedup();
-    queues
+    for v in [&mut nft, &mut xtables] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    (nft, xtables)
 }
 
 /// Removes rules whose queue nobody has bound (their owner died), rules of
 /// `ours` (bound by us now, so left by an earlier run), and the chain of
 /// icmpmon versions before rules were named per queue. Returns what it
-/// removed.
-fn remove_stale(ours: u16, bound: &dyn Fn(u16) -> bool) -> Vec<String> {
+/// removed, and the queues of the xtables chains left: other running
+/// instances'.
+fn remove_stale(ours: u16, bound: &dyn Fn(u16) -> bool) -> (Vec<String>, Vec<u16>) {
+    let (nft, mut xtables) = queues_with_rules();
+    let stale = |q: u16| q == ours || !bound(q);
+    let mut all: Vec<u16> = nft.into_iter().chain(xtables.iter().copied()).collect();
+    all.sort_unstable();
+    all.dedup();
     let mut removed = Vec::new();
-    for q in queues_with_rules(true) {
-        if q == ours || !bound(q) {
-            match remove_queue(Some(q)) {
-                Ok((r, _)) => removed.extend(r),
-                Err(e) => tracing::warn!("cannot remove stale rules of queue {q}: {e}"),
-            }
+    for q in all.into_iter().filter(|q| stale(*q)) {
+        match remove_queue(Some(q)) {
+            Ok((r, _)) => removed.extend(r),
+            Err(e) => tracing::warn!("cannot remove stale rules of queue {q}: {e}"),
         }
     }
     if let Ok((r, _)) = remove_queue(None) {
         removed.extend(r);
     }
-    removed
+    xtables.retain(|q| !stale(*q));
+    (removed, xtables)
 }
 
-/// Deletes `table FAMILY raw`-like tables iptables-nft created for us if
-/// they hold nothing but empty base chains now.
+/// Deletes the `mangle` tables iptables-nft created for us if they hold
+/// nothing but empty base chains now.
 fn remove_empty_tables(existed: [bool; 2]) {
     for ((_, _, family), existed) in XTABLES.iter().zip(existed) {
         if existed {
@@ -423,7 +429,7 @@ impl Rules {
         if let Err(e) = crate::privilege::pass_to_children(&[CAP_NET_ADMIN, CAP_NET_RAW]) {
             tracing::warn!("cannot pass capabilities to iptables/nft: {e}");
         }
-        let stale = remove_stale(queue, bound);
+        let (stale, others) = remove_stale(queue, bound);
         let tables_existed = [
             nft_table_exists("ip", "mangle"),
             nft_table_exists("ip6", "mangle"),
@@ -432,8 +438,8 @@ impl Rules {
             Ok(_) => Backend::Nft,
             Err(nft) => {
                 tracing::info!("nftables queue unavailable, trying xtables: {nft}");
-                // Live after the stale ones went: another monitor's.
-                if let Some(other) = queues_with_rules(false).into_iter().find(|q| *q != queue) {
+                // Left after the stale ones went: another monitor's.
+                if let Some(&other) = others.first() {
                     return Err(RulesError::Shared(other));
                 }
                 if let Err(xtables) = xtables_install(queue) {
