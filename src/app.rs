@@ -237,8 +237,9 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()?
         .map(|(w, _)| AlertSink::new(w));
     let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
-    // Naming the namespace reads /proc/1/ns/net: before any drop.
-    let namespace = namespace_name();
+    // The dashboard's header names the namespace, which reads
+    // /proc/1/ns/net: before any drop.
+    let namespace = tui.then(namespace_name);
     if let SourceSpec::Pcap(_) = args.source {
         // A capture file needs no privilege, and its reader may wait for a
         // pipe's writer: drop everything and handle signals first.
@@ -283,7 +284,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         live: source.live(),
         stop: stop.clone(),
     };
-    let ui = tui.then(|| Meta {
+    let ui = namespace.map(|namespace| Meta {
         source: described.clone(),
         namespace,
         started,
