@@ -23,6 +23,7 @@ use crate::report;
 use crate::view::{namespace_name, Meta};
 use icmpmon_capture::kmod::{KmodClient, KmodError, KmodOptions};
 use icmpmon_capture::nfqueue::{rules, NfqueueSource};
+use icmpmon_capture::packet::{PacketOptions, PacketSource};
 use icmpmon_capture::pcap::{PcapFileError, PcapSource};
 use icmpmon_capture::pipeline::{self, Stop, StopReason};
 use icmpmon_capture::{stage_losses, Counters, Source, SourceEnd};
@@ -191,15 +192,36 @@ fn open_source(args: &RunArgs, stop: &Stop) -> anyhow::Result<Option<Box<dyn Sou
         flush_ms: args.flush_ms,
         socket_buffer,
     };
-    let nfqueue = || NfqueueSource::open(args.queue_num, args.snaplen, socket_buffer);
+    let packet = || {
+        PacketSource::open(&PacketOptions {
+            interfaces: args.interfaces.clone(),
+            snaplen: args.snaplen,
+            block_size: args.ring_block_size,
+            frames: args.ring_frames,
+            timeout_ms: args.ring_timeout,
+        })
+    };
     Ok(Some(match &args.source {
         SourceSpec::Kmod => Box::new(KmodClient::open()?.register(&kmod_opts)?),
-        SourceSpec::Nfqueue => Box::new(nfqueue()?),
+        SourceSpec::Packet => Box::new(packet()?),
+        SourceSpec::Nflog => anyhow::bail!("TODO nflog"),
+        SourceSpec::Nfqueue => Box::new(NfqueueSource::open(
+            args.queue_num,
+            args.snaplen,
+            socket_buffer,
+        )?),
+        SourceSpec::Auto if !args.interfaces.is_empty() => {
+            eprintln!("icmpmon: --interface given; using AF_PACKET (--source packet)");
+            Box::new(packet()?)
+        }
         SourceSpec::Auto => match KmodClient::open() {
             Ok(client) => Box::new(client.register(&kmod_opts)?),
             Err(KmodError::NotLoaded) => {
-                eprintln!("icmpmon: the icmpmon kernel module is not loaded; using NFQUEUE");
-                Box::new(nfqueue()?)
+                eprintln!(
+                    "icmpmon: the icmpmon kernel module is not loaded; using AF_PACKET \
+                     (--source packet)"
+                );
+                Box::new(packet()?)
             }
             Err(e) => return Err(e.into()),
         },

@@ -77,11 +77,15 @@ pub enum Command {
 /// Where packets come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
-    /// The kernel module when loaded.
+    /// The kernel module when loaded, else AF_PACKET.
     Auto,
     /// The kernel module (generic netlink family "icmpmon").
     Kmod,
-    /// NFQUEUE with icmpmon's own firewall rules (no module needed).
+    /// AF_PACKET ring (passive, no module, no firewall change).
+    Packet,
+    /// NFLOG with icmpmon's own firewall rules (passive, no module).
+    Nflog,
+    /// NFQUEUE with icmpmon's own firewall rules (inline: opt-in).
     Nfqueue,
     /// A pcap or pcapng file.
     Pcap(PathBuf),
@@ -91,6 +95,8 @@ fn parse_source(s: &str) -> Result<SourceSpec, String> {
     match s {
         "auto" => Ok(SourceSpec::Auto),
         "kmod" => Ok(SourceSpec::Kmod),
+        "packet" => Ok(SourceSpec::Packet),
+        "nflog" => Ok(SourceSpec::Nflog),
         "nfqueue" => Ok(SourceSpec::Nfqueue),
         _ => match s.strip_prefix("pcap:") {
             Some("") => Err(
@@ -98,7 +104,7 @@ fn parse_source(s: &str) -> Result<SourceSpec, String> {
                     .into(),
             ),
             Some(path) => Ok(SourceSpec::Pcap(path.into())),
-            None => Err("the sources are: auto, kmod, nfqueue, pcap:PATH".into()),
+            None => Err("the sources are: auto, kmod, packet, nflog, nfqueue, pcap:PATH".into()),
         },
     }
 }
@@ -185,11 +191,18 @@ fn parse_filter(s: &str) -> Result<Filter, String> {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Packet source: auto (the kernel module if loaded, else nfqueue),
-    /// kmod, nfqueue, or pcap:PATH (a pcap/pcapng file or pipe, read as a
-    /// stream; - is standard input; no privileges).
+    /// Packet source: auto (the kernel module if loaded, else packet);
+    /// kmod; packet (AF_PACKET, passive, CAP_NET_RAW); nflog (netfilter
+    /// log, passive, CAP_NET_ADMIN, adds its own firewall rules); nfqueue
+    /// (inline: every ICMP packet waits for icmpmon, which costs a flood
+    /// about 3/4 of its rate; only when named); or pcap:PATH (a pcap/pcapng
+    /// file or pipe, read as a stream; - is standard input; no privileges).
     #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = parse_source)]
     pub source: SourceSpec,
+    /// Capture on interface NAME only (repeatable; packet source, which
+    /// auto then picks). Default: every interface of the namespace.
+    #[arg(long = "interface", short = 'i', value_name = "NAME")]
+    pub interfaces: Vec<String>,
     /// No dashboard: export only. The default unless standard output is
     /// a terminal and neither --csv nor --jsonl is given.
     #[arg(long, conflicts_with = "tui")]
@@ -244,6 +257,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20,
           value_parser = clap::value_parser!(u64).range(65536..=1 << 30))]
     pub socket_buffer: u64,
+    /// Size of one block of the packet ring, in bytes (a multiple of the
+    /// page size). The kernel hands a block over when it is full or when
+    /// --ring-timeout passes.
+    #[arg(long, value_name = "BYTES", default_value_t = icmpmon_capture::packet::BLOCK_SIZE_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(4096..=1 << 30), help_heading = "AF_PACKET")]
+    pub ring_block_size: u32,
+    /// Size of the packet ring, in 2 KiB frames (8192: 16 MiB). Larger
+    /// absorbs longer bursts while icmpmon is busy.
+    #[arg(long, value_name = "N", default_value_t = icmpmon_capture::packet::FRAMES_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(16..=1 << 20), help_heading = "AF_PACKET")]
+    pub ring_frames: u32,
+    /// Longest time a partly filled ring block waits before it is handed
+    /// over, in ms (timestamps come from the kernel: RTTs do not change).
+    #[arg(long, value_name = "MS", default_value_t = icmpmon_capture::packet::TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "AF_PACKET")]
+    pub ring_timeout: u32,
     /// NFQUEUE queue number icmpmon binds and its rules feed.
     #[arg(long, value_name = "N", default_value_t = icmpmon_capture::nfqueue::DEFAULT_QUEUE,
           help_heading = "NFQUEUE")]
@@ -292,6 +321,11 @@ impl RunArgs {
     pub fn conflicts(&self, tui: bool) -> Option<&'static str> {
         if self.replay.is_some() && !matches!(self.source, SourceSpec::Pcap(_)) {
             return Some("--replay replays a capture file: use it with --source pcap:PATH");
+        }
+        if !self.interfaces.is_empty()
+            && !matches!(self.source, SourceSpec::Auto | SourceSpec::Packet)
+        {
+            return Some("--interface selects the interfaces of the packet source: use it with --source packet");
         }
         if tui && self.outputs().any(|(_, o)| o == &Output::Stdout) {
             return Some("the dashboard uses the terminal: write --csv, --jsonl, --alerts and --summary-json to files (or use --headless)");

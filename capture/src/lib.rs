@@ -6,6 +6,7 @@
 pub mod kmod;
 mod netlink;
 pub mod nfqueue;
+pub mod packet;
 pub mod pcap;
 pub mod pipeline;
 pub mod privilege;
@@ -140,6 +141,38 @@ impl Counters for nfqueue::NfqCounters {
             ("queue", self.queue_lost.load(Relaxed)),
             ("socket_overruns", self.socket_overruns.load(Relaxed)),
         ]
+    }
+}
+
+impl Source for packet::PacketSource {
+    fn name(&self) -> &'static str {
+        "packet"
+    }
+    fn describe(&self) -> String {
+        self.describe()
+    }
+    // Open and bound, the socket needs no capability to read its ring and
+    // statistics: everything is dropped.
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> anyhow::Result<SourceEnd> {
+        Ok(packet::PacketSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for packet::PacketCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("captured", self.packets.load(Relaxed)),
+            ("ring_drops", self.ring_drops.load(Relaxed)),
+            ("blocks", self.blocks.load(Relaxed)),
+            ("loopback_copies", self.loopback_copies.load(Relaxed)),
+            ("bad_frames", self.bad_frames.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![("ring", self.ring_drops.load(Relaxed))]
     }
 }
 

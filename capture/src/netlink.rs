@@ -45,7 +45,7 @@ pub enum Wait {
 /// Waits up to `timeout` (None: without limit) for the socket to become
 /// readable, or for `stop`.
 pub fn wait_readable(
-    sock: &Socket,
+    sock: &impl AsFd,
     timeout: Option<Duration>,
     stop: Option<&Stop>,
 ) -> io::Result<Wait> {
