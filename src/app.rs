@@ -22,10 +22,12 @@ use crate::export::{IfNames, RowSink};
 use crate::report;
 use crate::view::{namespace_name, Meta};
 use icmpmon_capture::kmod::{KmodClient, KmodError, KmodOptions};
-use icmpmon_capture::nfqueue::{rules, NfqueueSource};
+use icmpmon_capture::nflog::{NflogOptions, NflogSource};
+use icmpmon_capture::nfqueue::NfqueueSource;
 use icmpmon_capture::packet::{PacketOptions, PacketSource};
 use icmpmon_capture::pcap::{PcapFileError, PcapSource};
 use icmpmon_capture::pipeline::{self, Stop, StopReason};
+use icmpmon_capture::rules;
 use icmpmon_capture::{stage_losses, Counters, Source, SourceEnd};
 use icmpmon_core::aggregate::Snapshot;
 use icmpmon_core::filter::Filter;
@@ -204,7 +206,13 @@ fn open_source(args: &RunArgs, stop: &Stop) -> anyhow::Result<Option<Box<dyn Sou
     Ok(Some(match &args.source {
         SourceSpec::Kmod => Box::new(KmodClient::open()?.register(&kmod_opts)?),
         SourceSpec::Packet => Box::new(packet()?),
-        SourceSpec::Nflog => anyhow::bail!("TODO nflog"),
+        SourceSpec::Nflog => Box::new(NflogSource::open(&NflogOptions {
+            group: args.nflog_group,
+            snaplen: args.snaplen,
+            socket_buffer,
+            threshold: args.nflog_threshold,
+            timeout_ms: args.nflog_timeout,
+        })?),
         SourceSpec::Nfqueue => Box::new(NfqueueSource::open(
             args.queue_num,
             args.snaplen,

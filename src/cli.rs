@@ -12,11 +12,13 @@ use icmpmon_core::filter::Filter;
 
 const AFTER_HELP: &str = "\
 Examples:
-  make -C kmod-hook && sudo make -C kmod-hook install && sudo modprobe icmpmon
-  sudo icmpmon --source kmod --csv icmp.csv          # until Ctrl-C
-  sudo icmpmon --csv - --count 20                    # CSV to stdout, 20 rows
-  sudo icmpmon --csv out.csv --duration 30
   sudo icmpmon                                       # live dashboard (on a terminal)
+  sudo icmpmon --csv - --count 20                    # CSV to stdout, 20 rows
+  sudo icmpmon -i eth0 --csv icmp.csv                # one interface, until Ctrl-C
+  sudo icmpmon --source nflog --csv -                # netfilter's view (after defrag)
+  make -C kmod-hook && sudo make -C kmod-hook install && sudo modprobe icmpmon
+  sudo icmpmon --source kmod --csv icmp.csv          # the kernel module
+  sudo icmpmon --csv out.csv --duration 30
   icmpmon --source pcap:capture.pcapng --jsonl -     # offline, no root
   icmpmon --source pcap:capture.pcap --replay x10    # dashboard, 10x the recorded pace
   tcpdump -U -w - | icmpmon --source pcap:- --csv -  # live from a pipe
@@ -32,8 +34,14 @@ combined with and, or, not and parentheses.
 At the end, a summary goes to stderr: echo RTT and loss per peer pair, top
 types, errors per quoted flow, anomaly flags and what was lost per stage.
 
+Sources: auto uses the kernel module when it is loaded, else packet.
+packet (AF_PACKET) needs CAP_NET_RAW and changes nothing on the host;
+nflog needs CAP_NET_ADMIN and adds firewall rules of its own, removed on
+exit; nfqueue holds each ICMP packet until icmpmon lets it through (a
+ping -f keeps about a quarter of its rate): use it only when asked to.
+
 Exit status: 0 clean stop (Ctrl-C, SIGTERM, SIGHUP, --count, --duration,
-module unloaded, the reader of standard output gone), 1 runtime error (e.g. module not loaded, missing CAP_NET_ADMIN),
+module unloaded, the reader of standard output gone), 1 runtime error (e.g. module not loaded, missing capability),
 2 usage error. A second Ctrl-C exits at once.
 
 Standard output takes one output: --csv -, --jsonl -, --alerts - and
@@ -49,7 +57,8 @@ README.md (CSV schema v1).";
     about = "Monitor ICMP and ICMPv6 on this host",
     long_about = "Monitor ICMP and ICMPv6 on this host.\n\n\
         Packets come from the icmpmon kernel module (a netfilter hook, over generic \
-        netlink), from NFQUEUE (no module needed), or from a capture file. icmpmon \
+        netlink), from AF_PACKET or NFLOG (passive, no module needed), from NFQUEUE \
+        (inline, on request) or from a capture file. icmpmon \
         pairs echo requests and replies (RTT, loss per peer pair), ties ICMP errors \
         to the flows they quote and raises anomaly flags. On a terminal it shows a \
         live dashboard; with --csv/--jsonl it writes one row per message. On quit \
@@ -273,6 +282,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = icmpmon_capture::packet::TIMEOUT_MS_DEFAULT,
           value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "AF_PACKET")]
     pub ring_timeout: u32,
+    /// First of the two NFLOG groups icmpmon binds (in; out is the next).
+    /// Default: the first free pair from 7710.
+    #[arg(long, value_name = "N", help_heading = "NFLOG")]
+    pub nflog_group: Option<u16>,
+    /// Incoming packets per NFLOG message (batching; outgoing ones go one
+    /// at a time, so that their receive time is their send time).
+    #[arg(long, value_name = "N", default_value_t = icmpmon_capture::nflog::THRESHOLD_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "NFLOG")]
+    pub nflog_threshold: u32,
+    /// Longest wait of a partial NFLOG batch, in ms (the kernel counts in
+    /// 10 ms steps; incoming packets keep the kernel's timestamp).
+    #[arg(long, value_name = "MS", default_value_t = icmpmon_capture::nflog::TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(10..=10_000), help_heading = "NFLOG")]
+    pub nflog_timeout: u32,
     /// NFQUEUE queue number icmpmon binds and its rules feed.
     #[arg(long, value_name = "N", default_value_t = icmpmon_capture::nfqueue::DEFAULT_QUEUE,
           help_heading = "NFQUEUE")]

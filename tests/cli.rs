@@ -53,7 +53,10 @@ fn help_snapshots() {
 #[test]
 fn bad_values_exit_2_with_what_is_allowed() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--source", "bogus"], "auto, kmod, packet, nflog, nfqueue, pcap:PATH"),
+        (
+            &["--source", "bogus"],
+            "auto, kmod, packet, nflog, nfqueue, pcap:PATH",
+        ),
         (&["--source", "kmod", "--interface", "lo"], "--interface"),
         (&["--ring-frames", "1"], "--ring-frames"),
         (&["--count", "0"], "--count"),

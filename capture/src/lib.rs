@@ -5,11 +5,13 @@
 
 pub mod kmod;
 mod netlink;
+pub mod nflog;
 pub mod nfqueue;
 pub mod packet;
 pub mod pcap;
 pub mod pipeline;
 pub mod privilege;
+pub mod rules;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -173,6 +175,47 @@ impl Counters for packet::PacketCounters {
     }
     fn losses(&self) -> Vec<(&'static str, u64)> {
         vec![("ring", self.ring_drops.load(Relaxed))]
+    }
+}
+
+impl Source for nflog::NflogSource {
+    fn name(&self) -> &'static str {
+        "nflog"
+    }
+    fn describe(&self) -> String {
+        self.describe()
+    }
+    /// Removing the rules needs CAP_NET_ADMIN (the tools that do it get it
+    /// through the ambient set, with CAP_NET_RAW for iptables).
+    fn capabilities_kept(&self) -> &'static [caps::Capability] {
+        &[
+            caps::Capability::CAP_NET_ADMIN,
+            caps::Capability::CAP_NET_RAW,
+        ]
+    }
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> anyhow::Result<SourceEnd> {
+        Ok(nflog::NflogSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for nflog::NflogCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("logged", self.packets.load(Relaxed)),
+            ("sequence_lost", self.sequence_lost.load(Relaxed)),
+            ("unaccounted", self.unaccounted.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+            ("bad_messages", self.bad_messages.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("log_sequence", self.sequence_lost.load(Relaxed)),
+            ("log_unaccounted", self.unaccounted.load(Relaxed)),
+        ]
     }
 }
 

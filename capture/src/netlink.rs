@@ -84,6 +84,56 @@ pub fn readable_within(sock: &Socket, timeout: Duration) -> io::Result<bool> {
     Ok(wait_readable(sock, Some(timeout), None)? == Wait::Readable)
 }
 
+/// How a request's ACK ended.
+#[derive(Debug)]
+pub enum Acked {
+    Ok,
+    Refused(Refusal),
+    TimedOut,
+}
+
+/// Waits up to `timeout` for the ACK of request `seq` and returns it,
+/// skipping other messages (none are expected before the ACK: the caller
+/// has installed nothing that sends any yet).
+pub fn wait_ack(
+    sock: &Socket,
+    buf: &mut Vec<u8>,
+    seq: u32,
+    what: &'static str,
+    timeout: Duration,
+) -> io::Result<Acked> {
+    use netlink_packet_core::{ErrorBuffer, NLMSG_ERROR};
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !readable_within(sock, left)? {
+            return Ok(Acked::TimedOut);
+        }
+        buf.clear();
+        sock.recv(buf, 0)?;
+        for bytes in datagram_messages(buf) {
+            let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
+                continue;
+            };
+            if nl.message_type() != NLMSG_ERROR || nl.sequence_number() != seq {
+                continue;
+            }
+            let flags = nl.flags();
+            let Ok(err) = ErrorBuffer::new_checked(nl.payload()) else {
+                continue;
+            };
+            return Ok(match err.code() {
+                None => Acked::Ok,
+                Some(code) => Acked::Refused(Refusal {
+                    what,
+                    errno: io::Error::from_raw_os_error(-code.get()),
+                    extack: extack_message(flags, err.payload()),
+                }),
+            });
+        }
+    }
+}
+
 /// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE (CAP_NET_ADMIN),
 /// else SO_RCVBUF up to net.core.rmem_max.
 pub fn set_receive_buffer(sock: &Socket, bytes: usize) {

@@ -10,8 +10,6 @@
 //! verdicts. This client is the same netlink-sys + netlink-packet-core
 //! stack as the kernel-module source, with every length checked.
 
-pub mod rules;
-
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -23,11 +21,11 @@ use netlink_packet_core::{
 };
 use netlink_sys::Socket;
 
-use crate::netlink::{self, Refusal, Wait};
+use crate::netlink::{self, Acked, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
+use crate::rules::{self, Rules, Target};
 use crate::SourceEnd;
 use icmpmon_core::event::{Direction, RawPacket};
-use rules::Rules;
 
 const NETLINK_NETFILTER: isize = libc::NETLINK_NETFILTER as isize;
 const NFNL_SUBSYS_QUEUE: u16 = libc::NFNL_SUBSYS_QUEUE as u16;
@@ -268,7 +266,7 @@ impl NfqueueSource {
                 DefaultNla::new(NFQA_CFG_MASK, NFQA_CFG_F_FAIL_OPEN.to_be_bytes().to_vec()),
             ],
         )?;
-        let (rules, stale) = Rules::install(queue, &|q| {
+        let (rules, stale) = Rules::install(Target::Queue(queue), &|q| {
             // Unreadable: assume bound, so that another instance's rules
             // are never taken for stale.
             queue_is_bound(q, true)
@@ -288,10 +286,7 @@ impl NfqueueSource {
     }
 
     pub fn describe(&self) -> String {
-        let rules = self
-            .rules
-            .as_ref()
-            .map_or("rules removed", |r| r.backend().describe());
+        let rules = self.rules.as_ref().map_or("rules removed", Rules::describe);
         format!("nfqueue (queue {}, {rules})", self.queue)
     }
 
@@ -325,32 +320,10 @@ impl NfqueueSource {
         attrs: Vec<DefaultNla>,
     ) -> Result<(), NfqError> {
         let seq = self.send(msg, attrs, NLM_F_REQUEST | NLM_F_ACK)?;
-        loop {
-            if !netlink::readable_within(&self.sock, REPLY_TIMEOUT)? {
-                return Err(NfqError::Timeout(what));
-            }
-            self.buf.clear();
-            self.sock.recv(&mut self.buf, 0)?;
-            for bytes in netlink::datagram_messages(&self.buf) {
-                let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
-                    continue;
-                };
-                if nl.message_type() != NLMSG_ERROR || nl.sequence_number() != seq {
-                    continue;
-                }
-                let flags = nl.flags();
-                let Ok(err) = ErrorBuffer::new_checked(nl.payload()) else {
-                    continue;
-                };
-                return match err.code() {
-                    None => Ok(()),
-                    Some(code) => Err(NfqError::Refused(Refusal {
-                        what,
-                        errno: io::Error::from_raw_os_error(-code.get()),
-                        extack: netlink::extack_message(flags, err.payload()),
-                    })),
-                };
-            }
+        match netlink::wait_ack(&self.sock, &mut self.buf, seq, what, REPLY_TIMEOUT)? {
+            Acked::Ok => Ok(()),
+            Acked::Refused(r) => Err(NfqError::Refused(r)),
+            Acked::TimedOut => Err(NfqError::Timeout(what)),
         }
     }
 
