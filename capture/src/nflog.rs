@@ -48,8 +48,16 @@ const NFULA_SEQ: u16 = libc::NFULA_SEQ as u16;
 const NF_INET_PRE_ROUTING: u8 = libc::NF_INET_PRE_ROUTING as u8;
 const NF_INET_LOCAL_OUT: u8 = libc::NF_INET_LOCAL_OUT as u8;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// The kernel's largest batch buffer (nfnetlink_log's NFULNL_NLBUFSIZ max).
-const NL_BUFSIZ: u32 = 131_072;
+/// nfnetlink_log's bounds on a group's message buffer: about NLMSG_GOODSIZE
+/// (a page less the skb overhead) and 128 KiB. Every message takes a buffer
+/// this size, one packet or a batch.
+const NL_BUFSIZ_MIN: u32 = 4096;
+const NL_BUFSIZ_MAX: u32 = 131_072;
+/// How late a batched `out` packet's time may be: the `out` group batches
+/// only as many packets as arrive in this time (see `adapt_out`).
+const OUT_BATCH_SPAN: Duration = Duration::from_micros(250);
+/// How often the `out` rate is measured.
+const OUT_RATE_WINDOW: Duration = Duration::from_millis(100);
 const RECV_BUFFER: usize = 256 * 1024;
 /// Groups tried, two at a time from the default, when none is asked for.
 const GROUP_TRIES: u16 = 64;
@@ -220,6 +228,21 @@ fn count_gap(next: &mut [Option<u32>; 2], base: u16, logged: &Logged) -> u64 {
     }
 }
 
+/// A message buffer for a batch of `threshold` packets, within the
+/// kernel's bounds.
+fn batch_bytes(opts: &NflogOptions) -> u32 {
+    opts.threshold
+        .saturating_mul(opts.snaplen + 128)
+        .clamp(NL_BUFSIZ_MIN, NL_BUFSIZ_MAX)
+}
+
+/// The `out` group's batch for `rate` packets/s: what arrives within
+/// `OUT_BATCH_SPAN`, at most `max`; 1 (unbatched) below 10 000/s.
+fn out_threshold(rate: f64, max: u32) -> u32 {
+    let n = rate * OUT_BATCH_SPAN.as_secs_f64();
+    (n as u32).clamp(1, max.max(1))
+}
+
 /// Bound groups with their rules installed.
 #[derive(Debug)]
 pub struct NflogSource {
@@ -233,6 +256,12 @@ pub struct NflogSource {
     /// The next sequence number expected per group (in, out).
     next_seq: [Option<u32>; 2],
     timeout: Duration,
+    /// The `out` group's batch now, its most, and the packets seen in the
+    /// rate window since `window`.
+    out_batch: u32,
+    max_batch: u32,
+    out_seen: u64,
+    window: Instant,
 }
 
 impl NflogSource {
@@ -261,6 +290,10 @@ impl NflogSource {
             counters: Arc::default(),
             next_seq: [None; 2],
             timeout,
+            out_batch: 1,
+            max_batch: opts.threshold,
+            out_seen: 0,
+            window: Instant::now(),
         };
         let group = match opts.group {
             Some(g) => {
@@ -306,23 +339,21 @@ impl NflogSource {
     fn bind_pair(&mut self, group: u16, opts: &NflogOptions) -> Result<(), NflogError> {
         let hundredths = opts.timeout_ms.div_ceil(10).max(1);
         let configs = [
-            (group, opts.threshold, hundredths),
-            // `out`: one packet per message, sent at once.
-            (group.wrapping_add(1), 1, 0),
+            (group, opts.threshold, hundredths, Some(batch_bytes(opts))),
+            // `out`: one packet per message, sent at once, in the kernel's
+            // default (one page) buffer; `adapt_out` batches a flood.
+            (group.wrapping_add(1), 1, 0, None),
         ];
-        for (i, (g, threshold, timeout)) in configs.into_iter().enumerate() {
-            let bound = self.request(
-                "binding the log group",
-                g,
-                vec![
-                    ConfigCmd::Bind.into(),
-                    ConfigMode::new_packet(opts.snaplen).into(),
-                    ConfigNla::QThresh(threshold),
-                    Timeout::new(timeout).into(),
-                    ConfigNla::NlBufSiz(NL_BUFSIZ),
-                    ConfigFlags::SEQ.into(),
-                ],
-            );
+        for (i, (g, threshold, timeout, bufsiz)) in configs.into_iter().enumerate() {
+            let mut config = vec![
+                ConfigCmd::Bind.into(),
+                ConfigMode::new_packet(opts.snaplen).into(),
+                ConfigNla::QThresh(threshold),
+                Timeout::new(timeout).into(),
+                ConfigFlags::SEQ.into(),
+            ];
+            config.extend(bufsiz.map(ConfigNla::NlBufSiz));
+            let bound = self.request("binding the log group", g, config);
             if let Err(e) = bound {
                 if i == 1 {
                     self.unbind(group);
@@ -424,6 +455,9 @@ impl NflogSource {
                 };
                 let lost = count_gap(&mut self.next_seq, self.group, &logged);
                 self.counters.sequence_lost.fetch_add(lost, Relaxed);
+                if logged.packet.direction == Direction::Out {
+                    self.out_seen += 1;
+                }
                 batch.push(logged.packet);
             }
             if batch.len() >= 1024 {
@@ -438,11 +472,60 @@ impl NflogSource {
         Ok(n)
     }
 
+    /// Sizes the `out` group's batches to its rate. Unbatched, each `out`
+    /// packet costs a message and a wake-up, which under a flood takes
+    /// half the flood's rate; batched, a packet's time (the receive time)
+    /// is late by up to the batch's span. So a flood is batched by what
+    /// arrives in `OUT_BATCH_SPAN` (with the group's timer, 10 ms, for the
+    /// tail of a burst), and anything slower goes one packet at a time.
+    fn adapt_out(&mut self) {
+        let elapsed = self.window.elapsed();
+        if elapsed < OUT_RATE_WINDOW {
+            return;
+        }
+        let rate = self.out_seen as f64 / elapsed.as_secs_f64();
+        let want = out_threshold(rate, self.max_batch);
+        // Only a real change: halving or doubling, or back to one.
+        if want != self.out_batch
+            && (want == 1 || want >= 2 * self.out_batch || 2 * want <= self.out_batch)
+        {
+            let mut msg = config_request(
+                NetfilterProtoFamily::Unspec,
+                self.group.wrapping_add(1),
+                vec![
+                    ConfigNla::QThresh(want),
+                    Timeout::new(u32::from(want > 1)).into(),
+                ],
+            );
+            // No ACK: an error would come back among the packets.
+            msg.header.flags = NLM_F_REQUEST;
+            match self.send(msg) {
+                Ok(_) => {
+                    tracing::debug!("out group: {rate:.0} packets/s, batches of {want}");
+                    self.out_batch = want;
+                }
+                Err(e) => tracing::warn!("cannot resize the out group's batches: {e}"),
+            }
+        }
+        self.out_seen = 0;
+        self.window = Instant::now();
+    }
+
     /// Receives until `stop`; then removes the rules (nothing new is
     /// logged), takes the last partial batch and unbinds.
     pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, NflogError> {
-        while netlink::wait_readable(&self.sock, None, Some(stop))? != Wait::Stopped {
+        loop {
+            // Batched, the rate is checked again within a window (a burst
+            // that ends must not leave the group batched).
+            let wait = match self.out_batch {
+                1 => None,
+                _ => Some(OUT_RATE_WINDOW),
+            };
+            if netlink::wait_readable(&self.sock, wait, Some(stop))? == Wait::Stopped {
+                break;
+            }
             self.drain(&sink)?;
+            self.adapt_out();
         }
         let matched = self.rules.take().map(Rules::remove);
         // The kernel sends a partial batch when its timeout passes.
@@ -530,6 +613,15 @@ mod tests {
         // Another pair's group, and a number from the past.
         assert_eq!(count_gap(&mut next, 40, &at(50, 9)), 0);
         assert_eq!(count_gap(&mut next, 40, &at(40, 2)), 0);
+    }
+
+    #[test]
+    fn out_batches_follow_the_rate() {
+        assert_eq!(out_threshold(0.0, 64), 1);
+        assert_eq!(out_threshold(9_000.0, 64), 1);
+        assert_eq!(out_threshold(140_000.0, 64), 14);
+        assert_eq!(out_threshold(5e6, 64), 64);
+        assert_eq!(out_threshold(5e6, 0), 1);
     }
 
     #[test]
