@@ -237,7 +237,7 @@ fn batch_bytes(opts: &NflogOptions) -> u32 {
 }
 
 /// The `out` group's batch for `rate` packets/s: what arrives within
-/// `OUT_BATCH_SPAN`, at most `max`; 1 (unbatched) below 10 000/s.
+/// `OUT_BATCH_SPAN`, at most `max`; 1 (unbatched) below 8 000/s.
 fn out_threshold(rate: f64, max: u32) -> u32 {
     let n = rate * OUT_BATCH_SPAN.as_secs_f64();
     (n as u32).clamp(1, max.max(1))
@@ -618,8 +618,8 @@ mod tests {
     #[test]
     fn out_batches_follow_the_rate() {
         assert_eq!(out_threshold(0.0, 64), 1);
-        assert_eq!(out_threshold(9_000.0, 64), 1);
-        assert_eq!(out_threshold(140_000.0, 64), 14);
+        assert_eq!(out_threshold(7_000.0, 64), 1);
+        assert_eq!(out_threshold(140_000.0, 64), 35);
         assert_eq!(out_threshold(5e6, 64), 64);
         assert_eq!(out_threshold(5e6, 0), 1);
     }
