@@ -194,6 +194,15 @@ fn parse_replay(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Pairs (N, N+1) start at even numbers, so that two never overlap.
+fn parse_even_group(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(n) if n % 2 == 0 && n < u16::MAX => Ok(n),
+        Ok(_) => Err("an even group number (icmpmon binds it and the next)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_filter(s: &str) -> Result<Filter, String> {
     Filter::parse(s).map_err(|e| e.to_string())
 }
@@ -282,9 +291,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = icmpmon_capture::packet::TIMEOUT_MS_DEFAULT,
           value_parser = clap::value_parser!(u32).range(1..=10_000), help_heading = "AF_PACKET")]
     pub ring_timeout: u32,
-    /// First of the two NFLOG groups icmpmon binds (in; out is the next).
-    /// Default: the first free pair from 7710.
-    #[arg(long, value_name = "N", help_heading = "NFLOG")]
+    /// First of the two NFLOG groups icmpmon binds (in; out is the next),
+    /// an even number. Default: the first free pair from 7710.
+    #[arg(long, value_name = "N", value_parser = parse_even_group, help_heading = "NFLOG")]
     pub nflog_group: Option<u16>,
     /// Incoming packets per NFLOG message (batching; outgoing ones go one
     /// at a time, so that their receive time is their send time).

@@ -9,7 +9,11 @@
 //! timestamp. NFLOG stamps nothing at output, so an `out` packet's time is
 //! when icmpmon receives it; group N+1 sends those one at a time, so that
 //! the time is the send time plus a wake-up (tens of µs), not plus a batch
-//! timeout, and RTTs stay honest. Both groups number their messages
+//! timeout. Under a flood (over 8 000 `out` packets/s) per-packet messages
+//! would cost half the flood's rate, so the `out` group then batches what
+//! arrives in 250 µs: an `out` time is late by a wake-up (tens of µs), by
+//! at most 250 µs under a flood, and, for the last packets of a burst, by
+//! up to the kernel's 10 ms timer. Both groups number their packets
 //! (NFULA_SEQ): a gap is a batch the socket could not take (ENOBUFS), and
 //! its size is counted lost. At the end, rule hits minus packets seen
 //! counts what vanished without a gap.
@@ -33,6 +37,7 @@ use netlink_sys::Socket;
 
 use crate::netlink::{self, Acked, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
+use crate::privilege::Capability::CAP_NET_ADMIN;
 use crate::rules::{self, Rules, Target};
 use crate::SourceEnd;
 use icmpmon_core::event::{Direction, RawPacket};
@@ -107,7 +112,7 @@ pub enum NflogError {
 #[derive(Debug, Default)]
 pub struct NflogCounters {
     pub packets: AtomicU64,
-    /// Messages missing from the groups' sequence numbers.
+    /// Packets missing from the groups' sequence numbers.
     pub sequence_lost: AtomicU64,
     /// Matched by the rules, never seen, and no gap: counted at the end.
     pub unaccounted: AtomicU64,
@@ -208,7 +213,7 @@ fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged> {
     })
 }
 
-/// Messages missing before `logged` in its group's numbering, which count
+/// Packets missing before `logged` in its group's numbering, which count
 /// up from 0 per group (`next`: the number expected per group, in and out
 /// of the pair from `base`).
 fn count_gap(next: &mut [Option<u32>; 2], base: u16, logged: &Logged) -> u64 {
@@ -230,9 +235,9 @@ fn count_gap(next: &mut [Option<u32>; 2], base: u16, logged: &Logged) -> u64 {
 
 /// A message buffer for a batch of `threshold` packets, within the
 /// kernel's bounds.
-fn batch_bytes(opts: &NflogOptions) -> u32 {
-    opts.threshold
-        .saturating_mul(opts.snaplen + 128)
+fn batch_bytes(threshold: u32, snaplen: u32) -> u32 {
+    threshold
+        .saturating_mul(snaplen + 128)
         .clamp(NL_BUFSIZ_MIN, NL_BUFSIZ_MAX)
 }
 
@@ -260,6 +265,7 @@ pub struct NflogSource {
     /// rate window since `window`.
     out_batch: u32,
     max_batch: u32,
+    snaplen: u32,
     out_seen: u64,
     window: Instant,
 }
@@ -292,6 +298,7 @@ impl NflogSource {
             timeout,
             out_batch: 1,
             max_batch: opts.threshold,
+            snaplen: opts.snaplen,
             out_seen: 0,
             window: Instant::now(),
         };
@@ -339,7 +346,12 @@ impl NflogSource {
     fn bind_pair(&mut self, group: u16, opts: &NflogOptions) -> Result<(), NflogError> {
         let hundredths = opts.timeout_ms.div_ceil(10).max(1);
         let configs = [
-            (group, opts.threshold, hundredths, Some(batch_bytes(opts))),
+            (
+                group,
+                opts.threshold,
+                hundredths,
+                Some(batch_bytes(opts.threshold, opts.snaplen)),
+            ),
             // `out`: one packet per message, sent at once, in the kernel's
             // default (one page) buffer; `adapt_out` batches a flood.
             (group.wrapping_add(1), 1, 0, None),
@@ -359,10 +371,12 @@ impl NflogSource {
                     self.unbind(group);
                 }
                 // The kernel says EPERM both without CAP_NET_ADMIN and when
-                // another socket has the group: its /proc list tells which.
+                // another socket has the group.
                 return Err(match e {
                     NflogError::Refused(ref r) => match r.errno() {
-                        Some(libc::EPERM) if group_is_bound(g, false) => NflogError::GroupBusy(g),
+                        Some(libc::EPERM) if crate::privilege::effective(CAP_NET_ADMIN) => {
+                            NflogError::GroupBusy(g)
+                        }
                         Some(libc::EPERM) => NflogError::NeedsCapNetAdmin,
                         Some(libc::EBUSY) => NflogError::GroupBusy(g),
                         _ => e,
@@ -495,6 +509,9 @@ impl NflogSource {
                 vec![
                     ConfigNla::QThresh(want),
                     Timeout::new(u32::from(want > 1)).into(),
+                    // A batch must fit: the kernel sends when the buffer
+                    // is full too.
+                    ConfigNla::NlBufSiz(batch_bytes(want, self.snaplen)),
                 ],
             );
             // No ACK: an error would come back among the packets.

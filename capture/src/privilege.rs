@@ -11,6 +11,14 @@
 pub use caps::Capability;
 use caps::{CapSet, CapsHashSet};
 
+/// Whether this thread can use `cap` now. Used to tell the kernel's EPERM
+/// for "no capability" from its EPERM for "taken by another socket" (queue
+/// and log group binds say both), since the /proc lists that would tell
+/// are readable by root only.
+pub fn effective(cap: Capability) -> bool {
+    caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false)
+}
+
 /// What was done, for the log and the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dropped {

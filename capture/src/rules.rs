@@ -20,9 +20,10 @@
 //!
 //! Both kinds see packets after defragmentation, as the kernel module's
 //! hooks do. nf_defrag runs in a namespace only once something asks for
-//! it: a `socket` match placed where it never runs asks for it alone;
-//! where the kernel has no `socket` match, a conntrack match asks for it,
-//! bringing connection tracking with it.
+//! it: a rule placed where it never runs (after a return) asks for it
+//! alone: xtables' `socket` match, nft's `tproxy` statement (nft's
+//! `socket` expression does not ask). Where the kernel has neither, a
+//! conntrack match asks for it, bringing connection tracking with it.
 //!
 //! The tools run as children with the capabilities icmpmon keeps in its
 //! ambient set (see `privilege`), so removal works the same for root, for
@@ -107,10 +108,12 @@ impl Target {
                 threshold,
             } => {
                 // The NFLOG target's threshold defaults to 1, and the
-                // smaller of the rule's and the group's counts: say it.
-                let (group, threshold) = match hook {
-                    Hook::Prerouting => (group, threshold),
-                    Hook::Output => (group.wrapping_add(1), 1),
+                // kernel takes the smaller of the rule's and the group's:
+                // the rule allows the most, the group (which icmpmon
+                // resizes for `out`) decides.
+                let group = match hook {
+                    Hook::Prerouting => group,
+                    Hook::Output => group.wrapping_add(1),
                 };
                 v(&[
                     "-j",
@@ -291,7 +294,10 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> 
 /// How the rules get whole packets (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Defrag {
-    Socket,
+    /// A `tproxy` rule that never runs (nft's `socket` expression, unlike
+    /// xtables' match, does not enable defragmentation; `tproxy` does).
+    Tproxy,
+    /// A conntrack match, which brings connection tracking with it.
     Conntrack,
 }
 
@@ -300,9 +306,9 @@ const ICMP_MATCH: &str = "meta l4proto { icmp, ipv6-icmp }";
 fn nft_ruleset(target: Target, defrag: Defrag) -> String {
     // Priority -150 (mangle): after defragmentation (-400), as the kernel
     // module's hooks see packets. prerouting = in (and forwarded), output =
-    // out. In prerouting, the `socket` rule after the return never runs: it
-    // only makes the kernel defragment; the conntrack variant matches every
-    // state instead.
+    // out. In prerouting, the `tproxy` rule after the unconditional return
+    // never runs: it only makes the kernel defragment; the conntrack
+    // variant matches every state instead.
     let table = target.kind().nft_table(target.number());
     let rule = |hook| {
         let ct = match defrag {
@@ -314,8 +320,8 @@ fn nft_ruleset(target: Target, defrag: Defrag) -> String {
         format!("{ICMP_MATCH}{ct} counter {}", target.nft_statement(hook))
     };
     let defrag_rules = match defrag {
-        Defrag::Socket => format!(" {ICMP_MATCH} return; socket transparent 1 return;"),
-        Defrag::Conntrack => String::new(),
+        Defrag::Tproxy => " return; meta l4proto tcp tproxy to :1;",
+        Defrag::Conntrack => "",
     };
     format!(
         "table inet {table} {{\n\
@@ -615,10 +621,10 @@ impl Rules {
         let nft = run(
             "nft",
             &["-f", "-"],
-            Some(&nft_ruleset(target, Defrag::Socket)),
+            Some(&nft_ruleset(target, Defrag::Tproxy)),
         )
         .or_else(|e| {
-            tracing::info!("nft with the socket expression failed ({e}); trying conntrack");
+            tracing::info!("nft with the tproxy statement failed ({e}); trying conntrack");
             run(
                 "nft",
                 &["-f", "-"],
@@ -683,17 +689,18 @@ mod tests {
 
     #[test]
     fn queue_ruleset_queues_both_families_with_bypass() {
-        let r = nft_ruleset(Target::Queue(7), Defrag::Socket);
+        let r = nft_ruleset(Target::Queue(7), Defrag::Tproxy);
         assert!(r.starts_with("table inet icmpmon_7 {"));
         assert_eq!(r.matches("counter queue num 7 bypass").count(), 2);
         assert!(r.contains("hook prerouting priority mangle"));
         assert!(r.contains("hook output priority mangle"));
         assert!(r.contains("{ icmp, ipv6-icmp }"));
-        // The defragmentation rule sits after a return: it never runs.
+        // The defragmentation rule sits after a return of every packet: it
+        // never runs.
         let pre = r.lines().find(|l| l.contains("prerouting")).unwrap();
-        assert!(pre.find("return;").unwrap() < pre.find("socket transparent").unwrap());
+        assert!(pre.contains("bypass; return; meta l4proto tcp tproxy to :1;"));
         let ct = nft_ruleset(Target::Queue(7), Defrag::Conntrack);
-        assert!(!ct.contains("socket"));
+        assert!(!ct.contains("tproxy"));
         assert_eq!(ct.matches("ct state").count(), 1);
     }
 
@@ -704,7 +711,7 @@ mod tests {
             snaplen: 256,
             threshold: 64,
         };
-        let r = nft_ruleset(t, Defrag::Socket);
+        let r = nft_ruleset(t, Defrag::Tproxy);
         assert!(r.starts_with("table inet icmpmon_log_40 {"));
         let line = |hook: &str| r.lines().find(|l| l.contains(hook)).unwrap().to_string();
         assert!(line("hook prerouting").contains("counter log group 40 snaplen 256"));

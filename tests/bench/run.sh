@@ -1,21 +1,15 @@
 #!/usr/bin/env bash
 # tests/bench/run.sh [PACKETS] — benchmarks against peers, in one run; prints
-# ratios (not a test: nothing here passes or fails on a timing).
-#  1. a synthetic ICMP capture (default 1M packets): icmpmon --source pcap
-#     to CSV vs tshark -T fields and tcpdump -nn -r, best of 3 each, from
-#     the file and through a pipe (`cat F |`, the streaming reader);
-#  2. ping -f for 3 s between two namespaces, without and with
-#     icmpmon --source nfqueue in the target namespace (root).
+# ratios (not a test: nothing here passes or fails on a timing). A synthetic
+# ICMP capture (default 1M packets): icmpmon --source pcap to CSV vs tshark
+# -T fields and tcpdump -nn -r, best of 3 each, from the file and through a
+# pipe (`cat F |`, the streaming reader). The live sources under ping -f:
+# tests/bench/sources.sh.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-# shellcheck source=tests/netns/lib.sh
-. "$repo/tests/netns/lib.sh"
 packets=${1:-1000000}
 work=$(mktemp -d /tmp/icmpmon-bench.XXXXXX)
-mon=icmpmon-b-mon
-peer=icmpmon-b-peer
 cleanup() {
-	netns_teardown "$mon" "$peer"
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -59,22 +53,3 @@ awk -v i="$ti" -v s="$ts" -v d="$td" -v pi="$pi" -v ps="$ps" -v pd="$pd" -v n="$
 	printf "bench:     tshark -T fields     %7.2f s  (icmpmon takes %.3fx its time)\n", ps, pi / ps
 	printf "bench:     tcpdump -nn -r -     %7.2f s  (icmpmon takes %.3fx its time)\n", pd, pi / pd
 }'
-
-netns_pair "$mon" "$peer" icb0 icb1 10.98.0 fd98
-
-flood() { # prints echo requests sent per second over 3 s
-	ip netns exec "$peer" ping -f -q -w 3 10.98.0.1 | awk '/packets transmitted/ { print $1 / 3 }'
-}
-plain=$(flood)
-ip netns exec "$mon" "$bin" --source nfqueue --csv /dev/null 2>"$work/mon.err" &
-pid=$!
-for _ in $(seq 50); do grep -q "capturing from" "$work/mon.err" && break; sleep 0.1; done
-watched=$(flood)
-kill -INT "$pid"
-wait "$pid" || true
-echo "bench: ping -f for 3 s between namespaces:"
-awk -v p="$plain" -v w="$watched" 'BEGIN {
-	printf "bench:   without a monitor      %9.0f requests/s\n", p
-	printf "bench:   with --source nfqueue  %9.0f requests/s  (%.2f of the flood rate kept)\n", w, w / p
-}'
-grep "lost:" "$work/mon.err" | sed 's/^/bench:   monitor: /'

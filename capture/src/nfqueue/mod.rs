@@ -244,9 +244,13 @@ impl NfqueueSource {
         )
         .map_err(|e| match e {
             // The kernel says EPERM both without CAP_NET_ADMIN and when
-            // another socket owns the queue: its /proc list tells which.
+            // another socket owns the queue.
             NfqError::Refused(ref r) => match r.errno() {
-                Some(libc::EPERM) if queue_is_bound(queue, false) => NfqError::QueueBusy(queue),
+                Some(libc::EPERM)
+                    if crate::privilege::effective(crate::privilege::Capability::CAP_NET_ADMIN) =>
+                {
+                    NfqError::QueueBusy(queue)
+                }
                 Some(libc::EPERM) => NfqError::NeedsCapNetAdmin,
                 Some(libc::EBUSY) => NfqError::QueueBusy(queue),
                 _ => e,

@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn jumps_fit() {
         // `finish` panics on a jump beyond 255; the longest program.
-        let ifs: Vec<u32> = (1..=32).collect();
+        let ifs: Vec<u32> = (1..=64).collect();
         assert!(program(&ifs, SNAP).len() < 4096);
     }
 }

@@ -30,6 +30,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use icmpmon_core::event::{Direction, RawPacket};
 
@@ -46,6 +47,9 @@ pub const TIMEOUT_MS_DEFAULT: u32 = 10;
 /// A frame: the unit the ring's size is counted in (V3 packs packets of
 /// any size into a block; this is the largest slot one can take).
 pub const FRAME_SIZE: u32 = 2048;
+
+/// Interfaces one filter can name (its jumps reach 255 instructions).
+const MAX_INTERFACES: usize = 64;
 
 /// Offsets in `struct tpacket_block_desc` and `struct tpacket3_hdr`.
 const BLOCK_NUM_PKTS: usize = 12;
@@ -70,6 +74,8 @@ pub enum PacketError {
          capability (sudo setcap cap_net_raw+ep $(command -v icmpmon))"
     )]
     NeedsCapNetRaw,
+    #[error("at most {MAX_INTERFACES} --interface options (or none: every interface)")]
+    TooManyInterfaces,
     #[error("no interface {0:?} in this network namespace (see `ip link`)")]
     NoInterface(String),
     #[error(
@@ -117,6 +123,9 @@ impl PacketSource {
                 block_size: opts.block_size,
                 page,
             });
+        }
+        if opts.interfaces.len() > MAX_INTERFACES {
+            return Err(PacketError::TooManyInterfaces);
         }
         let ifindexes = opts
             .interfaces
@@ -171,10 +180,15 @@ impl PacketSource {
         )
     }
 
-    /// Hands on every block the kernel has filled; returns how many.
+    /// Hands on the blocks the kernel has filled, at most one round of the
+    /// ring (a flood must not keep this loop from the stop); returns how
+    /// many.
     fn drain(&mut self, sink: &PacketSink) -> usize {
         let mut blocks = 0;
-        while let Some(block) = self.ring.user_block(self.next_block) {
+        while blocks < self.ring.blocks() {
+            let Some(block) = self.ring.user_block(self.next_block) else {
+                break;
+            };
             let mut batch = Vec::new();
             let skipped = read_block(block, &mut batch);
             self.ring.release(self.next_block);
@@ -201,17 +215,27 @@ impl PacketSource {
         }
     }
 
-    /// Captures until `stop`; then takes what the ring still holds.
+    /// Captures until `stop`; then takes what the ring still holds,
+    /// including the block being filled, which the kernel hands over when
+    /// its timeout passes (waited for up to a second).
     pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, PacketError> {
         use crate::netlink::{wait_readable, Wait};
-        loop {
-            let wait = wait_readable(&self.ring.fd(), None, Some(stop))?;
+        while wait_readable(&self.ring.fd(), None, Some(stop))? != Wait::Stopped {
             self.drain(&sink);
             self.read_statistics();
-            if wait == Wait::Stopped {
-                return Ok(SourceEnd::Stopped);
-            }
         }
+        self.drain(&sink);
+        let last = Duration::from_millis(u64::from(self.geometry.timeout_ms) + 20);
+        if wait_readable(
+            &self.ring.fd(),
+            Some(last.min(Duration::from_secs(1))),
+            None,
+        )? == Wait::Readable
+        {
+            self.drain(&sink);
+        }
+        self.read_statistics();
+        Ok(SourceEnd::Stopped)
     }
 }
 

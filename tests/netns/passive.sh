@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+# tests/netns/passive.sh — the passive sources (packet, nflog) and `auto` on
+# this machine's real kernel (root). Three namespaces: a — r — b, r routes
+# between them and runs icmpmon; traffic both ways, forwarded through r,
+# errors r and b send, MLD. Counts are checked against tshark's count of an
+# unfiltered capture of the same traffic, RTTs against ping's own. Every
+# check prints one "NETNS <name> PASS|FAIL <detail>" line; the last line
+# counts them.
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bin="$repo/target/debug/icmpmon"
+work=$(mktemp -d /tmp/icmpmon-passive.XXXXXX)
+helper="$work/vmhelper"
+a=icmpmon-p-a
+r=icmpmon-p-r
+b=icmpmon-p-b
+pass=0
+fail=0
+
+cleanup() {
+	tmux -L icmpmon-passive kill-server 2>/dev/null
+	for ns in $r $a $b; do
+		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+		ip netns del "$ns" 2>/dev/null
+	done
+	[ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+ok() { echo "NETNS $1 PASS $2"; pass=$((pass + 1)); }
+ko() { echo "NETNS $1 FAIL $2"; fail=$((fail + 1)); }
+in_a() { ip netns exec "$a" "$@"; }
+in_r() { ip netns exec "$r" "$@"; }
+in_b() { ip netns exec "$b" "$@"; }
+
+(cd "$repo" && cargo build --locked -q) || exit 1
+gcc -static -O2 -Wall -Wextra -Werror -o "$helper" "$repo/tests/vm/helper.c" || exit 1
+chmod 755 "$work" "$helper"
+
+# --- the topology: a (10.96.1.2) — r (10.96.1.1 | 10.96.2.1) — b (10.96.2.2)
+for ns in $a $r $b; do
+	ip netns del "$ns" 2>/dev/null
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
+done
+ip link add pa0 netns "$a" type veth peer name pr0 netns "$r"
+ip link add pb0 netns "$b" type veth peer name pr1 netns "$r"
+ip -n "$a" addr add 10.96.1.2/24 dev pa0
+ip -n "$a" addr add fd96:1::2/64 dev pa0 nodad
+ip -n "$r" addr add 10.96.1.1/24 dev pr0
+ip -n "$r" addr add fd96:1::1/64 dev pr0 nodad
+ip -n "$r" addr add 10.96.2.1/24 dev pr1
+ip -n "$r" addr add fd96:2::1/64 dev pr1 nodad
+ip -n "$b" addr add 10.96.2.2/24 dev pb0
+ip -n "$b" addr add fd96:2::2/64 dev pb0 nodad
+in_r sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+for dev in "$a pa0" "$r pr0" "$r pr1" "$b pb0"; do
+	set -- $dev
+	ip -n "$1" link set "$2" up
+done
+ip -n "$a" route add default via 10.96.1.1
+ip -n "$a" -6 route add default via fd96:1::1
+ip -n "$b" route add default via 10.96.2.1
+ip -n "$b" -6 route add default via fd96:2::1
+sleep 3 # the MLD reports of link-up go by before any capture
+
+# start_icmpmon NAME SOURCE [ARGS]: in r; sets PID once it captures.
+start_icmpmon() {
+	local name=$1 source=$2
+	shift 2
+	ip netns exec "$r" "$bin" --source "$source" --csv "$work/$name.csv" "$@" 2>"$work/$name.err" &
+	PID=$!
+	for _ in $(seq 100); do
+		grep -q "capturing from" "$work/$name.err" 2>/dev/null && return 0
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$work/$name.err"
+	return 1
+}
+
+stop() { # PID: SIGINT, then its exit status
+	kill -INT "$1"
+	wait "$1"
+}
+
+rules_left() {
+	{
+		for t in raw mangle; do in_r iptables-save -t $t; in_r ip6tables-save -t $t; done
+		in_r nft list ruleset 2>/dev/null
+	} | grep -ci icmpmon
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# The traffic of one run. ping's own RTTs go to $work/$1.ping.
+traffic() {
+	in_a ping -c 3 -i 0.2 10.96.1.1 >/dev/null
+	in_a ping -c 3 -i 0.2 fd96:1::1 >/dev/null
+	in_r ping -c 5 -i 0.2 10.96.1.2 >"$work/$1.ping"
+	in_r ping -c 5 -i 0.2 fd96:1::2 >>"$work/$1.ping"
+	in_a ping -c 3 -i 0.2 10.96.2.2 >/dev/null # forwarded
+	in_a ping -c 3 -i 0.2 fd96:2::2 >/dev/null
+	in_a ping -c 1 -t 1 -W 1 10.96.2.77 >/dev/null # r: time exceeded
+	in_a "$helper" udp 10.96.1.1 33434           # r: port unreachable
+	in_a "$helper" udp fd96:1::1 33435
+	in_a "$helper" udp 10.96.2.2 33436 # b's error, forwarded
+	# MLD (behind a hop-by-hop header): a joins a group, then so does r.
+	ip -n "$a" addr add fd96:1::77/64 dev pa0 nodad
+	ip -n "$r" addr add fd96:2::77/64 dev pr1 nodad
+	sleep 1.5
+	ip -n "$a" addr del fd96:1::77/64 dev pa0
+	ip -n "$r" addr del fd96:2::77/64 dev pr1
+	sleep 1.5
+}
+
+# r's own addresses of one family (link-local ones too), as a tshark set.
+r_addrs() { # inet|inet6
+	ip -n "$r" -o addr show | awk -v f="$1" '$3 == f { split($4, p, "/"); print p[1] }' | paste -sd,
+}
+
+# Counting happens inside a window that both captures cover, since ND and
+# MLD go on by themselves: epoch seconds for tshark, RFC 3339 for the CSV
+# (fixed width, UTC: its text order is time order).
+now() { date +%s.%N; }
+rfc3339() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%S.%NZ; }
+rows_within() { # FILE T0 T1 [AWK CONDITION]
+	awk -F, -v t0="$(rfc3339 "$2")" -v t1="$(rfc3339 "$3")" "NR > 1 && \$1 >= t0 && \$1 <= t1 && (${4:-1})" "$1" | wc -l
+}
+
+# --- each source against tshark, RTTs against ping ---
+for source in packet nflog; do
+	ip netns exec "$r" tcpdump -i any -U -w "$work/$source.pcap" 2>/dev/null &
+	dump=$!
+	sleep 1
+	if ! start_icmpmon "$source" "$source"; then
+		ko "$source-traffic" "icmpmon did not start"
+		kill "$dump"
+		continue
+	fi
+	caps=$(awk '/^CapEff/ { print $2 }' "/proc/$PID/status")
+	sleep 0.5
+	t0=$(now)
+	traffic "$source"
+	t1=$(now)
+	sleep 0.5
+	stop "$PID"
+	rc=$?
+	sleep 0.5
+	kill -INT "$dump"
+	wait "$dump" 2>/dev/null
+	f="$work/$source.csv"
+	pcap="$work/$source.pcap"
+	v4=$(r_addrs inet)
+	v6=$(r_addrs inet6)
+	# AF_PACKET sees what tcpdump sees: a forwarded packet on both of its
+	# interfaces. The netfilter hooks see it once, at prerouting: tshark's
+	# count without the forwarded packets' leaving copies (sll.pkttype 4,
+	# not from r).
+	window="frame.time_epoch >= $t0 and frame.time_epoch <= $t1"
+	all=$(tshark -n -r "$pcap" -Y "(icmp or icmpv6) and $window" 2>/dev/null | wc -l)
+	fwd_out=$(tshark -n -r "$pcap" -Y "(icmp or icmpv6) and $window and sll.pkttype == 4 and !(ip.src in {$v4} or ipv6.src in {$v6})" 2>/dev/null | wc -l)
+	mld=$(tshark -n -r "$pcap" -Y "icmpv6.type == 143 and $window" 2>/dev/null | wc -l)
+	if [ "$source" = packet ]; then want=$all; else want=$((all - fwd_out)); fi
+	got=$(rows_within "$f" "$t0" "$t1")
+	got_mld=$(rows_within "$f" "$t0" "$t1" '$8 == 143')
+	exceeded=$(awk -F, '$10 == "ttl-exceeded"' "$f" | wc -l)
+	unreach=$(awk -F, '$10 == "port-unreachable"' "$f" | wc -l)
+	if [ "$rc" = 0 ] && [ "$got" = "$want" ] && [ "$mld" -gt 0 ] && [ "$got_mld" = "$mld" ] &&
+		[ "$exceeded" -gt 0 ] && [ "$unreach" -gt 0 ]; then
+		ok "$source-traffic" "$got rows = tshark $want (all $all, forwarded leaving $fwd_out; MLD $got_mld/$mld, ttl-exceeded $exceeded, port-unreachable $unreach)"
+	else
+		ko "$source-traffic" "rc=$rc rows=$got tshark=$want (all $all fwd_out $fwd_out) mld=$got_mld/$mld exceeded=$exceeded unreach=$unreach: $(tail -n 2 "$work/$source.err")"
+	fi
+	# ping's time= per (family, seq) against the rtt_us of the reply row
+	# that came in.
+	bad=$(awk -F, -v pingf="$work/$source.ping" '
+		BEGIN {
+			while ((getline l < pingf) > 0) {
+				if (l ~ /^PING/) fam = (l ~ /fd96/) ? 6 : 4
+				if (match(l, /icmp_seq=[0-9]+/)) {
+					s = substr(l, RSTART + 9, RLENGTH - 9)
+					match(l, /time=[0-9.]+/)
+					want[fam "/" s] = substr(l, RSTART + 5, RLENGTH - 5)
+					n++
+				}
+			}
+		}
+		$10 == "echo-reply" && $3 == "in" && ($6 == "10.96.1.2" || $6 == "fd96:1::2") && $15 != "" {
+			k = $5 "/" $12
+			if (k in want) { d = $15 / 1000 - want[k]; if (d < 0) d = -d; if (d > max) max = d; seen[k] = 1 }
+		}
+		END {
+			m = 0
+			for (k in want) if (!(k in seen)) m++
+			printf "%d %d %.3f\n", n, m, max
+		}' "$f")
+	set -- $bad
+	if [ "$1" = 10 ] && [ "$2" = 0 ] && awk -v d="$3" 'BEGIN { exit !(d < 1.0) }'; then
+		ok "$source-rtt" "10 replies: icmpmon's rtt_us within $3 ms of ping's time="
+	else
+		ko "$source-rtt" "pings=$1 unmatched=$2 worst=$3 ms"
+	fi
+	# Forwarded pings: two sightings each (packet), one request counted.
+	if grep -q "10.96.1.2 → 10.96.2.2: 3 req, 3 rep, 0 lost" "$work/$source.err" &&
+		grep -q "fd96:1::2 → fd96:2::2: 3 req, 3 rep, 0 lost" "$work/$source.err"; then
+		sights=$(awk -F, '$6 == "10.96.1.2" && $7 == "10.96.2.2" && $10 == "echo-request" { print $4 }' "$f" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+		ok "$source-forwarded" "3 requests counted once each; request rows per interface: $sights"
+	else
+		ko "$source-forwarded" "$(grep ' → ' "$work/$source.err")"
+	fi
+	if [ "$source" = packet ]; then
+		if [ "$caps" = 0000000000000000 ]; then ok packet-privileges "CapEff $caps once open"; else ko packet-privileges "CapEff $caps"; fi
+	else
+		n=$(rules_left)
+		if [ "$n" = 0 ]; then ok nflog-sigint-rules "no icmpmon rule left"; else ko nflog-sigint-rules "$n lines"; fi
+	fi
+done
+
+# --- nflog: records come defragmented (the module's view), with no
+# connection tracking ---
+if start_icmpmon frag nflog; then
+	in_a ping -c 2 -i 0.2 -s 3000 10.96.1.1 >/dev/null
+	in_a ping -c 2 -i 0.2 -s 3000 fd96:1::1 >/dev/null
+	sleep 0.3
+	stop "$PID"
+	whole=$(awk -F, '($10 == "echo-request" && $14 == 3028 && $5 == 4) || ($10 == "echo-request" && $14 == 3048 && $5 == 6)' "$work/frag.csv" | wc -l)
+	ct=$(in_r cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo 0)
+	if [ "$whole" = 4 ] && grep -q "parse errors 0" "$work/frag.err" && [ "$ct" = 0 ]; then
+		ok nflog-defragmented "ping -s 3000: 4 whole requests (3028/3048 bytes), no parse errors, $ct conntrack entries"
+	else
+		ko nflog-defragmented "whole=$whole ct=$ct: $(grep -e 'parse' "$work/frag.err")"
+	fi
+else
+	ko nflog-defragmented "icmpmon did not start"
+fi
+
+# --- SIGTERM: a clean stop, nothing left ---
+for source in packet nflog; do
+	if start_icmpmon "term-$source" "$source"; then
+		kill -TERM "$PID"
+		wait "$PID"
+		rc=$?
+		n=$(rules_left)
+		if [ "$rc" = 0 ] && [ "$n" = 0 ]; then ok "$source-sigterm" "exit 0, nothing left"; else ko "$source-sigterm" "rc=$rc rules=$n"; fi
+	else
+		ko "$source-sigterm" "icmpmon did not start"
+	fi
+done
+
+# --- SIGKILL (nflog): ICMP is not delayed by the rules left; the next start
+# removes them ---
+if start_icmpmon killed nflog; then
+	kill -KILL "$PID"
+	wait "$PID" 2>/dev/null
+	stale=$(rules_left)
+	worst=$(in_a ping -c 5 -i 0.2 -W 1 10.96.1.1 | sed -n 's|.*= [0-9.]*/[0-9.]*/\([0-9.]*\)/.*|\1|p')
+	if [ "$stale" -gt 0 ] && [ -n "$worst" ] && awk -v w="$worst" 'BEGIN { exit !(w < 20) }'; then
+		ok nflog-sigkill "rules left ($stale lines), pings answered, slowest $worst ms"
+	else
+		ko nflog-sigkill "stale=$stale worst=[$worst]"
+	fi
+	if start_icmpmon restart nflog; then
+		in_a ping -c 2 -i 0.2 10.96.1.1 >/dev/null
+		sleep 0.3
+		stop "$PID"
+		rc=$?
+		if grep -q "removed stale" "$work/restart.err" && [ "$rc" = 0 ] && [ "$(rules_left)" = 0 ] &&
+			[ "$(awk -F, '$10 == "echo-request"' "$work/restart.csv" | wc -l)" = 2 ]; then
+			ok nflog-stale-cleanup "$(grep -c 'removed stale' "$work/restart.err") stale rule sets removed at start"
+		else
+			ko nflog-stale-cleanup "rc=$rc: $(cat "$work/restart.err")"
+		fi
+	else
+		ko nflog-stale-cleanup "restart failed"
+	fi
+else
+	ko nflog-sigkill "icmpmon did not start"
+fi
+
+# --- two monitors at once, each source: both see everything ---
+for source in packet nflog; do
+	if start_icmpmon "one-$source" "$source" && p1=$PID && start_icmpmon "two-$source" "$source"; then
+		p2=$PID
+		in_a ping -c 3 -i 0.2 10.96.1.1 >/dev/null
+		in_a ping -c 3 -i 0.2 fd96:1::1 >/dev/null
+		sleep 0.5
+		stop "$p2"
+		rc2=$?
+		stop "$p1"
+		rc1=$?
+		n1=$(awk -F, '$10 == "echo-request" || $10 == "echo-reply"' "$work/one-$source.csv" | wc -l)
+		n2=$(awk -F, '$10 == "echo-request" || $10 == "echo-reply"' "$work/two-$source.csv" | wc -l)
+		if [ "$rc1$rc2" = 00 ] && [ "$n1" = 12 ] && [ "$n2" = 12 ] && [ "$(rules_left)" = 0 ]; then
+			ok "$source-two-monitors" "both saw the 12 echo messages; $(grep -o 'capturing from [^,]*([^)]*)' "$work/two-$source.err")"
+		else
+			ko "$source-two-monitors" "rc=$rc1/$rc2 seen $n1/$n2 rules=$(rules_left): $(tail -n 1 "$work/two-$source.err")"
+		fi
+	else
+		ko "$source-two-monitors" "a monitor did not start"
+		kill "${p1:-}" 2>/dev/null
+	fi
+done
+
+# --- idle costs nothing: no busy-wait ---
+for source in packet nflog; do
+	if start_icmpmon "idle-$source" "$source"; then
+		sleep 0.5
+		t0=$(cpu_ticks "$PID")
+		sleep 3
+		t1=$(cpu_ticks "$PID")
+		stop "$PID"
+		if [ $((t1 - t0)) -le 3 ]; then
+			ok "$source-idle" "$((t1 - t0)) CPU ticks in 3 s idle"
+		else
+			ko "$source-idle" "$((t1 - t0)) CPU ticks in 3 s idle"
+		fi
+	else
+		ko "$source-idle" "icmpmon did not start"
+	fi
+done
+
+# --- without privileges: the missing capability is named ---
+for pair in "packet CAP_NET_RAW" "nflog CAP_NET_ADMIN"; do
+	set -- $pair
+	in_r "$helper" runas 65534 "$bin" --source "$1" --duration 3 --csv - >/dev/null 2>"$work/unpriv-$1.err"
+	rc=$?
+	if [ "$rc" = 1 ] && grep -q "needs $2" "$work/unpriv-$1.err" && [ "$(rules_left)" = 0 ]; then
+		ok "$1-unprivileged" "exit 1: $(tail -n 1 "$work/unpriv-$1.err" | cut -c1-100)"
+	else
+		ko "$1-unprivileged" "rc=$rc: $(cat "$work/unpriv-$1.err")"
+	fi
+done
+
+# --- auto without the module: packet, and it says so ---
+if [ -e /sys/module/icmpmon ]; then
+	ok auto-packet "skipped: the module is loaded here (the QEMU suite covers auto → kmod)"
+else
+	ip netns exec "$r" "$bin" --csv "$work/auto.csv" 2>"$work/auto.err" &
+	PID=$!
+	for _ in $(seq 50); do grep -q "capturing from" "$work/auto.err" && break; sleep 0.1; done
+	in_a ping -c 2 -i 0.2 10.96.1.1 >/dev/null
+	sleep 0.3
+	stop "$PID"
+	rc=$?
+	if [ "$rc" = 0 ] && grep -q "not loaded; using AF_PACKET" "$work/auto.err" &&
+		grep -q "capturing from packet" "$work/auto.err" &&
+		[ "$(awk -F, 'NR > 1 && $2 == "packet" && $10 == "echo-request"' "$work/auto.csv" | wc -l)" = 2 ]; then
+		ok auto-packet "$(head -n 1 "$work/auto.err")"
+	else
+		ko auto-packet "rc=$rc: $(cat "$work/auto.err")"
+	fi
+fi
+
+# --- the dashboard in a real terminal (tmux), live from AF_PACKET ---
+tm() { tmux -u -L icmpmon-passive "$@"; }
+screen_wait() { # PATTERN: until the pane shows an (extended) regex match
+	for _ in $(seq 100); do
+		tm capture-pane -p -t dash | grep -Eq "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+tm kill-server 2>/dev/null
+tm new-session -d -s dash -x 120 -y 40 "ip netns exec $r $bin --source packet 2>$work/dash.err; echo EXIT=\$?; sleep 60"
+if screen_wait "source packet"; then
+	in_a ping -c 5 -i 0.2 10.96.1.1 >/dev/null
+	# requester → responder, requests, replies, pending, loss
+	if screen_wait "10\.96\.1\.2 → 10\.96\.1\.1 +5 +5 +0 +0\.0%"; then shown=yes; else shown=no; fi
+	row=$(tm capture-pane -p -t dash | grep -m1 "10.96.1.2 →" | tr -s ' ')
+	header=$(tm capture-pane -p -t dash | grep -m1 -o "source packet[^│]*" | tr -s ' ')
+	tm send-keys -t dash q
+	if screen_wait "EXIT=" && tm capture-pane -p -t dash | grep -q "EXIT=0" && [ "$shown" = yes ]; then
+		ok packet-dashboard "tmux showed [$header] and [$row]; q: exit 0"
+	else
+		ko packet-dashboard "shown=$shown row=[$row]: $(tm capture-pane -p -t dash | tail -n 5) $(cat "$work/dash.err")"
+	fi
+else
+	ko packet-dashboard "no dashboard: $(tm capture-pane -p -t dash) $(cat "$work/dash.err")"
+fi
+tm kill-server 2>/dev/null
+
+# --- the README's main job, as written, on this kernel (no module): in r,
+# from the checkout; rows appear; Ctrl-C ends it with exit 0 ---
+main_job=$(awk '/^\*\*Main job\*\*/ { m = 1 } m && /^```sh$/ { getline; print; exit }' "$repo/README.md")
+if [ -z "$main_job" ]; then
+	ko readme-main-job "no main job command found in README.md"
+else
+	(cd "$repo" && exec setsid ip netns exec "$r" bash -c "$main_job") >"$work/main.out" 2>"$work/main.err" &
+	PID=$!
+	for _ in $(seq 1200); do
+		grep -q "capturing from" "$work/main.err" 2>/dev/null && break
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.5
+	done
+	in_a ping -c 3 -i 0.2 10.96.1.1 >/dev/null
+	sleep 0.5
+	kill -INT -- -"$PID"
+	wait "$PID"
+	rc=$?
+	echoes=$(awk -F, '$2 == "packet" && ($10 == "echo-request" || $10 == "echo-reply")' "$work/main.out" | wc -l)
+	if [ "$rc" = 0 ] && [ "$echoes" = 6 ] && head -n 1 "$work/main.out" | grep -q '^timestamp,source,'; then
+		ok readme-main-job "[$main_job]: 6 echo rows from the packet source, Ctrl-C: exit 0"
+	else
+		ko readme-main-job "rc=$rc echoes=$echoes: $(tail -n 5 "$work/main.err")"
+	fi
+fi
+
+echo "netns passive: $pass passed, $fail failed"
+[ "$fail" = 0 ]
