@@ -397,11 +397,13 @@ else
 	done
 	in_a ping -c 3 -i 0.2 10.96.1.1 >/dev/null
 	sleep 0.5
-	kill -INT -- -"$PID"
+	# Ctrl-C: the terminal signals icmpmon (sudo relays only signals sent
+	# by other processes, so a kill of the whole group would be two).
+	pkill -INT -s "$(ps -o sid= -p "$PID" | tr -d " ")" -x icmpmon
 	wait "$PID"
 	rc=$?
 	echoes=$(awk -F, '$2 == "packet" && ($10 == "echo-request" || $10 == "echo-reply")' "$work/main.out" | wc -l)
-	if [ "$rc" = 0 ] && [ "$echoes" = 6 ] && head -n 1 "$work/main.out" | grep -q '^timestamp,source,'; then
+	if [ "$rc" = 0 ] && [ "$echoes" = 6 ] && grep -q '^timestamp,source,' "$work/main.out"; then
 		ok readme-main-job "[$main_job]: 6 echo rows from the packet source, Ctrl-C: exit 0"
 	else
 		ko readme-main-job "rc=$rc echoes=$echoes: $(tail -n 5 "$work/main.err")"
