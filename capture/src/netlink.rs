@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkBuffer, NlasIterator};
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkSerializable, NlasIterator};
 use netlink_sys::Socket;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
@@ -134,6 +134,94 @@ pub fn wait_ack(
     }
 }
 
+/// A netfilter netlink socket (NFQUEUE, NFLOG): numbered requests, their
+/// ACKs, and non-blocking reads of what the kernel sends.
+#[derive(Debug)]
+pub struct NetfilterSocket {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl NetfilterSocket {
+    pub fn open(receive_buffer: usize) -> io::Result<Self> {
+        let mut sock = Socket::new(libc::NETLINK_NETFILTER as isize)?;
+        sock.bind_auto()?;
+        sock.set_ext_ack(true)?;
+        sock.set_cap_ack(true)?;
+        set_receive_buffer(&sock, receive_buffer);
+        Ok(Self {
+            sock,
+            seq: 1,
+            buf: Vec::with_capacity(256 * 1024),
+        })
+    }
+
+    pub fn socket(&self) -> &Socket {
+        &self.sock
+    }
+
+    /// Sends `msg` with the next sequence number, which it returns.
+    pub fn send<T: NetlinkSerializable + std::fmt::Debug>(
+        &mut self,
+        mut msg: NetlinkMessage<T>,
+    ) -> io::Result<u32> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        msg.header.sequence_number = seq;
+        msg.finalize();
+        let mut out = vec![0; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.sock.send(&out, 0)?;
+        Ok(seq)
+    }
+
+    /// Sends `msg` (flagged NLM_F_ACK) and waits up to `timeout` for its
+    /// ACK. Only for set-up: nothing else may be on the socket yet.
+    pub fn request<T: NetlinkSerializable + std::fmt::Debug>(
+        &mut self,
+        what: &'static str,
+        msg: NetlinkMessage<T>,
+        timeout: Duration,
+    ) -> io::Result<Acked> {
+        let seq = self.send(msg)?;
+        wait_ack(&self.sock, &mut self.buf, seq, what, timeout)
+    }
+
+    /// The next datagram waiting, without blocking; `None` when there is
+    /// none. ENOBUFS (the kernel could not queue a message for us) is
+    /// counted in `overruns` and skipped.
+    pub fn try_recv(
+        &mut self,
+        overruns: &std::sync::atomic::AtomicU64,
+    ) -> io::Result<Option<&[u8]>> {
+        loop {
+            self.buf.clear();
+            match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
+                Ok(_) => return Ok(Some(&self.buf)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    overruns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Whether `number` is in the first column of a /proc list of netfilter
+/// instances (/proc/net/netfilter/nfnetlink_queue or nfnetlink_log): bound
+/// by some socket in this namespace. `unknown` when the list cannot be read
+/// (it is root's only).
+pub fn bound_in_proc(path: &str, number: u16, unknown: bool) -> bool {
+    std::fs::read_to_string(path).map_or(unknown, |text| first_column(&text).any(|n| n == number))
+}
+
+fn first_column(text: &str) -> impl Iterator<Item = u16> + '_ {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+}
+
 /// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE (CAP_NET_ADMIN),
 /// else SO_RCVBUF up to net.core.rmem_max.
 pub fn set_receive_buffer(sock: &Socket, bytes: usize) {
@@ -198,6 +286,15 @@ mod tests {
         let got = extack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &payload);
         assert_eq!(got.as_deref(), Some("hook mask selects no hook"));
         assert_eq!(extack_message(NLM_F_CAPPED, &payload), None);
+    }
+
+    #[test]
+    fn bound_numbers_from_proc_lists() {
+        // nfnetlink_queue, then nfnetlink_log.
+        let queue = "    0  12345     0 2  256     0     0        5  1\n 7707 -4001     3 2  256     0     0       10  1\n";
+        assert_eq!(first_column(queue).collect::<Vec<_>>(), vec![0, 7707]);
+        let log = "   42   6683     0 2 65531      1  1\n 7710 -4001     3 2  256     1  1\n";
+        assert_eq!(first_column(log).collect::<Vec<_>>(), vec![42, 7710]);
     }
 
     #[test]

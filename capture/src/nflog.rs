@@ -28,21 +28,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NlasIterator, NLM_F_REQUEST};
+use netlink_packet_core::{NetlinkBuffer, NlasIterator, NLM_F_REQUEST};
 use netlink_packet_netfilter::nflog::{
     config_request, ConfigCmd, ConfigFlags, ConfigMode, ConfigNla, Timeout,
 };
-use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
-use netlink_sys::Socket;
+use netlink_packet_netfilter::NetfilterProtoFamily;
 
-use crate::netlink::{self, Acked, Refusal, Wait};
+use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
 use crate::privilege::Capability::CAP_NET_ADMIN;
 use crate::rules::{self, Rules, Target};
 use crate::SourceEnd;
 use icmpmon_core::event::{Direction, RawPacket};
 
-const NETLINK_NETFILTER: isize = libc::NETLINK_NETFILTER as isize;
 const MSG_PACKET: u16 = ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_PACKET as u16;
 const NFULA_PACKET_HDR: u16 = libc::NFULA_PACKET_HDR as u16;
 const NFULA_TIMESTAMP: u16 = libc::NFULA_TIMESTAMP as u16;
@@ -63,7 +61,6 @@ const NL_BUFSIZ_MAX: u32 = 131_072;
 const OUT_BATCH_SPAN: Duration = Duration::from_micros(250);
 /// How often the `out` rate is measured.
 const OUT_RATE_WINDOW: Duration = Duration::from_millis(100);
-const RECV_BUFFER: usize = 256 * 1024;
 /// Groups tried, two at a time from the default, when none is asked for.
 const GROUP_TRIES: u16 = 64;
 
@@ -121,18 +118,8 @@ pub struct NflogCounters {
     pub bad_messages: AtomicU64,
 }
 
-/// Whether log group `group` is bound in this namespace, from
-/// /proc/net/netfilter/nfnetlink_log (first column); `unknown` when the
-/// kernel's list cannot be read.
-fn group_is_bound(group: u16, unknown: bool) -> bool {
-    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_log")
-        .map_or(unknown, |text| bound_groups(&text).any(|g| g == group))
-}
-
-fn bound_groups(text: &str) -> impl Iterator<Item = u16> + '_ {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-}
+/// The kernel's list of bound log groups (first column: the group).
+const BOUND_GROUPS: &str = "/proc/net/netfilter/nfnetlink_log";
 
 /// One logged packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,10 +238,8 @@ fn out_threshold(rate: f64, max: u32) -> u32 {
 /// Bound groups with their rules installed.
 #[derive(Debug)]
 pub struct NflogSource {
-    sock: Socket,
+    nl: NetfilterSocket,
     group: u16,
-    seq: u32,
-    buf: Vec<u8>,
     /// Dropped (rules removed) before the last drain at stop.
     rules: Option<Rules>,
     counters: Arc<NflogCounters>,
@@ -273,14 +258,11 @@ pub struct NflogSource {
 impl NflogSource {
     /// Binds a pair of groups, then installs the rules that feed them.
     pub fn open(opts: &NflogOptions) -> Result<Self, NflogError> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.set_ext_ack(true)?;
-        netlink::set_receive_buffer(&sock, opts.socket_buffer);
+        let nl = NetfilterSocket::open(opts.socket_buffer)?;
         // Kernels before 6.x stamp `in` packets only when some socket asked
         // for receive timestamps: this one asks.
         if let Err(e) = nix::sys::socket::setsockopt(
-            &sock,
+            nl.socket(),
             nix::sys::socket::sockopt::ReceiveTimestampns,
             &true,
         ) {
@@ -288,10 +270,8 @@ impl NflogSource {
         }
         let timeout = Duration::from_millis(u64::from(opts.timeout_ms));
         let mut src = Self {
-            sock,
+            nl,
             group: 0,
-            seq: 1,
-            buf: Vec::with_capacity(RECV_BUFFER),
             rules: None,
             counters: Arc::default(),
             next_seq: [None; 2],
@@ -317,7 +297,8 @@ impl NflogSource {
         };
         // Unreadable: assume bound, so that another instance's rules are
         // never taken for stale.
-        let (rules, stale) = Rules::install(target, &|g| group_is_bound(g, true))?;
+        let (rules, stale) =
+            Rules::install(target, &|g| netlink::bound_in_proc(BOUND_GROUPS, g, true))?;
         for what in stale {
             eprintln!(
                 "icmpmon: removed stale {what}: no program has its log group bound (an icmpmon \
@@ -332,7 +313,8 @@ impl NflogSource {
     fn bind_free_pair(&mut self, opts: &NflogOptions) -> Result<u16, NflogError> {
         for i in 0..GROUP_TRIES {
             let g = DEFAULT_GROUP.wrapping_add(2 * i);
-            if group_is_bound(g, false) || group_is_bound(g.wrapping_add(1), false) {
+            let bound = |g| netlink::bound_in_proc(BOUND_GROUPS, g, false);
+            if bound(g) || bound(g.wrapping_add(1)) {
                 continue;
             }
             match self.bind_pair(g, opts) {
@@ -395,17 +377,7 @@ impl NflogSource {
             vec![ConfigCmd::Unbind.into()],
         );
         msg.header.flags = NLM_F_REQUEST;
-        let _ = self.send(msg);
-    }
-
-    fn send(&mut self, mut msg: NetlinkMessage<NetfilterMessage>) -> io::Result<u32> {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        msg.header.sequence_number = seq;
-        let mut out = vec![0; msg.header.length as usize];
-        msg.serialize(&mut out);
-        self.sock.send(&out, 0)?;
-        Ok(seq)
+        let _ = self.nl.send(msg);
     }
 
     /// A config request and its ACK (nothing else is on the socket before
@@ -417,8 +389,7 @@ impl NflogSource {
         nlas: Vec<ConfigNla>,
     ) -> Result<(), NflogError> {
         let msg = config_request(NetfilterProtoFamily::Unspec, group, nlas);
-        let seq = self.send(msg)?;
-        match netlink::wait_ack(&self.sock, &mut self.buf, seq, what, REPLY_TIMEOUT)? {
+        match self.nl.request(what, msg, REPLY_TIMEOUT)? {
             Acked::Ok => Ok(()),
             Acked::Refused(r) => Err(NflogError::Refused(r)),
             Acked::TimedOut => Err(NflogError::Timeout(what)),
@@ -442,19 +413,9 @@ impl NflogSource {
     /// it took.
     fn drain(&mut self, sink: &PacketSink) -> Result<usize, NflogError> {
         let mut batch = Vec::new();
-        loop {
-            self.buf.clear();
-            match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    self.counters.socket_overruns.fetch_add(1, Relaxed);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        while let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? {
             let received_ns = now_ns();
-            for bytes in netlink::datagram_messages(&self.buf) {
+            for bytes in netlink::datagram_messages(datagram) {
                 let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
                     self.counters.bad_messages.fetch_add(1, Relaxed);
                     continue;
@@ -516,7 +477,7 @@ impl NflogSource {
             );
             // No ACK: an error would come back among the packets.
             msg.header.flags = NLM_F_REQUEST;
-            match self.send(msg) {
+            match self.nl.send(msg) {
                 Ok(_) => {
                     tracing::debug!("out group: {rate:.0} packets/s, batches of {want}");
                     self.out_batch = want;
@@ -538,7 +499,7 @@ impl NflogSource {
                 1 => None,
                 _ => Some(OUT_RATE_WINDOW),
             };
-            if netlink::wait_readable(&self.sock, wait, Some(stop))? == Wait::Stopped {
+            if netlink::wait_readable(self.nl.socket(), wait, Some(stop))? == Wait::Stopped {
                 break;
             }
             self.drain(&sink)?;
@@ -548,7 +509,7 @@ impl NflogSource {
         // The kernel sends a partial batch when its timeout passes.
         let quiet = self.timeout + Duration::from_millis(50);
         let deadline = Instant::now() + quiet.max(Duration::from_millis(100)) * 4;
-        while Instant::now() < deadline && netlink::readable_within(&self.sock, quiet)? {
+        while Instant::now() < deadline && netlink::readable_within(self.nl.socket(), quiet)? {
             self.drain(&sink)?;
         }
         self.drain(&sink)?;
@@ -649,12 +610,6 @@ mod tests {
         v6.truncate(5);
         assert_eq!(ip_length(&v6), None);
         assert_eq!(ip_length(&[]), None);
-    }
-
-    #[test]
-    fn bound_groups_from_proc() {
-        let text = "   42   6683     0 2 65531      1  1\n 7710 -4001     3 2  256     1  1\n";
-        assert_eq!(bound_groups(text).collect::<Vec<_>>(), vec![42, 7710]);
     }
 
     proptest! {

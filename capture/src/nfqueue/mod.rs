@@ -19,15 +19,13 @@ use netlink_packet_core::{
     DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, NetlinkSerializable, NlasIterator, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
 };
-use netlink_sys::Socket;
 
-use crate::netlink::{self, Acked, Refusal, Wait};
+use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
 use crate::rules::{self, Rules, Target};
 use crate::SourceEnd;
 use icmpmon_core::event::{Direction, RawPacket};
 
-const NETLINK_NETFILTER: isize = libc::NETLINK_NETFILTER as isize;
 const NFNL_SUBSYS_QUEUE: u16 = libc::NFNL_SUBSYS_QUEUE as u16;
 const NFQNL_MSG_PACKET: u16 = libc::NFQNL_MSG_PACKET as u16;
 const NFQNL_MSG_CONFIG: u16 = libc::NFQNL_MSG_CONFIG as u16;
@@ -62,7 +60,6 @@ const BURST: usize = 256;
 /// Costs CPU only while packets flow.
 const SPIN: Duration = Duration::from_micros(200);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-const RECV_BUFFER: usize = 256 * 1024;
 
 pub const DEFAULT_QUEUE: u16 = 7707;
 
@@ -192,27 +189,14 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
     })
 }
 
-/// Whether `queue` is bound in this network namespace, from
-/// /proc/net/netfilter/nfnetlink_queue (first column: queue number).
-/// Whether `queue` is bound in this namespace; `unknown` when the kernel's
-/// list cannot be read.
-fn queue_is_bound(queue: u16, unknown: bool) -> bool {
-    std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")
-        .map_or(unknown, |text| bound_queues(&text).any(|q| q == queue))
-}
-
-fn bound_queues(text: &str) -> impl Iterator<Item = u16> + '_ {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-}
+/// The kernel's list of bound queues (first column: the queue number).
+const BOUND_QUEUES: &str = "/proc/net/netfilter/nfnetlink_queue";
 
 /// A bound queue with its rules installed.
 #[derive(Debug)]
 pub struct NfqueueSource {
-    sock: Socket,
+    nl: NetfilterSocket,
     queue: u16,
-    seq: u32,
-    buf: Vec<u8>,
     /// Dropped (rules removed) before the last drain at stop.
     rules: Option<Rules>,
     counters: Arc<NfqCounters>,
@@ -222,16 +206,9 @@ pub struct NfqueueSource {
 impl NfqueueSource {
     /// Binds queue `queue`, then installs the rules that feed it.
     pub fn open(queue: u16, snaplen: u32, socket_buffer: usize) -> Result<Self, NfqError> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)?;
-        sock.bind_auto()?;
-        sock.set_ext_ack(true)?;
-        sock.set_cap_ack(true)?;
-        netlink::set_receive_buffer(&sock, socket_buffer);
         let mut src = Self {
-            sock,
+            nl: NetfilterSocket::open(socket_buffer)?,
             queue,
-            seq: 1,
-            buf: Vec::with_capacity(RECV_BUFFER),
             rules: None,
             counters: Arc::default(),
             next_id: 1,
@@ -273,7 +250,7 @@ impl NfqueueSource {
         let (rules, stale) = Rules::install(Target::Queue(queue), &|q| {
             // Unreadable: assume bound, so that another instance's rules
             // are never taken for stale.
-            queue_is_bound(q, true)
+            netlink::bound_in_proc(BOUND_QUEUES, q, true)
         })?;
         for what in stale {
             eprintln!(
@@ -294,25 +271,17 @@ impl NfqueueSource {
         format!("nfqueue (queue {}, {rules})", self.queue)
     }
 
-    fn send(&mut self, msg: u16, attrs: Vec<DefaultNla>, flags: u16) -> Result<u32, NfqError> {
-        let seq = self.seq;
-        self.seq = self.seq.wrapping_add(1);
+    fn message(&self, msg: u16, attrs: Vec<DefaultNla>, flags: u16) -> NetlinkMessage<NfqRequest> {
         let mut header = NetlinkHeader::default();
         header.flags = flags;
-        header.sequence_number = seq;
-        let mut nl = NetlinkMessage::new(
+        NetlinkMessage::new(
             header,
             NetlinkPayload::InnerMessage(NfqRequest {
                 msg,
                 queue: self.queue,
                 attrs,
             }),
-        );
-        nl.finalize();
-        let mut out = vec![0; nl.buffer_len()];
-        nl.serialize(&mut out);
-        self.sock.send(&out, 0)?;
-        Ok(seq)
+        )
     }
 
     /// A config request and its ACK. Packets cannot arrive before the
@@ -323,8 +292,8 @@ impl NfqueueSource {
         msg: u16,
         attrs: Vec<DefaultNla>,
     ) -> Result<(), NfqError> {
-        let seq = self.send(msg, attrs, NLM_F_REQUEST | NLM_F_ACK)?;
-        match netlink::wait_ack(&self.sock, &mut self.buf, seq, what, REPLY_TIMEOUT)? {
+        let msg = self.message(msg, attrs, NLM_F_REQUEST | NLM_F_ACK);
+        match self.nl.request(what, msg, REPLY_TIMEOUT)? {
             Acked::Ok => Ok(()),
             Acked::Refused(r) => Err(NfqError::Refused(r)),
             Acked::TimedOut => Err(NfqError::Timeout(what)),
@@ -337,17 +306,10 @@ impl NfqueueSource {
         let mut batch = Vec::new();
         let mut last_id = None;
         while batch.len() < BURST {
-            self.buf.clear();
-            match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    self.counters.socket_overruns.fetch_add(1, Relaxed);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            for bytes in netlink::datagram_messages(&self.buf) {
+            let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? else {
+                break;
+            };
+            for bytes in netlink::datagram_messages(datagram) {
                 let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
                     self.counters.bad_messages.fetch_add(1, Relaxed);
                     continue;
@@ -393,11 +355,12 @@ impl NfqueueSource {
             // Accepts every queued packet with an id up to this one.
             let mut hdr = NF_ACCEPT.to_be_bytes().to_vec();
             hdr.extend_from_slice(&id.to_be_bytes());
-            self.send(
+            let verdict = self.message(
                 NFQNL_MSG_VERDICT_BATCH,
                 vec![DefaultNla::new(NFQA_VERDICT_HDR, hdr)],
                 NLM_F_REQUEST,
-            )?;
+            );
+            self.nl.send(verdict)?;
         }
         let n = batch.len();
         self.counters.packets.fetch_add(n as u64, Relaxed);
@@ -408,7 +371,7 @@ impl NfqueueSource {
     /// Receives until `stop`; then removes the rules first (no new packets
     /// are queued), accepts what is still queued, and unbinds.
     pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, NfqError> {
-        while netlink::wait_readable(&self.sock, None, Some(stop))? != Wait::Stopped {
+        while netlink::wait_readable(self.nl.socket(), None, Some(stop))? != Wait::Stopped {
             if self.drain(&sink)? > 0 {
                 let mut last = std::time::Instant::now();
                 // A flood keeps this loop busy: it must see the stop too.
@@ -436,7 +399,8 @@ impl NfqueueSource {
             None => {}
         }
         let cmd = DefaultNla::new(NFQA_CFG_CMD, vec![NFQNL_CFG_CMD_UNBIND, 0, 0, 0]);
-        self.send(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST)?;
+        let unbind = self.message(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST);
+        self.nl.send(unbind)?;
         Ok(SourceEnd::Stopped)
     }
 }
@@ -486,12 +450,6 @@ mod tests {
         m.extend(nla(NFQA_PAYLOAD, &[1, 2, 3]));
         assert_eq!(parse_packet(&m), None);
         assert_eq!(parse_packet(&[1, 2]), None);
-    }
-
-    #[test]
-    fn bound_queues_from_proc() {
-        let text = "    0  12345     0 2  256     0     0        5  1\n 7707 -4001     3 2  256     0     0       10  1\n";
-        assert_eq!(bound_queues(text).collect::<Vec<_>>(), vec![0, 7707]);
     }
 
     #[test]
