@@ -42,7 +42,7 @@ const LOAD_HINT: &str =
 pub enum KmodError {
     #[error(
         "the icmpmon kernel module is not loaded (no generic netlink family \"icmpmon\"): \
-         load it with {LOAD_HINT}, or use another --source"
+         load it with {LOAD_HINT}, or capture without it: --source packet (what the default, auto, then uses)"
     )]
     NotLoaded,
     #[error(
