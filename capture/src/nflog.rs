@@ -15,8 +15,9 @@
 //! at most 250 µs under a flood, and, for the last packets of a burst, by
 //! up to the kernel's 10 ms timer. Both groups number their packets
 //! (NFULA_SEQ): a gap is a batch the socket could not take (ENOBUFS), and
-//! its size is counted lost. At the end, rule hits minus packets seen
-//! counts what vanished without a gap.
+//! its size is counted lost once a later packet shows it. At the end, rule
+//! hits minus packets seen and counted is what vanished without a gap
+//! (the tail of a loss, or a buffer the kernel could not allocate).
 //!
 //! Config messages come from `netlink-packet-netfilter`. Packets are parsed
 //! here with `NlasIterator`, as for NFQUEUE: that crate's packet header and
