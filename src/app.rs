@@ -38,7 +38,7 @@ pub(crate) fn main() -> ExitCode {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if let Some(Err(e)) = rules::remove_installed() {
-            eprintln!("icmpmon: cannot remove the queue rules: {e}");
+            eprintln!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
         }
         default_hook(info);
     }));
@@ -118,7 +118,7 @@ fn handle_signals(mut signals: signal_hook::iterator::Signals, stop: Stop) -> an
                     // rules, and give the terminal back if the dashboard
                     // has it.
                     if let Some(Err(e)) = rules::remove_installed() {
-                        eprintln!("icmpmon: cannot remove the queue rules: {e}");
+                        eprintln!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
                     }
                     icmpmon_tui::restore();
                     std::process::exit(130);

@@ -295,8 +295,9 @@ pub struct RunArgs {
     /// an even number. Default: the first free pair from 7710.
     #[arg(long, value_name = "N", value_parser = parse_even_group, help_heading = "NFLOG")]
     pub nflog_group: Option<u16>,
-    /// Incoming packets per NFLOG message (batching; outgoing ones go one
-    /// at a time, so that their receive time is their send time).
+    /// Incoming packets per NFLOG message (batching; they keep the
+    /// kernel's timestamp). Outgoing ones go one at a time, so that their
+    /// receive time is their send time, unless a flood needs batches.
     #[arg(long, value_name = "N", default_value_t = icmpmon_capture::nflog::THRESHOLD_DEFAULT,
           value_parser = clap::value_parser!(u32).range(1..=4096), help_heading = "NFLOG")]
     pub nflog_threshold: u32,

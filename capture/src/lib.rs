@@ -209,6 +209,7 @@ impl Counters for nflog::NflogCounters {
             ("unaccounted", self.unaccounted.load(Relaxed)),
             ("socket_overruns", self.socket_overruns.load(Relaxed)),
             ("bad_messages", self.bad_messages.load(Relaxed)),
+            ("out_batched_ms", self.out_batched_ms.load(Relaxed)),
         ]
     }
     fn losses(&self) -> Vec<(&'static str, u64)> {

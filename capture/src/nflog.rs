@@ -116,6 +116,10 @@ pub struct NflogCounters {
     pub unaccounted: AtomicU64,
     /// ENOBUFS on receive (what they lost shows as sequence gaps).
     pub socket_overruns: AtomicU64,
+    /// How long `out` packets went in batches (a flood), in ms: their
+    /// times, and the RTTs of pings this host sent, were up to
+    /// `OUT_BATCH_SPAN` late then.
+    pub out_batched_ms: AtomicU64,
     pub bad_messages: AtomicU64,
 }
 
@@ -459,6 +463,10 @@ impl NflogSource {
         if elapsed < OUT_RATE_WINDOW {
             return;
         }
+        if self.out_batch > 1 {
+            let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+            self.counters.out_batched_ms.fetch_add(ms, Relaxed);
+        }
         let rate = self.out_seen as f64 / elapsed.as_secs_f64();
         let want = out_threshold(rate, self.max_batch);
         // Only a real change: halving or doubling, or back to one.
@@ -507,26 +515,35 @@ impl NflogSource {
             self.adapt_out();
         }
         let matched = self.rules.take().map(Rules::remove);
-        // The kernel sends a partial batch when its timeout passes.
-        let quiet = self.timeout + Duration::from_millis(50);
-        let deadline = Instant::now() + quiet.max(Duration::from_millis(100)) * 4;
-        while Instant::now() < deadline && netlink::readable_within(self.nl.socket(), quiet)? {
-            self.drain(&sink)?;
-        }
-        self.drain(&sink)?;
+        let drained = self.drain_last(&sink);
         for g in [self.group, self.group.wrapping_add(1)] {
             self.unbind(g);
         }
-        match matched {
-            Some(Ok(hits)) => {
-                let c = &self.counters;
-                let seen = c.packets.load(Relaxed) + c.sequence_lost.load(Relaxed);
-                c.unaccounted.store(hits.saturating_sub(seen), Relaxed);
-                Ok(SourceEnd::Stopped)
-            }
-            Some(Err(e)) => Err(NflogError::RulesLeft(e)),
-            None => Ok(SourceEnd::Stopped),
+        // Rules left behind are the worse news: reported first.
+        let hits = match matched {
+            Some(Err(e)) => return Err(NflogError::RulesLeft(e)),
+            Some(Ok(hits)) => Some(hits),
+            None => None,
+        };
+        drained?;
+        if let Some(hits) = hits {
+            let c = &self.counters;
+            let seen = c.packets.load(Relaxed) + c.sequence_lost.load(Relaxed);
+            c.unaccounted.store(hits.saturating_sub(seen), Relaxed);
         }
+        Ok(SourceEnd::Stopped)
+    }
+
+    /// Takes what the kernel still sends once the rules are gone: the
+    /// partial batches, which go when their timeout passes.
+    fn drain_last(&mut self, sink: &PacketSink) -> Result<(), NflogError> {
+        let quiet = self.timeout + Duration::from_millis(50);
+        let deadline = Instant::now() + quiet.max(Duration::from_millis(100)) * 4;
+        while Instant::now() < deadline && netlink::readable_within(self.nl.socket(), quiet)? {
+            self.drain(sink)?;
+        }
+        self.drain(sink)?;
+        Ok(())
     }
 }
 

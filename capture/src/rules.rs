@@ -48,9 +48,10 @@ pub enum Target {
     /// NFQUEUE queue N: every packet waits for icmpmon's verdict.
     Queue(u16),
     /// NFLOG: a copy of `in` packets to `group` (batched by the group's
-    /// threshold), of `out` packets to `group + 1` (one at a time: NFLOG
-    /// stamps no time at output, so icmpmon takes the receive time, which
-    /// waiting in a batch would delay), each cut to `snaplen` bytes.
+    /// threshold), of `out` packets to `group + 1` (one at a time but
+    /// under a flood: NFLOG stamps no time at output, so icmpmon takes the
+    /// receive time, which waiting in a batch would delay; see `nflog`),
+    /// each cut to `snaplen` bytes.
     Log {
         group: u16,
         snaplen: u32,
@@ -719,7 +720,7 @@ mod tests {
         let out = t.xtables_target(Hook::Output).join(" ");
         assert_eq!(
             out,
-            "-j NFLOG --nflog-group 41 --nflog-size 256 --nflog-threshold 1"
+            "-j NFLOG --nflog-group 41 --nflog-size 256 --nflog-threshold 64"
         );
         let pre = t.xtables_target(Hook::Prerouting).join(" ");
         assert!(pre.ends_with("--nflog-group 40 --nflog-size 256 --nflog-threshold 64"));

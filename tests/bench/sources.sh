@@ -47,9 +47,12 @@ start_monitor() {
 	esac
 	for _ in $(seq 100); do
 		grep -q "$ready" "$2" 2>/dev/null && return 0
+		kill -0 "$PID" 2>/dev/null || break
 		sleep 0.1
 	done
 	echo "bench: $1 did not start: $(cat "$2")" >&2
+	kill -KILL "$PID" 2>/dev/null
+	wait "$PID" 2>/dev/null
 	return 1
 }
 
@@ -84,9 +87,14 @@ measure() {
 }
 
 whats=${WHATS:-"alone packet nflog nfqueue tcpdump"}
+case " $whats " in
+*" alone "*) ;;
+*) echo "bench: WHATS must include alone (the reference)" >&2 && exit 1 ;;
+esac
 for r in $(seq "$rounds"); do
 	for w in $whats; do
-		echo "$r $w $(measure "$w" "$r")" >>"$work/results"
+		line=$(measure "$w" "$r") || exit 1
+		echo "$r $w $line" >>"$work/results"
 	done
 done
 

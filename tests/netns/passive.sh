@@ -7,6 +7,7 @@
 # check prints one "NETNS <name> PASS|FAIL <detail>" line; the last line
 # counts them.
 set -uo pipefail
+[ "$(id -u)" = 0 ] || { echo "tests/netns/passive.sh: needs root (namespaces, capture)" >&2; exit 1; }
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 bin="$repo/target/debug/icmpmon"
@@ -78,11 +79,20 @@ start_icmpmon() {
 		sleep 0.1
 	done
 	cat "$work/$name.err"
+	kill -KILL "$PID" 2>/dev/null
+	wait "$PID" 2>/dev/null
 	return 1
 }
 
-stop() { # PID: SIGINT, then its exit status
-	kill -INT "$1"
+# stop PID [SIGNAL]: SIGINT (or SIGNAL), then its exit status; SIGKILL after
+# 15 s (status 137), so a hung stop fails a check instead of the suite.
+stop() {
+	kill -"${2:-INT}" "$1"
+	for _ in $(seq 150); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null
 	wait "$1"
 }
 
@@ -99,8 +109,17 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 traffic() {
 	in_a ping -c 3 -i 0.2 10.96.1.1 >/dev/null
 	in_a ping -c 3 -i 0.2 fd96:1::1 >/dev/null
+	# r's own pings, answered 20 ms late by a responder in a (this kernel
+	# has no netem): long enough that a wrong pairing cannot pass.
+	in_a sysctl -qw net.ipv4.icmp_echo_ignore_all=1 net.ipv6.icmp.echo_ignore_all=1
+	ip netns exec "$a" python3 "$repo/tests/netns/slow_echo.py" 20 &
+	local slow=$!
+	sleep 0.3
 	in_r ping -c 5 -i 0.2 10.96.1.2 >"$work/$1.ping"
 	in_r ping -c 5 -i 0.2 fd96:1::2 >>"$work/$1.ping"
+	kill "$slow"
+	wait "$slow" 2>/dev/null
+	in_a sysctl -qw net.ipv4.icmp_echo_ignore_all=0 net.ipv6.icmp.echo_ignore_all=0
 	in_a ping -c 3 -i 0.2 10.96.2.2 >/dev/null # forwarded
 	in_a ping -c 3 -i 0.2 fd96:2::2 >/dev/null
 	in_a ping -c 1 -t 1 -W 1 10.96.2.77 >/dev/null # r: time exceeded
@@ -190,24 +209,33 @@ for source in packet nflog; do
 		}
 		$10 == "echo-reply" && $3 == "in" && ($6 == "10.96.1.2" || $6 == "fd96:1::2") && $15 != "" {
 			k = $5 "/" $12
-			if (k in want) { d = $15 / 1000 - want[k]; if (d < 0) d = -d; if (d > max) max = d; seen[k] = 1 }
+			if (k in want) {
+				d = $15 / 1000 - want[k]; if (d < 0) d = -d; if (d > max) max = d; seen[k] = 1
+				if (least == "" || $15 + 0 < least) least = $15 + 0
+			}
 		}
 		END {
 			m = 0
 			for (k in want) if (!(k in seen)) m++
-			printf "%d %d %.3f\n", n, m, max
+			printf "%d %d %.3f %d\n", n, m, max, least
 		}' "$f")
 	set -- $bad
-	if [ "$1" = 10 ] && [ "$2" = 0 ] && awk -v d="$3" 'BEGIN { exit !(d < 1.0) }'; then
-		ok "$source-rtt" "10 replies: icmpmon's rtt_us within $3 ms of ping's time="
+	if [ "$1" = 10 ] && [ "$2" = 0 ] && [ "$4" -ge 15000 ] && awk -v d="$3" 'BEGIN { exit !(d < 1.0) }'; then
+		ok "$source-rtt" "10 replies of about 20 ms: icmpmon's rtt_us within $3 ms of ping's time="
 	else
-		ko "$source-rtt" "pings=$1 unmatched=$2 worst=$3 ms"
+		ko "$source-rtt" "pings=$1 unmatched=$2 worst=$3 ms shortest rtt_us=$4"
 	fi
 	# Forwarded pings: two sightings each (packet), one request counted.
 	if grep -q "10.96.1.2 → 10.96.2.2: 3 req, 3 rep, 0 lost" "$work/$source.err" &&
 		grep -q "fd96:1::2 → fd96:2::2: 3 req, 3 rep, 0 lost" "$work/$source.err"; then
-		sights=$(awk -F, '$6 == "10.96.1.2" && $7 == "10.96.2.2" && $10 == "echo-request" { print $4 }' "$f" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
-		ok "$source-forwarded" "3 requests counted once each; request rows per interface: $sights"
+		sights=$(awk -F, '$6 == "10.96.1.2" && $7 == "10.96.2.2" && $10 == "echo-request" { print $4 }' "$f" | sort | uniq -c | awk '{ printf "%s %s;", $1, $2 }')
+		# AF_PACKET: in on pr0 and out on pr1; the hooks: once, at pr0.
+		if [ "$source" = packet ]; then want="3 pr0;3 pr1;"; else want="3 pr0;"; fi
+		if [ "$sights" = "$want" ]; then
+			ok "$source-forwarded" "3 requests counted once each; request rows per interface: $sights"
+		else
+			ko "$source-forwarded" "request rows per interface: [$sights], want [$want]"
+		fi
 	else
 		ko "$source-forwarded" "$(grep ' → ' "$work/$source.err")"
 	fi
@@ -218,6 +246,24 @@ for source in packet nflog; do
 		if [ "$n" = 0 ]; then ok nflog-sigint-rules "no icmpmon rule left"; else ko nflog-sigint-rules "$n lines"; fi
 	fi
 done
+
+# --- packet -i pr1: the kernel filter keeps that interface only ---
+if start_icmpmon iface packet -i pr1; then
+	in_a ping -c 3 -i 0.2 10.96.2.2 >/dev/null # forwarded: leaves by pr1
+	in_a ping -c 2 -i 0.2 10.96.1.1 >/dev/null # r's own, on pr0: not shown
+	sleep 0.3
+	stop "$PID"
+	rc=$?
+	echoes=$(awk -F, '($10 == "echo-request" || $10 == "echo-reply") && $4 == "pr1"' "$work/iface.csv" | wc -l)
+	others=$(awk -F, 'NR > 1 && $4 != "pr1"' "$work/iface.csv" | wc -l)
+	if [ "$rc" = 0 ] && [ "$echoes" = 6 ] && [ "$others" = 0 ]; then
+		ok packet-interface "-i pr1: the 6 forwarded echo messages on pr1, no row from another interface"
+	else
+		ko packet-interface "rc=$rc echoes on pr1=$echoes rows elsewhere=$others"
+	fi
+else
+	ko packet-interface "icmpmon did not start"
+fi
 
 # --- nflog: records come defragmented (the module's view), with no
 # connection tracking ---
@@ -256,7 +302,9 @@ if start_icmpmon ring packet --ring-block-size 4096 --ring-frames 16; then
 	seen=$(awk -F, '$10 == "echo-request" || $10 == "echo-reply"' "$work/ring.csv" | wc -l)
 	lost=$(sed -n 's/.*lost: ring \([0-9]*\),.*/\1/p' "$work/ring.err")
 	kernel=$((after - before))
-	if [ "$rc" = 0 ] && [ -n "$lost" ] && [ "$lost" -gt 0 ] && [ $((seen + lost)) -ge "$kernel" ] && [ "$kernel" -ge 3000 ]; then
+	# At most a few more: ND and MLD packets lost in the ring too.
+	if [ "$rc" = 0 ] && [ -n "$lost" ] && [ "$lost" -gt 0 ] && [ $((seen + lost)) -ge "$kernel" ] &&
+		[ $((seen + lost)) -le $((kernel + 20)) ] && [ "$kernel" -ge 3000 ]; then
 		ok packet-ring-drops "r's stack: $kernel echo requests + replies; icmpmon: $seen rows + $lost counted lost in the ring"
 	else
 		ko packet-ring-drops "rc=$rc kernel=$kernel seen=$seen lost=[$lost]: $(grep 'lost:' "$work/ring.err")"
@@ -284,7 +332,9 @@ if start_icmpmon logloss nflog --socket-buffer 65536; then
 	gaps=$(sed -n 's/.*lost: log_sequence \([0-9]*\), log_unaccounted \([0-9]*\),.*/\1 \2/p' "$work/logloss.err")
 	set -- $gaps
 	kernel=$((after - before))
-	if [ "$rc" = 0 ] && [ "${1:-0}" -gt 0 ] && [ $((seen + ${1:-0} + ${2:-0})) -ge "$kernel" ] && [ "$kernel" -ge 3004 ]; then
+	# Every loss is followed by later packets: all of it shows as gaps.
+	if [ "$rc" = 0 ] && [ "${1:-0}" -gt 0 ] && [ "${2:-}" = 0 ] && [ $((seen + $1)) -ge "$kernel" ] &&
+		[ $((seen + $1)) -le $((kernel + 20)) ] && [ "$kernel" -ge 3004 ]; then
 		ok nflog-losses "r's stack: $kernel echo requests + replies; icmpmon: $seen rows + ${1} sequence gaps + ${2} unaccounted"
 	else
 		ko nflog-losses "rc=$rc kernel=$kernel seen=$seen gaps=[$gaps]: $(grep 'lost:' "$work/logloss.err")"
@@ -296,8 +346,7 @@ fi
 # --- SIGTERM: a clean stop, nothing left ---
 for source in packet nflog; do
 	if start_icmpmon "term-$source" "$source"; then
-		kill -TERM "$PID"
-		wait "$PID"
+		stop "$PID" TERM
 		rc=$?
 		n=$(rules_left)
 		if [ "$rc" = 0 ] && [ "$n" = 0 ]; then ok "$source-sigterm" "exit 0, nothing left"; else ko "$source-sigterm" "rc=$rc rules=$n"; fi
@@ -338,6 +387,7 @@ fi
 
 # --- two monitors at once, each source: both see everything ---
 for source in packet nflog; do
+	p1=
 	if start_icmpmon "one-$source" "$source" && p1=$PID && start_icmpmon "two-$source" "$source"; then
 		p2=$PID
 		in_a ping -c 3 -i 0.2 10.96.1.1 >/dev/null
@@ -356,12 +406,13 @@ for source in packet nflog; do
 		fi
 	else
 		ko "$source-two-monitors" "a monitor did not start"
-		kill "${p1:-}" 2>/dev/null
+		[ -n "$p1" ] && stop "$p1"
 	fi
 done
 
-# --- idle costs nothing: no busy-wait ---
-for source in packet nflog; do
+# --- idle costs nothing: no busy-wait (NFQUEUE's short spin after a burst
+# included) ---
+for source in packet nflog nfqueue; do
 	if start_icmpmon "idle-$source" "$source"; then
 		sleep 0.5
 		t0=$(cpu_ticks "$PID")
@@ -392,7 +443,7 @@ done
 
 # --- auto without the module: packet, and it says so ---
 if [ -e /sys/module/icmpmon ]; then
-	ok auto-packet "skipped: the module is loaded here (the QEMU suite covers auto → kmod)"
+	echo "NETNS auto-packet SKIP the module is loaded here (the QEMU suite covers auto → kmod)"
 else
 	ip netns exec "$r" "$bin" --csv "$work/auto.csv" 2>"$work/auto.err" &
 	PID=$!
@@ -420,18 +471,20 @@ screen_wait() { # PATTERN: until the pane shows an (extended) regex match
 	return 1
 }
 tm kill-server 2>/dev/null
-tm new-session -d -s dash -x 120 -y 40 "ip netns exec $r $bin --source packet 2>$work/dash.err; echo EXIT=\$?; sleep 60"
+tm new-session -d -s dash -x 120 -y 40 "ip netns exec '$r' '$bin' --source packet 2>'$work/dash.err'; echo EXIT=\$?; sleep 60"
 if screen_wait "source packet"; then
 	in_a ping -c 5 -i 0.2 10.96.1.1 >/dev/null
 	# requester → responder, requests, replies, pending, loss
 	if screen_wait "10\.96\.1\.2 → 10\.96\.1\.1 +5 +5 +0 +0\.0%"; then shown=yes; else shown=no; fi
 	row=$(tm capture-pane -p -t dash | grep -m1 "10.96.1.2 →" | tr -s ' ')
 	header=$(tm capture-pane -p -t dash | grep -m1 -o "source packet[^│]*" | tr -s ' ')
+	# The header names the loss stages: the ring's, then the channel's.
+	if tm capture-pane -p -t dash | grep -q "lost ring 0 channel 0"; then stages=yes; else stages=no; fi
 	tm send-keys -t dash q
-	if screen_wait "EXIT=" && tm capture-pane -p -t dash | grep -q "EXIT=0" && [ "$shown" = yes ]; then
-		ok packet-dashboard "tmux showed [$header] and [$row]; q: exit 0"
+	if screen_wait "EXIT=" && tm capture-pane -p -t dash | grep -q "EXIT=0" && [ "$shown" = yes ] && [ "$stages" = yes ]; then
+		ok packet-dashboard "tmux showed [$header], lost ring 0 channel 0 and [$row]; q: exit 0"
 	else
-		ko packet-dashboard "shown=$shown row=[$row]: $(tm capture-pane -p -t dash | tail -n 5) $(cat "$work/dash.err")"
+		ko packet-dashboard "shown=$shown stages=$stages row=[$row]: $(tm capture-pane -p -t dash | head -n 4) $(cat "$work/dash.err")"
 	fi
 else
 	ko packet-dashboard "no dashboard: $(tm capture-pane -p -t dash) $(cat "$work/dash.err")"
@@ -444,7 +497,7 @@ main_job=$(awk '/^\*\*Main job\*\*/ { m = 1 } m && /^```sh$/ { getline; print; e
 if [ -z "$main_job" ]; then
 	ko readme-main-job "no main job command found in README.md"
 else
-	(cd "$repo" && exec setsid ip netns exec "$r" bash -c "$main_job") >"$work/main.out" 2>"$work/main.err" &
+	(cd "$repo" && exec timeout -s KILL 900 setsid ip netns exec "$r" bash -c "$main_job") >"$work/main.out" 2>"$work/main.err" &
 	PID=$!
 	for _ in $(seq 1200); do
 		grep -q "capturing from" "$work/main.err" 2>/dev/null && break
@@ -455,7 +508,7 @@ else
 	sleep 0.5
 	# Ctrl-C: the terminal signals icmpmon (sudo relays only signals sent
 	# by other processes, so a kill of the whole group would be two).
-	pkill -INT -s "$(ps -o sid= -p "$PID" | tr -d " ")" -x icmpmon
+	pkill -INT -f '^target/release/icmpmon --csv -$'
 	wait "$PID"
 	rc=$?
 	echoes=$(awk -F, '$2 == "packet" && ($10 == "echo-request" || $10 == "echo-reply")' "$work/main.out" | wc -l)

@@ -384,19 +384,23 @@ impl NfqueueSource {
             }
         }
         let queued = self.rules.take().map(Rules::remove);
-        while self.drain(&sink)? > 0 {}
-        match queued {
-            // Everything the rules queued and we never saw: the kernel's
-            // drops and fail-open passes (which leave no id gap).
-            Some(Ok(hits)) => {
-                let seen = self.counters.packets.load(Relaxed);
-                let lost = hits.saturating_sub(seen);
-                self.counters.queue_lost.fetch_max(lost, Relaxed);
-            }
-            Some(Err(e)) => {
-                return Err(NfqError::RulesLeft(e));
-            }
-            None => {}
+        let drained = (|| {
+            while self.drain(&sink)? > 0 {}
+            Ok::<_, NfqError>(())
+        })();
+        // Rules left behind are the worse news: reported first.
+        let hits = match queued {
+            Some(Err(e)) => return Err(NfqError::RulesLeft(e)),
+            Some(Ok(hits)) => Some(hits),
+            None => None,
+        };
+        drained?;
+        // Everything the rules queued and we never saw: the kernel's drops
+        // and fail-open passes (which leave no id gap).
+        if let Some(hits) = hits {
+            let seen = self.counters.packets.load(Relaxed);
+            let lost = hits.saturating_sub(seen);
+            self.counters.queue_lost.fetch_max(lost, Relaxed);
         }
         let cmd = DefaultNla::new(NFQA_CFG_CMD, vec![NFQNL_CFG_CMD_UNBIND, 0, 0, 0]);
         let unbind = self.message(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST);
