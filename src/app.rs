@@ -45,12 +45,43 @@ pub(crate) fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Some(Command::Stats) => stats(),
+        Some(Command::Man) => man(),
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell.generator(), &mut cmd, "icmpmon", &mut script);
+            print_document(&script)
+        }
         None => run(&cli.run),
     };
     result.unwrap_or_else(|e| {
         eprintln!("icmpmon: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// The manual page, from the same definition as --help (section 8: it
+/// needs privileges).
+fn man() -> anyhow::Result<ExitCode> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .section("8")
+        .render(&mut page)
+        .context("cannot render the manual page")?;
+    print_document(&page)
+}
+
+/// Writes a generated document to standard output; a reader that goes
+/// away (`| head`) is a clean end, as for rows.
+fn print_document(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to standard output"))
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn init_logging(verbose: u8) {

@@ -50,10 +50,19 @@ Standard output takes one output: --csv -, --jsonl -, --alerts - and
 Each CSV row is one ICMP/ICMPv6 message; the columns are described in
 README.md (CSV schema v1).";
 
+/// `--version`: the version, the commit it was built from, the sources.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ICMPMON_GIT_COMMIT"),
+    ")\nsources: kmod, packet, nflog, nfqueue, pcap"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "icmpmon",
     version,
+    long_version = LONG_VERSION,
     about = "Monitor ICMP and ICMPv6 on this host",
     long_about = "Monitor ICMP and ICMPv6 on this host.\n\n\
         Packets come from the icmpmon kernel module (a netfilter hook, over generic \
@@ -81,6 +90,33 @@ pub struct Cli {
 pub enum Command {
     /// Print the kernel module's counters for this network namespace.
     Stats,
+    /// Print the manual page (roff) on standard output, e.g.
+    /// `icmpmon man > /usr/share/man/man8/icmpmon.8`.
+    Man,
+    /// Print a completion script for SHELL, e.g.
+    /// `icmpmon completions bash > /etc/bash_completion.d/icmpmon`.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl Shell {
+    pub fn generator(self) -> clap_complete::Shell {
+        match self {
+            Shell::Bash => clap_complete::Shell::Bash,
+            Shell::Zsh => clap_complete::Shell::Zsh,
+            Shell::Fish => clap_complete::Shell::Fish,
+        }
+    }
 }
 
 /// Where packets come from.

@@ -105,3 +105,110 @@ fn unwritable_output_exits_1_before_capturing() {
         stderr(&out)
     );
 }
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every long option of `--help`, as written there.
+fn long_options() -> Vec<String> {
+    let help = stdout(&icmpmon(&["--help"]));
+    let mut opts: Vec<String> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 3)
+        .map(str::to_owned)
+        .collect();
+    opts.sort();
+    opts.dedup();
+    assert!(opts.len() > 30, "{opts:?}");
+    opts
+}
+
+/// The manual page comes from the same definition as --help: every option
+/// is in it (roff escapes dashes), in section 8.
+#[test]
+fn man_page_has_every_option() {
+    let out = icmpmon(&["man"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.contains(".TH icmpmon 8"), "{page}");
+    assert!(page.contains(".SH NAME"), "{page}");
+    for opt in long_options() {
+        let roff = opt.replace('-', "\\-");
+        assert!(page.contains(&roff), "the man page lacks {opt}");
+    }
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let options = long_options();
+    for (shell, marker) in [
+        ("bash", "complete -F _icmpmon"),
+        ("zsh", "#compdef icmpmon"),
+        ("fish", "complete -c icmpmon"),
+    ] {
+        let out = icmpmon(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains(marker), "{shell}:\n{script}");
+        // fish names options without their dashes.
+        for opt in &options {
+            let name = opt.trim_start_matches('-');
+            assert!(script.contains(name), "{shell} completion lacks {opt}");
+        }
+    }
+    // The bash script parses.
+    let bash = stdout(&icmpmon(&["completions", "bash"]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("icmpmon.bash");
+    std::fs::write(&file, bash).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+    assert!(check.success());
+    let bad = icmpmon(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("bash, zsh, fish"), "{}", stderr(&bad));
+}
+
+/// `--version` names the commit and the sources built in; `-V` is short.
+#[test]
+fn version_says_commit_and_sources() {
+    let long = stdout(&icmpmon(&["--version"]));
+    assert!(
+        long.starts_with(concat!("icmpmon ", env!("CARGO_PKG_VERSION"), " (commit ")),
+        "{long}"
+    );
+    let commit = long
+        .split("(commit ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_default();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{long}"
+    );
+    assert!(
+        long.contains("sources: kmod, packet, nflog, nfqueue, pcap"),
+        "{long}"
+    );
+    let short = stdout(&icmpmon(&["-V"]));
+    assert_eq!(short.trim(), concat!("icmpmon ", env!("CARGO_PKG_VERSION")));
+}
+
+/// `icmpmon man | head -1`: a reader that goes away is a clean end.
+#[test]
+fn generated_documents_end_cleanly_on_a_closed_pipe() {
+    use std::process::Stdio;
+    for args in [&["man"][..], &["completions", "zsh"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_icmpmon"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // closed before anything is read
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}
