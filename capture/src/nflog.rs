@@ -27,7 +27,7 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkBuffer, NlasIterator, NLM_F_REQUEST};
 use netlink_packet_netfilter::nflog::{
@@ -134,12 +134,6 @@ struct Logged {
     packet: RawPacket,
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// The packet's length on the wire, from its IP header (NFLOG sends no
 /// original length).
 fn ip_length(data: &[u8]) -> Option<u32> {
@@ -172,14 +166,7 @@ fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged> {
             NFULA_IFINDEX_INDEV => indev = be32(v).unwrap_or(0),
             NFULA_IFINDEX_OUTDEV => outdev = be32(v).unwrap_or(0),
             NFULA_SEQ => seq = be32(v),
-            NFULA_TIMESTAMP if v.len() >= 16 => {
-                let sec = u64::from_be_bytes(v[..8].try_into().ok()?);
-                let usec = u64::from_be_bytes(v[8..16].try_into().ok()?);
-                ts_ns = Some(
-                    sec.saturating_mul(1_000_000_000)
-                        .saturating_add(usec.saturating_mul(1000)),
-                );
-            }
+            NFULA_TIMESTAMP => ts_ns = netlink::timestamp_ns(v),
             _ => {}
         }
     }
@@ -419,7 +406,7 @@ impl NflogSource {
     fn drain(&mut self, sink: &PacketSink) -> Result<usize, NflogError> {
         let mut batch = Vec::new();
         while let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? {
-            let received_ns = now_ns();
+            let received_ns = netlink::now_ns();
             for bytes in netlink::datagram_messages(datagram) {
                 let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
                     self.counters.bad_messages.fetch_add(1, Relaxed);

@@ -13,7 +13,7 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use netlink_packet_core::{
     DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
@@ -154,14 +154,7 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
             NFQA_CAP_LEN => cap_len = be32(v),
             NFQA_IFINDEX_INDEV => indev = be32(v).unwrap_or(0),
             NFQA_IFINDEX_OUTDEV => outdev = be32(v).unwrap_or(0),
-            NFQA_TIMESTAMP if v.len() >= 16 => {
-                let sec = u64::from_be_bytes(v[..8].try_into().ok()?);
-                let usec = u64::from_be_bytes(v[8..16].try_into().ok()?);
-                ts_ns = Some(
-                    sec.saturating_mul(1_000_000_000)
-                        .saturating_add(usec.saturating_mul(1000)),
-                );
-            }
+            NFQA_TIMESTAMP => ts_ns = netlink::timestamp_ns(v),
             _ => {}
         }
     }
@@ -171,11 +164,7 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
         _ => (Direction::Unknown, indev.max(outdev)),
     };
     // Locally sent packets carry no timestamp: take the time now.
-    let ts_ns = ts_ns.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-    });
+    let ts_ns = ts_ns.unwrap_or_else(netlink::now_ns);
     Some(Queued {
         id: id?,
         packet: RawPacket {
