@@ -12,7 +12,7 @@ out=${1:-$repo/tui/dashboard.svg}
 work=$(mktemp -d /tmp/icmpmon-shot.XXXXXX)
 mon=mon
 peer=peer
-tm() { tmux -u -L icmpmon-shot "$@"; }
+TMUX_SERVER=icmpmon-shot
 cleanup() {
 	tm kill-server 2>/dev/null || true
 	netns_teardown "$mon" "$peer"

@@ -31,3 +31,14 @@ netns_teardown() {
 	ip netns del "$1" 2>/dev/null || true
 	ip netns del "$2" 2>/dev/null || true
 }
+
+# The dashboard checks: tmux on the suite's own server ($TMUX_SERVER), and
+# screen_wait PATTERN, until pane "dash" shows an (extended) regex match.
+tm() { tmux -u -L "$TMUX_SERVER" "$@"; }
+screen_wait() {
+	for _ in $(seq 100); do
+		tm capture-pane -p -t dash | grep -Eq "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}

@@ -10,6 +10,9 @@ set -uo pipefail
 [ "$(id -u)" = 0 ] || { echo "tests/netns/passive.sh: needs root (namespaces, capture)" >&2; exit 1; }
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/netns/lib.sh
+. "$repo/tests/netns/lib.sh"
+TMUX_SERVER=icmpmon-passive
 bin="$repo/target/debug/icmpmon"
 work=$(mktemp -d /tmp/icmpmon-passive.XXXXXX)
 helper="$work/vmhelper"
@@ -20,7 +23,7 @@ pass=0
 fail=0
 
 cleanup() {
-	tmux -L icmpmon-passive kill-server 2>/dev/null
+	tm kill-server 2>/dev/null
 	for ns in $r $a $b; do
 		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
 		ip netns del "$ns" 2>/dev/null
@@ -289,19 +292,28 @@ fi
 echoes_in_out() {
 	in_r awk '/^Icmp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["InEchos"] + $c["OutEchoReps"] }' /proc/net/snmp
 }
-if start_icmpmon ring packet --ring-block-size 4096 --ring-frames 16; then
+# blast_stopped NAME: 3000 pings at r while icmpmon (PID) is stopped, then
+# two more once it runs again (they show a gap in NFLOG's numbering), then a
+# stop. Sets rc, seen (echo rows) and kernel (echoes r's stack counted).
+blast_stopped() {
+	local before after
 	before=$(echoes_in_out)
 	kill -STOP "$PID"
 	in_a python3 "$repo/tests/netns/blast.py" 10.96.1.1 3000
 	sleep 0.5
 	kill -CONT "$PID"
-	sleep 1
+	sleep 0.5
+	in_a ping -c 2 -i 0.2 10.96.1.1 >/dev/null
+	sleep 0.5
 	after=$(echoes_in_out)
 	stop "$PID"
 	rc=$?
-	seen=$(awk -F, '$10 == "echo-request" || $10 == "echo-reply"' "$work/ring.csv" | wc -l)
-	lost=$(sed -n 's/.*lost: ring \([0-9]*\),.*/\1/p' "$work/ring.err")
+	seen=$(awk -F, '$10 == "echo-request" || $10 == "echo-reply"' "$work/$1.csv" | wc -l)
 	kernel=$((after - before))
+}
+if start_icmpmon ring packet --ring-block-size 4096 --ring-frames 16; then
+	blast_stopped ring
+	lost=$(sed -n 's/.*lost: ring \([0-9]*\),.*/\1/p' "$work/ring.err")
 	# At most a few more: ND and MLD packets lost in the ring too.
 	if [ "$rc" = 0 ] && [ -n "$lost" ] && [ "$lost" -gt 0 ] && [ $((seen + lost)) -ge "$kernel" ] &&
 		[ $((seen + lost)) -le $((kernel + 20)) ] && [ "$kernel" -ge 3000 ]; then
@@ -315,23 +327,11 @@ fi
 
 # --- nflog: what the socket could not take is counted (sequence gaps) ---
 if start_icmpmon logloss nflog --socket-buffer 65536; then
-	before=$(echoes_in_out)
-	kill -STOP "$PID"
-	in_a python3 "$repo/tests/netns/blast.py" 10.96.1.1 3000
-	sleep 0.5
-	kill -CONT "$PID"
-	sleep 0.5
-	# Later packets show the gap in the numbering; what no later packet
-	# follows is found by the rule counters at the end.
-	in_a ping -c 2 -i 0.2 10.96.1.1 >/dev/null
-	sleep 0.5
-	after=$(echoes_in_out)
-	stop "$PID"
-	rc=$?
-	seen=$(awk -F, '$10 == "echo-request" || $10 == "echo-reply"' "$work/logloss.csv" | wc -l)
+	# The two later pings show the gap in the numbering; what no later
+	# packet follows would be found by the rule counters at the end.
+	blast_stopped logloss
 	gaps=$(sed -n 's/.*lost: log_sequence \([0-9]*\), log_unaccounted \([0-9]*\),.*/\1 \2/p' "$work/logloss.err")
 	set -- $gaps
-	kernel=$((after - before))
 	# Every loss is followed by later packets: all of it shows as gaps.
 	if [ "$rc" = 0 ] && [ "${1:-0}" -gt 0 ] && [ "${2:-}" = 0 ] && [ $((seen + $1)) -ge "$kernel" ] &&
 		[ $((seen + $1)) -le $((kernel + 20)) ] && [ "$kernel" -ge 3004 ]; then
@@ -462,14 +462,6 @@ else
 fi
 
 # --- the dashboard in a real terminal (tmux), live from AF_PACKET ---
-tm() { tmux -u -L icmpmon-passive "$@"; }
-screen_wait() { # PATTERN: until the pane shows an (extended) regex match
-	for _ in $(seq 100); do
-		tm capture-pane -p -t dash | grep -Eq "$1" && return 0
-		sleep 0.1
-	done
-	return 1
-}
 tm kill-server 2>/dev/null
 tm new-session -d -s dash -x 120 -y 40 "ip netns exec '$r' '$bin' --source packet 2>'$work/dash.err'; echo EXIT=\$?; sleep 60"
 if screen_wait "source packet"; then

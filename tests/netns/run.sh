@@ -371,15 +371,7 @@ else
 fi
 
 # --- the dashboard in a real terminal (tmux), live from NFQUEUE ---
-tm() { tmux -u -L icmpmon-netns "$@"; }
-# screen_wait PATTERN: until the pane shows an (extended) regex match.
-screen_wait() {
-	for _ in $(seq 100); do
-		tm capture-pane -p -t dash | grep -Eq "$1" && return 0
-		sleep 0.1
-	done
-	return 1
-}
+TMUX_SERVER=icmpmon-netns
 tm kill-server 2>/dev/null
 tm new-session -d -s dash -x 120 -y 40 "ip netns exec $mon $bin --source nfqueue 2>$work/dash.err; echo EXIT=\$?; sleep 60"
 if screen_wait "source nfqueue"; then

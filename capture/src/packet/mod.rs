@@ -36,7 +36,7 @@ use icmpmon_core::event::{Direction, RawPacket};
 
 use crate::pipeline::{PacketSink, Stop};
 use crate::SourceEnd;
-pub(crate) use ring::Geometry;
+use ring::Geometry;
 use ring::Ring;
 
 /// Ring defaults: 16 blocks of 1 MiB (8192 frames of 2 KiB), handed over
