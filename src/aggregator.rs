@@ -249,6 +249,8 @@ pub struct Plan {
     /// the packets' own.
     pub live: bool,
     pub stop: Stop,
+    /// `--metrics-listen`: publishes for the endpoint.
+    pub metrics: Option<crate::metrics::Publisher>,
 }
 
 /// The run's state of writing: once the output is done (count reached,
@@ -317,6 +319,7 @@ pub fn consume(
         mut deadline,
         live,
         stop,
+        mut metrics,
     } = plan;
     let _stop_on_panic = stop.on_panic(StopReason::Failed);
     let mut agg = Aggregator::new(config.clone());
@@ -393,6 +396,9 @@ pub fn consume(
             let force = d.take_commands(&config, &filter);
             d.publish(&agg, force);
         }
+        if let Some(m) = metrics.as_mut() {
+            m.publish(&agg, false);
+        }
         // Once: then the capture side winds down, and this loop waits for
         // it without a deadline.
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -405,6 +411,9 @@ pub fn consume(
     }
     if let Some(d) = dash.as_mut() {
         d.publish(&agg, true);
+    }
+    if let Some(m) = metrics.as_mut() {
+        m.publish(&agg, true);
     }
     let alerts = w.out.alerts(&mut agg);
     w.check(alerts, "alerts");

@@ -19,6 +19,7 @@ use crate::export::alerts::AlertSink;
 use crate::export::csv::CsvExport;
 use crate::export::jsonl::JsonlExport;
 use crate::export::{IfNames, RowSink};
+use crate::metrics::{self, http, Publisher};
 use crate::report;
 use crate::view::{namespace_name, Meta};
 use icmpmon_capture::kmod::{KmodClient, KmodError, KmodOptions};
@@ -298,6 +299,10 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()?
         .map(|(w, _)| AlertSink::new(w));
     let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
+    let metrics = args
+        .metrics_listen
+        .map(|addr| anyhow::Ok((http::bind(addr)?, Arc::new(metrics::Shared::default()))))
+        .transpose()?;
     // The dashboard's header names the namespace, which reads
     // /proc/1/ns/net: before any drop.
     let namespace = tui.then(namespace_name);
@@ -344,6 +349,9 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         deadline: args.duration.map(|d| started + d),
         live: source.live(),
         stop: stop.clone(),
+        metrics: metrics
+            .as_ref()
+            .map(|(_, shared)| Publisher::new(shared.clone(), args.metrics_peers as usize)),
     };
     let ui = namespace.map(|namespace| Meta {
         source: described.clone(),
@@ -352,7 +360,15 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         filter: plan.filter.text().to_string(),
     });
     let capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
-    let done = execute(source, outputs, plan, capacity, ui)?;
+    // Started after privileges are dropped: its thread keeps none.
+    let server = metrics
+        .map(|(listener, shared)| http::Server::start(listener, shared, source_name))
+        .transpose()?;
+    let done = execute(source, outputs, plan, capacity, ui);
+    if let Some(s) = server {
+        s.stop();
+    }
+    let done = done?;
 
     let why = match &done.end {
         Ok(SourceEnd::Stopped) => stop
@@ -436,6 +452,10 @@ fn execute(
         capacity.min(8)
     };
     let (sink, rx, dropped) = pipeline::channel(capacity);
+    let mut plan = plan;
+    if let Some(m) = plan.metrics.as_mut() {
+        m.set_losses(counters.clone(), dropped.clone());
+    }
     let (end, consumed, shown) = thread::scope(|scope| -> anyhow::Result<_> {
         let capture = thread::Builder::new()
             .name("capture".into())
@@ -699,6 +719,7 @@ mod tests {
             deadline: duration.map(|d| Instant::now() + d),
             live: true,
             stop: stop.clone(),
+            metrics: None,
         }
     }
 

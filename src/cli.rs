@@ -50,12 +50,21 @@ Standard output takes one output: --csv -, --jsonl -, --alerts - and
 Each CSV row is one ICMP/ICMPv6 message; the columns are described in
 README.md (CSV schema v1).";
 
+/// The sources built in (a macro, for `concat!`).
+macro_rules! sources {
+    () => {
+        "kmod, packet, nflog, nfqueue, pcap"
+    };
+}
+pub(crate) const SOURCES: &str = sources!();
+
 /// `--version`: the version, the commit it was built from, the sources.
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("ICMPMON_GIT_COMMIT"),
-    ")\nsources: kmod, packet, nflog, nfqueue, pcap"
+    ")\nsources: ",
+    sources!()
 );
 
 #[derive(Debug, Parser)]
@@ -269,7 +278,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "realtime|xN", value_parser = parse_replay)]
     pub replay: Option<f64>,
     /// Write CSV rows to PATH, or to standard output with -. Headless with
-    /// no output given, CSV goes to standard output.
+    /// no output given (and no --metrics-listen), CSV goes to standard
+    /// output.
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub csv: Option<Output>,
     /// Write JSON lines (the CSV's fields and names) to PATH, or to
@@ -287,6 +297,17 @@ pub struct RunArgs {
     /// Write the end-of-run summary as JSON to PATH (- for stdout).
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub summary_json: Option<Output>,
+    /// Serve OpenMetrics for Prometheus at http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9798, or [::]:9798 for every address). With --headless
+    /// and no --csv/--jsonl, nothing else is written: a daemon.
+    #[arg(long, value_name = "ADDR:PORT", help_heading = "Metrics")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Peer pairs with their own series in the metrics (those with the most
+    /// echo requests; one idle for 5 minutes gives its place up); the rest
+    /// are summed as requester="other". Bounds the number of series.
+    #[arg(long, value_name = "N", default_value_t = crate::metrics::PEERS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=100_000), help_heading = "Metrics")]
+    pub metrics_peers: u32,
     /// Stop after N rows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
@@ -440,7 +461,10 @@ impl RunArgs {
         }
         let stdout_taken = outputs.iter().any(|(_, o)| o == &&Output::Stdout);
         let csv = match (&self.csv, &self.jsonl) {
-            (None, None) if !tui && !stdout_taken => Some(Output::Stdout),
+            // A metrics daemon writes rows only when asked to.
+            (None, None) if !tui && !stdout_taken && self.metrics_listen.is_none() => {
+                Some(Output::Stdout)
+            }
             (csv, _) => csv.clone(),
         };
         Ok(Destinations {

@@ -5,6 +5,7 @@ mod aggregator;
 mod app;
 mod cli;
 mod export;
+mod metrics;
 mod report;
 mod view;
 

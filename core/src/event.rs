@@ -16,6 +16,18 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// In `index` order.
+    pub const ALL: [Direction; 3] = [Direction::In, Direction::Out, Direction::Unknown];
+
+    /// For per-direction counter arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Direction::In => 0,
+            Direction::Out => 1,
+            Direction::Unknown => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::In => "in",

@@ -66,6 +66,15 @@ pub enum FlagKind {
 }
 
 impl FlagKind {
+    pub const ALL: [FlagKind; 6] = [
+        FlagKind::EchoFlood,
+        FlagKind::Redirect,
+        FlagKind::UnreachableStorm,
+        FlagKind::OversizedEcho,
+        FlagKind::PayloadMismatch,
+        FlagKind::TracerouteSeen,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             FlagKind::EchoFlood => "echo-flood",

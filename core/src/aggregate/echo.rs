@@ -58,14 +58,6 @@ impl EchoKey {
     }
 }
 
-fn dir_index(d: Direction) -> usize {
-    match d {
-        Direction::In => 0,
-        Direction::Out => 1,
-        Direction::Unknown => 2,
-    }
-}
-
 fn opposite(d: Direction) -> Direction {
     match d {
         Direction::In => Direction::Out,
@@ -264,7 +256,7 @@ impl EchoTracker {
         let key = EchoKey::new(ev.src, ev.dst, echo);
         let peer = key.peer;
         if let Some(p) = self.pending.get_mut(&key) {
-            let slot = &mut p.copies[dir_index(dir)];
+            let slot = &mut p.copies[dir.index()];
             if *slot == 0 && dir != Direction::Unknown {
                 *slot = clock_ns.max(1);
                 self.totals.copies += 1;
@@ -275,7 +267,7 @@ impl EchoTracker {
             return;
         }
         let mut copies = [0; 3];
-        copies[dir_index(dir)] = clock_ns.max(1);
+        copies[dir.index()] = clock_ns.max(1);
         let entry = Pending {
             copies,
             first_ns: ts_ns,
@@ -314,7 +306,7 @@ impl EchoTracker {
             }
             return None;
         };
-        let bit = 1 << dir_index(dir);
+        let bit = 1 << dir.index();
         if p.replies & bit != 0 || (dir == Direction::Unknown && p.answered()) {
             self.totals.duplicate_replies += 1;
             self.peer(peer, ts_ns).counts.duplicate_replies += 1;
@@ -322,7 +314,7 @@ impl EchoTracker {
         }
         let first = !p.answered();
         p.replies |= bit;
-        let req_ns = match p.copies[dir_index(opposite(dir))] {
+        let req_ns = match p.copies[opposite(dir).index()] {
             0 => p.first_clock,
             t => t,
         };
@@ -357,6 +349,11 @@ impl EchoTracker {
 
     pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerStats)> {
         self.peers.iter()
+    }
+
+    /// One pair's counters, without touching the table's recency.
+    pub fn peer_stats(&self, key: &PeerKey) -> Option<&PeerStats> {
+        self.peers.peek(key)
     }
 
     pub fn sizes(&self) -> (usize, usize, usize) {

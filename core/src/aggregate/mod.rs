@@ -13,15 +13,18 @@ pub mod topk;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 
+use foldhash::fast::RandomState;
 use foldhash::HashMap;
+use lru::LruCache;
 
 use crate::event::{Direction, Family, IcmpEvent, Info};
-use anomaly::{Anomalies, Flag, Thresholds};
-use echo::EchoTracker;
+use anomaly::{Anomalies, Flag, FlagKind, Thresholds};
+use echo::{EchoTotals, EchoTracker, PeerKey, PeerStats};
 use errors::{is_error, ErrorTracker, FlowKey};
 use rates::SecondSeries;
-use rtt::RttStats;
+use rtt::{Histogram, RttStats};
 use topk::SpaceSaving;
 
 pub use snapshot::{PeerOrder, PeerQuery, Snapshot};
@@ -115,17 +118,41 @@ pub struct RecentEvent {
 #[derive(Debug, Clone, Default)]
 struct KindStats {
     count: u64,
+    /// `count` by `Direction::index`.
+    by_direction: [u64; 3],
     series: SecondSeries,
 }
 
 impl KindStats {
-    fn add(&mut self, sec: u64) {
+    fn add(&mut self, sec: u64, dir: Direction) {
         self.count += 1;
+        self.by_direction[dir.index()] += 1;
         self.series.add(sec);
     }
 }
 
-type KindKey = (Family, u8, u8);
+/// Messages of one type/code pair seen in each direction, or (`kind`
+/// `None`) of every pair beyond the kinds table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageCount {
+    pub kind: Option<KindKey>,
+    /// By `Direction::index`.
+    pub by_direction: [u64; 3],
+}
+
+/// The path MTU last reported towards one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMtu {
+    pub mtu: u32,
+    /// The hop that reported it.
+    pub reporter: IpAddr,
+    /// When the MTU (or the reporting hop) last changed, and when it was
+    /// last reported.
+    pub changed_ns: u64,
+    pub last_ns: u64,
+}
+
+pub type KindKey = (Family, u8, u8);
 
 #[derive(Debug)]
 pub struct Aggregator {
@@ -137,6 +164,9 @@ pub struct Aggregator {
     series: SecondSeries,
     kinds: HashMap<KindKey, KindStats>,
     other_kinds: u64,
+    other_kinds_by_direction: [u64; 3],
+    /// By the destination of the quoted packet.
+    path_mtu: LruCache<Addr, PathMtu, RandomState>,
     rtt: RttStats,
     recent: VecDeque<RecentEvent>,
     events: u64,
@@ -156,6 +186,11 @@ impl Aggregator {
             series: SecondSeries::default(),
             kinds: HashMap::default(),
             other_kinds: 0,
+            other_kinds_by_direction: [0; 3],
+            path_mtu: LruCache::with_hasher(
+                NonZeroUsize::new(cfg.max_flows.max(1)).expect("max(1)"),
+                RandomState::default(),
+            ),
             rtt: RttStats::default(),
             recent: VecDeque::with_capacity(cfg.recent_events.min(4096)),
             events: 0,
@@ -165,6 +200,11 @@ impl Aggregator {
             now_ns: 0,
             cfg,
         }
+    }
+
+    /// The aggregator's clock: the newest event's or tick's time.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
     }
 
     /// Events ingested so far.
@@ -180,19 +220,18 @@ impl Aggregator {
         self.echo.expire(self.now_ns);
         self.events += 1;
         self.by_family[usize::from(ev.family == Family::V6)] += 1;
-        self.by_direction[match ev.direction {
-            Direction::In => 0,
-            Direction::Out => 1,
-            Direction::Unknown => 2,
-        }] += 1;
+        self.by_direction[ev.direction.index()] += 1;
         let sec = ts / 1_000_000_000;
         self.series.add(sec);
         let key = (ev.family, ev.icmp_type, ev.icmp_code);
         let room = self.kinds.len() < self.cfg.max_kinds;
         match self.kinds.get_mut(&key) {
-            Some(k) => k.add(sec),
-            None if room => self.kinds.entry(key).or_default().add(sec),
-            None => self.other_kinds += 1,
+            Some(k) => k.add(sec, ev.direction),
+            None if room => self.kinds.entry(key).or_default().add(sec, ev.direction),
+            None => {
+                self.other_kinds += 1;
+                self.other_kinds_by_direction[ev.direction.index()] += 1;
+            }
         }
         self.talkers.add(Addr(ev.src));
 
@@ -246,6 +285,9 @@ impl Aggregator {
 
     fn error(&mut self, ev: &IcmpEvent) {
         self.errors.ingest(ev);
+        if let (Some(Info::Mtu(mtu)), Some(q)) = (ev.info, &ev.quoted) {
+            self.path_mtu_reported(q.dst, mtu, ev.src, ev.ts_ns);
+        }
         let v4 = ev.family == Family::V4;
         match ev.icmp_type {
             3 if v4 => self.anomalies.unreachable(ev.ts_ns),
@@ -257,6 +299,22 @@ impl Aggregator {
             11 if v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
             3 if !v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
             _ => {}
+        }
+    }
+
+    fn path_mtu_reported(&mut self, dst: IpAddr, mtu: u32, reporter: IpAddr, ts_ns: u64) {
+        let fresh = PathMtu {
+            mtu,
+            reporter,
+            changed_ns: ts_ns,
+            last_ns: ts_ns,
+        };
+        match self.path_mtu.get_mut(&Addr(dst)) {
+            Some(p) if (p.mtu, p.reporter) == (mtu, reporter) => p.last_ns = ts_ns,
+            Some(p) => *p = fresh,
+            None => {
+                self.path_mtu.put(Addr(dst), fresh);
+            }
         }
     }
 
@@ -273,6 +331,59 @@ impl Aggregator {
     pub fn tick(&mut self, now_ns: u64) {
         self.now_ns = self.now_ns.max(now_ns);
         self.echo.expire(self.now_ns);
+    }
+
+    /// Echo counters of every peer pair in the table (not in any order).
+    pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerStats)> {
+        self.echo.peers()
+    }
+
+    pub fn peer(&self, key: &PeerKey) -> Option<&PeerStats> {
+        self.echo.peer_stats(key)
+    }
+
+    pub fn echo_totals(&self) -> EchoTotals {
+        self.echo.totals()
+    }
+
+    /// Every RTT sample of the run.
+    pub fn rtt_histogram(&self) -> &Histogram {
+        self.rtt.histogram()
+    }
+
+    /// Messages by type/code and direction: every pair of the kinds table,
+    /// then the rest as one.
+    pub fn message_counts(&self) -> impl Iterator<Item = MessageCount> + '_ {
+        let other = MessageCount {
+            kind: None,
+            by_direction: self.other_kinds_by_direction,
+        };
+        self.kinds
+            .iter()
+            .map(|(k, s)| MessageCount {
+                kind: Some(*k),
+                by_direction: s.by_direction,
+            })
+            .chain(std::iter::once(other))
+    }
+
+    /// Path MTUs by destination, most recently reported first.
+    pub fn path_mtus(&self) -> impl Iterator<Item = (IpAddr, &PathMtu)> {
+        self.path_mtu.iter().map(|(a, p)| (a.0, p))
+    }
+
+    /// How many subjects each kind of flag is active for now (raised or
+    /// triggered within `anomaly::QUIET_NS`), every kind listed.
+    pub fn active_flags(&self) -> [(FlagKind, u64); FlagKind::ALL.len()] {
+        let mut n = FlagKind::ALL.map(|k| (k, 0));
+        for f in self.anomalies.flags() {
+            if self.now_ns.saturating_sub(f.last_ns) < anomaly::QUIET_NS {
+                if let Some(slot) = n.iter_mut().find(|(k, _)| *k == f.flag) {
+                    slot.1 += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Flags raised since the last call (for `--alerts`).

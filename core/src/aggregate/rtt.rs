@@ -8,10 +8,55 @@ use serde::Serialize;
 
 pub const HISTORY: usize = 128;
 
+/// Upper bounds (µs) of the RTT histogram's buckets, 50 µs to 30 s, as
+/// exported to Prometheus; one more bucket holds what is above the last.
+pub const BUCKETS_US: [u64; 18] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+/// Every sample of a run in fixed buckets (not cumulative: bucket `i`
+/// holds samples above `BUCKETS_US[i - 1]` up to `BUCKETS_US[i]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Histogram {
+    pub count: u64,
+    pub sum_us: u64,
+    pub buckets: [u64; BUCKETS_US.len() + 1],
+}
+
+impl Histogram {
+    fn add(&mut self, us: u64) {
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.buckets[BUCKETS_US.partition_point(|&b| b < us)] += 1;
+    }
+
+    /// What was added since `base` (an earlier copy of the same histogram).
+    pub fn since(&self, base: &Histogram) -> Histogram {
+        let mut d = Histogram {
+            count: self.count.saturating_sub(base.count),
+            sum_us: self.sum_us.saturating_sub(base.sum_us),
+            buckets: self.buckets,
+        };
+        for (b, base) in d.buckets.iter_mut().zip(base.buckets) {
+            *b = b.saturating_sub(base);
+        }
+        d
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Histogram) {
+        self.count += other.count;
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+        for (b, o) in self.buckets.iter_mut().zip(other.buckets) {
+            *b += o;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RttStats {
-    count: u64,
-    sum_us: u64,
+    hist: Histogram,
     min_us: u64,
     max_us: u64,
     /// Smoothed mean deviation of consecutive samples (RFC 3550), µs.
@@ -34,11 +79,10 @@ pub struct RttSummary {
 
 impl RttStats {
     pub fn add(&mut self, us: u64) {
-        if self.count == 0 {
+        if self.hist.count == 0 {
             self.min_us = us;
         }
-        self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
+        self.hist.add(us);
         self.min_us = self.min_us.min(us);
         self.max_us = self.max_us.max(us);
         if let Some(last) = self.last_us {
@@ -55,7 +99,13 @@ impl RttStats {
     /// Mean over the run, µs (None before the first sample): cheap, for
     /// ordering peers without building their summaries.
     pub fn mean_us(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum_us as f64 / self.count as f64)
+        let h = &self.hist;
+        (h.count > 0).then(|| h.sum_us as f64 / h.count as f64)
+    }
+
+    /// Every sample so far, in the exported buckets.
+    pub fn histogram(&self) -> &Histogram {
+        &self.hist
     }
 
     /// The last samples, oldest first.
@@ -64,7 +114,8 @@ impl RttStats {
     }
 
     pub fn summary(&self) -> Option<RttSummary> {
-        if self.count == 0 {
+        let (count, sum_us) = (self.hist.count, self.hist.sum_us);
+        if count == 0 {
             return None;
         }
         let mut sorted: Vec<u32> = self.history.iter().copied().collect();
@@ -73,9 +124,9 @@ impl RttStats {
         // below it (with two samples, p95 is the larger one).
         let pct = |p: usize| u64::from(sorted[(sorted.len() * p).div_ceil(100).max(1) - 1]);
         Some(RttSummary {
-            samples: self.count,
+            samples: count,
             min_us: self.min_us,
-            avg_us: self.sum_us as f64 / self.count as f64,
+            avg_us: sum_us as f64 / count as f64,
             max_us: self.max_us,
             p50_us: pct(50),
             p95_us: pct(95),
@@ -123,5 +174,26 @@ mod tests {
         }
         let s = r.summary().unwrap();
         assert_eq!((s.p50_us, s.p95_us), (500, 1000));
+    }
+
+    #[test]
+    fn histogram_buckets_include_their_upper_bound() {
+        let mut r = RttStats::default();
+        for us in [0, 50, 51, 30_000_000, 30_000_001, u64::MAX] {
+            r.add(us);
+        }
+        let h = *r.histogram();
+        assert_eq!(h.count, 6);
+        assert_eq!((h.buckets[0], h.buckets[1]), (2, 1));
+        assert_eq!(h.buckets[BUCKETS_US.len() - 1], 1);
+        assert_eq!(h.buckets[BUCKETS_US.len()], 2);
+        assert_eq!(h.buckets.iter().sum::<u64>(), h.count);
+        let mut r = RttStats::default();
+        r.add(40);
+        let h = *r.histogram();
+        r.add(300);
+        let d = r.histogram().since(&h);
+        assert_eq!((d.count, d.sum_us, d.buckets[3]), (1, 300, 1));
+        assert_eq!(d.buckets.iter().sum::<u64>(), 1);
     }
 }
