@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit/integration tests, then the
 # live-source suites in network namespaces (root, this kernel: NFQUEUE; then
-# AF_PACKET, NFLOG, auto and the README's main job) and the live sources
+# AF_PACKET, NFLOG, auto and the README's main job; the metrics endpoint
+# scraped by a real Prometheus) and the live sources
 # under ping -f (a report), DKMS builds of the
 # module, then the QEMU suite (the kernel module on Debian's 6.1, 6.12, 7.2,
 # 7.3 and 7.3-rt kernels with the real binary).
@@ -21,6 +22,7 @@ cargo bench --locked -p icmpmon-tui --bench render -- --quick
 cargo run --release --locked -q --example aggregate_rss
 tests/netns/run.sh
 tests/netns/passive.sh
+tests/netns/metrics.sh
 tests/bench/sources.sh
 tests/dkms.sh
 tests/vm/run.sh

@@ -5,7 +5,10 @@
 //! answer. When full, the oldest connection still sending its request is
 //! closed once it has had `GRACE` (a slow or stuck client, not a scraper:
 //! Prometheus sends its request at once). Every answer closes its
-//! connection. Bodies are encoded once per publication and shared.
+//! connection: the write side at once, then what the client still sends
+//! is read and dropped until it closes too (a close with unread data would
+//! reset the connection and could lose the answer, e.g. a 431). Bodies are
+//! encoded once per publication and shared.
 //!
 //! Why not hyper or tiny_http: hyper needs an async runtime for one
 //! endpoint, and tiny_http runs a thread per client, which slow clients
@@ -168,6 +171,8 @@ struct Conn {
     /// Set once the request is read: the answer's head and body, and how
     /// much of them is written.
     answer: Option<(Vec<u8>, Arc<[u8]>, usize)>,
+    /// The answer is out; waiting for the client to close.
+    draining: bool,
 }
 
 struct Endpoint {
@@ -250,6 +255,7 @@ impl Endpoint {
                             accepted: Instant::now(),
                             request: Vec::new(),
                             answer: None,
+                            draining: false,
                         });
                     }
                 }
@@ -264,8 +270,8 @@ impl Endpoint {
         }
     }
 
-    /// Full: closes the oldest connection that has not sent its request
-    /// within `GRACE`, and returns its slot.
+    /// Full: closes a connection whose answer is out, or else the oldest
+    /// that has not sent its request within `GRACE`, and returns its slot.
     fn evict(&mut self) -> Option<usize> {
         let now = Instant::now();
         let (i, _) = self
@@ -273,9 +279,13 @@ impl Endpoint {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
-            .filter(|(_, c)| c.answer.is_none() && now.duration_since(c.accepted) >= GRACE)
-            .min_by_key(|(_, c)| c.accepted)?;
-        self.stats.evicted.fetch_add(1, Relaxed);
+            .filter(|(_, c)| {
+                c.draining || (c.answer.is_none() && now.duration_since(c.accepted) >= GRACE)
+            })
+            .min_by_key(|(_, c)| (!c.draining, c.accepted))?;
+        if self.conns[i].as_ref().is_some_and(|c| !c.draining) {
+            self.stats.evicted.fetch_add(1, Relaxed);
+        }
         self.close(i);
         Some(i)
     }
@@ -283,11 +293,11 @@ impl Endpoint {
     fn expire(&mut self) {
         let now = Instant::now();
         for i in 0..self.conns.len() {
-            if self.conns[i]
-                .as_ref()
-                .is_some_and(|c| now.duration_since(c.accepted) >= DEADLINE)
-            {
-                self.stats.timed_out.fetch_add(1, Relaxed);
+            let Some(c) = &self.conns[i] else { continue };
+            if now.duration_since(c.accepted) >= DEADLINE {
+                if !c.draining {
+                    self.stats.timed_out.fetch_add(1, Relaxed);
+                }
                 self.close(i);
             }
         }
@@ -305,6 +315,12 @@ impl Endpoint {
         let Some(Some(c)) = self.conns.get_mut(i) else {
             return;
         };
+        if c.draining {
+            if !drain(c) {
+                self.close(i);
+            }
+            return;
+        }
         if c.answer.is_none() {
             match read_request(c) {
                 Received::More => return,
@@ -335,9 +351,14 @@ impl Endpoint {
             return;
         };
         if write_answer(c) {
-            if let Some(mut c) = self.conns[i].take() {
-                let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                let _ = self.poll.registry().deregister(&mut c.stream);
+            c.draining = true;
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+            let again =
+                self.poll
+                    .registry()
+                    .reregister(&mut c.stream, Token(i), Interest::READABLE);
+            if again.is_err() || !drain(c) {
+                self.close(i);
             }
         }
     }
@@ -432,6 +453,21 @@ fn read_request(c: &mut Conn) -> Received {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Received::More,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Received::Gone,
+        }
+    }
+}
+
+/// Reads and drops what the client sends after its answer; false once it
+/// has closed (or failed).
+fn drain(c: &mut Conn) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }
