@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +14,13 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::config::Groups;
 use crate::export::alerts::AlertSink;
-use crate::export::{IfNames, Row, RowSink};
+use crate::export::{self, Format, IfNames, Output, Row, RowSink};
 use crate::view::{self, Meta};
 use icmpmon_capture::pipeline::{Stop, StopReason};
 use icmpmon_capture::{stage_losses, Counters};
+use icmpmon_core::aggregate::anomaly::Thresholds;
 use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery, Snapshot};
 use icmpmon_core::event::{IcmpEvent, RawPacket};
 use icmpmon_core::filter::Filter;
@@ -56,7 +59,10 @@ impl Tally {
 /// Every exporter, fed one row per event, and the alert sink.
 pub struct Outputs {
     pub sinks: Vec<Box<dyn RowSink>>,
+    /// For each sink, its file (reopened on SIGHUP), if it writes to one.
+    pub files: Vec<Option<(Format, PathBuf)>>,
     pub alerts: Option<AlertSink>,
+    pub alerts_file: Option<PathBuf>,
     pub source: &'static str,
     pub ifnames: IfNames,
     /// Whether an output writes to standard output: its reader going away
@@ -92,6 +98,25 @@ impl Outputs {
             a.flush()?;
         }
         self.sinks.iter_mut().try_for_each(|s| s.flush())
+    }
+
+    /// SIGHUP: every file output is flushed and opened again, appending
+    /// (after logrotate has moved it away: a new file). Nothing is lost:
+    /// the next row goes to the reopened file.
+    fn reopen(&mut self) -> io::Result<()> {
+        for (sink, file) in self.sinks.iter_mut().zip(&self.files) {
+            if let Some((format, path)) = file {
+                sink.flush()?;
+                let (w, _, empty) = export::open(&Output::File(path.clone()), true)?;
+                *sink = export::sink(*format, w, empty);
+            }
+        }
+        if let (Some(a), Some(path)) = (&mut self.alerts, &self.alerts_file) {
+            a.flush()?;
+            let (w, _, _) = export::open(&Output::File(path.clone()), true)?;
+            *a = AlertSink::new(w);
+        }
+        Ok(())
     }
 
     /// Completes the outputs of a run whose source ended well (an empty
@@ -238,6 +263,31 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// What a reload may change while running.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub filter: Filter,
+    pub thresholds: Thresholds,
+    pub groups: Groups,
+}
+
+impl Live {
+    pub fn of(args: &crate::cli::RunArgs, groups: Groups) -> Self {
+        Self {
+            filter: args.filter.clone().unwrap_or_default(),
+            thresholds: args.aggregate_config().thresholds,
+            groups,
+        }
+    }
+}
+
+/// SIGHUP: new live settings (when --config was read again), and reopen
+/// the output files.
+#[derive(Debug)]
+pub struct Reload {
+    pub live: Option<Live>,
+}
+
 /// The consumer's settings.
 #[derive(Debug)]
 pub struct Plan {
@@ -251,6 +301,7 @@ pub struct Plan {
     pub stop: Stop,
     /// `--metrics-listen`: publishes for the endpoint.
     pub metrics: Option<crate::metrics::Publisher>,
+    pub reloads: Receiver<Reload>,
 }
 
 /// The run's state of writing: once the output is done (count reached,
@@ -313,13 +364,14 @@ pub fn consume(
     mut dash: Option<Dashboard>,
 ) -> (Tally, Snapshot, Outputs) {
     let Plan {
-        filter,
+        mut filter,
         config,
         count,
         mut deadline,
         live,
         stop,
         mut metrics,
+        reloads,
     } = plan;
     let _stop_on_panic = stop.on_panic(StopReason::Failed);
     let mut agg = Aggregator::new(config.clone());
@@ -395,6 +447,19 @@ pub fn consume(
         if let Some(d) = dash.as_mut() {
             let force = d.take_commands(&config, &filter);
             d.publish(&agg, force);
+        }
+        while let Ok(r) = reloads.try_recv() {
+            if let Some(live) = r.live {
+                filter = live.filter;
+                agg.set_thresholds(live.thresholds);
+                if let Some(m) = metrics.as_mut() {
+                    m.set_groups(live.groups);
+                }
+            }
+            if w.writing {
+                let r = w.out.reopen();
+                w.check(r, "the reopened output");
+            }
         }
         if let Some(m) = metrics.as_mut() {
             m.publish(&agg, false);

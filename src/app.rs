@@ -2,8 +2,8 @@
 //! together, and owns signals, exit status and the summary.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,14 +11,12 @@ use std::thread;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use clap::Parser;
 
-use crate::aggregator::{consume, Dashboard, Outputs, Plan, Tally, UiCommand};
+use crate::aggregator::{consume, Dashboard, Live, Outputs, Plan, Reload, Tally, UiCommand};
 use crate::cli::{Cli, Command, Destinations, Output, RunArgs, SourceSpec};
+use crate::config::{self, FileConfig, Layered};
 use crate::export::alerts::AlertSink;
-use crate::export::csv::CsvExport;
-use crate::export::jsonl::JsonlExport;
-use crate::export::{IfNames, RowSink};
+use crate::export::{self, Format, IfNames, RowSink};
 use crate::metrics::{self, http, Publisher};
 use crate::report;
 use crate::view::{namespace_name, Meta};
@@ -34,7 +32,7 @@ use icmpmon_core::aggregate::Snapshot;
 use icmpmon_core::filter::Filter;
 
 pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, layered) = command_line();
     // A panic anywhere must not leave our firewall rules behind.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -53,12 +51,33 @@ pub(crate) fn main() -> ExitCode {
             clap_complete::generate(shell.generator(), &mut cmd, "icmpmon", &mut script);
             print_document(&script)
         }
-        None => run(&cli.run),
+        None => run(&cli.run, layered),
     };
     result.unwrap_or_else(|e| {
         eprintln!("icmpmon: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// The command line, with the options of its --config file under it (a
+/// bad file is a usage error, exit 2).
+fn command_line() -> (Cli, Option<(Layered, FileConfig)>) {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let path = match (&cli.command, &cli.run.config) {
+        (None, Some(p)) => p.clone(),
+        _ => return (cli, None),
+    };
+    let layered = Layered::new(path, argv, matches);
+    match layered.load() {
+        Ok((cli, file)) => (cli, Some((layered, file))),
+        Err(e) => {
+            eprintln!("icmpmon: {e}");
+            std::process::exit(2)
+        }
+    }
 }
 
 /// The manual page, from the same definition as --help (section 8: it
@@ -123,16 +142,25 @@ fn catch_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
 
 /// The first SIGINT/SIGTERM/SIGHUP stops the run cleanly; a second SIGINT
 /// or SIGTERM leaves at once (a hang-up often comes with another signal,
-/// and must not cut the output short). Started once capabilities are
-/// dropped: capabilities are per thread, and this one runs iptables on the
-/// way out.
-fn handle_signals(mut signals: signal_hook::iterator::Signals, stop: Stop) -> anyhow::Result<()> {
+/// and must not cut the output short). With `on_hup` (no dashboard, so no
+/// terminal to hang up), SIGHUP calls it instead: a reload. Started once
+/// capabilities are dropped: capabilities are per thread, and this one runs
+/// iptables on the way out.
+fn handle_signals(
+    mut signals: signal_hook::iterator::Signals,
+    stop: Stop,
+    mut on_hup: Option<Box<dyn FnMut() + Send>>,
+) -> anyhow::Result<()> {
     use signal_hook::consts::SIGHUP;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut hits = 0;
             for sig in signals.forever() {
+                if let (SIGHUP, Some(reload)) = (sig, on_hup.as_mut()) {
+                    reload();
+                    continue;
+                }
                 hits += 1;
                 if hits > 1 && sig == SIGHUP {
                     continue;
@@ -168,16 +196,10 @@ fn drop_privileges(keep: &[icmpmon_capture::privilege::Capability]) -> anyhow::R
     Ok(())
 }
 
-/// Opens one output; `-` is standard output.
+/// Opens one output (`-`: standard output), empty.
 fn open_writer(out: &Output) -> anyhow::Result<(Box<dyn Write + Send>, String)> {
-    Ok(match out {
-        Output::Stdout => (Box::new(BufWriter::new(io::stdout())), "stdout".into()),
-        Output::File(path) => {
-            let f =
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            (Box::new(BufWriter::new(f)), path.display().to_string())
-        }
-    })
+    let (w, name, _) = export::open(out, false)?;
+    Ok((w, name))
 }
 
 fn write_json(
@@ -196,24 +218,34 @@ fn write_json(
     }
 }
 
-/// The row exporters and a label.
-fn open_outputs(dest: &Destinations) -> anyhow::Result<(Vec<Box<dyn RowSink>>, String)> {
-    let mut sinks: Vec<Box<dyn RowSink>> = Vec::new();
+/// The row exporters, the files among them (reopened on SIGHUP) and a
+/// label.
+#[allow(clippy::type_complexity)]
+fn open_outputs(
+    dest: &Destinations,
+) -> anyhow::Result<(
+    Vec<Box<dyn RowSink>>,
+    Vec<Option<(Format, PathBuf)>>,
+    String,
+)> {
+    let mut sinks = Vec::new();
+    let mut files = Vec::new();
     let mut names = Vec::new();
-    if let Some(out) = &dest.csv {
-        let (w, name) = open_writer(out)?;
-        sinks.push(Box::new(CsvExport::new(w)));
-        names.push(format!("CSV to {name}"));
-    }
-    if let Some(out) = &dest.jsonl {
-        let (w, name) = open_writer(out)?;
-        sinks.push(Box::new(JsonlExport::new(w)));
-        names.push(format!("JSON lines to {name}"));
+    for (format, out) in [(Format::Csv, &dest.csv), (Format::Jsonl, &dest.jsonl)] {
+        if let Some(out) = out {
+            let (w, name) = open_writer(out)?;
+            sinks.push(export::sink(format, w, true));
+            files.push(match out {
+                Output::File(p) => Some((format, p.clone())),
+                Output::Stdout => None,
+            });
+            names.push(format!("{} to {name}", format.name()));
+        }
     }
     if names.is_empty() {
         names.push("no row output".into());
     }
-    Ok((sinks, names.join(", ")))
+    Ok((sinks, files, names.join(", ")))
 }
 
 /// Opens the source asked for. `Ok(None)`: the run was stopped while the
@@ -282,7 +314,41 @@ fn usage_error(msg: &str) -> ! {
     clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{msg}\n")).exit()
 }
 
-fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+/// What SIGHUP does without the dashboard: reads the --config file again
+/// (keeping the running settings when it has become bad) and asks the
+/// aggregator to apply it and to reopen the output files.
+fn reloader(
+    layered: Option<(Layered, FileConfig)>,
+    tx: crossbeam_channel::Sender<Reload>,
+) -> Box<dyn FnMut() + Send> {
+    let mut layered = layered;
+    Box::new(move || {
+        let live = layered.as_mut().and_then(|(l, last)| match l.load() {
+            Ok((cli, file)) => {
+                let later = config::changed_at_restart(last, &file);
+                if !later.is_empty() {
+                    eprintln!(
+                        "icmpmon: SIGHUP: {} changed in {}: applied at the next start",
+                        later.join(", "),
+                        l.path.display()
+                    );
+                }
+                let live = Live::of(&cli.run, file.groups.clone());
+                *last = file;
+                eprintln!("icmpmon: SIGHUP: reloaded {}", l.path.display());
+                Some(live)
+            }
+            Err(e) => {
+                eprintln!("icmpmon: SIGHUP: {e}; the running settings stay");
+                None
+            }
+        });
+        // Full: reloads are already waiting, and the last one read the file.
+        let _ = tx.try_send(Reload { live });
+    })
+}
+
+fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result<ExitCode> {
     let tui = args.wants_tui(io::stdout().is_terminal() && io::stdin().is_terminal());
     if let Some(msg) = args.conflicts(tui) {
         usage_error(msg);
@@ -290,8 +356,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let dest = args.destinations(tui).unwrap_or_else(|m| usage_error(&m));
     let stop = Stop::new().context("cannot create the stop event")?;
     let mut signals = Some(catch_signals()?);
+    let groups = layered
+        .as_ref()
+        .map(|(_, f)| f.groups.clone())
+        .unwrap_or_default();
+    let (reload_tx, reloads) = crossbeam_channel::bounded(4);
+    let mut on_hup = (!tui).then(|| reloader(layered, reload_tx));
     // Outputs first: a bad path fails before anything is registered.
-    let (sinks, out_names) = open_outputs(&dest)?;
+    let (sinks, files, out_names) = open_outputs(&dest)?;
     let alerts = dest
         .alerts
         .as_ref()
@@ -312,7 +384,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         drop_privileges(&[])?;
         signals
             .take()
-            .map(|s| handle_signals(s, stop.clone()))
+            .map(|s| handle_signals(s, stop.clone(), on_hup.take()))
             .transpose()?;
     }
     let Some(source) = open_source(args, &stop)? else {
@@ -324,7 +396,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(s) = signals.take() {
         drop_privileges(source.capabilities_kept())?;
-        handle_signals(s, stop.clone())?;
+        handle_signals(s, stop.clone(), on_hup.take())?;
     }
     let source_name = source.name();
     let described = source.describe();
@@ -336,6 +408,11 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .any(|o| o.as_ref() == Some(&Output::Stdout));
     let outputs = Outputs {
         sinks,
+        files,
+        alerts_file: match &dest.alerts {
+            Some(Output::File(p)) => Some(p.clone()),
+            _ => None,
+        },
         alerts,
         source: source_name,
         ifnames: IfNames::default(),
@@ -349,15 +426,17 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         deadline: args.duration.map(|d| started + d),
         live: source.live(),
         stop: stop.clone(),
-        metrics: metrics
-            .as_ref()
-            .map(|(_, shared)| Publisher::new(shared.clone(), args.metrics_peers as usize)),
+        metrics: metrics.as_ref().map(|(_, shared)| {
+            Publisher::new(shared.clone(), args.metrics_peers as usize, groups.clone())
+        }),
+        reloads,
     };
     let ui = namespace.map(|namespace| Meta {
         source: described.clone(),
         namespace,
         started,
         filter: plan.filter.text().to_string(),
+        groups,
     });
     let capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
     // Started after privileges are dropped: its thread keeps none.
@@ -704,7 +783,9 @@ mod tests {
                 n: Arc::clone(n),
                 panic_at,
             })],
+            files: vec![None],
             alerts: None,
+            alerts_file: None,
             source: "fake",
             ifnames: IfNames::default(),
             watch_stdout: false,
@@ -720,6 +801,7 @@ mod tests {
             live: true,
             stop: stop.clone(),
             metrics: None,
+            reloads: crossbeam_channel::never(),
         }
     }
 

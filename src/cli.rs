@@ -40,9 +40,15 @@ nflog needs CAP_NET_ADMIN and adds firewall rules of its own, removed on
 exit; nfqueue holds each ICMP packet until icmpmon lets it through (a
 ping -f keeps about a quarter of its rate): use it only when asked to.
 
-Exit status: 0 clean stop (Ctrl-C, SIGTERM, SIGHUP, --count, --duration,
-module unloaded, the reader of standard output gone), 1 runtime error (e.g. module not loaded, missing capability),
-2 usage error. A second Ctrl-C exits at once.
+Exit status: 0 clean stop (Ctrl-C, SIGTERM, --count, --duration, module
+unloaded, the reader of standard output gone, SIGHUP with the dashboard),
+1 runtime error (e.g. module not loaded, missing capability), 2 usage
+error (a bad --config file too). A second Ctrl-C exits at once.
+
+Without the dashboard, SIGHUP reloads --config (filter, thresholds, peer
+groups; other options at the next start) and reopens the --csv, --jsonl
+and --alerts files, appending: rotate them with logrotate's `create` and a
+postrotate `kill -HUP`.
 
 Standard output takes one output: --csv -, --jsonl -, --alerts - and
 --summary-json - exclude each other (as do two outputs naming one file).
@@ -254,6 +260,13 @@ fn parse_filter(s: &str) -> Result<Filter, String> {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read options from a TOML file: each key a long option (flood-pps =
+    /// 500, headless = true, interface = ["eth0"]), plus [peer-groups]
+    /// ("10.0.0.0/8" = "dc1") for the metrics and the dashboard. The
+    /// command line wins. Headless, SIGHUP reloads the filter, thresholds
+    /// and groups, and reopens the output files.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Packet source: auto (the kernel module if loaded, else packet);
     /// kmod; packet (AF_PACKET, passive, CAP_NET_RAW); nflog (netfilter
     /// log, passive, CAP_NET_ADMIN, adds its own firewall rules); nfqueue

@@ -4,6 +4,7 @@
 mod aggregator;
 mod app;
 mod cli;
+mod config;
 mod export;
 mod metrics;
 mod report;

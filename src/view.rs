@@ -21,6 +21,8 @@ pub struct Meta {
     pub namespace: String,
     pub started: Instant,
     pub filter: String,
+    /// `[peer-groups]` of --config, shown beside addresses.
+    pub groups: crate::config::Groups,
 }
 
 /// The aggregator's order for the dashboard's sort key.
@@ -99,6 +101,8 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
             .map(|p| PeerView {
                 requester: p.requester,
                 responder: p.responder,
+                requester_group: meta.groups.of(p.requester).map(str::to_string),
+                responder_group: meta.groups.of(p.responder).map(str::to_string),
                 requests: p.counts.requests,
                 replies: p.counts.replies,
                 lost: p.counts.lost,

@@ -20,14 +20,15 @@ fn io_error(e: csv::Error) -> io::Error {
 impl<W: Write> CsvExport<W> {
     /// The header row comes with the first row, or at the end of a run
     /// that went well (so even an empty run yields one); a run that fails
-    /// before its first row writes nothing.
-    pub fn new(out: W) -> Self {
+    /// before its first row writes nothing. Not `empty`: the output already
+    /// has rows (a file reopened on SIGHUP), and no header.
+    pub fn new(out: W, empty: bool) -> Self {
         let out = csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(out);
         Self {
             out,
-            header_written: false,
+            header_written: !empty,
         }
     }
 
@@ -64,7 +65,7 @@ mod tests {
     fn render(rows: &[Row]) -> String {
         let mut buf = Vec::new();
         {
-            let mut csv = CsvExport::new(&mut buf);
+            let mut csv = CsvExport::new(&mut buf, true);
             for row in rows {
                 csv.write_row(row).unwrap();
             }

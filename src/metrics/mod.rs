@@ -28,6 +28,8 @@ use icmpmon_core::aggregate::rtt::{Histogram, BUCKETS_US};
 use icmpmon_core::aggregate::{Aggregator, KindKey};
 use icmpmon_core::event::{kind_name, Direction, Family};
 
+use crate::config::Groups;
+
 /// How often the aggregator publishes (a scrape sees data this old at most,
 /// plus one loop of the aggregator).
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -63,6 +65,8 @@ pub(crate) struct Data {
 #[derive(Debug, Clone)]
 struct PeerSeries {
     key: Option<PeerKey>,
+    /// Of the requester and the responder (--config's [peer-groups]).
+    groups: [Option<String>; 2],
     counts: PeerCounts,
     rtt: Histogram,
 }
@@ -109,12 +113,14 @@ pub(crate) struct Publisher {
     last: Option<Instant>,
     version: u64,
     losses: Option<(Arc<dyn Counters>, Arc<AtomicU64>)>,
+    groups: Groups,
 }
 
 impl Publisher {
-    pub fn new(shared: Arc<Shared>, peers: usize) -> Self {
+    pub fn new(shared: Arc<Shared>, peers: usize, groups: Groups) -> Self {
         Self {
             shared,
+            groups,
             limit: peers,
             exported: HashMap::new(),
             published_ns: None,
@@ -122,6 +128,11 @@ impl Publisher {
             version: 0,
             losses: None,
         }
+    }
+
+    /// New peer groups (a reload): labels from the next publication.
+    pub fn set_groups(&mut self, groups: Groups) {
+        self.groups = groups;
     }
 
     /// The capture side's loss counters (known once the run starts).
@@ -192,6 +203,8 @@ impl Publisher {
             .filter_map(|(k, b)| {
                 let p = agg.peer(k)?;
                 Some(PeerSeries {
+                    groups: [k.requester, k.responder]
+                        .map(|a| self.groups.of(a).map(str::to_string)),
                     key: Some(*k),
                     counts: counts_since(&p.counts, &b.counts),
                     rtt: p.rtt.histogram().since(&b.rtt),
@@ -201,6 +214,7 @@ impl Publisher {
         peers.sort_by_key(|s| s.key);
         let mut shown = PeerSeries {
             key: None,
+            groups: [None, None],
             counts: PeerCounts::default(),
             rtt: Histogram::default(),
         };
@@ -221,6 +235,7 @@ impl Publisher {
         };
         peers.push(PeerSeries {
             key: None,
+            groups: [None, None],
             counts: counts_since(&all, &shown.counts),
             rtt: agg.rtt_histogram().since(&shown.rtt),
         });
@@ -305,14 +320,24 @@ struct DataCollector {
     http: Arc<http::Stats>,
 }
 
-fn peer_labels(k: Option<&PeerKey>) -> [(&'static str, String); 2] {
-    match k {
-        Some(k) => [
+/// requester and responder, and their groups where they have one.
+fn peer_labels(s: &PeerSeries) -> Vec<(&'static str, String)> {
+    let mut v = match s.key {
+        Some(k) => vec![
             ("requester", k.requester.to_string()),
             ("responder", k.responder.to_string()),
         ],
-        None => [("requester", "other".into()), ("responder", "other".into())],
+        None => vec![("requester", "other".into()), ("responder", "other".into())],
+    };
+    for (name, g) in ["requester_group", "responder_group"]
+        .into_iter()
+        .zip(&s.groups)
+    {
+        if let Some(g) = g {
+            v.push((name, g.clone()));
+        }
     }
+    v
 }
 
 fn family_name(f: Family) -> &'static str {
@@ -402,7 +427,7 @@ impl Collector for DataCollector {
         let peer = |f: fn(&PeerCounts) -> u64| {
             d.peers
                 .iter()
-                .map(move |s| (peer_labels(s.key.as_ref()), Value::Counter(f(&s.counts))))
+                .map(move |s| (peer_labels(s), Value::Counter(f(&s.counts))))
         };
         family(
             e,
@@ -442,9 +467,7 @@ impl Collector for DataCollector {
             "Echo round-trip times",
             Some(&Unit::Seconds),
             MetricType::Histogram,
-            d.peers
-                .iter()
-                .map(|s| (peer_labels(s.key.as_ref()), Value::Hist(s.rtt))),
+            d.peers.iter().map(|s| (peer_labels(s), Value::Hist(s.rtt))),
         )?;
         single(
             e,
@@ -588,7 +611,8 @@ mod tests {
         d.peers
             .iter()
             .map(|s| {
-                let [(_, a), (_, b)] = peer_labels(s.key.as_ref());
+                let l = peer_labels(s);
+                let (a, b) = (&l[0].1, &l[1].1);
                 let c = &s.counts;
                 let born = s.key.and_then(|k| agg.peer(&k)).map_or(0, |p| p.first_ns);
                 let v = [c.requests, c.replies, c.lost, s.rtt.count];
@@ -614,7 +638,7 @@ mod tests {
                 echo_timeout_ns: 2_000_000_000,
                 ..Config::default()
             });
-            let mut p = Publisher::new(Arc::new(Shared::default()), limit);
+            let mut p = Publisher::new(Arc::new(Shared::default()), limit, Groups::default());
             let mut t = 1_000_000_000_000u64;
             let mut before: Series = HashMap::new();
             for (i, (peer, answered, dt_ms)) in ops.into_iter().enumerate() {
@@ -650,7 +674,7 @@ mod tests {
     #[test]
     fn the_busiest_pairs_get_labels_first_and_idle_ones_give_them_up() {
         let mut agg = Aggregator::new(Config::default());
-        let mut p = Publisher::new(Arc::new(Shared::default()), 2);
+        let mut p = Publisher::new(Arc::new(Shared::default()), 2, Groups::default());
         let mut t = 1_000_000_000_000u64;
         for (peer, n) in [(1, 1), (2, 5), (3, 3)] {
             for seq in 0..n {

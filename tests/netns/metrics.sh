@@ -76,12 +76,23 @@ ip -n "$r" route add unreachable 10.97.9.0/24
 # b answers 20 ms late (this kernel has no netem); c drops 30 % of requests.
 ip netns exec "$b" sysctl -qw net.ipv4.icmp_echo_ignore_all=1
 ip netns exec "$b" python3 "$repo/tests/netns/slow_echo.py" 20 &
+disown
 ip netns exec "$c" iptables -A INPUT -p icmp --icmp-type echo-request \
 	-m statistic --mode random --probability 0.3 -j DROP
 sleep 1
 
 # --- icmpmon as a daemon in r, and a Prometheus scraping it every second.
-ip netns exec "$r" "$bin" --source packet --headless --metrics-listen "127.0.0.1:$port" \
+# Its settings come from a --config file, as a service's would.
+cat >"$work/icmpmon.toml" <<EOF
+source = "packet"
+headless = true
+metrics-listen = "127.0.0.1:$port"
+
+[peer-groups]
+"10.97.2.0/24" = "slow"
+"10.97.3.0/24" = "lossy"
+EOF
+ip netns exec "$r" "$bin" --config "$work/icmpmon.toml" \
 	>"$work/icmpmon.out" 2>"$work/icmpmon.err" &
 mon=$!
 for _ in $(seq 100); do
@@ -146,6 +157,8 @@ mid=$(((started + ended) / 2))
 rate=$(query 'rate(icmpmon_echo_requests_total{responder="10.97.2.2"}[5s])' "$mid")
 check request-rate "request rate to b mid-run: $rate/s (ping: 20/s)" \
 	python3 -c "import sys; sys.exit(not 16 <= float('${rate:-0}') <= 24)"
+grouped=$(query 'sum(icmpmon_echo_requests_total{responder_group="slow"})')
+check peer-groups "requests to the group \"slow\" of --config's [peer-groups]: $grouped" test "$grouped" = 300
 b_rep=$(query 'icmpmon_echo_replies_total{responder="10.97.2.2"}')
 check replies "b's replies: $b_rep (ping received $rb)" test "$b_rep" = "$rb"
 lost=$(query 'icmpmon_echo_lost_total{responder="10.97.3.2"} / (icmpmon_echo_lost_total{responder="10.97.3.2"} + icmpmon_echo_replies_total{responder="10.97.3.2"})')

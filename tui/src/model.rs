@@ -57,6 +57,9 @@ pub struct TypeCount {
 pub struct PeerView {
     pub requester: IpAddr,
     pub responder: IpAddr,
+    /// Groups of the addresses (--config's [peer-groups]).
+    pub requester_group: Option<String>,
+    pub responder_group: Option<String>,
     pub requests: u64,
     pub replies: u64,
     pub lost: u64,
@@ -75,12 +78,29 @@ pub struct PeerView {
     pub rtt_history: Vec<u32>,
 }
 
+impl PeerView {
+    /// "requester → responder", each with its group if it has one.
+    pub fn pair_label(&self) -> String {
+        let side = |a: &IpAddr, g: &Option<String>| match g {
+            Some(g) => format!("{a} [{g}]"),
+            None => a.to_string(),
+        };
+        format!(
+            "{} → {}",
+            side(&self.requester, &self.requester_group),
+            side(&self.responder, &self.responder_group)
+        )
+    }
+}
+
 impl Default for PeerView {
     fn default() -> Self {
         let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         Self {
             requester: any,
             responder: any,
+            requester_group: None,
+            responder_group: None,
             requests: 0,
             replies: 0,
             lost: 0,

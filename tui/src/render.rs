@@ -315,7 +315,7 @@ fn peer_row<'a>(p: &'a PeerView, t: &Theme, widths: (usize, usize)) -> Row<'a> {
     };
     let rtt = |o: Option<f64>| o.map_or("-".into(), duration_us);
     Row::new(vec![
-        Cell::from(fit(&format!("{} → {}", p.requester, p.responder), widths.0)),
+        Cell::from(fit(&p.pair_label(), widths.0)),
         Cell::from(p.requests.to_string()),
         Cell::from(p.replies.to_string()),
         Cell::from(p.pending.to_string()),
@@ -622,7 +622,7 @@ pub fn detail(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         area.height.saturating_sub(4).min(18),
     );
     clear_around(frame, r);
-    let title = format!(" {} → {} (Esc closes) ", p.requester, p.responder);
+    let title = format!(" {} (Esc closes) ", p.pair_label());
     let outer = block(&title, true, t);
     let inner = outer.inner(r);
     frame.render_widget(outer, r);

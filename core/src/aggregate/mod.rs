@@ -386,6 +386,12 @@ impl Aggregator {
         n
     }
 
+    /// New anomaly thresholds (a reload), from the next event on.
+    pub fn set_thresholds(&mut self, t: Thresholds) {
+        self.cfg.thresholds = t;
+        self.anomalies.thresholds = t;
+    }
+
     /// Flags raised since the last call (for `--alerts`).
     pub fn take_alerts(&mut self) -> Vec<Flag> {
         self.anomalies.take_alerts()
