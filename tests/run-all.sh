@@ -3,7 +3,8 @@
 # live-source suites in network namespaces (root, this kernel: NFQUEUE; then
 # AF_PACKET, NFLOG, auto and the README's main job; the metrics endpoint
 # scraped by a real Prometheus) and the live sources
-# under ping -f (a report), DKMS builds of the
+# under ping -f (a report), DKMS builds of the module, the Debian packages
+# (build, install with DKMS, the systemd unit, purge) of the
 # module, then the QEMU suite (the kernel module on Debian's 6.1, 6.12, 7.2,
 # 7.3 and 7.3-rt kernels with the real binary).
 # Benchmarks report; none fails on a timing. The criterion ones run in a
@@ -25,4 +26,5 @@ tests/netns/passive.sh
 tests/netns/metrics.sh
 tests/bench/sources.sh
 tests/dkms.sh
+tests/packages.sh
 tests/vm/run.sh

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# tests/packages.sh — the Debian packages for real (root): builds them with
+# dist/deb/build.sh, installs both with apt on this machine beside the
+# newest Debian 6.1 kernel headers (DKMS must build and install the module
+# for that kernel from the icmpmon-dkms postinst), checks the binary, the
+# man page, the completions and the systemd unit (systemd-analyze verify
+# and security), runs the installed binary the way the unit does (a user
+# that is not root, CAP_NET_RAW only) in a namespace, then purges both and
+# checks that nothing is left. Prints one "PKG <name> PASS|FAIL" line per
+# check and a closing count.
+set -uo pipefail
+[ "$(id -u)" = 0 ] || { echo "tests/packages.sh: needs root (dpkg, dkms)" >&2; exit 1; }
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+vm="$repo/tests/vm"
+work=$(mktemp -d /tmp/icmpmon-packages.XXXXXX)
+ns=icmpmon-pkg
+installed_headers=()
+had_mok=$([ -e /var/lib/dkms/mok.key ] && echo 1)
+pass=0
+fail=0
+ok() { echo "PKG $1 PASS $2"; pass=$((pass + 1)); }
+ko() { echo "PKG $1 FAIL $2"; fail=$((fail + 1)); }
+check() { # check NAME DETAIL CONDITION...
+	local name=$1 detail=$2
+	shift 2
+	if "$@"; then ok "$name" "$detail"; else ko "$name" "$detail"; fi
+}
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -y -q "$@"; }
+
+cleanup() {
+	ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+	ip netns del "$ns" 2>/dev/null
+	dpkg -s icmpmon-dkms >/dev/null 2>&1 && apt_get purge icmpmon-dkms >/dev/null 2>&1
+	dpkg -s icmpmon >/dev/null 2>&1 && apt_get purge icmpmon >/dev/null 2>&1
+	if [ ${#installed_headers[@]} -gt 0 ]; then
+		apt_get purge "${installed_headers[@]}" >/dev/null 2>&1
+	fi
+	[ -n "$had_mok" ] || rm -f /var/lib/dkms/mok.key /var/lib/dkms/mok.pub
+	rm -rf "$work"
+}
+
+for p in icmpmon icmpmon-dkms; do
+	if dpkg -s "$p" >/dev/null 2>&1; then
+		echo "tests/packages.sh: $p is installed here; the test would replace it: purge it first" >&2
+		exit 1
+	fi
+done
+trap cleanup EXIT
+
+debs=$("$repo/dist/deb/build.sh" "$work/debs") || { echo "PKG build FAIL"; exit 1; }
+deb=$(echo "$debs" | grep '/icmpmon_')
+dkms_deb=$(echo "$debs" | grep '/icmpmon-dkms_')
+version=$(dpkg-deb -f "$deb" Version)
+ok build "$(basename "$deb") $(basename "$dkms_deb")"
+
+# The headers of the newest 6.1 kernel (with those they depend on), as a
+# user would have them; DKMS builds for every kernel with headers.
+kver=$("$vm/fetch-kernel.sh" bookworm/6.1 "$vm/cache") || { ko headers "no 6.1 kernel found"; exit 1; }
+for pkg in "linux-headers-$kver" $(apt-cache depends "linux-headers-$kver" |
+	awk '/Depends: linux-(headers|kbuild)-/ { print $2 }'); do
+	dpkg -s "$pkg" >/dev/null 2>&1 || installed_headers+=("$pkg")
+done
+apt_get install --no-install-recommends "linux-headers-$kver" >/dev/null 2>&1 ||
+	{ ko headers "cannot install linux-headers-$kver"; exit 1; }
+
+if apt_get install --no-install-recommends "$deb" "$dkms_deb" >"$work/install.log" 2>&1; then
+	ok install "apt-get install both packages"
+else
+	ko install "$(tail -n 20 "$work/install.log")"
+fi
+v=$(icmpmon --version 2>&1)
+check version "icmpmon --version: $(echo "$v" | head -1)" \
+	grep -q "^icmpmon $version (commit [0-9a-f]" <<<"$v"
+status=$(dkms status -m icmpmon -v "$version" -k "$kver" 2>&1)
+check dkms "dkms status: $status" grep -q "installed" <<<"$status"
+ko_file=$(find "/lib/modules/$kver/updates/dkms" -name 'icmpmon.ko*' 2>/dev/null | head -1)
+check module "module built for $kver: ${ko_file:-none} ($(modinfo -F vermagic "$ko_file" 2>/dev/null | cut -d' ' -f1))" \
+	test -n "$ko_file" -a "$(modinfo -F vermagic "$ko_file" 2>/dev/null | cut -d' ' -f1)" = "$kver"
+check man "man page installed: $(man -w icmpmon 2>&1)" sh -c 'man -w 8 icmpmon >/dev/null && zcat "$(man -w 8 icmpmon)" | grep -q "^\.TH icmpmon 8"'
+check completions "bash, zsh and fish completions" test -s /usr/share/bash-completion/completions/icmpmon \
+	-a -s /usr/share/zsh/vendor-completions/_icmpmon -a -s /usr/share/fish/vendor_completions.d/icmpmon.fish
+unit=/lib/systemd/system/icmpmon.service
+check unit-verify "systemd-analyze verify $unit: $(systemd-analyze verify "$unit" 2>&1 | head -3)" \
+	systemd-analyze verify "$unit"
+exposure=$(systemd-analyze security --offline=true "$unit" 2>/dev/null |
+	sed -n 's/.*Overall exposure level for icmpmon.service: \([0-9.]*\).*/\1/p')
+check unit-security "systemd-analyze security exposure: ${exposure:-?} (aim: below 2.0)" \
+	python3 -c "import sys; sys.exit(not float('${exposure:-9}') < 2.0)"
+check config "/etc/icmpmon/icmpmon.toml is a conffile" sh -c 'dpkg-query -W -f="\${Conffiles}" icmpmon | grep -q /etc/icmpmon/icmpmon.toml'
+
+# The unit's command line, its capabilities and a user that is not root,
+# in a namespace of its own.
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip netns exec "$ns" setpriv --reuid=65534 --regid=65534 --clear-groups \
+	--inh-caps=-all,+net_raw --ambient-caps=-all,+net_raw --bounding-set=-all,+net_raw --no-new-privs \
+	$(sed -n 's/^ExecStart=//p' "$unit") >"$work/service.out" 2>"$work/service.err" &
+svc=$!
+for _ in $(seq 100); do
+	grep -q "capturing from" "$work/service.err" && break
+	sleep 0.1
+done
+ip netns exec "$ns" ping -c 3 -i 0.2 127.0.0.1 >/dev/null
+sleep 1.5
+n=$(ip netns exec "$ns" curl -s http://127.0.0.1:9798/metrics |
+	sed -n 's/^icmpmon_echo_requests_total{requester="127.0.0.1",responder="127.0.0.1"} //p')
+kill -TERM $svc
+wait $svc
+rc=$?
+check service "the unit's command as nobody with CAP_NET_RAW: ${n:-no} requests in /metrics, exit $rc" \
+	test "${n:-0}" = 3 -a "$rc" = 0
+check service-quiet "the service writes nothing on stdout" test ! -s "$work/service.out"
+
+apt_get purge icmpmon icmpmon-dkms >"$work/purge.log" 2>&1 || ko purge "$(tail -n 20 "$work/purge.log")"
+left=$(ls -d /usr/bin/icmpmon /etc/icmpmon "$unit" /usr/src/icmpmon-* /var/lib/dkms/icmpmon \
+	/lib/modules/*/updates/dkms/icmpmon.ko* /usr/share/man/man8/icmpmon.8.gz \
+	/usr/share/doc/icmpmon /usr/share/doc/icmpmon-dkms 2>/dev/null)
+pkgs=$(dpkg -l 'icmpmon*' 2>/dev/null | awk '/^[a-z][a-z] / && $1 != "un" { print $2 }')
+check purge "purge leaves nothing: ${left:-no files}, ${pkgs:-no packages}" test -z "$left$pkgs"
+
+echo "packages: $pass passed, $fail failed"
+[ "$fail" = 0 ]
