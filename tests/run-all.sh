@@ -2,10 +2,9 @@
 # The whole test suite: formatting, lints, unit/integration tests, then the
 # live-source suites in network namespaces (root, this kernel: NFQUEUE; then
 # AF_PACKET, NFLOG, auto and the README's main job; the metrics endpoint
-# scraped by a real Prometheus) and the live sources
-# under ping -f (a report), DKMS builds of the module, the Debian packages
-# (build, install with DKMS, the systemd unit, purge) of the
-# module, then the QEMU suite (the kernel module on Debian's 6.1, 6.12, 7.2,
+# scraped by a real Prometheus), the live sources under ping -f (a report),
+# DKMS builds of the module, the Debian packages (build, install with DKMS,
+# the systemd unit, purge), then the QEMU suite (the kernel module on Debian's 6.1, 6.12, 7.2,
 # 7.3 and 7.3-rt kernels with the real binary).
 # Benchmarks report; none fails on a timing. The criterion ones run in a
 # short mode; only the memory bound of the spoofed-flood check can fail (a
