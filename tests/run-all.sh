@@ -24,6 +24,7 @@ tests/netns/run.sh
 tests/netns/passive.sh
 tests/netns/metrics.sh
 tests/bench/sources.sh
+tests/bench/metrics.sh
 tests/dkms.sh
 tests/packages.sh
 tests/vm/run.sh

@@ -168,6 +168,9 @@ check loss-ratio "c's loss ratio: ${lost:-none} (ping: $ping_loss; dropped at 30
 rule=$(query 'icmpmon:echo_loss_ratio:rate5m{responder="10.97.3.2"}')
 check loss-rule "recording rule icmpmon:echo_loss_ratio:rate5m for c: ${rule:-none}" \
 	python3 -c "import sys; sys.exit(not abs(float('${rule:-nan}') - $ping_loss) <= 0.05)"
+grule=$(query 'icmpmon:echo_loss_ratio_by_group:rate5m{responder_group="lossy"}')
+check loss-group "loss towards the group \"lossy\" (icmpmon:echo_loss_ratio_by_group:rate5m): ${grule:-none}" \
+	python3 -c "import sys; sys.exit(not abs(float('${grule:-nan}') - $ping_loss) <= 0.05)"
 p50=$(query 'histogram_quantile(0.5, rate(icmpmon_echo_rtt_seconds_bucket{responder="10.97.2.2"}[30s]))' "$ended")
 check rtt-quantile "b's median RTT: ${p50:-none} s (20 ms responder: in the 10–25 ms bucket)" \
 	python3 -c "import sys; sys.exit(not 0.010 < float('${p50:-nan}') <= 0.025)"
@@ -207,6 +210,16 @@ done <"$work/exprs"
 check promql "$((total - bad)) of $total PromQL expressions of rules.yml and the dashboard run" test "$bad" = 0 -a "$total" -gt 15
 firing=$(query 'count(ALERTS{alertname="IcmpmonEchoLoss"})')
 check alert-pending "IcmpmonEchoLoss is pending for c (30 % loss): ${firing:-none} series" test "${firing:-0}" -ge 1
+
+# SCREENSHOT=FILE: the README's picture, Prometheus's graph page of the loss
+# ratio rule, by headless Chromium (not a check).
+if [ -n "${SCREENSHOT:-}" ]; then
+	expr=$(python3 -c 'import urllib.parse; print(urllib.parse.quote("icmpmon:echo_loss_ratio:rate5m"))')
+	in_r chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars \
+		--window-size=1400,860 --virtual-time-budget=10000 --screenshot="$work/graph.png" \
+		"http://$prom/graph?g0.expr=$expr&g0.tab=0&g0.range_input=1m&g0.stacked=0" >/dev/null 2>&1
+	cp "$work/graph.png" "$SCREENSHOT" && echo "NETNS screenshot $SCREENSHOT"
+fi
 
 # --- the endpoint under bad input, while a pings b.
 st() { in_r python3 "$abuse" 127.0.0.1 "$port" status "$1"; }
