@@ -51,6 +51,9 @@ pub fn sample(peers: usize, events: usize) -> View {
                         (n % 256) as u8,
                     ]),
                     responder: std::net::IpAddr::from([192, 0, 2, 1]),
+                    requester_group: None,
+                    // --config's [peer-groups]: every responder in one.
+                    responder_group: Some("dc1".into()),
                     requests: 1000 - n % 1000,
                     replies: 1000 - n % 1000 - n % 7,
                     lost: n % 7,
