@@ -102,19 +102,24 @@ impl Outputs {
 
     /// SIGHUP: every file output is flushed and opened again, appending
     /// (after logrotate has moved it away: a new file). Nothing is lost:
-    /// the next row goes to the reopened file.
+    /// the next row goes to the reopened file. A file that cannot be
+    /// reopened is reported and written on where it was.
     fn reopen(&mut self) -> io::Result<()> {
         for (sink, file) in self.sinks.iter_mut().zip(&self.files) {
             if let Some((format, path)) = file {
                 sink.flush()?;
-                let (w, _, empty) = export::open(&Output::File(path.clone()), true)?;
-                *sink = export::sink(*format, w, empty);
+                match export::open(&Output::File(path.clone()), true) {
+                    Ok((w, _, empty)) => *sink = export::sink(*format, w, empty),
+                    Err(e) => eprintln!("icmpmon: SIGHUP: {e}; writing on to the old file"),
+                }
             }
         }
         if let (Some(a), Some(path)) = (&mut self.alerts, &self.alerts_file) {
             a.flush()?;
-            let (w, _, _) = export::open(&Output::File(path.clone()), true)?;
-            *a = AlertSink::new(w);
+            match export::open(&Output::File(path.clone()), true) {
+                Ok((w, _, _)) => *a = AlertSink::new(w),
+                Err(e) => eprintln!("icmpmon: SIGHUP: {e}; writing on to the old file"),
+            }
         }
         Ok(())
     }
@@ -452,9 +457,7 @@ pub fn consume(
             if let Some(live) = r.live {
                 filter = live.filter;
                 agg.set_thresholds(live.thresholds);
-                if let Some(m) = metrics.as_mut() {
-                    m.set_groups(live.groups);
-                }
+                agg.set_groups(live.groups);
             }
             if w.writing {
                 let r = w.out.reopen();

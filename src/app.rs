@@ -11,6 +11,7 @@ use std::thread;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::aggregator::{consume, Dashboard, Live, Outputs, Plan, Reload, Tally, UiCommand};
 use crate::cli::{Cli, Command, Destinations, Output, RunArgs, SourceSpec};
@@ -319,7 +320,7 @@ fn usage_error(msg: &str) -> ! {
 /// aggregator to apply it and to reopen the output files.
 fn reloader(
     layered: Option<(Layered, FileConfig)>,
-    tx: crossbeam_channel::Sender<Reload>,
+    (tx, rx): (Sender<Reload>, Receiver<Reload>),
 ) -> Box<dyn FnMut() + Send> {
     let mut layered = layered;
     Box::new(move || {
@@ -343,8 +344,15 @@ fn reloader(
                 None
             }
         });
-        // Full: reloads are already waiting, and the last one read the file.
-        let _ = tx.try_send(Reload { live });
+        // One reload waits at most: a newer one replaces it, keeping its
+        // settings if this read of the file failed.
+        let mut next = Reload { live };
+        while let Err(crossbeam_channel::TrySendError::Full(r)) = tx.try_send(next) {
+            next = r;
+            if let Ok(waiting) = rx.try_recv() {
+                next.live = next.live.or(waiting.live);
+            }
+        }
     })
 }
 
@@ -360,8 +368,14 @@ fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result
         .as_ref()
         .map(|(_, f)| f.groups.clone())
         .unwrap_or_default();
-    let (reload_tx, reloads) = crossbeam_channel::bounded(4);
-    let mut on_hup = (!tui).then(|| reloader(layered, reload_tx));
+    // Without the dashboard, SIGHUP reloads, when there is something to
+    // reload or reopen; otherwise it stops the run, as a hang-up.
+    let (reload_tx, reloads) = crossbeam_channel::bounded(1);
+    let files = [&dest.csv, &dest.jsonl, &dest.alerts]
+        .iter()
+        .any(|o| matches!(o, Some(Output::File(_))));
+    let mut on_hup = (!tui && (layered.is_some() || files))
+        .then(|| reloader(layered, (reload_tx, reloads.clone())));
     // Outputs first: a bad path fails before anything is registered.
     let (sinks, files, out_names) = open_outputs(&dest)?;
     let alerts = dest
@@ -421,14 +435,17 @@ fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result
     let started = Instant::now();
     let plan = Plan {
         filter: args.filter.clone().unwrap_or_default(),
-        config: args.aggregate_config(),
+        config: icmpmon_core::aggregate::Config {
+            groups: groups.clone(),
+            ..args.aggregate_config()
+        },
         count: args.count,
         deadline: args.duration.map(|d| started + d),
         live: source.live(),
         stop: stop.clone(),
-        metrics: metrics.as_ref().map(|(_, shared)| {
-            Publisher::new(shared.clone(), args.metrics_peers as usize, groups.clone())
-        }),
+        metrics: metrics
+            .as_ref()
+            .map(|(_, shared)| Publisher::new(shared.clone(), args.metrics_peers as usize)),
         reloads,
     };
     let ui = namespace.map(|namespace| Meta {

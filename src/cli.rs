@@ -41,14 +41,15 @@ exit; nfqueue holds each ICMP packet until icmpmon lets it through (a
 ping -f keeps about a quarter of its rate): use it only when asked to.
 
 Exit status: 0 clean stop (Ctrl-C, SIGTERM, --count, --duration, module
-unloaded, the reader of standard output gone, SIGHUP with the dashboard),
+unloaded, the reader of standard output gone, SIGHUP when there is
+nothing to reload),
 1 runtime error (e.g. module not loaded, missing capability), 2 usage
 error (a bad --config file too). A second Ctrl-C exits at once.
 
-Without the dashboard, SIGHUP reloads --config (filter, thresholds, peer
-groups; other options at the next start) and reopens the --csv, --jsonl
-and --alerts files, appending: rotate them with logrotate's `create` and a
-postrotate `kill -HUP`.
+Without the dashboard, with --config or output files, SIGHUP reloads
+--config (filter, thresholds, peer groups; other options at the next
+start) and reopens the --csv, --jsonl and --alerts files, appending:
+rotate them with logrotate's `create` and a postrotate `kill -HUP`.
 
 Standard output takes one output: --csv -, --jsonl -, --alerts - and
 --summary-json - exclude each other (as do two outputs naming one file).

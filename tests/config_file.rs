@@ -236,3 +236,34 @@ fn sighup_reloads_the_live_settings_and_reopens_the_files() {
         "{err}"
     );
 }
+
+#[test]
+fn sighup_stops_a_run_with_nothing_to_reload() {
+    // No --config and rows on standard output: a hang-up, as before.
+    let mut child = icmpmon()
+        .args(["--source", "pcap:-", "--csv", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    header.extend_from_slice(&65535u32.to_le_bytes());
+    header.extend_from_slice(&101u32.to_le_bytes());
+    stdin.write_all(&header).unwrap();
+    stdin.write_all(&pings(1000, 0, 2)).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGHUP did not stop the run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hung up (SIGHUP)"), "{err}");
+}

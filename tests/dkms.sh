@@ -25,10 +25,9 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
-pass=0
-fail=0
-ok() { echo "DKMS $1 PASS $2"; pass=$((pass + 1)); }
-ko() { echo "DKMS $1 FAIL $2"; fail=$((fail + 1)); }
+CHECK_KIND=DKMS
+# shellcheck source=tests/checks.sh
+. "$repo/tests/checks.sh"
 
 # dkms_cycle ROOT KVER: add, build, check status, remove, under ROOT ("" is
 # this machine, else a chroot).

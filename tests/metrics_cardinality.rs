@@ -84,7 +84,12 @@ fn run(peers: u32) {
     let total = frames.len() as f64;
     write_pcap(&f, DataLink::RAW, &frames);
     let port = free_port();
+    // The spoofed sources form one peer group.
+    let cfg = dir.path().join("groups.toml");
+    std::fs::write(&cfg, "[peer-groups]\n\"11.0.0.0/8\" = \"spoofed\"\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_icmpmon"))
+        .arg("--config")
+        .arg(&cfg)
         .args(["--source", "pcap:-", "--headless", "--metrics-peers"])
         .arg(peers.to_string())
         .arg("--metrics-listen")
@@ -144,6 +149,19 @@ fn run(peers: u32) {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(requests, 100_000.0);
+    // The pairs beyond the labelled ones are summed per group pair: every
+    // spoofed request is under its group, labelled or in its other.
+    let of_group = |other_only: bool| -> f64 {
+        series
+            .iter()
+            .filter(|l| l.starts_with("icmpmon_echo_requests_total{"))
+            .filter(|l| l.contains("requester_group=\"spoofed\""))
+            .filter(|l| !other_only || l.contains("requester=\"other\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(of_group(false), 100_000.0);
+    assert!(of_group(true) > 0.0);
     assert_eq!(
         value(&text, "icmpmon_messages_total{family=\"other\",direction=\"unknown\",type=\"other\",code=\"other\"}")
             .map(|v| v > 0.0),

@@ -17,15 +17,9 @@ work=$(mktemp -d /tmp/icmpmon-packages.XXXXXX)
 ns=icmpmon-pkg
 installed_headers=()
 had_mok=$([ -e /var/lib/dkms/mok.key ] && echo 1)
-pass=0
-fail=0
-ok() { echo "PKG $1 PASS $2"; pass=$((pass + 1)); }
-ko() { echo "PKG $1 FAIL $2"; fail=$((fail + 1)); }
-check() { # check NAME DETAIL CONDITION...
-	local name=$1 detail=$2
-	shift 2
-	if "$@"; then ok "$name" "$detail"; else ko "$name" "$detail"; fi
-}
+CHECK_KIND=PKG
+# shellcheck source=tests/checks.sh
+. "$repo/tests/checks.sh"
 apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -y -q "$@"; }
 
 cleanup() {

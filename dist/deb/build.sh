@@ -65,6 +65,10 @@ cat >"$p/DEBIAN/postinst" <<'SCRIPT'
 set -e
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
+	# An upgrade: a running service moves to the new binary.
+	if [ "$1" = configure ] && [ -n "$2" ]; then
+		systemctl try-restart icmpmon.service || true
+	fi
 fi
 SCRIPT
 cat >"$p/DEBIAN/prerm" <<'SCRIPT'

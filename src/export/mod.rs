@@ -102,8 +102,7 @@ impl<'a> Row<'a> {
     }
 }
 
-/// A headless output: one row per ICMP message.
-/// Where an output goes, and how it is opened.
+/// Where an output goes.
 pub use crate::cli::Output;
 
 /// A row format.
@@ -161,6 +160,7 @@ pub fn sink(format: Format, w: Box<dyn Write + Send>, empty: bool) -> Box<dyn Ro
     }
 }
 
+/// A headless output: one row per ICMP message.
 pub trait RowSink: Send {
     fn write_row(&mut self, row: &Row) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;

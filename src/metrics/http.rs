@@ -2,9 +2,9 @@
 //!
 //! Bounded whatever clients do: at most `MAX_CONNS` connections, each with
 //! an 8 KiB request buffer and `DEADLINE` to send its request and take its
-//! answer. When full, the oldest connection still sending its request is
-//! closed once it has had `GRACE` (a slow or stuck client, not a scraper:
-//! Prometheus sends its request at once). Every answer closes its
+//! answer. When full, the oldest connection that has had `GRACE` is closed
+//! (a slow or stuck client, sending or reading: a scraper sends its request
+//! at once and reads a 2 MB answer in milliseconds). Every answer closes its
 //! connection: the write side at once, then what the client still sends
 //! is read and dropped until it closes too (a close with unread data would
 //! reset the connection and could lose the answer, e.g. a 431). Bodies are
@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mio::net::{TcpListener as MioListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -61,30 +60,28 @@ impl Stats {
     }
 
     pub(super) fn encode(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-        let mut m = enc.encode_descriptor(
+        use super::Value::Counter;
+        let n = |a: &AtomicU64| Counter(a.load(Relaxed));
+        super::family(
+            enc,
             "icmpmon_http_answers",
             "Answers of the metrics endpoint by HTTP status",
             None,
             MetricType::Counter,
+            STATUSES
+                .iter()
+                .zip(&self.answers)
+                .map(|(s, a)| ([("code", s.to_string())], n(a))),
         )?;
-        for (s, n) in STATUSES.iter().zip(&self.answers) {
-            let code = s.to_string();
-            let labels = [("code", code.as_str())];
-            let e = m.encode_family(&labels)?;
-            ConstCounter::new(n.load(Relaxed)).encode(e)?;
-        }
-        let mut m = enc.encode_descriptor(
+        super::family(
+            enc,
             "icmpmon_http_dropped",
             "Connections to the metrics endpoint closed without an answer",
             None,
             MetricType::Counter,
-        )?;
-        for (reason, n) in [("deadline", &self.timed_out), ("full", &self.evicted)] {
-            let labels = [("reason", reason)];
-            let e = m.encode_family(&labels)?;
-            ConstCounter::new(n.load(Relaxed)).encode(e)?;
-        }
-        Ok(())
+            [("deadline", &self.timed_out), ("full", &self.evicted)]
+                .map(|(r, a)| ([("reason", r)], n(a))),
+        )
     }
 }
 
@@ -125,6 +122,8 @@ impl Server {
             listener,
             conns: (0..MAX_CONNS).map(|_| None).collect(),
             accept_pending: true,
+            accept_retry: None,
+            last_warning: None,
             shared,
             registry,
             stats,
@@ -180,6 +179,9 @@ struct Endpoint {
     listener: MioListener,
     conns: Vec<Option<Conn>>,
     accept_pending: bool,
+    /// accept() failed (out of descriptors, say): try again from then.
+    accept_retry: Option<Instant>,
+    last_warning: Option<Instant>,
     shared: Arc<Shared>,
     registry: Registry,
     stats: Arc<Stats>,
@@ -206,6 +208,10 @@ impl Endpoint {
                     Token(i) => self.serve(i),
                 }
             }
+            if self.accept_retry.is_some_and(|t| Instant::now() >= t) {
+                self.accept_retry = None;
+                self.accept_pending = true;
+            }
             self.accept();
             self.expire();
         }
@@ -216,18 +222,14 @@ impl Endpoint {
             return Duration::ZERO;
         }
         let now = Instant::now();
+        // Full with clients waiting: the next one to reach `GRACE` can go.
+        let until = if self.accept_pending { GRACE } else { DEADLINE };
         let soonest = self
             .conns
             .iter()
             .flatten()
-            .map(|c| {
-                let until = if c.answer.is_none() && self.accept_pending {
-                    GRACE
-                } else {
-                    DEADLINE
-                };
-                (c.accepted + until).saturating_duration_since(now)
-            })
+            .map(|c| (c.accepted + until).saturating_duration_since(now))
+            .chain(self.accept_retry.map(|t| t.saturating_duration_since(now)))
             .min();
         // A little past the deadline, so that it has passed when we wake.
         soonest.map_or(Duration::from_secs(1), |d| d + Duration::from_millis(1))
@@ -262,8 +264,18 @@ impl Endpoint {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_pending = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // Out of descriptors, say: try again on the next wake-up.
-                    tracing::warn!("metrics endpoint cannot accept: {e}");
+                    // Out of descriptors, say: try again a little later,
+                    // and say so now and then.
+                    let now = Instant::now();
+                    self.accept_pending = false;
+                    self.accept_retry = Some(now + Duration::from_millis(250));
+                    if self
+                        .last_warning
+                        .is_none_or(|t| now - t >= Duration::from_secs(10))
+                    {
+                        tracing::warn!("metrics endpoint cannot accept: {e}");
+                        self.last_warning = Some(now);
+                    }
                     return;
                 }
             }
@@ -271,7 +283,8 @@ impl Endpoint {
     }
 
     /// Full: closes a connection whose answer is out, or else the oldest
-    /// that has not sent its request within `GRACE`, and returns its slot.
+    /// that has had `GRACE` (still sending its request, or not reading its
+    /// answer), and returns its slot.
     fn evict(&mut self) -> Option<usize> {
         let now = Instant::now();
         let (i, _) = self
@@ -279,9 +292,7 @@ impl Endpoint {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
-            .filter(|(_, c)| {
-                c.draining || (c.answer.is_none() && now.duration_since(c.accepted) >= GRACE)
-            })
+            .filter(|(_, c)| c.draining || now.duration_since(c.accepted) >= GRACE)
             .min_by_key(|(_, c)| (!c.draining, c.accepted))?;
         if self.conns[i].as_ref().is_some_and(|c| !c.draining) {
             self.stats.evicted.fetch_add(1, Relaxed);

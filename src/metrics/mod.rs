@@ -23,12 +23,11 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use icmpmon_capture::{stage_losses, Counters};
-use icmpmon_core::aggregate::echo::{PeerCounts, PeerKey};
+use icmpmon_core::aggregate::echo::{Departed, PeerCounts, PeerKey};
+use icmpmon_core::aggregate::groups::GroupPair;
 use icmpmon_core::aggregate::rtt::{Histogram, BUCKETS_US};
 use icmpmon_core::aggregate::{Aggregator, KindKey};
-use icmpmon_core::event::{kind_name, Direction, Family};
-
-use crate::config::Groups;
+use icmpmon_core::event::{Direction, Family};
 
 /// How often the aggregator publishes (a scrape sees data this old at most,
 /// plus one loop of the aggregator).
@@ -54,7 +53,8 @@ pub(crate) struct Data {
     /// (family, direction, type, code) or `None` for the kinds beyond the
     /// aggregator's table.
     messages: Vec<(Option<KindKey>, Direction, u64)>,
-    errors: Vec<(String, u64)>,
+    /// (class, kind, direction): both families summed.
+    errors: Vec<((&'static str, &'static str, Direction), u64)>,
     /// (destination, reporter, MTU), most recent first.
     path_mtu: Vec<(IpAddr, IpAddr, u32)>,
     flags: Vec<(&'static str, u64)>,
@@ -88,8 +88,9 @@ impl Shared {
     }
 }
 
-/// A pair's counters when it got its labels: its series count from there.
-#[derive(Debug, Clone)]
+/// A pair's counters at one moment: when it got its labels, or when they
+/// were last added to its group's totals.
+#[derive(Debug, Clone, Default)]
 struct Baseline {
     first_ns: u64,
     counts: PeerCounts,
@@ -99,9 +100,12 @@ struct Baseline {
 /// The aggregator thread's side: chooses the labelled pairs and publishes.
 ///
 /// Counters stay monotonic as pairs come and go: a pair's series counts
-/// from when it got its labels, and `other` is the run's total minus what
-/// the labelled series show, so a pair giving its labels up moves its
-/// counts into `other` (which only grows).
+/// from when it got its labels, and each group pair's `other` is that
+/// group pair's total (`Aggregator::group_totals`) minus what its labelled
+/// series show, so a pair giving its labels up moves its counts into
+/// `other` (which only grows). What no pair holds (a request lost after its
+/// pair left the table) goes to the `other` without groups, so the series
+/// always sum to the run's totals.
 #[derive(Debug)]
 pub(crate) struct Publisher {
     shared: Arc<Shared>,
@@ -113,14 +117,12 @@ pub(crate) struct Publisher {
     last: Option<Instant>,
     version: u64,
     losses: Option<(Arc<dyn Counters>, Arc<AtomicU64>)>,
-    groups: Groups,
 }
 
 impl Publisher {
-    pub fn new(shared: Arc<Shared>, peers: usize, groups: Groups) -> Self {
+    pub fn new(shared: Arc<Shared>, peers: usize) -> Self {
         Self {
             shared,
-            groups,
             limit: peers,
             exported: HashMap::new(),
             published_ns: None,
@@ -128,11 +130,6 @@ impl Publisher {
             version: 0,
             losses: None,
         }
-    }
-
-    /// New peer groups (a reload): labels from the next publication.
-    pub fn set_groups(&mut self, groups: Groups) {
-        self.groups = groups;
     }
 
     /// The capture side's loss counters (known once the run starts).
@@ -197,34 +194,31 @@ impl Publisher {
         self.published_ns = Some(agg.now_ns());
         self.version += 1;
         let totals = agg.echo_totals();
-        let mut peers: Vec<PeerSeries> = self
+        let groups = agg.groups();
+        let names =
+            |g: GroupPair| g.map(|id| id.and_then(|id| groups.name(id)).map(str::to_string));
+        let mut labelled: Vec<(GroupPair, PeerSeries)> = self
             .exported
             .iter()
             .filter_map(|(k, b)| {
                 let p = agg.peer(k)?;
-                Some(PeerSeries {
-                    groups: [k.requester, k.responder]
-                        .map(|a| self.groups.of(a).map(str::to_string)),
+                let series = PeerSeries {
+                    groups: names(p.groups),
                     key: Some(*k),
-                    counts: counts_since(&p.counts, &b.counts),
+                    counts: p.counts.since(&b.counts),
                     rtt: p.rtt.histogram().since(&b.rtt),
-                })
+                };
+                Some((p.groups, series))
             })
             .collect();
-        peers.sort_by_key(|s| s.key);
-        let mut shown = PeerSeries {
-            key: None,
-            groups: [None, None],
-            counts: PeerCounts::default(),
-            rtt: Histogram::default(),
-        };
-        for s in &peers {
-            let (c, t) = (&mut shown.counts, &s.counts);
-            c.requests += t.requests;
-            c.replies += t.replies;
-            c.lost += t.lost;
-            c.late += t.late;
-            shown.rtt.merge(&s.rtt);
+        labelled.sort_by_key(|(_, s)| s.key);
+        // Per group pair: its total minus its labelled series. The pair
+        // without groups also takes what no pair holds.
+        let mut others = agg.group_totals();
+        let mut held = Departed::default();
+        for t in others.values() {
+            held.counts.add(&t.counts);
+            held.rtt.merge(&t.rtt);
         }
         let all = PeerCounts {
             requests: totals.requests,
@@ -233,15 +227,29 @@ impl Publisher {
             late: totals.late,
             ..PeerCounts::default()
         };
-        peers.push(PeerSeries {
-            key: None,
-            groups: [None, None],
-            counts: counts_since(&all, &shown.counts),
-            rtt: agg.rtt_histogram().since(&shown.rtt),
-        });
+        let rest = others.entry([None, None]).or_default();
+        rest.counts.add(&all.since(&held.counts));
+        rest.rtt.merge(&agg.rtt_histogram().since(&held.rtt));
+        for (g, s) in &labelled {
+            if let Some(o) = others.get_mut(g) {
+                o.counts = o.counts.since(&s.counts);
+                o.rtt = o.rtt.since(&s.rtt);
+            }
+        }
+        let mut others: Vec<_> = others.into_iter().collect();
+        others.sort_by_key(|(g, _)| *g);
+        let peers: Vec<PeerSeries> = labelled
+            .into_iter()
+            .map(|(_, s)| s)
+            .chain(others.into_iter().map(|(g, o)| PeerSeries {
+                key: None,
+                groups: names(g),
+                counts: o.counts,
+                rtt: o.rtt,
+            }))
+            .collect();
 
         let mut messages = Vec::new();
-        let mut errors: HashMap<String, u64> = HashMap::new();
         for m in agg.message_counts() {
             for d in Direction::ALL {
                 let n = m.by_direction[d.index()];
@@ -249,16 +257,16 @@ impl Publisher {
                     messages.push((m.kind, d, n));
                 }
             }
-            if let Some((f, t, c)) = m.kind {
-                if icmpmon_core::aggregate::errors::is_error(f, t) {
-                    *errors.entry(kind_name(f, t, c).into_owned()).or_default() +=
-                        m.by_direction.iter().sum::<u64>();
-                }
-            }
         }
         messages.sort_by_key(|&(k, d, _)| (k.map(|(f, t, c)| (f.number(), t, c)), d.index()));
+        let mut errors: HashMap<_, u64> = HashMap::new();
+        for (&(f, t, kind, d), n) in agg.error_kinds() {
+            *errors
+                .entry((error_class(f, t, kind), kind, d))
+                .or_default() += n;
+        }
         let mut errors: Vec<_> = errors.into_iter().collect();
-        errors.sort();
+        errors.sort_by_key(|&((c, k, d), _)| (c, k, d.index()));
         let lost = self
             .losses
             .as_ref()
@@ -288,13 +296,24 @@ impl Publisher {
     }
 }
 
-fn counts_since(now: &PeerCounts, base: &PeerCounts) -> PeerCounts {
-    PeerCounts {
-        requests: now.requests.saturating_sub(base.requests),
-        replies: now.replies.saturating_sub(base.replies),
-        lost: now.lost.saturating_sub(base.lost),
-        late: now.late.saturating_sub(base.late),
-        ..PeerCounts::default()
+/// The class of an error type: what a rule or a panel groups by.
+fn error_class(f: Family, icmp_type: u8, kind: &str) -> &'static str {
+    match (f, icmp_type) {
+        (Family::V4, 3) if kind == "frag-needed" => "too-big",
+        (Family::V4, 3) | (Family::V6, 1) => "unreachable",
+        (Family::V6, 2) => "too-big",
+        (Family::V4, 11) | (Family::V6, 3) => "time-exceeded",
+        (Family::V4, 12) | (Family::V6, 4) => "parameter-problem",
+        (Family::V4, 5) | (Family::V6, 137) => "redirect",
+        (Family::V4, 4) => "source-quench",
+        _ => "other",
+    }
+}
+
+fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Unknown => "unknown",
+        d => d.as_str(),
     }
 }
 
@@ -358,12 +377,7 @@ fn family<L: prometheus_client::encoding::EncodeLabelSet>(
 ) -> std::fmt::Result {
     let mut m = enc.encode_descriptor(name, help, unit, ty)?;
     for (labels, v) in series {
-        let mut e = m.encode_family(&labels)?;
-        match v {
-            Value::Counter(n) => ConstCounter::new(n).encode(e)?,
-            Value::Gauge(n) => ConstGauge::new(n).encode(e)?,
-            Value::Hist(h) => encode_histogram(&mut e, h)?,
-        }
+        v.encode(m.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -376,12 +390,7 @@ fn single(
     ty: MetricType,
     v: Value,
 ) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, ty)?;
-    match v {
-        Value::Counter(n) => ConstCounter::new(n).encode(m),
-        Value::Gauge(n) => ConstGauge::new(n).encode(m),
-        Value::Hist(h) => encode_histogram(&mut m, h),
-    }
+    v.encode(enc.encode_descriptor(name, help, None, ty)?)
 }
 
 enum Value {
@@ -394,17 +403,22 @@ fn gauge(n: u64) -> Value {
     Value::Gauge(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn encode_histogram(
-    e: &mut prometheus_client::encoding::MetricEncoder,
-    h: Histogram,
-) -> std::fmt::Result {
-    let buckets: Vec<(f64, u64)> = BUCKETS_US
-        .iter()
-        .map(|&b| b as f64 / 1e6)
-        .chain(std::iter::once(f64::INFINITY))
-        .zip(h.buckets)
-        .collect();
-    e.encode_histogram::<NoLabelSet>(h.sum_us as f64 / 1e6, h.count, &buckets, None)
+impl Value {
+    fn encode(self, mut e: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
+        match self {
+            Value::Counter(n) => ConstCounter::new(n).encode(e),
+            Value::Gauge(n) => ConstGauge::new(n).encode(e),
+            Value::Hist(h) => {
+                let buckets: Vec<(f64, u64)> = BUCKETS_US
+                    .iter()
+                    .map(|&b| b as f64 / 1e6)
+                    .chain(std::iter::once(f64::INFINITY))
+                    .zip(h.buckets)
+                    .collect();
+                e.encode_histogram::<NoLabelSet>(h.sum_us as f64 / 1e6, h.count, &buckets, None)
+            }
+        }
+    }
 }
 
 impl Collector for DataCollector {
@@ -501,10 +515,7 @@ impl Collector for DataCollector {
                     Some((f, t, c)) => (family_name(f), t.to_string(), c.to_string()),
                     None => ("other", "other".into(), "other".into()),
                 };
-                let dir = match dir {
-                    Direction::Unknown => "unknown",
-                    d => d.as_str(),
-                };
+                let dir = direction_name(dir);
                 (
                     [
                         ("family", f.to_string()),
@@ -519,12 +530,15 @@ impl Collector for DataCollector {
         family(
             e,
             "icmpmon_errors",
-            "ICMP error messages by kind (both families)",
+            "ICMP error messages by class, kind and direction (both families; a forwarded error seen on two interfaces counts in each)",
             None,
             MetricType::Counter,
-            d.errors
-                .iter()
-                .map(|(k, n)| ([("kind", k.as_str())], Value::Counter(*n))),
+            d.errors.iter().map(|&((class, kind, dir), n)| {
+                (
+                    [("class", class), ("kind", kind), ("direction", direction_name(dir))],
+                    Value::Counter(n),
+                )
+            }),
         )?;
         family(
             e,
@@ -611,20 +625,19 @@ mod tests {
         d.peers
             .iter()
             .map(|s| {
-                let l = peer_labels(s);
-                let (a, b) = (&l[0].1, &l[1].1);
+                let labels = format!("{:?}", peer_labels(s));
                 let c = &s.counts;
                 let born = s.key.and_then(|k| agg.peer(&k)).map_or(0, |p| p.first_ns);
                 let v = [c.requests, c.replies, c.lost, s.rtt.count];
-                (format!("{a}>{b}"), (v, born))
+                (labels, (v, born))
             })
             .collect()
     }
 
     proptest! {
-        /// Whatever the traffic and however pairs come and go: at most
-        /// `limit` labelled pairs plus `other`; the series sum to the run's
-        /// totals; and no series goes down (which Prometheus reads as a
+        /// Whatever the traffic and however pairs come and go, with peer
+        /// groups or without: at most `limit` labelled pairs plus an `other`
+        /// per group pair; the series sum to the run's totals; and no series goes down (which Prometheus reads as a
         /// restart from zero) unless its pair did: pushed out of the
         /// aggregator's full table and back as a new pair.
         #[test]
@@ -632,13 +645,25 @@ mod tests {
             ops in proptest::collection::vec((1u8..30, any::<bool>(), 0u64..400_000), 1..400),
             limit in 0usize..6,
             max_peers in 1usize..12,
+            grouped in any::<bool>(),
         ) {
+            // Hosts 1–7 in group a, 8–15 in b, the rest in none.
+            let groups = if grouped {
+                icmpmon_core::aggregate::groups::Groups::new(vec![
+                    ("10.0.0.0/29".parse().unwrap(), "a".into()),
+                    ("10.0.0.8/29".parse().unwrap(), "b".into()),
+                    ("10.0.0.0/31".parse().unwrap(), "me".into()),
+                ])
+            } else {
+                Default::default()
+            };
             let mut agg = Aggregator::new(Config {
                 max_peers,
                 echo_timeout_ns: 2_000_000_000,
+                groups,
                 ..Config::default()
             });
-            let mut p = Publisher::new(Arc::new(Shared::default()), limit, Groups::default());
+            let mut p = Publisher::new(Arc::new(Shared::default()), limit);
             let mut t = 1_000_000_000_000u64;
             let mut before: Series = HashMap::new();
             for (i, (peer, answered, dt_ms)) in ops.into_iter().enumerate() {
@@ -651,8 +676,13 @@ mod tests {
                 }
                 agg.tick(t + 1_000_000);
                 let d = p.collect(&agg);
-                prop_assert!(d.peers.len() <= limit + 1);
-                prop_assert_eq!(d.peers.last().and_then(|s| s.key), None, "other comes last");
+                // Labelled pairs, then an other per group pair (at most
+                // {me} × {me, a, b, none} and the pair without groups).
+                let labelled = d.peers.iter().filter(|s| s.key.is_some()).count();
+                prop_assert!(labelled <= limit);
+                prop_assert!(d.peers.len() <= limit + 5);
+                prop_assert!(d.peers[labelled..].iter().all(|s| s.key.is_none()), "others come last");
+                prop_assert!(d.peers.iter().any(|s| s.key.is_none() && s.groups == [None, None]));
                 let tot = agg.echo_totals();
                 let sum = |f: fn(&PeerSeries) -> u64| d.peers.iter().map(f).sum::<u64>();
                 prop_assert_eq!(sum(|s| s.counts.requests), tot.requests);
@@ -660,6 +690,7 @@ mod tests {
                 prop_assert_eq!(sum(|s| s.counts.lost), tot.lost);
                 prop_assert_eq!(sum(|s| s.rtt.count), agg.rtt_histogram().count);
                 let now = series(&d, &agg);
+                prop_assert_eq!(now.len(), d.peers.len(), "one series per label set");
                 for (k, (v, born)) in &now {
                     if let Some((b, born_before)) = before.get(k) {
                         let up = v.iter().zip(b).all(|(v, b)| v >= b);
@@ -674,7 +705,7 @@ mod tests {
     #[test]
     fn the_busiest_pairs_get_labels_first_and_idle_ones_give_them_up() {
         let mut agg = Aggregator::new(Config::default());
-        let mut p = Publisher::new(Arc::new(Shared::default()), 2, Groups::default());
+        let mut p = Publisher::new(Arc::new(Shared::default()), 2);
         let mut t = 1_000_000_000_000u64;
         for (peer, n) in [(1, 1), (2, 5), (3, 3)] {
             for seq in 0..n {

@@ -19,8 +19,6 @@ helper="$work/vmhelper"
 a=icmpmon-p-a
 r=icmpmon-p-r
 b=icmpmon-p-b
-pass=0
-fail=0
 
 cleanup() {
 	tm kill-server 2>/dev/null
@@ -32,8 +30,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { echo "NETNS $1 PASS $2"; pass=$((pass + 1)); }
-ko() { echo "NETNS $1 FAIL $2"; fail=$((fail + 1)); }
+CHECK_KIND=NETNS
+# shellcheck source=tests/checks.sh
+. "$repo/tests/checks.sh"
 in_a() { ip netns exec "$a" "$@"; }
 in_r() { ip netns exec "$r" "$@"; }
 in_b() { ip netns exec "$b" "$@"; }

@@ -13,8 +13,6 @@ work=$(mktemp -d /tmp/icmpmon-netns.XXXXXX)
 helper="$work/vmhelper"
 mon=icmpmon-t-mon
 peer=icmpmon-t-peer
-pass=0
-fail=0
 
 cleanup() {
 	netns_teardown "$mon" "$peer"
@@ -22,8 +20,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { echo "NETNS $1 PASS $2"; pass=$((pass + 1)); }
-ko() { echo "NETNS $1 FAIL $2"; fail=$((fail + 1)); }
+CHECK_KIND=NETNS
+# shellcheck source=tests/checks.sh
+. "$repo/tests/checks.sh"
 in_mon() { ip netns exec "$mon" "$@"; }
 in_peer() { ip netns exec "$peer" "$@"; }
 

@@ -19,7 +19,8 @@ use foldhash::HashMap;
 use lru::LruCache;
 use serde::Serialize;
 
-use super::rtt::RttStats;
+use super::groups::{GroupPair, Groups};
+use super::rtt::{Histogram, RttStats};
 use super::Addr;
 use crate::event::{Direction, Echo, IcmpEvent};
 
@@ -106,6 +107,26 @@ impl PeerCounts {
         self.requests.saturating_sub(self.replies + self.lost)
     }
 
+    /// What was counted since `base`, an earlier copy of the same counts
+    /// (the echo counters; `duplicate_replies` and `unsolicited` stay 0).
+    pub fn since(&self, base: &PeerCounts) -> PeerCounts {
+        PeerCounts {
+            requests: self.requests.saturating_sub(base.requests),
+            replies: self.replies.saturating_sub(base.replies),
+            lost: self.lost.saturating_sub(base.lost),
+            late: self.late.saturating_sub(base.late),
+            ..PeerCounts::default()
+        }
+    }
+
+    /// Adds another pair's echo counters (those `since` keeps).
+    pub fn add(&mut self, other: &PeerCounts) {
+        self.requests += other.requests;
+        self.replies += other.replies;
+        self.lost += other.lost;
+        self.late += other.late;
+    }
+
     /// lost / (replies + lost), in percent; `None` before any outcome.
     pub fn loss_pct(&self) -> Option<f64> {
         let decided = self.replies + self.lost;
@@ -120,6 +141,16 @@ pub struct PeerStats {
     pub first_ns: u64,
     pub last_ns: u64,
     pub rtt: RttStats,
+    /// The groups of requester and responder, found when the pair came.
+    pub groups: GroupPair,
+}
+
+/// The echo counters and RTT samples of pairs pushed out of the table, by
+/// group pair: with the table's pairs, every group pair's total.
+#[derive(Debug, Clone, Default)]
+pub struct Departed {
+    pub counts: PeerCounts,
+    pub rtt: Histogram,
 }
 
 /// Totals over every peer (kept even for peers evicted from the table).
@@ -173,6 +204,8 @@ pub struct EchoTracker {
     expired: LruCache<EchoKey, (), RandomState>,
     peers: LruCache<PeerKey, PeerStats, RandomState>,
     totals: EchoTotals,
+    groups: Groups,
+    departed: HashMap<GroupPair, Departed>,
 }
 
 fn cap(n: usize) -> NonZeroUsize {
@@ -192,6 +225,8 @@ impl EchoTracker {
             expired: LruCache::with_hasher(cap(max_pending / 4), RandomState::default()),
             peers: LruCache::with_hasher(cap(max_peers), RandomState::default()),
             totals: EchoTotals::default(),
+            groups: Groups::default(),
+            departed: HashMap::default(),
         }
     }
 
@@ -200,10 +235,14 @@ impl EchoTracker {
         if self.peers.get_mut(&key).is_none() {
             let fresh = PeerStats {
                 first_ns: ts_ns,
+                groups: self.groups.pair(key.requester, key.responder),
                 ..PeerStats::default()
             };
-            if self.peers.push(key, fresh).is_some() {
+            if let Some((_, gone)) = self.peers.push(key, fresh) {
                 self.totals.peers_evicted += 1;
+                let d = self.departed.entry(gone.groups).or_default();
+                d.counts.add(&gone.counts);
+                d.rtt.merge(gone.rtt.histogram());
             }
         }
         let p = self.peers.peek_mut(&key).expect("present or just inserted");
@@ -349,6 +388,25 @@ impl EchoTracker {
 
     pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerStats)> {
         self.peers.iter()
+    }
+
+    /// New peer groups: the table's pairs are grouped again, and the
+    /// departed pairs' totals (kept by the old groups) start again.
+    pub fn set_groups(&mut self, groups: Groups) {
+        for (k, p) in self.peers.iter_mut() {
+            p.groups = groups.pair(k.requester, k.responder);
+        }
+        self.groups = groups;
+        self.departed.clear();
+    }
+
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// What pairs pushed out of the table counted, by group pair.
+    pub fn departed(&self) -> impl Iterator<Item = (&GroupPair, &Departed)> {
+        self.departed.iter()
     }
 
     /// One pair's counters, without touching the table's recency.

@@ -6,11 +6,13 @@
 pub mod anomaly;
 pub mod echo;
 pub mod errors;
+pub mod groups;
 pub mod rates;
 pub mod rtt;
 pub mod snapshot;
 pub mod topk;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
@@ -19,10 +21,11 @@ use foldhash::fast::RandomState;
 use foldhash::HashMap;
 use lru::LruCache;
 
-use crate::event::{Direction, Family, IcmpEvent, Info};
+use crate::event::{kind_name, Direction, Family, IcmpEvent, Info};
 use anomaly::{Anomalies, Flag, FlagKind, Thresholds};
-use echo::{EchoTotals, EchoTracker, PeerKey, PeerStats};
+use echo::{Departed, EchoTotals, EchoTracker, PeerKey, PeerStats};
 use errors::{is_error, ErrorTracker, FlowKey};
+use groups::{GroupPair, Groups};
 use rates::SecondSeries;
 use rtt::{Histogram, RttStats};
 use topk::SpaceSaving;
@@ -73,6 +76,8 @@ pub struct Config {
     pub recent_events: usize,
     pub recent_errors: usize,
     pub thresholds: Thresholds,
+    /// Peer groups by prefix (`--config`'s `[peer-groups]`).
+    pub groups: Groups,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             recent_events: 1000,
             recent_errors: 256,
             thresholds: Thresholds::default(),
+            groups: Groups::default(),
         }
     }
 }
@@ -154,6 +160,9 @@ pub struct PathMtu {
 
 pub type KindKey = (Family, u8, u8);
 
+/// (family, type, kind name, direction) of an error message.
+pub type ErrorKindKey = (Family, u8, &'static str, Direction);
+
 #[derive(Debug)]
 pub struct Aggregator {
     cfg: Config,
@@ -167,6 +176,9 @@ pub struct Aggregator {
     other_kinds_by_direction: [u64; 3],
     /// By the destination of the quoted packet.
     path_mtu: LruCache<Addr, PathMtu, RandomState>,
+    /// Error messages by family, type, kind and direction: error types have
+    /// a few dozen names, so this stays small whatever the codes.
+    error_kinds: HashMap<ErrorKindKey, u64>,
     rtt: RttStats,
     recent: VecDeque<RecentEvent>,
     events: u64,
@@ -178,8 +190,10 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(cfg: Config) -> Self {
+        let mut echo = EchoTracker::new(cfg.echo_timeout_ns, cfg.max_pending, cfg.max_peers);
+        echo.set_groups(cfg.groups.clone());
         Self {
-            echo: EchoTracker::new(cfg.echo_timeout_ns, cfg.max_pending, cfg.max_peers),
+            echo,
             errors: ErrorTracker::new(cfg.max_flows, cfg.max_reporters, cfg.recent_errors),
             anomalies: Anomalies::new(cfg.thresholds),
             talkers: SpaceSaving::new(cfg.top_k),
@@ -191,6 +205,7 @@ impl Aggregator {
                 NonZeroUsize::new(cfg.max_flows.max(1)).expect("max(1)"),
                 RandomState::default(),
             ),
+            error_kinds: HashMap::default(),
             rtt: RttStats::default(),
             recent: VecDeque::with_capacity(cfg.recent_events.min(4096)),
             events: 0,
@@ -285,6 +300,14 @@ impl Aggregator {
 
     fn error(&mut self, ev: &IcmpEvent) {
         self.errors.ingest(ev);
+        let kind = match kind_name(ev.family, ev.icmp_type, ev.icmp_code) {
+            Cow::Borrowed(k) => k,
+            Cow::Owned(_) => "other",
+        };
+        *self
+            .error_kinds
+            .entry((ev.family, ev.icmp_type, kind, ev.direction))
+            .or_default() += 1;
         if let (Some(Info::Mtu(mtu)), Some(q)) = (ev.info, &ev.quoted) {
             self.path_mtu_reported(q.dst, mtu, ev.src, ev.ts_ns);
         }
@@ -333,6 +356,32 @@ impl Aggregator {
         self.echo.expire(self.now_ns);
     }
 
+    /// Peer groups (`--config`'s `[peer-groups]`), from the next pair on;
+    /// the table's pairs are grouped again.
+    pub fn set_groups(&mut self, groups: Groups) {
+        self.cfg.groups = groups.clone();
+        self.echo.set_groups(groups);
+    }
+
+    pub fn groups(&self) -> &Groups {
+        self.echo.groups()
+    }
+
+    /// Every group pair's echo counters and RTT samples: those of the pairs
+    /// pushed out of the table, plus those of the table's pairs.
+    pub fn group_totals(&self) -> HashMap<GroupPair, Departed> {
+        let mut t: HashMap<GroupPair, Departed> = HashMap::default();
+        for (g, d) in self.echo.departed() {
+            t.insert(*g, d.clone());
+        }
+        for (_, p) in self.echo.peers() {
+            let e = t.entry(p.groups).or_default();
+            e.counts.add(&p.counts);
+            e.rtt.merge(p.rtt.histogram());
+        }
+        t
+    }
+
     /// Echo counters of every peer pair in the table (not in any order).
     pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerStats)> {
         self.echo.peers()
@@ -365,6 +414,11 @@ impl Aggregator {
                 by_direction: s.by_direction,
             })
             .chain(std::iter::once(other))
+    }
+
+    /// Error messages by family, type, kind and direction.
+    pub fn error_kinds(&self) -> impl Iterator<Item = (&ErrorKindKey, u64)> {
+        self.error_kinds.iter().map(|(k, n)| (k, *n))
     }
 
     /// Path MTUs by destination, most recently reported first.
