@@ -109,6 +109,7 @@ check promtool-rules "promtool check rules dist/prometheus/rules.yml" \
 	quietly promtool check rules "$repo/dist/prometheus/rules.yml"
 ip netns exec "$r" prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
 	--web.listen-address="$prom" >"$work/prometheus.log" 2>&1 &
+disown
 
 # query EXPR [TIME]: the first value of an instant query ("" if none);
 # query_ok EXPR: whether Prometheus evaluates EXPR without error.
