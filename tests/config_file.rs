@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{echo, ipv4_icmp};
+use common::{echo, ipv4_icmp, pcap_raw_parts};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -132,26 +132,27 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 
 /// Requests from 10.0.0.2 and their replies, `n` of each, starting at
 /// `t0` (s) and 10 ms apart.
-fn pings(t0: u64, first_seq: u16, n: u16) -> Vec<u8> {
+fn pings(t0: u64, first_seq: u16, n: u16) -> Vec<(u64, Vec<u8>)> {
     let mut v = Vec::new();
     for i in 0..n {
         let seq = first_seq + i;
         let t = t0 * 1_000_000_000 + u64::from(i) * 10_000_000;
-        for (ts, f) in [
-            (t, ipv4_icmp([10, 0, 0, 2], [10, 0, 0, 1], &echo(8, 1, seq))),
-            (
-                t + 500_000,
-                ipv4_icmp([10, 0, 0, 1], [10, 0, 0, 2], &echo(0, 1, seq)),
-            ),
-        ] {
-            v.extend_from_slice(&((ts / 1_000_000_000) as u32).to_le_bytes());
-            v.extend_from_slice(&(((ts % 1_000_000_000) / 1000) as u32).to_le_bytes());
-            v.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            v.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            v.extend_from_slice(&f);
-        }
+        v.push((t, ipv4_icmp([10, 0, 0, 2], [10, 0, 0, 1], &echo(8, 1, seq))));
+        v.push((
+            t + 500_000,
+            ipv4_icmp([10, 0, 0, 1], [10, 0, 0, 2], &echo(0, 1, seq)),
+        ));
     }
     v
+}
+
+/// The pcap file header, then `pings`' records, as a pipe carries them.
+fn header() -> Vec<u8> {
+    pcap_raw_parts(&[]).0
+}
+
+fn records(frames: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    pcap_raw_parts(frames).1
 }
 
 #[test]
@@ -182,11 +183,8 @@ fn sighup_reloads_the_live_settings_and_reopens_the_files() {
     let pid = Pid::from_raw(child.id() as i32);
     let mut stdin = child.stdin.take().unwrap();
     // A pcap header (LINKTYPE_RAW), then 20 pings in the first second.
-    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    header.extend_from_slice(&65535u32.to_le_bytes());
-    header.extend_from_slice(&101u32.to_le_bytes());
-    stdin.write_all(&header).unwrap();
-    stdin.write_all(&pings(1000, 0, 20)).unwrap();
+    stdin.write_all(&header()).unwrap();
+    stdin.write_all(&records(&pings(1000, 0, 20))).unwrap();
     stdin.flush().unwrap();
     wait_for("the first 20 rows", || lines(&rows).len() == 21);
 
@@ -197,7 +195,7 @@ fn sighup_reloads_the_live_settings_and_reopens_the_files() {
     std::fs::write(&cfg, config("type echo-request or type echo-reply", 5)).unwrap();
     kill(pid, Signal::SIGHUP).unwrap();
     wait_for("the reopened files", || rows.exists() && alerts.exists());
-    stdin.write_all(&pings(1010, 100, 20)).unwrap();
+    stdin.write_all(&records(&pings(1010, 100, 20))).unwrap();
     stdin.flush().unwrap();
     wait_for("the next 40 rows", || lines(&rows).len() == 41);
 
@@ -205,7 +203,7 @@ fn sighup_reloads_the_live_settings_and_reopens_the_files() {
     std::fs::write(&cfg, "flood-pps = \"x\"\n").unwrap();
     kill(pid, Signal::SIGHUP).unwrap();
     wait_for("the failed reload", || said("the running settings stay"));
-    stdin.write_all(&pings(1020, 200, 3)).unwrap();
+    stdin.write_all(&records(&pings(1020, 200, 3))).unwrap();
     drop(stdin);
     let status = child.wait().unwrap();
     let err = std::fs::read_to_string(&stderr).unwrap();
@@ -248,11 +246,8 @@ fn sighup_stops_a_run_with_nothing_to_reload() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    header.extend_from_slice(&65535u32.to_le_bytes());
-    header.extend_from_slice(&101u32.to_le_bytes());
-    stdin.write_all(&header).unwrap();
-    stdin.write_all(&pings(1000, 0, 2)).unwrap();
+    stdin.write_all(&header()).unwrap();
+    stdin.write_all(&records(&pings(1000, 0, 2))).unwrap();
     stdin.flush().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();

@@ -98,6 +98,28 @@ pub fn write_pcap_ns(path: &Path, link: DataLink, frames: &[(u64, Vec<u8>)]) {
     write_pcap_with(path, link, TsResolution::NanoSecond, frames);
 }
 
+/// A raw-IP pcap in memory, split into its 24-byte file header and its
+/// records, for tests that stream a capture through a pipe in parts.
+pub fn pcap_raw_parts(frames: &[(u64, Vec<u8>)]) -> (Vec<u8>, Vec<u8>) {
+    let header = PcapHeader {
+        datalink: DataLink::RAW,
+        ts_resolution: TsResolution::MicroSecond,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for (ts_ns, f) in frames {
+        w.write_packet(&PcapPacket::new(
+            Duration::from_nanos(*ts_ns),
+            f.len() as u32,
+            f,
+        ))
+        .unwrap();
+    }
+    let mut bytes = w.into_writer();
+    let records = bytes.split_off(24);
+    (bytes, records)
+}
+
 fn write_pcap_with(path: &Path, link: DataLink, res: TsResolution, frames: &[(u64, Vec<u8>)]) {
     let header = PcapHeader {
         datalink: link,
