@@ -92,7 +92,7 @@ impl Shared {
 /// were last added to its group's totals.
 #[derive(Debug, Clone, Default)]
 struct Baseline {
-    first_ns: u64,
+    serial: u64,
     counts: PeerCounts,
     rtt: Histogram,
 }
@@ -111,9 +111,10 @@ pub(crate) struct Publisher {
     shared: Arc<Shared>,
     limit: usize,
     exported: HashMap<PeerKey, Baseline>,
-    /// The aggregator's clock at the last publication: pairs first seen
-    /// after it never counted in `other`, so they start from zero.
-    published_ns: Option<u64>,
+    /// The latest pair serial at the last publication: later pairs never
+    /// counted in `other`, so they start from zero. (Not a time: a packet
+    /// stamped before a publication may reach the aggregator after it.)
+    published_serial: Option<u64>,
     last: Option<Instant>,
     version: u64,
     losses: Option<(Arc<dyn Counters>, Arc<AtomicU64>)>,
@@ -125,7 +126,7 @@ impl Publisher {
             shared,
             limit: peers,
             exported: HashMap::new(),
-            published_ns: None,
+            published_serial: None,
             last: None,
             version: 0,
             losses: None,
@@ -154,7 +155,7 @@ impl Publisher {
         // same addresses), or idle: the labels are free.
         self.exported.retain(|k, b| {
             agg.peer(k)
-                .is_some_and(|p| p.first_ns == b.first_ns && !idle(p.last_ns))
+                .is_some_and(|p| p.serial == b.serial && !idle(p.last_ns))
         });
         let room = self.limit.saturating_sub(self.exported.len());
         if room == 0 {
@@ -171,16 +172,16 @@ impl Publisher {
             candidates.truncate(room);
         }
         for (k, p) in candidates {
-            let fresh = self.published_ns.is_none_or(|t| p.first_ns > t);
+            let fresh = self.published_serial.is_none_or(|s| p.serial > s);
             let base = if fresh {
                 Baseline {
-                    first_ns: p.first_ns,
+                    serial: p.serial,
                     counts: PeerCounts::default(),
                     rtt: Histogram::default(),
                 }
             } else {
                 Baseline {
-                    first_ns: p.first_ns,
+                    serial: p.serial,
                     counts: p.counts,
                     rtt: *p.rtt.histogram(),
                 }
@@ -191,7 +192,7 @@ impl Publisher {
 
     fn collect(&mut self, agg: &Aggregator) -> Data {
         self.choose(agg);
-        self.published_ns = Some(agg.now_ns());
+        self.published_serial = Some(agg.last_peer_serial());
         self.version += 1;
         let totals = agg.echo_totals();
         let groups = agg.groups();
@@ -627,7 +628,7 @@ mod tests {
             .map(|s| {
                 let labels = format!("{:?}", peer_labels(s));
                 let c = &s.counts;
-                let born = s.key.and_then(|k| agg.peer(&k)).map_or(0, |p| p.first_ns);
+                let born = s.key.and_then(|k| agg.peer(&k)).map_or(0, |p| p.serial);
                 let v = [c.requests, c.replies, c.lost, s.rtt.count];
                 (labels, (v, born))
             })
@@ -732,5 +733,23 @@ mod tests {
         assert_eq!(keys, vec![Some(host(1)), Some(host(3)), None]);
         assert_eq!(d.peers[0].counts.requests, 0);
         assert_eq!(d.peers[2].counts.requests, 1 + 400 + 5);
+    }
+
+    /// A packet stamped before a publication can reach the aggregator after
+    /// it (it waited in the channel while the clock ticked): its pair was
+    /// never in `other`, so its series counts every request.
+    #[test]
+    fn a_pair_stamped_before_a_publication_but_seen_after_counts_from_zero() {
+        let mut agg = Aggregator::new(Config::default());
+        let mut p = Publisher::new(Arc::new(Shared::default()), 2);
+        let t = 1_000_000_000_000u64;
+        agg.tick(t + 5_000_000);
+        p.collect(&agg);
+        for seq in 0..3 {
+            agg.ingest(&echo(t + u64::from(seq), host(0), host(1), 8, seq));
+        }
+        let d = p.collect(&agg);
+        assert_eq!(d.peers[0].key.map(|k| k.responder), Some(host(1)));
+        assert_eq!(d.peers[0].counts.requests, 3);
     }
 }

@@ -138,6 +138,10 @@ impl PeerCounts {
 #[derive(Debug, Clone, Default)]
 pub struct PeerStats {
     pub counts: PeerCounts,
+    /// Which pair this is: pairs entering the table are numbered from 1
+    /// (a pair pushed out and back is a new pair). Unlike `first_ns`, it
+    /// orders pairs by when the aggregator saw them, not by packet time.
+    pub serial: u64,
     pub first_ns: u64,
     pub last_ns: u64,
     pub rtt: RttStats,
@@ -206,6 +210,8 @@ pub struct EchoTracker {
     totals: EchoTotals,
     groups: Groups,
     departed: HashMap<GroupPair, Departed>,
+    /// Pairs that have entered the table (the last `PeerStats::serial`).
+    serials: u64,
 }
 
 fn cap(n: usize) -> NonZeroUsize {
@@ -227,13 +233,16 @@ impl EchoTracker {
             totals: EchoTotals::default(),
             groups: Groups::default(),
             departed: HashMap::default(),
+            serials: 0,
         }
     }
 
     fn peer(&mut self, key: PeerKey, ts_ns: u64) -> &mut PeerStats {
         // One lookup when present (the common case); `get_mut` promotes it.
         if self.peers.get_mut(&key).is_none() {
+            self.serials += 1;
             let fresh = PeerStats {
+                serial: self.serials,
                 first_ns: ts_ns,
                 groups: self.groups.pair(key.requester, key.responder),
                 ..PeerStats::default()
@@ -388,6 +397,11 @@ impl EchoTracker {
 
     pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerStats)> {
         self.peers.iter()
+    }
+
+    /// The serial of the latest pair to enter the table (0: none yet).
+    pub fn last_serial(&self) -> u64 {
+        self.serials
     }
 
     /// New peer groups: the table's pairs are grouped again, and the

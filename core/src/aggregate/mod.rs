@@ -391,6 +391,11 @@ impl Aggregator {
         self.echo.peer_stats(key)
     }
 
+    /// `PeerStats::serial` of the latest pair to enter the table.
+    pub fn last_peer_serial(&self) -> u64 {
+        self.echo.last_serial()
+    }
+
     pub fn echo_totals(&self) -> EchoTotals {
         self.echo.totals()
     }
