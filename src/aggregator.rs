@@ -12,15 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Groups;
 use crate::export::alerts::AlertSink;
 use crate::export::{self, Format, IfNames, Output, Row, RowSink};
+use crate::host::join::Join;
+use crate::host::{Host, News};
 use crate::view::{self, Meta};
 use icmpmon_capture::pipeline::{Stop, StopReason};
 use icmpmon_capture::{stage_losses, Counters};
 use icmpmon_core::aggregate::anomaly::Thresholds;
+use icmpmon_core::aggregate::owners::Attribution;
 use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery, Snapshot};
 use icmpmon_core::event::{IcmpEvent, RawPacket};
 use icmpmon_core::filter::Filter;
@@ -48,6 +51,9 @@ pub struct Tally {
     pub filtered: u64,
     pub parse_errors: BTreeMap<&'static str, u64>,
     pub output_error: Option<anyhow::Error>,
+    /// Socket lookups the host thread made, and /proc scans among them.
+    pub lookups: u64,
+    pub proc_scans: u64,
 }
 
 impl Tally {
@@ -80,8 +86,13 @@ impl std::fmt::Debug for Outputs {
 }
 
 impl Outputs {
-    fn write(&mut self, ev: &IcmpEvent, rtt_us: Option<u64>) -> io::Result<()> {
-        let row = Row::new(ev, self.source, self.ifnames.get(ev.ifindex), rtt_us);
+    fn write(
+        &mut self,
+        ev: &IcmpEvent,
+        rtt_us: Option<u64>,
+        who: Option<&Attribution>,
+    ) -> io::Result<()> {
+        let row = Row::new(ev, self.source, self.ifnames.get(ev.ifindex), rtt_us, who);
         self.sinks.iter_mut().try_for_each(|s| s.write_row(&row))
     }
 
@@ -262,7 +273,7 @@ impl Dashboard {
 }
 
 /// Wall-clock time in ns since the epoch, the clock of live sources.
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -307,6 +318,10 @@ pub struct Plan {
     /// `--metrics-listen`: publishes for the endpoint.
     pub metrics: Option<crate::metrics::Publisher>,
     pub reloads: Receiver<Reload>,
+    /// Live sources: the host thread (kernel counters) and whether rows
+    /// wait for attribution.
+    pub host: Option<Host>,
+    pub attribute: bool,
 }
 
 /// The run's state of writing: once the output is done (count reached,
@@ -336,6 +351,32 @@ impl Writer<'_> {
         }
     }
 
+    /// One row out, with what attribution found for it (counted by the
+    /// aggregator whether or not rows are still written).
+    fn emit(
+        &mut self,
+        t: &mut Tally,
+        agg: &mut Aggregator,
+        (ev, rtt_us, who): crate::host::join::Ready,
+        count: Option<u64>,
+    ) {
+        if let Some(a) = &who {
+            agg.attributed(&ev, a);
+        }
+        if !self.writing {
+            return;
+        }
+        let written = self.out.write(&ev, rtt_us, who.as_ref());
+        if !self.check(written, "output") {
+            return;
+        }
+        t.rows += 1;
+        if Some(t.rows) == count {
+            self.writing = false;
+            self.stop.set(StopReason::Count);
+        }
+    }
+
     fn flush(&mut self) {
         if self.writing {
             let r = self.out.flush();
@@ -359,6 +400,16 @@ fn stdout_reader_gone() -> bool {
             .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }
 
+/// What the consumer woke up for.
+enum Got {
+    Batch(Vec<RawPacket>),
+    News(News),
+    /// The host thread ended (it only does when told to, or failing).
+    NewsGone,
+    Idle,
+    Closed,
+}
+
 /// Runs until the capture side hangs up; returns what it saw and the final
 /// snapshot, for the summary. A panic here stops the run (the capture side
 /// sees `stop`, and the receiver's drop).
@@ -377,6 +428,8 @@ pub fn consume(
         stop,
         mut metrics,
         reloads,
+        host,
+        attribute,
     } = plan;
     let _stop_on_panic = stop.on_panic(StopReason::Failed);
     let mut agg = Aggregator::new(config.clone());
@@ -387,13 +440,30 @@ pub fn consume(
         writing: true,
         error: None,
     };
+    let mut news = host
+        .as_ref()
+        .map_or_else(crossbeam_channel::never, |h| h.news.clone());
+    let mut join = host
+        .as_ref()
+        .filter(|_| attribute)
+        .map(|h| Join::new(h.asks.clone()));
     let mut flushed = Instant::now();
     loop {
-        let wait = deadline.map_or(IDLE_TICK, |d| {
-            d.saturating_duration_since(Instant::now()).min(IDLE_TICK)
-        });
-        match rx.recv_timeout(wait) {
-            Ok(batch) => {
+        let mut wake = Instant::now() + IDLE_TICK;
+        for d in [deadline, join.as_ref().and_then(Join::deadline)]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(d);
+        }
+        let wait = wake.saturating_duration_since(Instant::now());
+        let got = crossbeam_channel::select! {
+            recv(rx) -> m => m.map_or(Got::Closed, Got::Batch),
+            recv(news) -> n => n.map_or(Got::NewsGone, Got::News),
+            default(wait) => Got::Idle,
+        };
+        match got {
+            Got::Batch(batch) => {
                 for raw in batch {
                     t.packets += 1;
                     let ev = match parse(&raw) {
@@ -418,14 +488,9 @@ pub fn consume(
                     if let Some(d) = dash.as_mut() {
                         d.ingest(&ev);
                     }
-                    let written = w.out.write(&ev, outcome.rtt_us);
-                    if !w.check(written, "output") {
-                        continue;
-                    }
-                    t.rows += 1;
-                    if Some(t.rows) == count {
-                        w.writing = false;
-                        stop.set(StopReason::Count);
+                    match join.as_mut() {
+                        Some(j) => j.push(ev, outcome.rtt_us),
+                        None => w.emit(&mut t, &mut agg, (ev, outcome.rtt_us, None), count),
                     }
                 }
                 // Alerts are written even once rows are not (--count).
@@ -436,7 +501,18 @@ pub fn consume(
                     flushed = Instant::now();
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
+            Got::News(News::Answer(k, a)) => {
+                if let Some(j) = join.as_mut() {
+                    j.answer(k, a);
+                }
+            }
+            Got::News(News::Kernel(sample)) => {
+                agg.kernel_sample(sample);
+                let alerts = w.out.alerts(&mut agg);
+                w.check(alerts, "alerts");
+            }
+            Got::NewsGone => news = crossbeam_channel::never(),
+            Got::Idle => {
                 if live {
                     let now = now_ns();
                     agg.tick(now);
@@ -447,7 +523,12 @@ pub fn consume(
                 w.flush();
                 flushed = Instant::now();
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Got::Closed => break,
+        }
+        if let Some(j) = join.as_mut() {
+            for r in j.ready(false) {
+                w.emit(&mut t, &mut agg, r, count);
+            }
         }
         if let Some(d) = dash.as_mut() {
             let force = d.take_commands(&config, &filter);
@@ -473,6 +554,31 @@ pub fn consume(
             stop.set(StopReason::Duration);
             deadline = None;
         }
+    }
+    // Rows still waiting get their answers if they come in time.
+    if let Some(j) = join.as_mut() {
+        while let Some(d) = j.deadline() {
+            match news.recv_deadline(d) {
+                Ok(News::Answer(k, a)) => j.answer(k, a),
+                Ok(News::Kernel(s)) => agg.kernel_sample(s),
+                Err(_) => break,
+            }
+            for r in j.ready(false) {
+                w.emit(&mut t, &mut agg, r, count);
+            }
+        }
+        for r in j.ready(true) {
+            w.emit(&mut t, &mut agg, r, count);
+        }
+    }
+    // The thread's sends fail once every receiver has gone: it ends.
+    drop(news);
+    if let Some(h) = host {
+        use std::sync::atomic::Ordering::Relaxed;
+        let work = h.work.clone();
+        h.stop();
+        t.lookups = work.lookups.load(Relaxed);
+        t.proc_scans = work.scans.load(Relaxed);
     }
     if live {
         agg.tick(now_ns());

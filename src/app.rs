@@ -408,6 +408,15 @@ fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result
         );
         return Ok(ExitCode::SUCCESS);
     };
+    // Live sources only: a file's packets are not this host's now.
+    let host = source
+        .live()
+        .then(|| {
+            crate::host::Host::start(!args.no_attribution)
+                .map_err(|e| eprintln!("icmpmon: no kernel counters nor attribution: {e}"))
+                .ok()
+        })
+        .flatten();
     if let Some(s) = signals.take() {
         drop_privileges(source.capabilities_kept())?;
         handle_signals(s, stop.clone(), on_hup.take())?;
@@ -447,6 +456,8 @@ fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result
             .as_ref()
             .map(|(_, shared)| Publisher::new(shared.clone(), args.metrics_peers as usize)),
         reloads,
+        host,
+        attribute: !args.no_attribution,
     };
     let ui = namespace.map(|namespace| Meta {
         source: described.clone(),
@@ -487,6 +498,8 @@ fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result
         parse_errors: tally.parse_error_total(),
         lost: lost.iter().copied().collect(),
         filter: args.filter.as_ref().map(Filter::text),
+        lookups: tally.lookups,
+        proc_scans: tally.proc_scans,
         snapshot: &done.snapshot,
     };
     print_summary(
@@ -819,6 +832,8 @@ mod tests {
             stop: stop.clone(),
             metrics: None,
             reloads: crossbeam_channel::never(),
+            host: None,
+            attribute: false,
         }
     }
 

@@ -308,6 +308,13 @@ pub struct RunArgs {
     /// with -.
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub alerts: Option<Output>,
+    /// Do not name the local process (pid, comm, cgroup) of the flow an
+    /// ICMP error quotes or of the socket an echo request left from. With
+    /// it on (live sources), rows wait up to 0.5 s for the lookup, made in
+    /// a thread of its own from the kernel's socket tables and /proc;
+    /// other users' processes need CAP_SYS_PTRACE (else: "hidden").
+    #[arg(long)]
+    pub no_attribution: bool,
     /// Write the end-of-run summary as JSON to PATH (- for stdout).
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub summary_json: Option<Output>,

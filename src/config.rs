@@ -365,6 +365,7 @@ mod tests {
         ),
         ("alerts", "\"/tmp/alerts.jsonl\"", &["/tmp/alerts.jsonl"]),
         ("summary-json", "\"/tmp/s.json\"", &["/tmp/s.json"]),
+        ("no-attribution", "true", &[]),
         ("count", "12", &["12"]),
         ("duration", "1.5", &["1.5"]),
         ("snaplen", "200", &["200"]),

@@ -6,6 +6,7 @@ mod app;
 mod cli;
 mod config;
 mod export;
+mod host;
 mod metrics;
 mod report;
 mod view;

@@ -26,6 +26,10 @@ pub struct Summary<'a> {
     /// Packets lost per pipeline stage (kernel/queue, socket, channel).
     pub lost: BTreeMap<&'static str, u64>,
     pub filter: Option<&'a str>,
+    /// Socket lookups made for attribution (none for a capture file), and
+    /// the /proc scans they needed.
+    pub lookups: u64,
+    pub proc_scans: u64,
     pub snapshot: &'a Snapshot,
 }
 
@@ -133,6 +137,78 @@ pub fn text(s: &Snapshot) -> String {
                 kinds.join(", ")
             );
         }
+    }
+    if !s.hurt.is_empty() {
+        let _ = writeln!(
+            o,
+            "icmpmon: who got hurt (errors per local process or unit):"
+        );
+        for h in s.hurt.iter().take(TEXT_ROWS) {
+            let kinds: Vec<String> = h.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let flow = h.last_flow.map_or(String::new(), |f| format!(", last {f}"));
+            let by = h
+                .last_reporter
+                .map_or(String::new(), |r| format!(" from {r}"));
+            let _ = writeln!(
+                o,
+                "icmpmon:   {}: {} errors ({}); {}[{}] uid {} cgroup {}{flow}{by}",
+                h.who,
+                h.errors,
+                kinds.join(", "),
+                h.comm,
+                h.pid,
+                h.uid,
+                if h.cgroup.is_empty() { "?" } else { &h.cgroup },
+            );
+        }
+    }
+    let a = &s.attribution;
+    if a.asked > 0 {
+        let _ = writeln!(
+            o,
+            "icmpmon: attribution: {} messages asked about: {} to a process, {} to a socket whose \
+             process has gone, {} hidden (no permission), {} with no local socket, {} skipped \
+             (lookups too busy or late)",
+            a.asked, a.owner, a.gone, a.hidden, a.no_socket, a.skipped
+        );
+    }
+    if !s.path_mtu.is_empty() {
+        let _ = writeln!(o, "icmpmon: path MTU by destination (smallest reported):");
+        for m in s.path_mtu.iter().take(TEXT_ROWS) {
+            let last = if (m.mtu, m.reporter) == (m.smallest, m.smallest_reporter) {
+                String::new()
+            } else {
+                format!(", last {} from {}", m.mtu, m.reporter)
+            };
+            let _ = writeln!(
+                o,
+                "icmpmon:   {}: {} from {}{last}; {} reports, changed {}",
+                m.destination,
+                m.smallest,
+                m.smallest_reporter,
+                m.reports,
+                crate::export::rfc3339_nanos(m.changed_ns)
+            );
+        }
+    }
+    if let Some(k) = &s.kernel {
+        let moved: Vec<String> = k
+            .counters
+            .iter()
+            .filter(|c| c.run > 0)
+            .map(|c| format!("{} +{}", c.name, c.run))
+            .collect();
+        let _ = writeln!(
+            o,
+            "icmpmon: kernel counters during the run: {}",
+            if moved.is_empty() {
+                "none moved".into()
+            } else {
+                moved.join(", ")
+            }
+        );
+        let sysctls: Vec<String> = k.sysctls.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let _ = writeln!(o, "icmpmon: kernel sysctls: {}", sysctls.join(" "));
     }
     for f in &s.flags {
         let _ = writeln!(

@@ -83,6 +83,9 @@ fn ethernet_vlan_capture_to_csv() {
             "10.0.0.2",
             "40000",
             "33333",
+            "",
+            "",
+            "",
             ""
         ]
     );
@@ -93,6 +96,58 @@ fn ethernet_vlan_capture_to_csv() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not ICMP 1"), "{err}");
     assert!(err.contains("not_ip=1"), "{err}");
+}
+
+/// Attribution is about this host's sockets now: a capture file's
+/// packets are not, so its rows name no process and nothing is looked up
+/// (not even for an error quoting a UDP flow, which a live source would).
+#[test]
+fn a_capture_file_names_no_process_and_makes_no_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("unreach.pcap");
+    let udp = [0x9c, 0x40, 0x82, 0x35, 0, 8, 0, 0];
+    let quoted = ipv4(17, [127, 0, 0, 1], [127, 0, 0, 1], &udp);
+    let unreach = [vec![3, 3, 0, 0, 0, 0, 0, 0], quoted].concat();
+    write_pcap(
+        &f,
+        DataLink::IPV4,
+        &[
+            (
+                1_000,
+                ipv4(1, [127, 0, 0, 1], [127, 0, 0, 1], &echo(8, 9, 1)),
+            ),
+            (2_000, ipv4(1, [127, 0, 0, 1], [127, 0, 0, 1], &unreach)),
+        ],
+    );
+    let summary = dir.path().join("s.json");
+    let out = icmpmon(&[
+        "--source",
+        &format!("pcap:{}", f.display()),
+        "--jsonl",
+        "-",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        for k in ["pid", "comm", "cgroup"] {
+            assert_eq!(r[k], serde_json::Value::Null, "{k} in {r}");
+        }
+    }
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["lookups"], 0, "{s}");
+    assert_eq!(s["snapshot"]["attribution"]["asked"], 0);
+    assert_eq!(
+        s["snapshot"]["kernel"],
+        serde_json::Value::Null,
+        "no kernel sample for a file"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! CSV schema v1 writer (RFC 4180 quoting by the `csv` crate).
+//! CSV schema v2 writer (RFC 4180 quoting by the `csv` crate).
 
 use std::io::{self, Write};
 
@@ -61,6 +61,7 @@ impl<W: Write + Send> RowSink for CsvExport<W> {
 mod tests {
     use super::*;
     use crate::export::tests::{echo_event, error_event};
+    use icmpmon_core::aggregate::owners::{Attribution, Owner};
 
     fn render(rows: &[Row]) -> String {
         let mut buf = Vec::new();
@@ -78,7 +79,7 @@ mod tests {
     fn header_matches_row_fields() {
         // The explicit header must name Row's fields in Row's order.
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.serialize(Row::new(&error_event(), "kmod", None, None))
+        w.serialize(Row::new(&error_event(), "kmod", None, None, None))
             .unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         assert_eq!(text.lines().next().unwrap(), HEADER.join(","));
@@ -87,19 +88,31 @@ mod tests {
     #[test]
     fn error_row_and_empty_cells() {
         let (err, echo) = (error_event(), echo_event());
+        let owner = Attribution::Owner(std::sync::Arc::new(Owner {
+            pid: 4242,
+            comm: "nginx".into(),
+            uid: 33,
+            cgroup: "/system.slice/nginx.service".into(),
+        }));
         let text = render(&[
-            Row::new(&err, "kmod", None, None),
-            Row::new(&echo, "kmod", Some("lo"), Some(1234)),
+            Row::new(&err, "kmod", None, None, Some(&owner)),
+            Row::new(
+                &echo,
+                "kmod",
+                Some("lo"),
+                Some(1234),
+                Some(&Attribution::Gone),
+            ),
         ]);
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(
             lines[1],
-            "1970-01-01T00:00:01.000000001Z,kmod,out,,4,127.0.0.1,127.0.0.1,3,4,frag-needed,,,64,84,,17,10.0.0.1,10.0.0.2,5000,53,mtu=1400"
+            "1970-01-01T00:00:01.000000001Z,kmod,out,,4,127.0.0.1,127.0.0.1,3,4,frag-needed,,,64,84,,17,10.0.0.1,10.0.0.2,5000,53,mtu=1400,4242,nginx,/system.slice/nginx.service"
         );
         assert_eq!(
             lines[2],
-            "1970-01-01T00:00:01.000000001Z,kmod,out,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,1234,,,,,,"
+            "1970-01-01T00:00:01.000000001Z,kmod,out,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,1234,,,,,,,,,"
         );
     }
 

@@ -36,7 +36,7 @@ mod tests {
     fn same_fields_as_csv_with_nulls_for_empty_cells() {
         let mut buf = Vec::new();
         let mut out = JsonlExport::new(&mut buf);
-        out.write_row(&Row::new(&error_event(), "pcap", None, None))
+        out.write_row(&Row::new(&error_event(), "pcap", None, None, None))
             .unwrap();
         out.flush().unwrap();
         let text = String::from_utf8(buf).unwrap();

@@ -1,5 +1,7 @@
-//! Headless exporters. `Row` is the CSV schema v1 (a contract, see
-//! DESIGN.md); JSON lines will carry the same fields under the same names.
+//! Headless exporters. `Row` is the CSV schema v2 (a contract, see
+//! DESIGN.md): v1's 21 columns, then `pid,comm,cgroup`, so readers of v1
+//! that read by name keep working. JSON lines carry the same fields under
+//! the same names.
 
 pub mod alerts;
 pub mod csv;
@@ -13,10 +15,11 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use icmpmon_core::aggregate::owners::Attribution;
 use icmpmon_core::event::IcmpEvent;
 
-/// Column names of CSV schema v1, in order.
-pub const HEADER: [&str; 21] = [
+/// Column names of CSV schema v2, in order (v1: the first 21).
+pub const HEADER: [&str; 24] = [
     "timestamp",
     "source",
     "direction",
@@ -38,6 +41,9 @@ pub const HEADER: [&str; 21] = [
     "inner_sport",
     "inner_dport",
     "info",
+    "pid",
+    "comm",
+    "cgroup",
 ];
 
 /// One exported ICMP message; `None` is an empty cell.
@@ -65,6 +71,11 @@ pub struct Row<'a> {
     pub inner_sport: Option<u16>,
     pub inner_dport: Option<u16>,
     pub info: Option<String>,
+    /// Schema v2: the local process of the flow an error quotes, or of
+    /// the socket an echo request left from (live sources, when found).
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub cgroup: Option<String>,
 }
 
 impl<'a> Row<'a> {
@@ -74,8 +85,13 @@ impl<'a> Row<'a> {
         source: &'a str,
         ifname: Option<&'a str>,
         rtt_us: Option<u64>,
+        who: Option<&Attribution>,
     ) -> Self {
         let q = ev.quoted.as_ref();
+        let owner = match who {
+            Some(Attribution::Owner(o)) => Some(o),
+            _ => None,
+        };
         Self {
             timestamp: rfc3339_nanos(ev.ts_ns),
             source,
@@ -98,6 +114,9 @@ impl<'a> Row<'a> {
             inner_sport: q.and_then(|q| q.sport),
             inner_dport: q.and_then(|q| q.dport),
             info: ev.info.map(|i| i.to_string()),
+            pid: owner.map(|o| o.pid),
+            comm: owner.map(|o| o.comm.clone()),
+            cgroup: owner.map(|o| o.cgroup.clone()),
         }
     }
 }

@@ -63,16 +63,23 @@ pub enum FlagKind {
     OversizedEcho,
     PayloadMismatch,
     TracerouteSeen,
+    /// Echo requests to this host unanswered while its ICMP rate limiter
+    /// dropped messages.
+    LocalRateLimit,
+    /// Echo requests to this host unanswered with icmp_echo_ignore_all set.
+    EchoIgnored,
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 6] = [
+    pub const ALL: [FlagKind; 8] = [
         FlagKind::EchoFlood,
         FlagKind::Redirect,
         FlagKind::UnreachableStorm,
         FlagKind::OversizedEcho,
         FlagKind::PayloadMismatch,
         FlagKind::TracerouteSeen,
+        FlagKind::LocalRateLimit,
+        FlagKind::EchoIgnored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +90,8 @@ impl FlagKind {
             FlagKind::OversizedEcho => "oversized-echo",
             FlagKind::PayloadMismatch => "payload-mismatch",
             FlagKind::TracerouteSeen => "traceroute-seen",
+            FlagKind::LocalRateLimit => "local-rate-limit",
+            FlagKind::EchoIgnored => "echo-ignored",
         }
     }
 }
@@ -144,7 +153,7 @@ impl Anomalies {
         }
     }
 
-    fn raise(&mut self, flag: FlagKind, subject: String, ts_ns: u64, detail: String) {
+    pub(crate) fn raise(&mut self, flag: FlagKind, subject: String, ts_ns: u64, detail: String) {
         let key = (flag, subject);
         if let Some(f) = self.flags.get_mut(&key) {
             if ts_ns.saturating_sub(f.last_ns) < QUIET_NS {

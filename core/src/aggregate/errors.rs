@@ -82,7 +82,7 @@ pub struct KindCounts(Vec<((Family, u8, u8), u64)>);
 const KINDS_PER_ROW: usize = 6;
 
 impl KindCounts {
-    fn add(&mut self, k: (Family, u8, u8)) {
+    pub(crate) fn add(&mut self, k: (Family, u8, u8)) {
         if let Some(e) = self.0.iter_mut().find(|(x, _)| *x == k) {
             e.1 += 1;
         } else if self.0.len() < KINDS_PER_ROW {
@@ -110,6 +110,8 @@ pub struct ErrorCounts {
     pub last_reporter: Option<IpAddr>,
     pub last_flow: Option<FlowKey>,
     pub last_info: Option<Info>,
+    /// The local process of the flow (flows only), once attributed.
+    pub owner: Option<std::sync::Arc<super::owners::Owner>>,
 }
 
 impl ErrorCounts {
@@ -209,6 +211,13 @@ impl ErrorTracker {
                 self.recent.pop_front();
             }
             self.recent.push_back(ErrorRecord::new(ev));
+        }
+    }
+
+    /// The flow's local owner, as the attribution thread found it.
+    pub fn attribute(&mut self, flow: &FlowKey, owner: &std::sync::Arc<super::owners::Owner>) {
+        if let Some(c) = self.flows.peek_mut(flow) {
+            c.owner = Some(owner.clone());
         }
     }
 

@@ -7,6 +7,8 @@ pub mod anomaly;
 pub mod echo;
 pub mod errors;
 pub mod groups;
+pub mod kernel;
+pub mod owners;
 pub mod rates;
 pub mod rtt;
 pub mod snapshot;
@@ -26,6 +28,8 @@ use anomaly::{Anomalies, Flag, FlagKind, Thresholds};
 use echo::{Departed, EchoTotals, EchoTracker, PeerKey, PeerStats};
 use errors::{is_error, ErrorTracker, FlowKey};
 use groups::{GroupPair, Groups};
+use kernel::{KernelSample, KernelWatch, Silence, Why};
+use owners::{Attribution, OwnerTracker};
 use rates::SecondSeries;
 use rtt::{Histogram, RttStats};
 use topk::SpaceSaving;
@@ -106,7 +110,7 @@ pub struct Outcome {
 }
 
 /// An event as the recent-events list keeps it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecentEvent {
     pub ts_ns: u64,
     pub direction: Direction,
@@ -119,6 +123,9 @@ pub struct RecentEvent {
     pub rtt_us: Option<u64>,
     pub flow: Option<FlowKey>,
     pub info: Option<Info>,
+    /// The local process of the flow (errors) or socket (echo requests
+    /// sent), once the attribution thread has answered.
+    pub attribution: Option<Attribution>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -146,12 +153,16 @@ pub struct MessageCount {
     pub by_direction: [u64; 3],
 }
 
-/// The path MTU last reported towards one destination.
+/// The path MTU reported towards one destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathMtu {
+    /// The last MTU reported, and the hop that reported it.
     pub mtu: u32,
-    /// The hop that reported it.
     pub reporter: IpAddr,
+    /// The smallest MTU reported, and by which hop.
+    pub smallest: u32,
+    pub smallest_reporter: IpAddr,
+    pub reports: u64,
     /// When the MTU (or the reporting hop) last changed, and when it was
     /// last reported.
     pub changed_ns: u64,
@@ -181,6 +192,13 @@ pub struct Aggregator {
     error_kinds: HashMap<ErrorKindKey, u64>,
     rtt: RttStats,
     recent: VecDeque<RecentEvent>,
+    owners: OwnerTracker,
+    kernel: KernelWatch,
+    /// Echo requests seen arriving and replies seen leaving, by family
+    /// (`[v4, v6]`), and their values at the last kernel sample.
+    echo_in: [u64; 2],
+    replies_out: [u64; 2],
+    echo_at_sample: [(u64, u64); 2],
     events: u64,
     by_family: [u64; 2],
     by_direction: [u64; 3],
@@ -208,6 +226,11 @@ impl Aggregator {
             error_kinds: HashMap::default(),
             rtt: RttStats::default(),
             recent: VecDeque::with_capacity(cfg.recent_events.min(4096)),
+            owners: OwnerTracker::new(cfg.max_reporters),
+            kernel: KernelWatch::default(),
+            echo_in: [0; 2],
+            replies_out: [0; 2],
+            echo_at_sample: [(0, 0); 2],
             events: 0,
             by_family: [0; 2],
             by_direction: [0; 3],
@@ -252,6 +275,12 @@ impl Aggregator {
 
         let mut out = Outcome::default();
         let v4 = ev.family == Family::V4;
+        let fam = usize::from(!v4);
+        match (ev.icmp_type, ev.direction, v4) {
+            (8, Direction::In, true) | (128, Direction::In, false) => self.echo_in[fam] += 1,
+            (0, Direction::Out, true) | (129, Direction::Out, false) => self.replies_out[fam] += 1,
+            _ => {}
+        }
         match (ev.icmp_type, ev.echo) {
             (8, Some(e)) if v4 => self.request(ev, &e),
             (128, Some(e)) if !v4 => self.request(ev, &e),
@@ -276,6 +305,7 @@ impl Aggregator {
                 rtt_us: out.rtt_us,
                 flow: ev.quoted.as_ref().map(FlowKey::from),
                 info: ev.info,
+                attribution: None,
             });
         }
         out
@@ -326,17 +356,30 @@ impl Aggregator {
     }
 
     fn path_mtu_reported(&mut self, dst: IpAddr, mtu: u32, reporter: IpAddr, ts_ns: u64) {
-        let fresh = PathMtu {
-            mtu,
-            reporter,
-            changed_ns: ts_ns,
-            last_ns: ts_ns,
-        };
         match self.path_mtu.get_mut(&Addr(dst)) {
-            Some(p) if (p.mtu, p.reporter) == (mtu, reporter) => p.last_ns = ts_ns,
-            Some(p) => *p = fresh,
+            Some(p) => {
+                if (p.mtu, p.reporter) != (mtu, reporter) {
+                    (p.mtu, p.reporter, p.changed_ns) = (mtu, reporter, ts_ns);
+                }
+                if mtu < p.smallest {
+                    (p.smallest, p.smallest_reporter) = (mtu, reporter);
+                }
+                p.last_ns = p.last_ns.max(ts_ns);
+                p.reports += 1;
+            }
             None => {
-                self.path_mtu.put(Addr(dst), fresh);
+                self.path_mtu.put(
+                    Addr(dst),
+                    PathMtu {
+                        mtu,
+                        reporter,
+                        smallest: mtu,
+                        smallest_reporter: reporter,
+                        reports: 1,
+                        changed_ns: ts_ns,
+                        last_ns: ts_ns,
+                    },
+                );
             }
         }
     }
@@ -449,6 +492,65 @@ impl Aggregator {
     pub fn set_thresholds(&mut self, t: Thresholds) {
         self.cfg.thresholds = t;
         self.anomalies.thresholds = t;
+    }
+
+    /// What the attribution thread found for `ev` (an error quoting a
+    /// local flow, or an echo request sent from here): counted per owner,
+    /// and shown with the event and its error flow.
+    pub fn attributed(&mut self, ev: &IcmpEvent, a: &Attribution) {
+        let error = is_error(ev.family, ev.icmp_type);
+        self.owners.attributed(ev, a, error);
+        if let (true, Attribution::Owner(o), Some(q)) = (error, a, &ev.quoted) {
+            self.errors.attribute(&FlowKey::from(q), o);
+        }
+        // Answers come within a second: the event is near the end.
+        if let Some(r) = self.recent.iter_mut().rev().take(4096).find(|r| {
+            r.attribution.is_none()
+                && (r.ts_ns, r.src, r.dst, r.icmp_type) == (ev.ts_ns, ev.src, ev.dst, ev.icmp_type)
+        }) {
+            r.attribution = Some(a.clone());
+        }
+    }
+
+    /// A reading of the kernel's ICMP counters and sysctls: with what
+    /// icmpmon saw since the last one, it may explain unanswered requests.
+    pub fn kernel_sample(&mut self, s: KernelSample) {
+        let ts = self.now_ns.max(s.ts_ns);
+        self.kernel.push(s);
+        for fam in 0..2 {
+            let (req0, rep0) = self.echo_at_sample[fam];
+            let (req, rep) = (self.echo_in[fam], self.replies_out[fam]);
+            self.echo_at_sample[fam] = (req, rep);
+            let silence = Silence {
+                v6: fam == 1,
+                unanswered: (req - req0).saturating_sub(rep - rep0),
+            };
+            let subject = if fam == 0 {
+                "this host (ipv4)"
+            } else {
+                "this host (ipv6)"
+            };
+            match self.kernel.why(silence) {
+                Some(Why::RateLimit(d)) => {
+                    self.anomalies
+                        .raise(FlagKind::LocalRateLimit, subject.into(), ts, d);
+                }
+                Some(Why::EchoIgnored(d)) => {
+                    self.anomalies
+                        .raise(FlagKind::EchoIgnored, subject.into(), ts, d);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The kernel's counters and sysctls, as last sampled.
+    pub fn kernel(&self) -> &KernelWatch {
+        &self.kernel
+    }
+
+    pub fn attribution_totals(&self) -> owners::AttributionTotals {
+        self.owners.totals
     }
 
     /// Flags raised since the last call (for `--alerts`).

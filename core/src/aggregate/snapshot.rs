@@ -10,6 +10,8 @@ use serde::Serialize;
 use super::anomaly::{Flag, FlagKind};
 use super::echo::{EchoTotals, PeerCounts, PeerKey, PeerStats};
 use super::errors::FlowKey;
+use super::kernel::KernelView;
+use super::owners::{AttributionTotals, HurtRow};
 use super::rates::WindowRates;
 use super::rtt::RttSummary;
 use super::{Aggregator, RecentEvent};
@@ -74,6 +76,24 @@ pub struct ErrorRow {
     pub last_reporter: Option<IpAddr>,
     pub last_ns: u64,
     pub last_info: Option<String>,
+    /// The local process the flow belongs to (`comm[pid] unit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// The path MTU towards one destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct MtuRow {
+    pub destination: IpAddr,
+    /// The smallest MTU reported and the hop that reported it.
+    pub smallest: u32,
+    pub smallest_reporter: IpAddr,
+    /// The last MTU reported, by whom, and when it (or its hop) changed.
+    pub mtu: u32,
+    pub reporter: IpAddr,
+    pub changed_ns: u64,
+    pub last_ns: u64,
+    pub reports: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +149,13 @@ pub struct Snapshot {
     pub recent: Vec<RecentEvent>,
     pub flags: Vec<Flag>,
     pub flags_raised: u64,
+    /// Errors per local process or unit ("who got hurt"), most first.
+    pub hurt: Vec<HurtRow>,
+    pub attribution: AttributionTotals,
+    /// Path MTUs by destination, most recently reported first.
+    pub path_mtu: Vec<MtuRow>,
+    /// The kernel's ICMP counters and sysctls (live sources).
+    pub kernel: Option<KernelView>,
     pub alerts_suppressed: u64,
     pub tables: TableSizes,
 }
@@ -206,6 +233,7 @@ impl Aggregator {
                 last_reporter: c.last_reporter,
                 last_ns: c.last_ns,
                 last_info: c.last_info.map(|i| i.to_string()),
+                owner: c.owner.as_ref().map(|o| o.label()),
             };
         let (pending, expired, npeers) = self.echo.sizes();
         let (flows, reporters, _) = self.errors.sizes();
@@ -260,9 +288,26 @@ impl Aggregator {
                     reason: r.reason(),
                 })
                 .collect(),
-            recent: self.recent.iter().copied().collect(),
+            recent: self.recent.iter().cloned().collect(),
             flags,
             flags_raised: self.anomalies.raised(),
+            hurt: self.owners.top(TOP_ROWS),
+            attribution: self.owners.totals,
+            path_mtu: self
+                .path_mtus()
+                .take(TOP_ROWS)
+                .map(|(d, p)| MtuRow {
+                    destination: d,
+                    smallest: p.smallest,
+                    smallest_reporter: p.smallest_reporter,
+                    mtu: p.mtu,
+                    reporter: p.reporter,
+                    changed_ns: p.changed_ns,
+                    last_ns: p.last_ns,
+                    reports: p.reports,
+                })
+                .collect(),
+            kernel: self.kernel.view(),
             alerts_suppressed: self.anomalies.alerts_suppressed,
             tables: TableSizes {
                 pending: (pending, cfg.max_pending),

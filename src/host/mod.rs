@@ -1,0 +1,190 @@
+//! What this host's kernel knows besides the packets: which local process
+//! owns a flow an ICMP error quotes (or the socket an echo request left
+//! from), and its own ICMP counters and sysctls ("why no reply").
+//!
+//! One thread does all of it, off the capture path: the aggregator thread
+//! asks through a bounded channel (`Join`, in join.rs; a full channel is a
+//! counted skip, never a wait) and gets answers and a kernel sample a
+//! second back on another. Everything is read in the network namespace
+//! icmpmon runs in: flows of other namespaces (containers with their own
+//! netns, seen on a bridge or veth) find no socket here and are counted as
+//! such. Live sources only: a capture file makes no lookups.
+
+mod counters;
+pub(crate) mod join;
+mod procs;
+mod sockets;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use icmpmon_core::aggregate::kernel::KernelSample;
+use icmpmon_core::aggregate::owners::Attribution;
+use icmpmon_core::event::{Direction, Family, IcmpEvent};
+
+/// Lookups waiting for the thread; more are skipped (and counted).
+const ASKS: usize = 1024;
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// What identifies a local socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum LookupKey {
+    /// A TCP or UDP flow this host sent (quoted by an error it received).
+    Inet {
+        proto: u8,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// An echo request sent from here: a ping socket's id, or a raw socket.
+    Echo { v6: bool, local: IpAddr, id: u16 },
+}
+
+impl LookupKey {
+    /// What to look up for `ev`, if anything: an error that arrived quoting
+    /// a TCP or UDP packet (sent from here, if anything local owns it), or
+    /// an echo request leaving.
+    pub fn of(ev: &IcmpEvent) -> Option<Self> {
+        let v6 = ev.family == Family::V6;
+        if icmpmon_core::aggregate::errors::is_error(ev.family, ev.icmp_type) {
+            let q = ev.quoted.as_ref()?;
+            if ev.direction == Direction::Out || !matches!(q.proto, 6 | 17) {
+                return None;
+            }
+            return Some(LookupKey::Inet {
+                proto: q.proto,
+                local: SocketAddr::new(q.src, q.sport?),
+                remote: SocketAddr::new(q.dst, q.dport?),
+            });
+        }
+        let request = if v6 { 128 } else { 8 };
+        match (ev.icmp_type, ev.echo, ev.direction) {
+            (t, Some(e), Direction::Out) if t == request => Some(LookupKey::Echo {
+                v6,
+                local: ev.src,
+                id: e.id,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// From the thread to the aggregator.
+#[derive(Debug)]
+pub(crate) enum News {
+    Answer(LookupKey, Attribution),
+    Kernel(KernelSample),
+}
+
+/// Lookups made by the thread (for the summary and the tests: a capture
+/// file makes none).
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    pub lookups: std::sync::atomic::AtomicU64,
+    pub scans: std::sync::atomic::AtomicU64,
+}
+
+/// The thread, and the aggregator's ends of its channels.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub asks: Sender<LookupKey>,
+    pub news: Receiver<News>,
+    pub work: Arc<Work>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Host {
+    /// Starts the thread: it samples the kernel's counters, and looks up
+    /// what it is asked (when `attribute`). Started before the run drops its privileges: it
+    /// keeps CAP_SYS_PTRACE alone, if the process has it (capabilities are
+    /// per thread), which reading other processes' /proc/PID/fd links
+    /// needs; it reads no packet.
+    pub fn start(attribute: bool) -> std::io::Result<Self> {
+        let (asks, asked) = bounded::<LookupKey>(ASKS);
+        let (tell, news) = bounded(ASKS * 4);
+        let work = Arc::new(Work::default());
+        let w = work.clone();
+        let thread = std::thread::Builder::new()
+            .name("icmpmon-host".into())
+            .spawn(move || {
+                use icmpmon_capture::privilege::{drop_all_but, Capability};
+                let keep: &[Capability] = if attribute {
+                    &[Capability::CAP_SYS_PTRACE]
+                } else {
+                    &[]
+                };
+                if let Err(e) = drop_all_but(keep) {
+                    eprintln!("icmpmon: attribution thread: cannot drop capabilities: {e}");
+                    return;
+                }
+                run(&asked, &tell, &w)
+            })?;
+        Ok(Self {
+            asks,
+            news,
+            work,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ends the thread (closing both channels wakes it, whatever it waits
+    /// on).
+    pub fn stop(mut self) {
+        let Host { asks, news, .. } = &mut self;
+        drop(std::mem::replace(asks, crossbeam_channel::bounded(0).0));
+        drop(std::mem::replace(news, crossbeam_channel::never()));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(asked: &Receiver<LookupKey>, tell: &Sender<News>, work: &Work) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut diag = sockets::SockDiag::new().ok();
+    let mut procs = procs::Processes::default();
+    let mut next_sample = Instant::now();
+    loop {
+        if Instant::now() >= next_sample {
+            next_sample += SAMPLE_EVERY;
+            if tell.send(News::Kernel(counters::sample())).is_err() {
+                return;
+            }
+        }
+        let key = match asked.recv_timeout(next_sample.saturating_duration_since(Instant::now())) {
+            Ok(k) => k,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        work.lookups.fetch_add(1, Relaxed);
+        let at = Instant::now();
+        let found = match key {
+            LookupKey::Inet {
+                proto,
+                local,
+                remote,
+            } => diag
+                .as_mut()
+                .and_then(|d| d.inet(proto, local, remote).ok().flatten())
+                .map(|f| f.inode),
+            LookupKey::Echo { v6, local, id } => {
+                sockets::echo_socket(v6, local, id).map(|s| s.inode)
+            }
+        };
+        let a = match found {
+            None => Attribution::NoSocket,
+            Some(inode) => match procs.owner(inode, at) {
+                Some(o) => Attribution::Owner(Arc::new(o)),
+                None if procs.hidden() => Attribution::Hidden,
+                None => Attribution::Gone,
+            },
+        };
+        work.scans.store(procs.scans, Relaxed);
+        if tell.send(News::Answer(key, a)).is_err() {
+            return;
+        }
+    }
+}
