@@ -23,6 +23,7 @@ cargo run --release --locked -q --example aggregate_rss
 tests/netns/run.sh
 tests/netns/passive.sh
 tests/netns/metrics.sh
+tests/netns/attribution.sh
 tests/bench/sources.sh
 tests/bench/metrics.sh
 tests/dkms.sh
