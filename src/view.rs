@@ -5,11 +5,14 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
 
-use icmpmon_tui::model::{AlertView, EchoTotals, EventView, PeerView, TypeCount};
+use icmpmon_tui::model::{
+    AlertView, EchoTotals, EventView, HurtView, MtuView, PeerView, TypeCount,
+};
 use icmpmon_tui::View;
 
 use crate::export::rfc3339_nanos;
 use icmpmon_core::aggregate::errors::FlowKey;
+use icmpmon_core::aggregate::owners::Attribution;
 use icmpmon_core::aggregate::{PeerOrder, Snapshot};
 use icmpmon_core::event::{kind_name, Family};
 use icmpmon_tui::state::SortKey;
@@ -65,6 +68,43 @@ fn clock(ts_ns: u64) -> String {
 
 fn flow_text(f: &FlowKey) -> String {
     f.to_string()
+}
+
+/// What attribution found, for the events panel and its detail.
+fn process_text(a: &Attribution) -> String {
+    match a {
+        Attribution::Owner(o) => format!("{} uid {} cgroup {}", o.label(), o.uid, o.cgroup),
+        Attribution::Gone => "process gone (its socket has no process left)".into(),
+        Attribution::Hidden => "process hidden (needs CAP_SYS_PTRACE)".into(),
+        Attribution::NoSocket => "no local socket".into(),
+        Attribution::Skipped => "not looked up (lookups busy)".into(),
+    }
+}
+
+/// Counters that moved in the last second, and sysctls set to silence
+/// ICMP: what the header shows.
+fn kernel_lines(snap: &Snapshot) -> Vec<(String, String)> {
+    let Some(k) = &snap.kernel else {
+        return Vec::new();
+    };
+    let short = |n: &str| n.rsplit('.').next().unwrap_or(n).to_string();
+    let mut v: Vec<(String, String)> = k
+        .counters
+        .iter()
+        .filter(|c| c.last > 0 && !c.name.ends_with("InMsgs"))
+        .map(|c| (short(c.name), format!("+{}/s", c.last)))
+        .collect();
+    for (name, value) in &k.sysctls {
+        let silencing = match *name {
+            "net.ipv4.icmp_echo_ignore_all" | "net.ipv6.icmp.echo_ignore_all" => value != "0",
+            "net.ipv4.conf.all.rp_filter" => value == "1",
+            _ => false,
+        };
+        if silencing {
+            v.push((short(name), value.clone()));
+        }
+    }
+    v
 }
 
 /// `lost`: packets lost per stage, from the source's counters and the
@@ -145,6 +185,7 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                     detail: detail.trim().to_string(),
                     error: icmpmon_core::aggregate::errors::is_error(e.family, e.icmp_type)
                         && !(e.family == Family::V6 && e.icmp_type == 137),
+                    process: e.attribution.as_ref().map(process_text),
                 }
             })
             .collect(),
@@ -160,5 +201,36 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
             })
             .collect(),
         ended: None,
+        kernel: kernel_lines(snap),
+        hurt: snap
+            .hurt
+            .iter()
+            .map(|h| HurtView {
+                who: h.who.clone(),
+                process: format!("{}[{}]", h.comm, h.pid),
+                errors: h.errors,
+                kinds: h
+                    .kinds
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                last: match (&h.last_flow, h.last_reporter) {
+                    (Some(f), Some(r)) => format!("{f} from {r}"),
+                    (Some(f), None) => f.to_string(),
+                    _ => String::new(),
+                },
+            })
+            .collect(),
+        mtus: snap
+            .path_mtu
+            .iter()
+            .map(|m| MtuView {
+                destination: m.destination.to_string(),
+                mtu: m.smallest,
+                reporter: m.smallest_reporter.to_string(),
+                changed: clock(m.changed_ns),
+            })
+            .collect(),
     }
 }

@@ -36,6 +36,38 @@ pub struct View {
     pub alerts: Vec<AlertView>,
     /// Set once the capture has ended (a file read to its end, an error).
     pub ended: Option<String>,
+    /// The kernel's ICMP counters that moved in the last second, and the
+    /// sysctls that silence ICMP when set, e.g. `("OutRateLimitHost",
+    /// "+87/s")`, `("icmp_echo_ignore_all", "1")` (live sources).
+    pub kernel: Vec<(String, String)>,
+    /// Who got hurt: errors per local process or unit, most first.
+    pub hurt: Vec<HurtView>,
+    /// Path MTU by destination, most recently reported first.
+    pub mtus: Vec<MtuView>,
+}
+
+/// Errors that hit one local process or unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HurtView {
+    /// The unit or container, else the command.
+    pub who: String,
+    /// `comm[pid]`.
+    pub process: String,
+    pub errors: u64,
+    /// e.g. `frag-needed 3, port-unreachable 1`.
+    pub kinds: String,
+    /// The last flow hit, and who reported it.
+    pub last: String,
+}
+
+/// The smallest MTU reported towards a destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MtuView {
+    pub destination: String,
+    pub mtu: u32,
+    pub reporter: String,
+    /// `HH:MM:SS.mmm` of its last change.
+    pub changed: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -131,6 +163,9 @@ pub struct EventView {
     pub detail: String,
     /// An ICMP error (drawn in the warning colour).
     pub error: bool,
+    /// The local process of the flow an error quotes or of the socket an
+    /// echo request left from, or why there is none ("process gone").
+    pub process: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

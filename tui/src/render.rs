@@ -118,7 +118,7 @@ pub fn draw(frame: &mut Frame, ctx: &Ctx) {
     let charts = if area.height >= 30 { 8 } else { 5 };
     let bottom = if area.height >= 30 { 12 } else { 7 };
     let [head, middle, peers_area, lower, foot] = Layout::vertical([
-        Constraint::Length(5),
+        Constraint::Length(6),
         Constraint::Length(charts),
         Constraint::Min(5),
         Constraint::Length(bottom),
@@ -127,14 +127,17 @@ pub fn draw(frame: &mut Frame, ctx: &Ctx) {
     .areas(area);
     let [rates_area, types_area] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(middle);
-    let [events_area, alerts_area] =
+    let [events_area, right] =
         Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(lower);
+    let [alerts_area, hurt_area] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
     header(frame, head, ctx);
     rates(frame, rates_area, ctx);
     types(frame, types_area, ctx);
     peers(frame, peers_area, ctx);
     events(frame, events_area, ctx);
     alerts(frame, alerts_area, ctx);
+    hurt(frame, hurt_area, ctx);
     footer(frame, foot, ctx);
     match ctx.state.mode {
         Mode::Help => help(frame, area, ctx),
@@ -216,11 +219,21 @@ pub fn header(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         third.push(Span::raw("  "));
         third.push(Span::styled(format!("capture ended: {why}"), t.warn));
     }
+    // Why no reply: what the kernel's ICMP counters and sysctls say.
+    let mut fourth = vec![Span::styled("kernel ", t.dim)];
+    if v.kernel.is_empty() {
+        fourth.push(Span::styled("quiet", t.dim));
+    }
+    for (name, value) in &v.kernel {
+        fourth.push(Span::raw(format!("{name} ")));
+        fourth.push(Span::styled(format!("{value}  "), t.warn));
+    }
     frame.render_widget(
         Paragraph::new(vec![
             Line::from(first),
             Line::from(second),
             Line::from(third),
+            Line::from(fourth),
         ])
         .block(block(" icmpmon ", false, t)),
         area,
@@ -398,6 +411,13 @@ pub fn events(frame: &mut Frame, area: Rect, ctx: &Ctx) {
                 Span::raw(format!("{:<3} ", e.direction)),
                 Span::styled(e.kind.clone(), style),
                 Span::raw(format!(" {} → {} ", e.src, e.dst)),
+                // Whose flow first: the detail may be cut.
+                Span::styled(
+                    e.process
+                        .as_ref()
+                        .map_or(String::new(), |p| format!("{p} · ")),
+                    style,
+                ),
                 Span::styled(e.detail.clone(), t.dim),
             ])
         })
@@ -438,6 +458,39 @@ pub fn alerts(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         ));
     }
     frame.render_widget(p, area);
+}
+
+/// Who got hurt (errors per local process or unit), then the path MTUs.
+pub fn hurt(frame: &mut Frame, area: Rect, ctx: &Ctx) {
+    let (v, t) = (ctx.view, ctx.theme);
+    let mut lines: Vec<Line> = v
+        .hurt
+        .iter()
+        .map(|h| {
+            Line::from(vec![
+                Span::styled(format!("{} ", h.who), t.title),
+                Span::raw(format!("{} ", h.process)),
+                Span::styled(format!("×{} {} ", h.errors, h.kinds), t.warn),
+                Span::styled(h.last.clone(), t.dim),
+            ])
+        })
+        .collect();
+    lines.extend(v.mtus.iter().map(|m| {
+        Line::from(vec![
+            Span::styled("mtu ", t.dim),
+            Span::raw(format!("{} {} ", m.destination, m.mtu)),
+            Span::styled(format!("from {} at {}", m.reporter, m.changed), t.dim),
+        ])
+    }));
+    if lines.is_empty() {
+        lines.push(Line::styled("no error hit a local process", t.dim));
+    }
+    let title = format!(
+        " who got hurt {} · path MTU {} ",
+        v.hurt.len(),
+        v.mtus.len()
+    );
+    frame.render_widget(Paragraph::new(lines).block(block(&title, false, t)), area);
 }
 
 /// Key hints, or the filter being edited with its error.
@@ -512,6 +565,11 @@ pub fn message(frame: &mut Frame, area: Rect, ctx: &Ctx) {
                     ]),
                     Line::raw(format!("{} → {}", e.src, e.dst)),
                     Line::raw(e.detail.clone()),
+                    Line::raw(
+                        e.process
+                            .as_ref()
+                            .map_or(String::new(), |p| format!("process: {p}")),
+                    ),
                 ],
             )
         }

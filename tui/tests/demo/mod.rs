@@ -1,6 +1,8 @@
 //! A deterministic view for snapshot tests and the render benchmark.
 
-use icmpmon_tui::model::{AlertView, EchoTotals, EventView, PeerView, TypeCount, View};
+use icmpmon_tui::model::{
+    AlertView, EchoTotals, EventView, HurtView, MtuView, PeerView, TypeCount, View,
+};
 
 /// A view with `peers` peer pairs and `events` recent events, every field
 /// filled from the indices (no clock, no randomness).
@@ -91,6 +93,7 @@ pub fn sample(peers: usize, events: usize) -> View {
                         format!("id 7 seq {} rtt 254µs", i % 65536)
                     },
                     error,
+                    process: error.then(|| "nginx[812] nginx.service uid 33".into()),
                 }
             })
             .collect(),
@@ -111,5 +114,22 @@ pub fn sample(peers: usize, events: usize) -> View {
             },
         ],
         ended: None,
+        kernel: vec![
+            ("OutRateLimitHost".into(), "+87/s".into()),
+            ("icmp_echo_ignore_all".into(), "1".into()),
+        ],
+        hurt: vec![HurtView {
+            who: "nginx.service".into(),
+            process: "nginx[812]".into(),
+            errors: 312,
+            kinds: "frag-needed 312".into(),
+            last: "tcp 10.0.0.1:443 → 198.51.100.7:51000 from 10.0.0.254".into(),
+        }],
+        mtus: vec![MtuView {
+            destination: "198.51.100.7".into(),
+            mtu: 1400,
+            reporter: "10.0.0.254".into(),
+            changed: "10:00:04.250".into(),
+        }],
     }
 }
