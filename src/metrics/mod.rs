@@ -60,6 +60,11 @@ pub(crate) struct Data {
     flags: Vec<(&'static str, u64)>,
     lost: Vec<(&'static str, u64)>,
     events: u64,
+    /// The kernel's ICMP counters and numeric sysctls, as last sampled.
+    kernel_counters: Vec<(&'static str, u64)>,
+    kernel_sysctls: Vec<(&'static str, i64)>,
+    /// Attribution outcomes, by result.
+    attribution: Vec<(&'static str, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +298,32 @@ impl Publisher {
                 .collect(),
             lost,
             events: agg.events(),
+            kernel_counters: agg
+                .kernel()
+                .last
+                .iter()
+                .flat_map(|s| s.counters.iter().map(|(k, v)| (*k, *v)))
+                .collect(),
+            kernel_sysctls: agg
+                .kernel()
+                .last
+                .iter()
+                .flat_map(|s| {
+                    s.sysctls
+                        .iter()
+                        .filter_map(|(k, v)| v.parse().ok().map(|v| (*k, v)))
+                })
+                .collect(),
+            attribution: {
+                let a = agg.attribution_totals();
+                vec![
+                    ("owner", a.owner),
+                    ("gone", a.gone),
+                    ("hidden", a.hidden),
+                    ("no-socket", a.no_socket),
+                    ("skipped", a.skipped),
+                ]
+            },
         }
     }
 }
@@ -571,6 +602,38 @@ impl Collector for DataCollector {
             d.lost
                 .iter()
                 .map(|(s, n)| ([("stage", *s)], Value::Counter(*n))),
+        )?;
+        family(
+            e,
+            "icmpmon_kernel_icmp",
+            "The kernel's own ICMP counters (/proc/net/snmp, snmp6, netstat of icmpmon's \
+             network namespace), e.g. counter=\"Icmp.OutRateLimitHost\"",
+            None,
+            MetricType::Counter,
+            d.kernel_counters
+                .iter()
+                .map(|(c, n)| ([("counter", *c)], Value::Counter(*n))),
+        )?;
+        family(
+            e,
+            "icmpmon_kernel_sysctl",
+            "Sysctls that silence ICMP (rate limits, echo_ignore_all, rp_filter), as read",
+            None,
+            MetricType::Gauge,
+            d.kernel_sysctls
+                .iter()
+                .map(|(s, v)| ([("name", *s)], Value::Gauge(*v))),
+        )?;
+        family(
+            e,
+            "icmpmon_attribution",
+            "Messages whose local process was looked up, by result (owner, gone, hidden, \
+             no-socket, skipped)",
+            None,
+            MetricType::Counter,
+            d.attribution
+                .iter()
+                .map(|(r, n)| ([("result", *r)], Value::Counter(*n))),
         )?;
         single(
             e,

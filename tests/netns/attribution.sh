@@ -171,12 +171,17 @@ check echo-sender "echo requests sent from a name ping: $pings" test "$pings" = 
 snmp() { in_r awk '/^Icmp:/ { if (!h) { split($0, n); h = 1 } else { for (i = 2; i <= NF; i++) if (n[i] == "'"$1"'") print $i } }' /proc/net/snmp; }
 in_r sysctl -qw net.ipv4.icmp_ratemask=6169 net.ipv4.icmp_ratelimit=1000
 ip netns exec "$r" "$bin" --source packet --headless --csv /dev/null --alerts "$work/r-alerts.jsonl" \
-	--summary-json "$work/r.json" --duration 6 2>"$work/r.err" &
+	--summary-json "$work/r.json" --duration 9 --metrics-listen 127.0.0.1:9812 2>"$work/r.err" &
 mon=$!
 for _ in $(seq 100); do grep -q "capturing from" "$work/r.err" && break; sleep 0.1; done
 before=$(snmp OutRateLimitHost)
 in_a ping -q -c 200 -i 0.005 10.81.1.1 >"$work/ping-rl.txt" 2>&1
 after=$(snmp OutRateLimitHost)
+sleep 1.5
+in_r curl -s http://127.0.0.1:9812/metrics >"$work/r.metrics"
+exported=$(sed -n 's/^icmpmon_kernel_icmp_total{counter="Icmp.OutRateLimitHost"} //p' "$work/r.metrics")
+check metrics "/metrics: OutRateLimitHost ${exported:-none} (the kernel's: $after), local-rate-limit active" \
+	sh -c "[ '${exported:-x}' = '$after' ] && grep -q '^icmpmon_anomaly_active{flag=\"local-rate-limit\"} 1' '$work/r.metrics'"
 in_r sysctl -qw net.ipv4.icmp_ratemask=6168 net.ipv4.icmp_echo_ignore_all=1
 sleep 1.2
 in_a ping -q -c 5 -i 0.2 10.81.1.1 >/dev/null 2>&1
