@@ -206,7 +206,12 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
             .hurt
             .iter()
             .map(|h| HurtView {
-                who: h.who.clone(),
+                // A unit or container; the command alone says it twice.
+                who: if h.who == h.comm {
+                    String::new()
+                } else {
+                    h.who.clone()
+                },
                 process: format!("{}[{}]", h.comm, h.pid),
                 errors: h.errors,
                 kinds: h

@@ -2,7 +2,8 @@
 # tests/bench/screenshot.sh [OUT.svg] — the README's dashboard picture, from
 # a real run (root): icmpmon --source nfqueue in a namespace, in tmux at
 # 120x40, while the peer namespace pings (IPv4, IPv6, one lossy host via
-# a dropped reply), probes closed UDP ports and floods briefly; then the
+# a dropped reply), probes closed UDP ports and floods briefly, and a
+# process of the monitored host ("resolver") gets port-unreachable; then the
 # pane, colours included, becomes an SVG.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,6 +43,22 @@ for port in 33434 33435 33436; do
 	sleep 0.5
 done
 in_peer "$work/vmhelper" udp fd97::1 33437
+# A process of the monitored host whose datagrams the peer refuses (no
+# rate limit on its errors, so they show among the events): the
+# port-unreachable errors name it (events, who got hurt).
+in_peer sysctl -qw net.ipv4.icmp_ratelimit=0
+ip netns exec "$mon" python3 -c "
+import ctypes, socket, time
+ctypes.CDLL(None).prctl(15, b'resolver', 0, 0, 0)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('10.97.0.2', 53))
+for _ in range(100):
+    try:
+        s.send(b'q')
+    except OSError:
+        pass
+    time.sleep(0.1)
+" &
 in_peer timeout 1 ping -q -f 10.97.0.1 >/dev/null || true
 # Mid-traffic, so the rates are live.
 sleep 5

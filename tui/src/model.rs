@@ -49,7 +49,7 @@ pub struct View {
 /// Errors that hit one local process or unit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HurtView {
-    /// The unit or container, else the command.
+    /// The unit or container ("" when there is none).
     pub who: String,
     /// `comm[pid]`.
     pub process: String,

@@ -468,8 +468,12 @@ pub fn hurt(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         .iter()
         .map(|h| {
             Line::from(vec![
-                Span::styled(format!("{} ", h.who), t.title),
-                Span::raw(format!("{} ", h.process)),
+                Span::styled(format!("{} ", h.process), t.title),
+                Span::raw(if h.who.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ", h.who)
+                }),
                 Span::styled(format!("×{} {} ", h.errors, h.kinds), t.warn),
                 Span::styled(h.last.clone(), t.dim),
             ])
