@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::Groups;
 use crate::export::alerts::AlertSink;
 use crate::export::{self, Format, IfNames, Output, Row, RowSink};
-use crate::host::join::Join;
+use crate::host::join::{Join, Ready};
 use crate::host::{Host, News};
 use crate::view::{self, Meta};
 use icmpmon_capture::pipeline::{Stop, StopReason};
@@ -270,6 +270,22 @@ impl Dashboard {
             a.take_alerts();
         }
     }
+
+    /// What attribution found for an event, for the dashboard's filter too.
+    fn attributed(&mut self, ev: &IcmpEvent, who: &Attribution) {
+        if let Some((f, a)) = &mut self.view_filter {
+            if f.matches(ev) {
+                a.attributed(ev, None, who);
+            }
+        }
+    }
+
+    fn kernel_sample(&mut self, s: &icmpmon_core::aggregate::kernel::KernelSample) {
+        if let Some((_, a)) = &mut self.view_filter {
+            a.kernel_sample(s.clone());
+            a.take_alerts();
+        }
+    }
 }
 
 /// Wall-clock time in ns since the epoch, the clock of live sources.
@@ -357,11 +373,21 @@ impl Writer<'_> {
         &mut self,
         t: &mut Tally,
         agg: &mut Aggregator,
-        (ev, rtt_us, who): crate::host::join::Ready,
+        dash: Option<&mut Dashboard>,
+        r: Ready,
         count: Option<u64>,
     ) {
+        let Ready {
+            ev,
+            rtt_us,
+            seq,
+            who,
+        } = r;
         if let Some(a) = &who {
-            agg.attributed(&ev, a);
+            agg.attributed(&ev, Some(seq), a);
+            if let Some(d) = dash {
+                d.attributed(&ev, a);
+            }
         }
         if !self.writing {
             return;
@@ -448,6 +474,10 @@ pub fn consume(
         .filter(|_| attribute)
         .map(|h| Join::new(h.asks.clone()));
     let mut flushed = Instant::now();
+    let mut ticked = Instant::now();
+    // Rows taken so far: --count stops taking at once, even while rows
+    // still wait for attribution.
+    let mut taken = 0u64;
     loop {
         let mut wake = Instant::now() + IDLE_TICK;
         for d in [deadline, join.as_ref().and_then(Join::deadline)]
@@ -462,6 +492,7 @@ pub fn consume(
             recv(news) -> n => n.map_or(Got::NewsGone, Got::News),
             default(wait) => Got::Idle,
         };
+        let (idle, closed) = (matches!(got, Got::Idle), matches!(got, Got::Closed));
         match got {
             Got::Batch(batch) => {
                 for raw in batch {
@@ -477,20 +508,30 @@ pub fn consume(
                             continue;
                         }
                     };
-                    if !w.writing {
+                    if !w.writing || count.is_some_and(|c| taken >= c) {
                         continue;
                     }
                     if !filter.matches(&ev) {
                         t.filtered += 1;
                         continue;
                     }
+                    taken += 1;
                     let outcome = agg.ingest(&ev);
                     if let Some(d) = dash.as_mut() {
                         d.ingest(&ev);
                     }
+                    let seq = agg.events();
                     match join.as_mut() {
-                        Some(j) => j.push(ev, outcome.rtt_us),
-                        None => w.emit(&mut t, &mut agg, (ev, outcome.rtt_us, None), count),
+                        Some(j) => j.push(ev, outcome.rtt_us, seq),
+                        None => {
+                            let r = Ready {
+                                ev,
+                                rtt_us: outcome.rtt_us,
+                                seq,
+                                who: None,
+                            };
+                            w.emit(&mut t, &mut agg, dash.as_mut(), r, count);
+                        }
                     }
                 }
                 // Alerts are written even once rows are not (--count).
@@ -507,28 +548,37 @@ pub fn consume(
                 }
             }
             Got::News(News::Kernel(sample)) => {
+                if let Some(d) = dash.as_mut() {
+                    d.kernel_sample(&sample);
+                }
                 agg.kernel_sample(sample);
                 let alerts = w.out.alerts(&mut agg);
                 w.check(alerts, "alerts");
             }
             Got::NewsGone => news = crossbeam_channel::never(),
-            Got::Idle => {
-                if live {
-                    let now = now_ns();
-                    agg.tick(now);
-                    if let Some(d) = dash.as_mut() {
-                        d.tick(now);
-                    }
-                }
-                w.flush();
-                flushed = Instant::now();
-            }
-            Got::Closed => break,
+            Got::Idle | Got::Closed => {}
         }
         if let Some(j) = join.as_mut() {
             for r in j.ready(false) {
-                w.emit(&mut t, &mut agg, r, count);
+                w.emit(&mut t, &mut agg, dash.as_mut(), r, count);
             }
+        }
+        // By the clock, not only when idle: a stream of answers must not
+        // hold rows unflushed or loss timeouts back.
+        if ticked.elapsed() >= IDLE_TICK || idle {
+            if live {
+                let now = now_ns();
+                agg.tick(now);
+                if let Some(d) = dash.as_mut() {
+                    d.tick(now);
+                }
+            }
+            w.flush();
+            flushed = Instant::now();
+            ticked = Instant::now();
+        }
+        if closed {
+            break;
         }
         if let Some(d) = dash.as_mut() {
             let force = d.take_commands(&config, &filter);
@@ -560,18 +610,20 @@ pub fn consume(
         while let Some(d) = j.deadline() {
             match news.recv_deadline(d) {
                 Ok(News::Answer(k, a)) => j.answer(k, a),
-                Ok(News::Kernel(s)) => agg.kernel_sample(s),
+                Ok(News::Kernel(_)) => {}
                 Err(_) => break,
             }
             for r in j.ready(false) {
-                w.emit(&mut t, &mut agg, r, count);
+                w.emit(&mut t, &mut agg, dash.as_mut(), r, count);
             }
         }
         for r in j.ready(true) {
-            w.emit(&mut t, &mut agg, r, count);
+            w.emit(&mut t, &mut agg, dash.as_mut(), r, count);
         }
     }
-    // The thread's sends fail once every receiver has gone: it ends.
+    // The thread's waits and sends fail once every sender of asks and
+    // every receiver of news has gone: it ends.
+    drop(join);
     drop(news);
     if let Some(h) = host {
         use std::sync::atomic::Ordering::Relaxed;

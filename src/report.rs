@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use icmpmon_core::aggregate::errors::kinds_text;
 use icmpmon_core::aggregate::rtt::RttSummary;
 use icmpmon_core::aggregate::Snapshot;
 
@@ -122,7 +123,6 @@ pub fn text(s: &Snapshot) -> String {
     if !s.error_flows.is_empty() {
         let _ = writeln!(o, "icmpmon: errors per quoted flow:");
         for f in s.error_flows.iter().take(TEXT_ROWS) {
-            let kinds: Vec<String> = f.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
             let by = f
                 .last_reporter
                 .map_or(String::new(), |r| format!(" (last from {r})"));
@@ -134,7 +134,7 @@ pub fn text(s: &Snapshot) -> String {
                 o,
                 "icmpmon:   {}: {}{info}{by}",
                 f.subject,
-                kinds.join(", ")
+                kinds_text(&f.kinds)
             );
         }
     }
@@ -144,7 +144,6 @@ pub fn text(s: &Snapshot) -> String {
             "icmpmon: who got hurt (errors per local process or unit):"
         );
         for h in s.hurt.iter().take(TEXT_ROWS) {
-            let kinds: Vec<String> = h.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
             let flow = h.last_flow.map_or(String::new(), |f| format!(", last {f}"));
             let by = h
                 .last_reporter
@@ -154,7 +153,7 @@ pub fn text(s: &Snapshot) -> String {
                 "icmpmon:   {}: {} errors ({}); {}[{}] uid {} cgroup {}{flow}{by}",
                 h.who,
                 h.errors,
-                kinds.join(", "),
+                kinds_text(&h.kinds),
                 h.comm,
                 h.pid,
                 h.uid,
@@ -178,16 +177,21 @@ pub fn text(s: &Snapshot) -> String {
             let last = if (m.mtu, m.reporter) == (m.smallest, m.smallest_reporter) {
                 String::new()
             } else {
-                format!(", last {} from {}", m.mtu, m.reporter)
+                format!(
+                    "; last {} from {} (since {})",
+                    m.mtu,
+                    m.reporter,
+                    crate::export::rfc3339_nanos(m.changed_ns)
+                )
             };
             let _ = writeln!(
                 o,
-                "icmpmon:   {}: {} from {}{last}; {} reports, changed {}",
+                "icmpmon:   {}: {} from {} at {}{last}; {} reports",
                 m.destination,
                 m.smallest,
                 m.smallest_reporter,
+                crate::export::rfc3339_nanos(m.smallest_ns),
                 m.reports,
-                crate::export::rfc3339_nanos(m.changed_ns)
             );
         }
     }

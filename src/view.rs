@@ -75,9 +75,11 @@ fn process_text(a: &Attribution) -> String {
     match a {
         Attribution::Owner(o) => format!("{} uid {} cgroup {}", o.label(), o.uid, o.cgroup),
         Attribution::Gone => "process gone (its socket has no process left)".into(),
-        Attribution::Hidden => "process hidden (needs CAP_SYS_PTRACE)".into(),
+        Attribution::Hidden => {
+            "process hidden (needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)".into()
+        }
         Attribution::NoSocket => "no local socket".into(),
-        Attribution::Skipped => "not looked up (lookups busy)".into(),
+        Attribution::Skipped => "not looked up (lookups busy, late or failed)".into(),
     }
 }
 
@@ -214,12 +216,7 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                 },
                 process: format!("{}[{}]", h.comm, h.pid),
                 errors: h.errors,
-                kinds: h
-                    .kinds
-                    .iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                kinds: icmpmon_core::aggregate::errors::kinds_text(&h.kinds),
                 last: match (&h.last_flow, h.last_reporter) {
                     (Some(f), Some(r)) => format!("{f} from {r}"),
                     (Some(f), None) => f.to_string(),
@@ -234,7 +231,7 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                 destination: m.destination.to_string(),
                 mtu: m.smallest,
                 reporter: m.smallest_reporter.to_string(),
-                changed: clock(m.changed_ns),
+                changed: clock(m.smallest_ns),
             })
             .collect(),
     }

@@ -5,19 +5,19 @@
 //! Nothing here blocks: asking is a `try_send`, and a full queue, a full
 //! row buffer or a late answer makes a counted `Skipped`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use lru::LruCache;
 
-use super::LookupKey;
+use super::{Ask, LookupKey};
 use icmpmon_core::aggregate::owners::Attribution;
 use icmpmon_core::event::IcmpEvent;
 
 /// How long a row waits for its answer.
-const WAIT: Duration = Duration::from_millis(500);
+pub(crate) const WAIT: Duration = Duration::from_millis(500);
 /// How long answers are kept: an owner, and a miss (a socket may appear).
 const TTL_FOUND: Duration = Duration::from_secs(5);
 const TTL_MISS: Duration = Duration::from_secs(1);
@@ -25,83 +25,86 @@ const TTL_MISS: Duration = Duration::from_secs(1);
 const CACHED: usize = 4096;
 const HELD: usize = 16_384;
 
-#[derive(Debug)]
-struct Slot {
-    /// `None` while the lookup is under way.
-    answer: Option<Attribution>,
-    at: Instant,
-}
-
 /// A row waiting to be written.
 #[derive(Debug)]
-pub(crate) struct Held {
-    pub ev: IcmpEvent,
-    pub rtt_us: Option<u64>,
+struct Held {
+    ev: IcmpEvent,
+    rtt_us: Option<u64>,
+    /// The aggregator's number for the event (`Aggregator::events` after it).
+    seq: u64,
     key: Option<LookupKey>,
     /// Known when held (a cached answer, or a skip).
     answer: Option<Attribution>,
     since: Instant,
 }
 
-/// A row ready to go out, with what was found for it (`None`: it needed
-/// no lookup).
-pub(crate) type Ready = (IcmpEvent, Option<u64>, Option<Attribution>);
+/// A row ready to go out: the event, its RTT, its number in the
+/// aggregator, and what was found for it (`None`: it needed no lookup).
+#[derive(Debug)]
+pub(crate) struct Ready {
+    pub ev: IcmpEvent,
+    pub rtt_us: Option<u64>,
+    pub seq: u64,
+    pub who: Option<Attribution>,
+}
 
 #[derive(Debug)]
 pub(crate) struct Join {
-    asks: Sender<LookupKey>,
-    cache: LruCache<LookupKey, Slot>,
+    asks: Sender<Ask>,
+    /// Answers by key, and when they came.
+    cache: LruCache<LookupKey, (Attribution, Instant)>,
+    /// Keys with rows waiting: how many, and the answer once it came (kept
+    /// here, not only in the cache, which a flood could turn over first).
+    waiting: HashMap<LookupKey, (usize, Option<Attribution>)>,
     held: VecDeque<Held>,
 }
 
 impl Join {
-    pub fn new(asks: Sender<LookupKey>) -> Self {
+    pub fn new(asks: Sender<Ask>) -> Self {
         Self {
             asks,
             cache: LruCache::new(NonZeroUsize::new(CACHED).expect("non-zero")),
+            waiting: HashMap::new(),
             held: VecDeque::new(),
         }
     }
 
-    /// Takes a row; asks about its socket unless the cache knows (or is
-    /// already asking).
-    pub fn push(&mut self, ev: IcmpEvent, rtt_us: Option<u64>) {
+    /// Takes a row; asks about its socket unless the cache knows (or a row
+    /// already waits for the same key).
+    pub fn push(&mut self, ev: IcmpEvent, rtt_us: Option<u64>, seq: u64) {
         let key = LookupKey::of(&ev);
         let now = Instant::now();
         let answer = key.and_then(|k| self.ask(k, now));
+        if let (Some(k), None) = (key, &answer) {
+            self.waiting.entry(k).or_default().0 += 1;
+        }
         self.held.push_back(Held {
             ev,
             rtt_us,
+            seq,
             key,
             answer,
             since: now,
         });
     }
 
-    /// The cached answer, or `None` after asking (`Skipped` when the queue
-    /// is full).
+    /// The cached answer; else `None` after asking (or when a lookup is
+    /// under way), or `Skipped` when the queue is full.
     fn ask(&mut self, k: LookupKey, now: Instant) -> Option<Attribution> {
-        if let Some(s) = self.cache.get(&k) {
-            let ttl = match &s.answer {
-                None => WAIT,
-                Some(Attribution::Owner(_)) => TTL_FOUND,
-                Some(_) => TTL_MISS,
+        if let Some((a, at)) = self.cache.get(&k) {
+            let ttl = match a {
+                Attribution::Owner(_) => TTL_FOUND,
+                _ => TTL_MISS,
             };
-            if now.duration_since(s.at) < ttl {
-                return s.answer.clone();
+            if now.duration_since(*at) < ttl {
+                return Some(a.clone());
             }
         }
-        match self.asks.try_send(k) {
-            Ok(()) => {
-                self.cache.put(
-                    k,
-                    Slot {
-                        answer: None,
-                        at: now,
-                    },
-                );
-                None
-            }
+        if self.waiting.get(&k).is_some_and(|(_, a)| a.is_none()) {
+            return None;
+        }
+        match self.asks.try_send(Ask { key: k, at: now }) {
+            Ok(()) => None,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 Some(Attribution::Skipped)
             }
@@ -110,13 +113,10 @@ impl Join {
 
     /// An answer from the host thread.
     pub fn answer(&mut self, k: LookupKey, a: Attribution) {
-        self.cache.put(
-            k,
-            Slot {
-                answer: Some(a),
-                at: Instant::now(),
-            },
-        );
+        if let Some(w) = self.waiting.get_mut(&k) {
+            w.1 = Some(a.clone());
+        }
+        self.cache.put(k, (a, Instant::now()));
     }
 
     /// The rows at the front that can go now, in order: answered, needing
@@ -125,19 +125,31 @@ impl Join {
     pub fn ready(&mut self, all: bool) -> Vec<Ready> {
         let mut out = Vec::new();
         while let Some(h) = self.held.front() {
-            let answer = match (h.key, &h.answer) {
+            let late = all || self.held.len() > HELD || h.since.elapsed() >= WAIT;
+            let who = match (h.key, &h.answer) {
                 (None, _) => None,
                 (Some(_), Some(a)) => Some(a.clone()),
-                (Some(k), None) => match self.cache.peek(&k).and_then(|s| s.answer.clone()) {
+                (Some(k), None) => match self.waiting.get(&k).and_then(|w| w.1.clone()) {
                     Some(a) => Some(a),
-                    None if all || self.held.len() > HELD || h.since.elapsed() >= WAIT => {
-                        Some(Attribution::Skipped)
-                    }
+                    None if late => Some(Attribution::Skipped),
                     None => break,
                 },
             };
             let h = self.held.pop_front().expect("front exists");
-            out.push((h.ev, h.rtt_us, answer));
+            if let (Some(k), None) = (h.key, &h.answer) {
+                if let Some(w) = self.waiting.get_mut(&k) {
+                    w.0 -= 1;
+                    if w.0 == 0 {
+                        self.waiting.remove(&k);
+                    }
+                }
+            }
+            out.push(Ready {
+                ev: h.ev,
+                rtt_us: h.rtt_us,
+                seq: h.seq,
+                who,
+            });
         }
         out
     }
@@ -191,20 +203,20 @@ mod tests {
     fn rows_keep_their_order_and_wait_for_their_answer_once_per_key() {
         let (tx, rx) = crossbeam_channel::bounded(2);
         let mut j = Join::new(tx);
-        j.push(error(1000), None);
-        j.push(echo_reply(), Some(5));
-        j.push(error(1000), None);
+        j.push(error(1000), None, 1);
+        j.push(echo_reply(), Some(5), 2);
+        j.push(error(1000), None, 3);
         assert!(
             j.ready(false).is_empty(),
             "the first row waits, and all behind it"
         );
         let asked: Vec<_> = rx.try_iter().collect();
         assert_eq!(asked.len(), 1, "one lookup for one key: {asked:?}");
-        j.answer(asked[0], Attribution::NoSocket);
+        j.answer(asked[0].key, Attribution::NoSocket);
         let out = j.ready(false);
         let kinds: Vec<_> = out
             .iter()
-            .map(|(e, _, a)| (e.icmp_type, a.clone()))
+            .map(|r| (r.ev.icmp_type, r.who.clone()))
             .collect();
         assert_eq!(
             kinds,
@@ -221,12 +233,30 @@ mod tests {
     fn a_full_queue_skips_without_waiting_and_the_end_lets_everything_go() {
         let (tx, _rx) = crossbeam_channel::bounded(1);
         let mut j = Join::new(tx);
-        j.push(error(1), None);
-        j.push(error(2), None);
+        j.push(error(1), None, 1);
+        j.push(error(2), None, 2);
         assert!(j.ready(false).is_empty(), "the first waits for its answer");
         let out = j.ready(true);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].2, Some(Attribution::Skipped), "late at the end");
-        assert_eq!(out[1].2, Some(Attribution::Skipped), "queue full");
+        assert_eq!(out[0].who, Some(Attribution::Skipped), "late at the end");
+        assert_eq!(out[1].who, Some(Attribution::Skipped), "queue full");
+        assert!(j.waiting.is_empty(), "nothing left waiting");
+    }
+
+    /// A flood turns the cache over before a waiting row's answer is read:
+    /// the row still gets it.
+    #[test]
+    fn an_answer_outlives_the_cache_for_the_rows_that_wait_for_it() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut j = Join::new(tx);
+        j.push(error(1), None, 1);
+        let k = rx.try_recv().unwrap().key;
+        j.answer(k, Attribution::Gone);
+        for port in 0..(CACHED as u16 + 10) {
+            let other = LookupKey::of(&error(10_000 + port)).unwrap();
+            j.answer(other, Attribution::NoSocket);
+        }
+        let out = j.ready(false);
+        assert_eq!(out[0].who, Some(Attribution::Gone));
     }
 }

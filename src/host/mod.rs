@@ -80,17 +80,18 @@ pub(crate) enum News {
 }
 
 /// Lookups made by the thread (for the summary and the tests: a capture
-/// file makes none).
+/// file makes none), asks dropped as stale, and /proc scans.
 #[derive(Debug, Default)]
 pub(crate) struct Work {
     pub lookups: std::sync::atomic::AtomicU64,
+    pub stale: std::sync::atomic::AtomicU64,
     pub scans: std::sync::atomic::AtomicU64,
 }
 
 /// The thread, and the aggregator's ends of its channels.
 #[derive(Debug)]
 pub(crate) struct Host {
-    pub asks: Sender<LookupKey>,
+    pub asks: Sender<Ask>,
     pub news: Receiver<News>,
     pub work: Arc<Work>,
     thread: Option<JoinHandle<()>>,
@@ -98,12 +99,13 @@ pub(crate) struct Host {
 
 impl Host {
     /// Starts the thread: it samples the kernel's counters, and looks up
-    /// what it is asked (when `attribute`). Started before the run drops its privileges: it
-    /// keeps CAP_SYS_PTRACE alone, if the process has it (capabilities are
-    /// per thread), which reading other processes' /proc/PID/fd links
-    /// needs; it reads no packet.
+    /// what it is asked (when `attribute`). Started before the run drops
+    /// its privileges (capabilities are per thread): it keeps what reading
+    /// another user's /proc/PID/fd needs, CAP_DAC_READ_SEARCH (to list the
+    /// directory) and CAP_SYS_PTRACE (to read its links), if the process
+    /// has them; it reads no packet.
     pub fn start(attribute: bool) -> std::io::Result<Self> {
-        let (asks, asked) = bounded::<LookupKey>(ASKS);
+        let (asks, asked) = bounded::<Ask>(ASKS);
         let (tell, news) = bounded(ASKS * 4);
         let work = Arc::new(Work::default());
         let w = work.clone();
@@ -112,7 +114,7 @@ impl Host {
             .spawn(move || {
                 use icmpmon_capture::privilege::{drop_all_but, Capability};
                 let keep: &[Capability] = if attribute {
-                    &[Capability::CAP_SYS_PTRACE]
+                    &[Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_PTRACE]
                 } else {
                     &[]
                 };
@@ -130,8 +132,9 @@ impl Host {
         })
     }
 
-    /// Ends the thread (closing both channels wakes it, whatever it waits
-    /// on).
+    /// Ends the thread: with every sender of asks gone (the caller drops
+    /// its `Join` first) and every receiver of news gone, its next wait or
+    /// send fails, within one lookup.
     pub fn stop(mut self) {
         let Host { asks, news, .. } = &mut self;
         drop(std::mem::replace(asks, crossbeam_channel::bounded(0).0));
@@ -142,49 +145,96 @@ impl Host {
     }
 }
 
-fn run(asked: &Receiver<LookupKey>, tell: &Sender<News>, work: &Work) {
+/// A lookup asked for, and when: one whose row has already gone out
+/// unattributed (older than `join::WAIT`) is not worth making.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask {
+    pub key: LookupKey,
+    pub at: Instant,
+}
+
+fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut diag = sockets::SockDiag::new().ok();
+    let mut diag = match sockets::SockDiag::new() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("icmpmon: no sock_diag socket ({e}): TCP and UDP flows are not attributed");
+            None
+        }
+    };
     let mut procs = procs::Processes::default();
+    let mut local = sockets::local_addresses();
     let mut next_sample = Instant::now();
     loop {
         if Instant::now() >= next_sample {
-            next_sample += SAMPLE_EVERY;
+            // From now: a stalled thread does not send a burst to catch up.
+            next_sample = Instant::now() + SAMPLE_EVERY;
+            local = sockets::local_addresses();
             if tell.send(News::Kernel(counters::sample())).is_err() {
                 return;
             }
         }
-        let key = match asked.recv_timeout(next_sample.saturating_duration_since(Instant::now())) {
-            Ok(k) => k,
+        let ask = match asked.recv_timeout(next_sample.saturating_duration_since(Instant::now())) {
+            Ok(a) => a,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        if ask.at.elapsed() >= join::WAIT {
+            work.stale.fetch_add(1, Relaxed);
+            continue;
+        }
         work.lookups.fetch_add(1, Relaxed);
-        let at = Instant::now();
-        let found = match key {
-            LookupKey::Inet {
-                proto,
-                local,
-                remote,
-            } => diag
-                .as_mut()
-                .and_then(|d| d.inet(proto, local, remote).ok().flatten())
-                .map(|f| f.inode),
-            LookupKey::Echo { v6, local, id } => {
-                sockets::echo_socket(v6, local, id).map(|s| s.inode)
-            }
-        };
-        let a = match found {
-            None => Attribution::NoSocket,
-            Some(inode) => match procs.owner(inode, at) {
-                Some(o) => Attribution::Owner(Arc::new(o)),
-                None if procs.hidden() => Attribution::Hidden,
-                None => Attribution::Gone,
-            },
-        };
+        let a = lookup(ask.key, &local, diag.as_mut(), &mut procs);
         work.scans.store(procs.scans, Relaxed);
-        if tell.send(News::Answer(key, a)).is_err() {
+        if tell.send(News::Answer(ask.key, a)).is_err() {
             return;
         }
+    }
+}
+
+/// One lookup. A flow whose local end is not an address of this host
+/// (forwarded, spoofed, another namespace's) has no local socket, whatever
+/// socket the kernel would deliver a packet with those ports to.
+fn lookup(
+    key: LookupKey,
+    local: &std::collections::HashSet<IpAddr>,
+    diag: Option<&mut sockets::SockDiag>,
+    procs: &mut procs::Processes,
+) -> Attribution {
+    let at = Instant::now();
+    let here = match key {
+        LookupKey::Inet { local: l, .. } => l.ip(),
+        LookupKey::Echo { local: l, .. } => l,
+    };
+    if !local.contains(&canonical(here)) {
+        return Attribution::NoSocket;
+    }
+    let found = match key {
+        LookupKey::Inet {
+            proto,
+            local,
+            remote,
+        } => match diag.map(|d| d.inet(proto, local, remote)) {
+            Some(Ok(found)) => found.map(|f| f.inode),
+            // No socket to ask with, or it failed: not known, not guessed.
+            None | Some(Err(_)) => return Attribution::Skipped,
+        },
+        LookupKey::Echo { v6, local, id } => sockets::echo_socket(v6, local, id).map(|s| s.inode),
+    };
+    match found {
+        None => Attribution::NoSocket,
+        Some(inode) => match procs.owner(inode, at) {
+            Some(o) => Attribution::Owner(Arc::new(o)),
+            None if procs.hidden() => Attribution::Hidden,
+            None => Attribution::Gone,
+        },
+    }
+}
+
+/// v4-mapped v6 as v4, as interfaces list them.
+fn canonical(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
     }
 }

@@ -37,11 +37,17 @@ impl Processes {
             self.scan();
         }
         let pid = *self.by_inode.get(&inode)?;
-        // The process may have exited since the scan.
-        process(pid).or_else(|| {
-            self.by_inode.remove(&inode);
-            None
-        })
+        if let Some(o) = process(pid) {
+            return Some(o);
+        }
+        // It exited since that scan; another process (a forked child) may
+        // hold the socket still: only a scan made after the socket was found
+        // can tell.
+        self.by_inode.remove(&inode);
+        if self.scanned.is_some_and(|t| t < found) {
+            return self.owner(inode, found);
+        }
+        None
     }
 
     /// Whether the last scan missed processes it may not read: a socket
@@ -110,7 +116,7 @@ pub(crate) fn process(pid: u32) -> Option<Owner> {
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX);
     let cgroup = std::fs::read_to_string(format!("{dir}/cgroup"))
-        .map(|t| cgroup_path(&t))
+        .map(|t| icmpmon_core::aggregate::owners::cgroup_path(&t))
         .unwrap_or_default();
     Some(Owner {
         pid,
@@ -120,46 +126,9 @@ pub(crate) fn process(pid: u32) -> Option<Owner> {
     })
 }
 
-/// The path of /proc/PID/cgroup: the unified (v2) line when it says more
-/// than `/`, else systemd's v1 hierarchy, else the first v1 path.
-pub(crate) fn cgroup_path(text: &str) -> String {
-    let lines: Vec<(&str, &str)> = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
-            Some((ctl, path))
-        })
-        .collect();
-    let pick = |want: &dyn Fn(&str) -> bool| {
-        lines
-            .iter()
-            .find(|(c, p)| want(c) && *p != "/")
-            .map(|(_, p)| p.to_string())
-    };
-    pick(&|c| c.is_empty())
-        .or_else(|| pick(&|c| c == "name=systemd"))
-        .or_else(|| pick(&|_| true))
-        .unwrap_or_else(|| lines.first().map_or(String::new(), |(_, p)| p.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cgroup_files_v2_hybrid_and_v1() {
-        assert_eq!(
-            cgroup_path("0::/system.slice/nginx.service\n"),
-            "/system.slice/nginx.service"
-        );
-        let hybrid = "12:pids:/\n1:name=systemd:/user.slice/session-2.scope\n0::/icmpmon-test\n";
-        assert_eq!(cgroup_path(hybrid), "/icmpmon-test");
-        let hybrid_root = "12:pids:/\n1:name=systemd:/user.slice/session-2.scope\n0::/\n";
-        assert_eq!(cgroup_path(hybrid_root), "/user.slice/session-2.scope");
-        assert_eq!(cgroup_path("0::/\n"), "/");
-        assert_eq!(cgroup_path(""), "");
-    }
 
     #[test]
     fn this_process_is_found_by_its_socket() {

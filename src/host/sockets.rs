@@ -129,6 +129,22 @@ impl SockDiag {
     }
 }
 
+/// This host's addresses (of icmpmon's network namespace): a flow whose
+/// local end is not one of them is not a local socket's.
+pub(crate) fn local_addresses() -> std::collections::HashSet<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Default::default();
+    };
+    addrs
+        .filter_map(|i| {
+            let a = i.address?;
+            a.as_sockaddr_in()
+                .map(|s| IpAddr::V4(s.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        })
+        .collect()
+}
+
 /// One line of /proc/net/{icmp,icmp6,raw,raw6}: local address, the "port"
 /// (a ping socket's echo id; a raw socket's protocol), uid and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -84,15 +84,18 @@ cg="$cg2/$cg_name"
 mkdir "$cg"
 
 # A client process named $1 (its comm), in the test's cgroup when $2 is
-# "cg", running python code $3 in namespace a. Its pid is in $work/$1.pid.
+# "cg", as nobody when it is "nobody", else as root, running python code $3
+# in namespace a (the system python: nobody cannot run a pyenv shim). Its
+# pid (kept through the execs) is in $work/$1.pid.
 client() {
-	local name=$1 where=$2 code=$3
+	local name=$1 how=$2 code=$3 as=()
+	[ "$how" = nobody ] && as=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 	(
-		[ "$where" = cg ] && echo $BASHPID >"$cg/cgroup.procs"
-		exec ip netns exec "$a" python3 -c "
-import ctypes, os, socket, sys, time
+		echo $BASHPID >"$work/$name.pid"
+		[ "$how" = cg ] && echo $BASHPID >"$cg/cgroup.procs"
+		exec ip netns exec "$a" "${as[@]}" /usr/bin/python3 -c "
+import ctypes, socket, time
 ctypes.CDLL(None).prctl(15, b'$name', 0, 0, 0)
-open('$work/$name.pid', 'w').write(str(os.getpid()))
 $code"
 	) &
 	disown
@@ -112,6 +115,14 @@ for _ in range(3):
     try: s.send(b'x')
     except OSError: pass
     time.sleep(0.2)
+time.sleep(5)"
+# The same as another user: its /proc/PID/fd is not root's to read without
+# the capabilities the lookup thread keeps.
+client nobodyclient nobody "
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('10.81.2.2', 10))
+try: s.send(b'x')
+except OSError: pass
 time.sleep(5)"
 # TCP through r's narrow link: 20 KB in full-size segments.
 in_c python3 -c "
@@ -139,10 +150,14 @@ rows_of() {
 import csv, sys
 for r in csv.DictReader(open(sys.argv[1])):
     if r["kind"] == sys.argv[2]:
-        print(r["pid"], r["comm"], r["cgroup"], r["inner_proto"], r["inner_sport"], r["info"])
+        print(r["pid"], r["comm"], r["cgroup"], r["inner_proto"], r["inner_sport"], r["info"] or "-", r["inner_dport"])
 PYEOF
 }
-unreach=$(rows_of port-unreachable)
+unreach=$(rows_of port-unreachable | awk '$7 == 9')
+nobody_pid=$(cat "$work/nobodyclient.pid" 2>/dev/null)
+nobody=$(rows_of port-unreachable | awk '$7 == 10')
+check other-user "the port-unreachable of a process of uid 65534 names it ($nobody_pid nobodyclient): $nobody" \
+	sh -c "echo '$nobody' | grep -q '^$nobody_pid nobodyclient '"
 check udp-pid "port-unreachable rows name the UDP client ($udp_pid udpclient): $(echo "$unreach" | sort | uniq -c | tr '\n' ';')" \
 	sh -c "[ \$(echo '$unreach' | grep -c .) -ge 1 ] && echo '$unreach' | awk -v p=$udp_pid '\$1 != p || \$2 != \"udpclient\" { exit 1 }'"
 check cgroup "the UDP client's rows carry its cgroup /$cg_name" \
@@ -170,10 +185,22 @@ check echo-sender "echo requests sent from a name ping: $pings" test "$pings" = 
 # --- 2: why no reply, with icmpmon in r (the responder)
 snmp() { in_r awk '/^Icmp:/ { if (!h) { split($0, n); h = 1 } else { for (i = 2; i <= NF; i++) if (n[i] == "'"$1"'") print $i } }' /proc/net/snmp; }
 in_r sysctl -qw net.ipv4.icmp_ratemask=6169 net.ipv4.icmp_ratelimit=1000
-ip netns exec "$r" "$bin" --source packet --headless --csv /dev/null --alerts "$work/r-alerts.jsonl" \
+ip netns exec "$r" "$bin" --source packet --headless --csv "$work/r.csv" --alerts "$work/r-alerts.jsonl" \
 	--summary-json "$work/r.json" --duration 9 --metrics-listen 127.0.0.1:9812 2>"$work/r.err" &
 mon=$!
 for _ in $(seq 100); do grep -q "capturing from" "$work/r.err" && break; sleep 0.1; done
+# A forwarded flow is nobody's here, even with a local socket on its port:
+# a's datagrams from port 5353 to a closed port of c, while r listens on
+# 0.0.0.0:5353.
+in_r python3 -c "
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5353)); time.sleep(4)" &
+disown
+sleep 0.3
+in_a python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('10.81.1.2', 5353))
+for _ in range(3): s.sendto(b'x', ('10.81.2.2', 11))"
 before=$(snmp OutRateLimitHost)
 in_a ping -q -c 200 -i 0.005 10.81.1.1 >"$work/ping-rl.txt" 2>&1
 after=$(snmp OutRateLimitHost)
@@ -192,6 +219,14 @@ delta=$((after - before))
 rl=$(grep '"local-rate-limit"' "$work/r-alerts.jsonl" | head -1)
 check rate-limit "OutRateLimitHost +$delta in r while a flooded it; alert: ${rl:-none}" \
 	sh -c "[ $delta -gt 0 ] && echo '$rl' | grep -q 'OutRateLimitHost +' && echo '$rl' | grep -q 'icmp_ratemask = 6169'"
+forwarded=$(python3 - "$work/r.csv" <<'PYEOF'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["kind"] == "port-unreachable" and r["inner_sport"] == "5353"]
+print(len(rows), " ".join(sorted({r["comm"] or "-" for r in rows})))
+PYEOF
+)
+check forwarded "errors about a forwarded flow name no process of r (r listens on its port): $forwarded" \
+	sh -c "echo '$forwarded' | grep -Eq '^[1-9][0-9]* -$'"
 run_delta=$(python3 -c "
 import json
 k = json.load(open('$work/r.json'))['snapshot']['kernel']

@@ -66,7 +66,7 @@ pub struct MtuView {
     pub destination: String,
     pub mtu: u32,
     pub reporter: String,
-    /// `HH:MM:SS.mmm` of its last change.
+    /// `HH:MM:SS.mmm` when that MTU was reported.
     pub changed: String,
 }
 

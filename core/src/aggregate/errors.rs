@@ -67,6 +67,15 @@ pub fn proto_name(p: u8) -> Cow<'static, str> {
     })
 }
 
+/// Named counts as text: `frag-needed 3, port-unreachable 1`.
+pub fn kinds_text(kinds: &[(Cow<'static, str>, u64)]) -> String {
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether this type is an ICMP error (it quotes the offending packet).
 pub fn is_error(family: Family, icmp_type: u8) -> bool {
     match family {

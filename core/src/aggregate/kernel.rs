@@ -101,6 +101,32 @@ impl KernelSample {
     fn on(&self, sysctl: &str) -> bool {
         self.sysctls.get(sysctl).is_some_and(|v| v == "1")
     }
+
+    /// Whether the rate limiter may hold echo replies back: type 0 in
+    /// `icmp_ratemask` (a bit mask), type 129 in `net.ipv6.icmp.ratemask`
+    /// (a list of ranges). By default neither is: then a moving rate-limit
+    /// counter is about other messages (errors to a scan) and explains no
+    /// unanswered request. Unknown (not read): assumed so.
+    fn limits_echo_replies(&self, v6: bool) -> bool {
+        if v6 {
+            self.sysctls
+                .get("net.ipv6.icmp.ratemask")
+                .is_none_or(|list| in_ranges(list, 129))
+        } else {
+            self.sysctls
+                .get("net.ipv4.icmp_ratemask")
+                .and_then(|m| m.parse::<u32>().ok())
+                .is_none_or(|m| m & 1 != 0)
+        }
+    }
+}
+
+/// Whether `n` is in a kernel range list such as `0-1,3-127`.
+fn in_ranges(list: &str, n: u32) -> bool {
+    list.split(',').any(|r| {
+        let (lo, hi) = r.trim().split_once('-').unwrap_or((r.trim(), r.trim()));
+        matches!((lo.parse::<u32>(), hi.parse::<u32>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&n))
+    })
 }
 
 /// What `KernelWatch` reads for one family between two samples.
@@ -172,6 +198,9 @@ impl KernelWatch {
                 "{} echo requests unanswered: {ignore} = 1",
                 s.unanswered
             )));
+        }
+        if !last.limits_echo_replies(s.v6) {
+            return None;
         }
         let moved: Vec<String> = limits
             .iter()
@@ -248,6 +277,7 @@ mod tests {
         s.add_snmp6(SNMP6);
         s.set_sysctl("net.ipv4.icmp_echo_ignore_all", ignore);
         s.set_sysctl("net.ipv4.icmp_ratelimit", "1000\n");
+        s.set_sysctl("net.ipv4.icmp_ratemask", "6169");
         s
     }
 
@@ -287,6 +317,30 @@ mod tests {
             None
         );
         assert_eq!(w.why(Silence { v6: true, ..v4 }), None);
+        // The default ratemask (6168) spares echo replies: the counter
+        // moved for other messages, and explains nothing.
+        let mut spared = sample(14, "0");
+        spared.set_sysctl("net.ipv4.icmp_ratemask", "6168");
+        w.push(spared);
+        assert_eq!(w.why(v4), None);
+        let mut v6 = sample(14, "0");
+        v6.add_snmp6("Icmp6OutRateLimitHost 3\n");
+        v6.set_sysctl("net.ipv6.icmp.ratemask", "0-1,3-127");
+        w.push(v6.clone());
+        v6.add_snmp6("Icmp6OutRateLimitHost 9\n");
+        w.push(v6.clone());
+        assert_eq!(
+            w.why(Silence { v6: true, ..v4 }),
+            None,
+            "129 not in 0-1,3-127"
+        );
+        v6.add_snmp6("Icmp6OutRateLimitHost 12\n");
+        v6.set_sysctl("net.ipv6.icmp.ratemask", "0-1,3-127,129");
+        w.push(v6);
+        assert!(matches!(
+            w.why(Silence { v6: true, ..v4 }),
+            Some(Why::RateLimit(_))
+        ));
         w.push(sample(9, "1"));
         assert!(matches!(w.why(v4), Some(Why::EchoIgnored(_))));
         let view = w.view().unwrap();

@@ -159,9 +159,12 @@ pub struct PathMtu {
     /// The last MTU reported, and the hop that reported it.
     pub mtu: u32,
     pub reporter: IpAddr,
-    /// The smallest MTU reported, and by which hop.
+    /// The smallest plausible MTU reported (IPv4 at least 68, IPv6 1280:
+    /// an old router's 0 or a spoofed tiny value does not pin it), by
+    /// which hop, and when.
     pub smallest: u32,
     pub smallest_reporter: IpAddr,
+    pub smallest_ns: u64,
     pub reports: u64,
     /// When the MTU (or the reporting hop) last changed, and when it was
     /// last reported.
@@ -356,13 +359,14 @@ impl Aggregator {
     }
 
     fn path_mtu_reported(&mut self, dst: IpAddr, mtu: u32, reporter: IpAddr, ts_ns: u64) {
+        let plausible = mtu >= if dst.is_ipv4() { 68 } else { 1280 };
         match self.path_mtu.get_mut(&Addr(dst)) {
             Some(p) => {
                 if (p.mtu, p.reporter) != (mtu, reporter) {
                     (p.mtu, p.reporter, p.changed_ns) = (mtu, reporter, ts_ns);
                 }
-                if mtu < p.smallest {
-                    (p.smallest, p.smallest_reporter) = (mtu, reporter);
+                if plausible && (mtu < p.smallest || p.smallest == 0) {
+                    (p.smallest, p.smallest_reporter, p.smallest_ns) = (mtu, reporter, ts_ns);
                 }
                 p.last_ns = p.last_ns.max(ts_ns);
                 p.reports += 1;
@@ -373,8 +377,9 @@ impl Aggregator {
                     PathMtu {
                         mtu,
                         reporter,
-                        smallest: mtu,
+                        smallest: if plausible { mtu } else { 0 },
                         smallest_reporter: reporter,
+                        smallest_ns: ts_ns,
                         reports: 1,
                         changed_ns: ts_ns,
                         last_ns: ts_ns,
@@ -497,17 +502,28 @@ impl Aggregator {
     /// What the attribution thread found for `ev` (an error quoting a
     /// local flow, or an echo request sent from here): counted per owner,
     /// and shown with the event and its error flow.
-    pub fn attributed(&mut self, ev: &IcmpEvent, a: &Attribution) {
+    ///
+    /// `seq`: the event's number here (`events()` right after its
+    /// `ingest`), which finds it among the recent events at once; without
+    /// it (another aggregator's number), the last events are searched.
+    pub fn attributed(&mut self, ev: &IcmpEvent, seq: Option<u64>, a: &Attribution) {
         let error = is_error(ev.family, ev.icmp_type);
         self.owners.attributed(ev, a, error);
         if let (true, Attribution::Owner(o), Some(q)) = (error, a, &ev.quoted) {
             self.errors.attribute(&FlowKey::from(q), o);
         }
-        // Answers come within a second: the event is near the end.
-        if let Some(r) = self.recent.iter_mut().rev().take(4096).find(|r| {
-            r.attribution.is_none()
-                && (r.ts_ns, r.src, r.dst, r.icmp_type) == (ev.ts_ns, ev.src, ev.dst, ev.icmp_type)
-        }) {
+        let first = self.events - self.recent.len() as u64 + 1;
+        let r = match seq {
+            Some(n) => n
+                .checked_sub(first)
+                .and_then(|i| self.recent.get_mut(usize::try_from(i).ok()?)),
+            None => self.recent.iter_mut().rev().take(64).find(|r| {
+                r.attribution.is_none()
+                    && (r.ts_ns, r.src, r.dst, r.icmp_type)
+                        == (ev.ts_ns, ev.src, ev.dst, ev.icmp_type)
+            }),
+        };
+        if let Some(r) = r {
             r.attribution = Some(a.clone());
         }
     }

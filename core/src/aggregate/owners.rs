@@ -82,9 +82,33 @@ impl AttributionTotals {
     }
 }
 
-/// The unit or container a cgroup v2 path names: a container id (docker,
-/// containerd, cri-o, podman; shortened to 12 characters), a Kubernetes pod,
-/// else the innermost systemd `.service` or `.scope`.
+/// The path of a /proc/PID/cgroup text: the unified (v2) line when it says
+/// more than `/`, else systemd's v1 hierarchy, else the first v1 path.
+/// Paths are relative to icmpmon's own cgroup namespace.
+pub fn cgroup_path(text: &str) -> String {
+    let lines: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            Some((ctl, path))
+        })
+        .collect();
+    let pick = |want: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .find(|(c, p)| want(c) && *p != "/")
+            .map(|(_, p)| p.to_string())
+    };
+    pick(&|c| c.is_empty())
+        .or_else(|| pick(&|c| c == "name=systemd"))
+        .or_else(|| pick(&|_| true))
+        .unwrap_or_else(|| lines.first().map_or(String::new(), |(_, p)| p.to_string()))
+}
+
+/// The unit or container a cgroup path names: a container id (docker,
+/// containerd, cri-o, podman; shortened to 12 characters), a Kubernetes pod
+/// (under `kubepods`), else the innermost systemd `.service` or `.scope`.
 pub fn cgroup_unit(path: &str) -> Option<String> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let hex = |s: &str| s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit());
@@ -101,20 +125,27 @@ pub fn cgroup_unit(path: &str) -> Option<String> {
             }
         }
     }
-    // cgroupfs drivers: /docker/<id>, /kubepods/.../<id>.
+    // cgroupfs drivers: /docker/<id>, /kubepods/<class>/pod<uid>/<id>.
+    let kube = parts.first().is_some_and(|p| p.starts_with("kubepods"));
     for w in parts.windows(2) {
         if matches!(w[0], "docker" | "containerd" | "libpod_parent") && hex(w[1]) {
             return Some(format!("{}:{}", w[0], &w[1][..12]));
         }
+        if kube && w[0].starts_with("pod") && hex(w[1]) {
+            return Some(format!("container:{}", &w[1][..12]));
+        }
     }
-    if let Some(pod) = parts.iter().rev().find_map(|p| {
-        let p = p.strip_suffix(".slice").unwrap_or(p);
-        p.rsplit_once("-pod")
-            .map(|(_, id)| id)
-            .or_else(|| p.strip_prefix("pod"))
-            .filter(|id| id.len() >= 8)
-    }) {
-        return Some(format!("pod:{}", pod.replace('_', "-")));
+    if kube {
+        let pod = parts.iter().rev().find_map(|p| {
+            let p = p.strip_suffix(".slice").unwrap_or(p);
+            p.rsplit_once("-pod")
+                .map(|(_, id)| id)
+                .or_else(|| p.strip_prefix("pod"))
+                .filter(|id| id.len() >= 8)
+        });
+        if let Some(pod) = pod {
+            return Some(format!("pod:{}", pod.replace('_', "-")));
+        }
     }
     parts
         .iter()
@@ -247,6 +278,10 @@ mod tests {
             ),
             ("/docker/0123456789abcdef0123", Some("docker:0123456789ab")),
             ("/machine.slice/libpod-0123456789abcdef.scope/container", Some("podman:0123456789ab")),
+            ("/system.slice/podman.service", Some("podman.service")),
+            ("/user.slice/user-1000.slice/user@1000.service/app.slice/podman-1234.scope", Some("podman-1234.scope")),
+            ("/kubepods/burstable/pod1b2c3d4e-5f60-7a8b/0123456789abcdef0123", Some("container:0123456789ab")),
+            ("/kubepods/besteffort/pod1b2c3d4e-5f60-7a8b", Some("pod:1b2c3d4e-5f60-7a8b")),
             ("/icmpmon-test", None),
             ("/", None),
             ("", None),
@@ -254,5 +289,19 @@ mod tests {
         for (path, unit) in cases {
             assert_eq!(cgroup_unit(path).as_deref(), unit, "{path}");
         }
+    }
+
+    #[test]
+    fn cgroup_files_v2_hybrid_and_v1() {
+        assert_eq!(
+            cgroup_path("0::/system.slice/nginx.service\n"),
+            "/system.slice/nginx.service"
+        );
+        let hybrid = "12:pids:/\n1:name=systemd:/user.slice/session-2.scope\n0::/icmpmon-test\n";
+        assert_eq!(cgroup_path(hybrid), "/icmpmon-test");
+        let hybrid_root = "12:pids:/\n1:name=systemd:/user.slice/session-2.scope\n0::/\n";
+        assert_eq!(cgroup_path(hybrid_root), "/user.slice/session-2.scope");
+        assert_eq!(cgroup_path("0::/\n"), "/");
+        assert_eq!(cgroup_path(""), "");
     }
 }

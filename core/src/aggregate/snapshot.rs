@@ -85,9 +85,11 @@ pub struct ErrorRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct MtuRow {
     pub destination: IpAddr,
-    /// The smallest MTU reported and the hop that reported it.
+    /// The smallest plausible MTU reported (0: none yet), the hop that
+    /// reported it, and when.
     pub smallest: u32,
     pub smallest_reporter: IpAddr,
+    pub smallest_ns: u64,
     /// The last MTU reported, by whom, and when it (or its hop) changed.
     pub mtu: u32,
     pub reporter: IpAddr,
@@ -300,6 +302,7 @@ impl Aggregator {
                     destination: d,
                     smallest: p.smallest,
                     smallest_reporter: p.smallest_reporter,
+                    smallest_ns: p.smallest_ns,
                     mtu: p.mtu,
                     reporter: p.reporter,
                     changed_ns: p.changed_ns,
