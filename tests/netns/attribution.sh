@@ -11,6 +11,8 @@ set -uo pipefail
 [ "$(id -u)" = 0 ] || { echo "tests/netns/attribution.sh: needs root (namespaces, cgroups)" >&2; exit 1; }
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/netns/lib.sh
+. "$repo/tests/netns/lib.sh"
 bin="$repo/target/debug/icmpmon"
 work=$(mktemp -d /tmp/icmpmon-attrib.XXXXXX)
 a=icmpmon-t-a
@@ -21,9 +23,7 @@ cg_mounted=""
 cg=""
 
 cleanup() {
-	for ns in $a $r $c; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-	done
+	netns_kill $a $r $c
 	sleep 0.2
 	if [ -n "$cg" ] && [ -d "$cg" ]; then
 		rmdir "$cg" 2>/dev/null
@@ -31,9 +31,7 @@ cleanup() {
 	if [ -n "$cg_mounted" ]; then
 		umount "$cg_mounted" && rmdir "$cg_mounted"
 	fi
-	for ns in $a $r $c; do
-		ip netns del "$ns" 2>/dev/null
-	done
+	netns_remove $a $r $c
 	[ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT

@@ -25,6 +25,24 @@ netns_pair() {
 	sleep 1
 }
 
+# netns_kill NS...: kills what runs in the namespaces; netns_remove NS...:
+# that, then deletes them (the test scripts' cleanup).
+netns_kill() {
+	local ns
+	for ns in "$@"; do
+		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+	done
+	return 0
+}
+netns_remove() {
+	local ns
+	netns_kill "$@"
+	for ns in "$@"; do
+		ip netns del "$ns" 2>/dev/null
+	done
+	return 0
+}
+
 # netns_teardown MON PEER: kills what runs in MON, deletes both namespaces.
 netns_teardown() {
 	ip netns pids "$1" 2>/dev/null | xargs -r kill -9 2>/dev/null || true

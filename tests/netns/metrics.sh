@@ -13,6 +13,8 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null ||
 	{ echo "tests/netns/metrics.sh: needs prometheus and promtool (apt-get install prometheus)" >&2; exit 1; }
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/netns/lib.sh
+. "$repo/tests/netns/lib.sh"
 bin="$repo/target/debug/icmpmon"
 abuse="$repo/tests/netns/http_abuse.py"
 work=$(mktemp -d /tmp/icmpmon-metrics.XXXXXX)
@@ -24,10 +26,7 @@ port=9798
 prom=127.0.0.1:9390
 
 cleanup() {
-	for ns in $r $a $b $c; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
-	done
+	netns_remove $r $a $b $c
 	[ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT

@@ -22,10 +22,7 @@ b=icmpmon-p-b
 
 cleanup() {
 	tm kill-server 2>/dev/null
-	for ns in $r $a $b; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
-	done
+	netns_remove $r $a $b
 	[ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
