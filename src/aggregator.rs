@@ -169,6 +169,8 @@ pub struct Dashboard {
     /// the run's (which rows, alerts and the summary use): clearing it
     /// shows the run's statistics again, untouched.
     view_filter: Option<(Filter, Aggregator)>,
+    /// Changes with every new dashboard filter.
+    view_generation: u64,
     last: Option<Instant>,
     last_events: u64,
 }
@@ -192,6 +194,7 @@ impl Dashboard {
                 limit: 200,
             },
             view_filter: None,
+            view_generation: 0,
             last: None,
             last_events: u64::MAX,
         }
@@ -246,6 +249,7 @@ impl Dashboard {
                         // Counted from now on: what came before was not
                         // kept per event.
                         self.view_filter = Some((f, Aggregator::new(config.clone())));
+                        self.view_generation += 1;
                     }
                 }
             }
@@ -255,13 +259,16 @@ impl Dashboard {
 
     /// An event the run's filter let through: also counted under the
     /// dashboard's filter, if any.
-    fn ingest(&mut self, ev: &IcmpEvent) {
-        if let Some((f, a)) = &mut self.view_filter {
-            if f.matches(ev) {
-                a.ingest(ev);
-                a.take_alerts();
-            }
+    /// Returns the event's number under the dashboard's filter (with the
+    /// filter's generation), for its attribution later.
+    fn ingest(&mut self, ev: &IcmpEvent) -> Option<(u64, u64)> {
+        let (f, a) = self.view_filter.as_mut()?;
+        if !f.matches(ev) {
+            return None;
         }
+        a.ingest(ev);
+        a.take_alerts();
+        Some((self.view_generation, a.events()))
     }
 
     fn tick(&mut self, now_ns: u64) {
@@ -272,10 +279,12 @@ impl Dashboard {
     }
 
     /// What attribution found for an event, for the dashboard's filter too.
-    fn attributed(&mut self, ev: &IcmpEvent, who: &Attribution) {
-        if let Some((f, a)) = &mut self.view_filter {
-            if f.matches(ev) {
-                a.attributed(ev, None, who);
+    /// What attribution found for an event the dashboard's filter took
+    /// (`view_seq`, from `ingest`), unless that filter has been replaced.
+    fn attributed(&mut self, ev: &IcmpEvent, view_seq: Option<(u64, u64)>, who: &Attribution) {
+        if let (Some((_, a)), Some((generation, seq))) = (&mut self.view_filter, view_seq) {
+            if generation == self.view_generation {
+                a.attributed(ev, Some(seq), who);
             }
         }
     }
@@ -381,12 +390,13 @@ impl Writer<'_> {
             ev,
             rtt_us,
             seq,
+            view_seq,
             who,
         } = r;
         if let Some(a) = &who {
             agg.attributed(&ev, Some(seq), a);
             if let Some(d) = dash {
-                d.attributed(&ev, a);
+                d.attributed(&ev, view_seq, a);
             }
         }
         if !self.writing {
@@ -517,21 +527,17 @@ pub fn consume(
                     }
                     taken += 1;
                     let outcome = agg.ingest(&ev);
-                    if let Some(d) = dash.as_mut() {
-                        d.ingest(&ev);
-                    }
-                    let seq = agg.events();
+                    let view_seq = dash.as_mut().and_then(|d| d.ingest(&ev));
+                    let r = Ready {
+                        ev,
+                        rtt_us: outcome.rtt_us,
+                        seq: agg.events(),
+                        view_seq,
+                        who: None,
+                    };
                     match join.as_mut() {
-                        Some(j) => j.push(ev, outcome.rtt_us, seq),
-                        None => {
-                            let r = Ready {
-                                ev,
-                                rtt_us: outcome.rtt_us,
-                                seq,
-                                who: None,
-                            };
-                            w.emit(&mut t, &mut agg, dash.as_mut(), r, count);
-                        }
+                        Some(j) => j.push(r),
+                        None => w.emit(&mut t, &mut agg, dash.as_mut(), r, count),
                     }
                 }
                 // Alerts are written even once rows are not (--count).
@@ -608,10 +614,13 @@ pub fn consume(
     // Rows still waiting get their answers if they come in time.
     if let Some(j) = join.as_mut() {
         while let Some(d) = j.deadline() {
+            // A timeout lets the front row go; the rows behind keep their
+            // own time.
             match news.recv_deadline(d) {
                 Ok(News::Answer(k, a)) => j.answer(k, a),
-                Ok(News::Kernel(_)) => {}
-                Err(_) => break,
+                Ok(News::Kernel(s)) => agg.kernel_sample(s),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
             for r in j.ready(false) {
                 w.emit(&mut t, &mut agg, dash.as_mut(), r, count);

@@ -28,23 +28,22 @@ const HELD: usize = 16_384;
 /// A row waiting to be written.
 #[derive(Debug)]
 struct Held {
-    ev: IcmpEvent,
-    rtt_us: Option<u64>,
-    /// The aggregator's number for the event (`Aggregator::events` after it).
-    seq: u64,
+    row: Ready,
     key: Option<LookupKey>,
     /// Known when held (a cached answer, or a skip).
     answer: Option<Attribution>,
     since: Instant,
 }
 
-/// A row ready to go out: the event, its RTT, its number in the
-/// aggregator, and what was found for it (`None`: it needed no lookup).
+/// A row: the event, its RTT, its numbers in the aggregator and in the
+/// dashboard's filtered one (with that filter's generation), and, once
+/// ready to go out, what was found for it (`None`: it needed no lookup).
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub ev: IcmpEvent,
     pub rtt_us: Option<u64>,
     pub seq: u64,
+    pub view_seq: Option<(u64, u64)>,
     pub who: Option<Attribution>,
 }
 
@@ -53,9 +52,10 @@ pub(crate) struct Join {
     asks: Sender<Ask>,
     /// Answers by key, and when they came.
     cache: LruCache<LookupKey, (Attribution, Instant)>,
-    /// Keys with rows waiting: how many, and the answer once it came (kept
-    /// here, not only in the cache, which a flood could turn over first).
-    waiting: HashMap<LookupKey, (usize, Option<Attribution>)>,
+    /// Keys with rows waiting: how many, and the answer once it came, with
+    /// its time (kept here, not only in the cache, which a flood could turn
+    /// over first).
+    waiting: HashMap<LookupKey, (usize, Option<(Attribution, Instant)>)>,
     held: VecDeque<Held>,
 }
 
@@ -69,54 +69,70 @@ impl Join {
         }
     }
 
-    /// Takes a row; asks about its socket unless the cache knows (or a row
-    /// already waits for the same key).
-    pub fn push(&mut self, ev: IcmpEvent, rtt_us: Option<u64>, seq: u64) {
-        let key = LookupKey::of(&ev);
+    /// Takes a row; asks about its socket unless an answer is known (or a
+    /// lookup for the same key is under way).
+    pub fn push(&mut self, row: Ready) {
+        let key = LookupKey::of(&row.ev);
         let now = Instant::now();
         let answer = key.and_then(|k| self.ask(k, now));
         if let (Some(k), None) = (key, &answer) {
             self.waiting.entry(k).or_default().0 += 1;
         }
         self.held.push_back(Held {
-            ev,
-            rtt_us,
-            seq,
+            row,
             key,
             answer,
             since: now,
         });
     }
 
-    /// The cached answer; else `None` after asking (or when a lookup is
-    /// under way), or `Skipped` when the queue is full.
+    /// A known answer still fresh; else `None` after asking (or while a
+    /// lookup is under way), or `Skipped` when the queue is full.
     fn ask(&mut self, k: LookupKey, now: Instant) -> Option<Attribution> {
-        if let Some((a, at)) = self.cache.get(&k) {
+        let fresh = |(a, at): &(Attribution, Instant)| {
             let ttl = match a {
                 Attribution::Owner(_) => TTL_FOUND,
+                Attribution::Skipped => Duration::ZERO,
                 _ => TTL_MISS,
             };
-            if now.duration_since(*at) < ttl {
-                return Some(a.clone());
-            }
+            (now.duration_since(*at) < ttl).then(|| a.clone())
+        };
+        if let Some(a) = self.cache.get(&k).and_then(fresh) {
+            return Some(a);
         }
-        if self.waiting.get(&k).is_some_and(|(_, a)| a.is_none()) {
-            return None;
+        if let Some(w) = self.waiting.get_mut(&k) {
+            match &w.1 {
+                None => return None,
+                Some(known) => {
+                    if let Some(a) = fresh(known) {
+                        return Some(a);
+                    }
+                    // Stale or skipped: asked again, rows wait for the new one.
+                    w.1 = None;
+                }
+            }
         }
         match self.asks.try_send(Ask { key: k, at: now }) {
             Ok(()) => None,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                if let Some(w) = self.waiting.get_mut(&k) {
+                    w.1 = Some((Attribution::Skipped, now));
+                }
                 Some(Attribution::Skipped)
             }
         }
     }
 
-    /// An answer from the host thread.
+    /// An answer from the host thread (`Skipped` when it dropped a stale
+    /// ask: the rows waiting go, the next row asks again).
     pub fn answer(&mut self, k: LookupKey, a: Attribution) {
+        let now = Instant::now();
         if let Some(w) = self.waiting.get_mut(&k) {
-            w.1 = Some(a.clone());
+            w.1 = Some((a.clone(), now));
         }
-        self.cache.put(k, (a, Instant::now()));
+        if a != Attribution::Skipped {
+            self.cache.put(k, (a, now));
+        }
     }
 
     /// The rows at the front that can go now, in order: answered, needing
@@ -129,13 +145,13 @@ impl Join {
             let who = match (h.key, &h.answer) {
                 (None, _) => None,
                 (Some(_), Some(a)) => Some(a.clone()),
-                (Some(k), None) => match self.waiting.get(&k).and_then(|w| w.1.clone()) {
-                    Some(a) => Some(a),
+                (Some(k), None) => match self.waiting.get(&k).and_then(|w| w.1.as_ref()) {
+                    Some((a, _)) => Some(a.clone()),
                     None if late => Some(Attribution::Skipped),
                     None => break,
                 },
             };
-            let h = self.held.pop_front().expect("front exists");
+            let mut h = self.held.pop_front().expect("front exists");
             if let (Some(k), None) = (h.key, &h.answer) {
                 if let Some(w) = self.waiting.get_mut(&k) {
                     w.0 -= 1;
@@ -144,12 +160,8 @@ impl Join {
                     }
                 }
             }
-            out.push(Ready {
-                ev: h.ev,
-                rtt_us: h.rtt_us,
-                seq: h.seq,
-                who,
-            });
+            h.row.who = who;
+            out.push(h.row);
         }
         out
     }
@@ -190,6 +202,16 @@ mod tests {
         }
     }
 
+    fn row(ev: IcmpEvent, seq: u64) -> Ready {
+        Ready {
+            ev,
+            rtt_us: None,
+            seq,
+            view_seq: None,
+            who: None,
+        }
+    }
+
     fn echo_reply() -> IcmpEvent {
         IcmpEvent {
             icmp_type: 0,
@@ -203,9 +225,9 @@ mod tests {
     fn rows_keep_their_order_and_wait_for_their_answer_once_per_key() {
         let (tx, rx) = crossbeam_channel::bounded(2);
         let mut j = Join::new(tx);
-        j.push(error(1000), None, 1);
-        j.push(echo_reply(), Some(5), 2);
-        j.push(error(1000), None, 3);
+        j.push(row(error(1000), 1));
+        j.push(row(echo_reply(), 2));
+        j.push(row(error(1000), 3));
         assert!(
             j.ready(false).is_empty(),
             "the first row waits, and all behind it"
@@ -233,8 +255,8 @@ mod tests {
     fn a_full_queue_skips_without_waiting_and_the_end_lets_everything_go() {
         let (tx, _rx) = crossbeam_channel::bounded(1);
         let mut j = Join::new(tx);
-        j.push(error(1), None, 1);
-        j.push(error(2), None, 2);
+        j.push(row(error(1), 1));
+        j.push(row(error(2), 2));
         assert!(j.ready(false).is_empty(), "the first waits for its answer");
         let out = j.ready(true);
         assert_eq!(out.len(), 2);
@@ -249,7 +271,7 @@ mod tests {
     fn an_answer_outlives_the_cache_for_the_rows_that_wait_for_it() {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut j = Join::new(tx);
-        j.push(error(1), None, 1);
+        j.push(row(error(1), 1));
         let k = rx.try_recv().unwrap().key;
         j.answer(k, Attribution::Gone);
         for port in 0..(CACHED as u16 + 10) {
@@ -258,5 +280,25 @@ mod tests {
         }
         let out = j.ready(false);
         assert_eq!(out[0].who, Some(Attribution::Gone));
+    }
+
+    /// A lookup the host thread dropped as stale is answered `Skipped`:
+    /// the flow's next row asks again, and the rows still waiting get the
+    /// new answer (a flow erroring all the time is not skipped for good).
+    #[test]
+    fn a_skipped_lookup_is_asked_again_by_the_next_row() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let mut j = Join::new(tx);
+        j.push(row(error(7), 1));
+        j.push(row(error(7), 2));
+        let k = rx.try_recv().unwrap().key;
+        j.answer(k, Attribution::Skipped);
+        j.push(row(error(7), 3));
+        assert_eq!(rx.try_recv().map(|a| a.key), Ok(k), "asked again");
+        assert!(j.ready(false).is_empty(), "all wait for the new answer");
+        j.answer(k, Attribution::NoSocket);
+        let out = j.ready(false);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|r| r.who == Some(Attribution::NoSocket)));
     }
 }

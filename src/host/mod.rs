@@ -163,13 +163,15 @@ fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work) {
         }
     };
     let mut procs = procs::Processes::default();
-    let mut local = sockets::local_addresses();
+    let mut local = sockets::local_addresses().unwrap_or_default();
     let mut next_sample = Instant::now();
     loop {
         if Instant::now() >= next_sample {
             // From now: a stalled thread does not send a burst to catch up.
             next_sample = Instant::now() + SAMPLE_EVERY;
-            local = sockets::local_addresses();
+            if let Some(l) = sockets::local_addresses() {
+                local = l;
+            }
             if tell.send(News::Kernel(counters::sample())).is_err() {
                 return;
             }
@@ -180,7 +182,14 @@ fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work) {
             Err(RecvTimeoutError::Disconnected) => return,
         };
         if ask.at.elapsed() >= join::WAIT {
+            // Its rows have gone: told so, so the next row asks again.
             work.stale.fetch_add(1, Relaxed);
+            if tell
+                .send(News::Answer(ask.key, Attribution::Skipped))
+                .is_err()
+            {
+                return;
+            }
             continue;
         }
         work.lookups.fetch_add(1, Relaxed);
@@ -206,7 +215,9 @@ fn lookup(
         LookupKey::Inet { local: l, .. } => l.ip(),
         LookupKey::Echo { local: l, .. } => l,
     };
-    if !local.contains(&canonical(here)) {
+    let here = canonical(here);
+    // Loopback: all of 127.0.0.0/8 is local, not only what lo lists.
+    if !here.is_loopback() && !local.contains(&here) {
         return Attribution::NoSocket;
     }
     let found = match key {

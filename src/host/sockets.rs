@@ -130,19 +130,19 @@ impl SockDiag {
 }
 
 /// This host's addresses (of icmpmon's network namespace): a flow whose
-/// local end is not one of them is not a local socket's.
-pub(crate) fn local_addresses() -> std::collections::HashSet<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Default::default();
-    };
-    addrs
+/// local end is not one of them is not a local socket's. `None` when they
+/// cannot be read (the caller keeps what it had).
+pub(crate) fn local_addresses() -> Option<std::collections::HashSet<IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    let set = addrs
         .filter_map(|i| {
             let a = i.address?;
             a.as_sockaddr_in()
                 .map(|s| IpAddr::V4(s.ip()))
                 .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
         })
-        .collect()
+        .collect();
+    Some(set)
 }
 
 /// One line of /proc/net/{icmp,icmp6,raw,raw6}: local address, the "port"

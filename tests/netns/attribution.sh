@@ -142,18 +142,20 @@ udp_pid=$(cat "$work/udpclient.pid" 2>/dev/null)
 tcp_pid=$(cat "$work/tcpclient.pid" 2>/dev/null)
 check run "icmpmon in a ran and ended by itself: exit $rc" test "$rc" = 0
 
-# The rows of a kind as "pid comm cgroup", by column name (schema v2).
+# The rows of kind $1 (and quoted destination port $2, if given) as
+# "pid comm cgroup inner_proto inner_sport info", by column name (schema
+# v2); "-" for an empty cell, so that an unattributed row still counts.
 rows_of() {
-	python3 - "$work/a.csv" "$1" <<'PYEOF'
+	python3 - "$work/a.csv" "$1" "${2:-}" <<'PYEOF'
 import csv, sys
 for r in csv.DictReader(open(sys.argv[1])):
-    if r["kind"] == sys.argv[2]:
-        print(r["pid"], r["comm"], r["cgroup"], r["inner_proto"], r["inner_sport"], r["info"] or "-", r["inner_dport"])
+    if r["kind"] == sys.argv[2] and sys.argv[3] in ("", r["inner_dport"]):
+        print(*(r[k] or "-" for k in ("pid", "comm", "cgroup", "inner_proto", "inner_sport", "info")))
 PYEOF
 }
-unreach=$(rows_of port-unreachable | awk '$7 == 9')
+unreach=$(rows_of port-unreachable 9)
 nobody_pid=$(cat "$work/nobodyclient.pid" 2>/dev/null)
-nobody=$(rows_of port-unreachable | awk '$7 == 10')
+nobody=$(rows_of port-unreachable 10)
 check other-user "the port-unreachable of a process of uid 65534 names it ($nobody_pid nobodyclient): $nobody" \
 	sh -c "echo '$nobody' | grep -q '^$nobody_pid nobodyclient '"
 check udp-pid "port-unreachable rows name the UDP client ($udp_pid udpclient): $(echo "$unreach" | sort | uniq -c | tr '\n' ';')" \

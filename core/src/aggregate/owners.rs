@@ -126,7 +126,8 @@ pub fn cgroup_unit(path: &str) -> Option<String> {
         }
     }
     // cgroupfs drivers: /docker/<id>, /kubepods/<class>/pod<uid>/<id>.
-    let kube = parts.first().is_some_and(|p| p.starts_with("kubepods"));
+    // kubepods anywhere: kubelet's --cgroup-root may put it under a slice.
+    let kube = parts.iter().any(|p| p.contains("kubepods"));
     for w in parts.windows(2) {
         if matches!(w[0], "docker" | "containerd" | "libpod_parent") && hex(w[1]) {
             return Some(format!("{}:{}", w[0], &w[1][..12]));
