@@ -80,11 +80,10 @@ pub(crate) enum News {
 }
 
 /// Lookups made by the thread (for the summary and the tests: a capture
-/// file makes none), asks dropped as stale, and /proc scans.
+/// file makes none), and /proc scans.
 #[derive(Debug, Default)]
 pub(crate) struct Work {
     pub lookups: std::sync::atomic::AtomicU64,
-    pub stale: std::sync::atomic::AtomicU64,
     pub scans: std::sync::atomic::AtomicU64,
 }
 
@@ -182,8 +181,8 @@ fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work) {
             Err(RecvTimeoutError::Disconnected) => return,
         };
         if ask.at.elapsed() >= join::WAIT {
-            // Its rows have gone: told so, so the next row asks again.
-            work.stale.fetch_add(1, Relaxed);
+            // Its rows have gone (counted skipped): told so, so that the
+            // flow's next row asks again.
             if tell
                 .send(News::Answer(ask.key, Attribution::Skipped))
                 .is_err()

@@ -136,6 +136,11 @@ s = socket.create_connection(('10.81.2.2', 5001))
 s.sendall(b'x' * 20000)
 time.sleep(5)"
 in_a ping -c 2 -i 0.2 10.81.2.2 >/dev/null
+# And as nobody, without ping's file capability (no_new_privs): an ICMP
+# datagram ("ping") socket, found in /proc/net/icmp by its echo id.
+in_a sysctl -qw net.ipv4.ping_group_range="0 2147483647"
+in_a setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
+	ping -c 2 -i 0.2 10.81.2.2 >"$work/ping-dgram.txt" 2>&1
 wait $mon
 rc=$?
 udp_pid=$(cat "$work/udpclient.pid" 2>/dev/null)
@@ -180,7 +185,8 @@ import csv, sys
 print(" ".join(r["comm"] or "?" for r in csv.DictReader(open(sys.argv[1])) if r["kind"] == "echo-request"))
 PYEOF
 )
-check echo-sender "echo requests sent from a name ping: $pings" test "$pings" = "ping ping"
+check echo-sender "echo requests sent from a name ping, a raw socket's then a ping socket's: $pings" \
+	test "$pings" = "ping ping ping ping"
 
 # --- 2: why no reply, with icmpmon in r (the responder)
 snmp() { in_r awk '/^Icmp:/ { if (!h) { split($0, n); h = 1 } else { for (i = 2; i <= NF; i++) if (n[i] == "'"$1"'") print $i } }' /proc/net/snmp; }
