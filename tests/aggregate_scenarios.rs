@@ -124,6 +124,7 @@ fn event(e: &EventSpec) -> IcmpEvent {
             dst: q.dst,
             sport: q.sport,
             dport: q.dport,
+            echo_id: None,
         }),
         info: e.mtu.map(Info::Mtu).or(e.gateway.map(Info::Gateway)),
     }

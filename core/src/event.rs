@@ -90,6 +90,9 @@ pub struct Quoted {
     /// Ports of TCP, UDP, SCTP, DCCP and UDP-Lite, when quoted.
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// The identifier of a quoted echo request (an error about a ping):
+    /// with `src`, it names the pinging socket.
+    pub echo_id: Option<u16>,
 }
 
 /// Type-specific detail carried in the ICMP header.

@@ -182,12 +182,25 @@ fn quoted(bytes: &[u8]) -> Option<Quoted> {
     } else {
         None
     };
+    // ICMP type 8 / ICMPv6 128, code 0, checksum, then the identifier.
+    let echo_request = match (ip.family, ip.proto) {
+        (Family::V4, 1) => 8,
+        (Family::V6, 58) => 128,
+        _ => 0,
+    };
+    let echo_id = match ip.upper.get(..6) {
+        Some(h) if !ip.later_fragment && echo_request != 0 && h[0] == echo_request => {
+            Some(u16::from_be_bytes([h[4], h[5]]))
+        }
+        _ => None,
+    };
     Some(Quoted {
         proto: ip.proto,
         src: ip.src,
         dst: ip.dst,
         sport: ports.map(|p| u16::from_be_bytes([p[0], p[1]])),
         dport: ports.map(|p| u16::from_be_bytes([p[2], p[3]])),
+        echo_id,
     })
 }
 
@@ -432,6 +445,40 @@ mod tests {
         let mut frag = ipv4(1, [1; 4], [2; 4], &[0; 8]);
         frag[7] = 10;
         assert_eq!(parse(&raw(frag)), Err(ParseError::Fragment));
+    }
+
+    /// An error about a ping quotes the echo request: its identifier
+    /// names the pinging socket. Other quoted ICMP (a reply) has none.
+    #[test]
+    fn a_quoted_echo_request_gives_its_identifier() {
+        let ping = ipv4(
+            1,
+            [10, 0, 0, 1],
+            [10, 0, 0, 9],
+            &[8, 0, 0, 0, 0x12, 0x34, 0, 1],
+        );
+        let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&ping);
+        let ev = parse(&raw(ipv4(1, [10, 0, 0, 254], [10, 0, 0, 1], &icmp))).unwrap();
+        let q = ev.quoted.unwrap();
+        assert_eq!((q.proto, q.echo_id, q.sport), (1, Some(0x1234), None));
+
+        let ping6 = ipv6(58, LO6, LO6, &[128, 0, 0, 0, 0, 7, 0, 1]);
+        let mut icmp = vec![1, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&ping6);
+        let ev = parse(&raw(ipv6(58, LO6, LO6, &icmp))).unwrap();
+        assert_eq!(ev.quoted.unwrap().echo_id, Some(7));
+
+        let reply = ipv4(
+            1,
+            [10, 0, 0, 1],
+            [10, 0, 0, 9],
+            &[0, 0, 0, 0, 0x12, 0x34, 0, 1],
+        );
+        let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&reply);
+        let ev = parse(&raw(ipv4(1, [10, 0, 0, 254], [10, 0, 0, 1], &icmp))).unwrap();
+        assert_eq!(ev.quoted.unwrap().echo_id, None);
     }
 
     #[test]

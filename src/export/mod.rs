@@ -274,6 +274,7 @@ pub(crate) mod tests {
                 dst: IpAddr::from([10, 0, 0, 2]),
                 sport: Some(5000),
                 dport: Some(53),
+                echo_id: None,
             }),
             info: Some(Info::Mtu(1400)),
         }

@@ -197,6 +197,7 @@ mod tests {
                 dst: "10.0.0.2".parse().unwrap(),
                 sport: Some(sport),
                 dport: Some(9),
+                echo_id: None,
             }),
             info: None,
         }

@@ -45,20 +45,28 @@ pub(crate) enum LookupKey {
 
 impl LookupKey {
     /// What to look up for `ev`, if anything: an error that arrived quoting
-    /// a TCP or UDP packet (sent from here, if anything local owns it), or
-    /// an echo request leaving.
+    /// a TCP or UDP packet or an echo request (sent from here, if anything
+    /// local owns it), or an echo request leaving.
     pub fn of(ev: &IcmpEvent) -> Option<Self> {
         let v6 = ev.family == Family::V6;
         if icmpmon_core::aggregate::errors::is_error(ev.family, ev.icmp_type) {
             let q = ev.quoted.as_ref()?;
-            if ev.direction == Direction::Out || !matches!(q.proto, 6 | 17) {
+            if ev.direction == Direction::Out {
                 return None;
             }
-            return Some(LookupKey::Inet {
-                proto: q.proto,
-                local: SocketAddr::new(q.src, q.sport?),
-                remote: SocketAddr::new(q.dst, q.dport?),
-            });
+            return match (q.proto, q.echo_id) {
+                (6 | 17, _) => Some(LookupKey::Inet {
+                    proto: q.proto,
+                    local: SocketAddr::new(q.src, q.sport?),
+                    remote: SocketAddr::new(q.dst, q.dport?),
+                }),
+                (1 | 58, Some(id)) => Some(LookupKey::Echo {
+                    v6: q.proto == 58,
+                    local: q.src,
+                    id,
+                }),
+                _ => None,
+            };
         }
         let request = if v6 { 128 } else { 8 };
         match (ev.icmp_type, ev.echo, ev.direction) {

@@ -36,6 +36,7 @@ fn event(ts_ns: u64, src: IpAddr, dst: IpAddr, t: u8, n: u32) -> IcmpEvent {
             dst: src,
             sport: Some(40000),
             dport: Some(33434 + (n % 30) as u16),
+            echo_id: None,
         }),
         info: None,
     }

@@ -139,6 +139,8 @@ in_a ping -c 2 -i 0.2 10.81.2.2 >/dev/null
 # And as nobody, without ping's file capability (no_new_privs): an ICMP
 # datagram ("ping") socket, found in /proc/net/icmp by its echo id.
 in_a sysctl -qw net.ipv4.ping_group_range="0 2147483647"
+# r has no route to 10.99.0.0/16: its unreachables quote ping's requests.
+in_a ping -c 2 -i 0.3 -W 1 10.99.0.1 >/dev/null 2>&1
 in_a setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
 	ping -c 2 -i 0.2 10.81.2.2 >"$work/ping-dgram.txt" 2>&1
 wait $mon
@@ -186,7 +188,15 @@ print(" ".join(r["comm"] or "?" for r in csv.DictReader(open(sys.argv[1])) if r[
 PYEOF
 )
 check echo-sender "echo requests sent from a name ping, a raw socket's then a ping socket's: $pings" \
-	test "$pings" = "ping ping ping ping"
+	test "$pings" = "ping ping ping ping ping ping"
+pinged=$(python3 - "$work/a.csv" <<'PYEOF'
+import csv, sys
+print(" ".join(r["kind"] + "/" + (r["comm"] or "?") for r in csv.DictReader(open(sys.argv[1]))
+               if r["inner_proto"] == "1" and r["inner_dst"] == "10.99.0.1"))
+PYEOF
+)
+check ping-error "r's unreachables about ping's requests name ping: $pinged" \
+	sh -c "echo '$pinged' | grep -q 'unreachable/ping' && ! echo '$pinged' | grep -q '/?'"
 
 # --- 2: why no reply, with icmpmon in r (the responder)
 snmp() { in_r awk '/^Icmp:/ { if (!h) { split($0, n); h = 1 } else { for (i = 2; i <= NF; i++) if (n[i] == "'"$1"'") print $i } }' /proc/net/snmp; }

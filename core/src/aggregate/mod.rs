@@ -784,7 +784,7 @@ mod tests {
                     2 => ev(ts, Direction::In, src, host(1), 3, None),
                     _ => ev(ts, Direction::In, src, host(1), (n % 40) as u8, None),
                 };
-                e.quoted = (what == 2).then_some(Quoted { proto: 17, src: host(1), dst: src, sport: Some(n), dport: Some(53) });
+                e.quoted = (what == 2).then_some(Quoted { proto: 17, src: host(1), dst: src, sport: Some(n), dport: Some(53), echo_id: None });
                 agg.ingest(&e);
             }
             let t = agg.snapshot().tables;
