@@ -222,7 +222,7 @@ fn lookup(
         LookupKey::Inet { local: l, .. } => l.ip(),
         LookupKey::Echo { local: l, .. } => l,
     };
-    let here = canonical(here);
+    let here = here.to_canonical();
     // Loopback: all of 127.0.0.0/8 is local, not only what lo lists.
     if !here.is_loopback() && !local.contains(&here) {
         return Attribution::NoSocket;
@@ -246,13 +246,5 @@ fn lookup(
             None if procs.hidden() => Attribution::Hidden,
             None => Attribution::Gone,
         },
-    }
-}
-
-/// v4-mapped v6 as v4, as interfaces list them.
-fn canonical(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-        v4 => v4,
     }
 }

@@ -41,10 +41,7 @@ impl Groups {
 
     /// The group of an address (a v4-mapped IPv6 address as its IPv4).
     pub fn id(&self, addr: IpAddr) -> Option<GroupId> {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            v4 => v4,
-        };
+        let addr = addr.to_canonical();
         self.prefixes
             .iter()
             .find(|(net, _)| net.contains(&addr))

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::anomaly::FlagKind;
+
 /// The counters kept, as `Group.Name` of /proc/net/snmp, /proc/net/netstat
 /// (`Group: names` / `Group: values` line pairs) and /proc/net/snmp6
 /// (`Name value` lines, group `Icmp6`).
@@ -137,13 +139,6 @@ pub struct Silence {
     pub unanswered: u64,
 }
 
-/// A reason found for unanswered requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Why {
-    RateLimit(String),
-    EchoIgnored(String),
-}
-
 /// The samples of the run: the first (for the run's deltas), the last two
 /// (for the last second's).
 #[derive(Debug, Default, Clone)]
@@ -171,7 +166,7 @@ impl KernelWatch {
 
     /// Why requests went unanswered in the last interval, if the kernel's
     /// counters or sysctls say.
-    pub fn why(&self, s: Silence) -> Option<Why> {
+    pub fn why(&self, s: Silence) -> Option<(FlagKind, String)> {
         let last = self.last.as_ref()?;
         if s.unanswered == 0 {
             return None;
@@ -194,10 +189,10 @@ impl KernelWatch {
             )
         };
         if last.on(ignore) {
-            return Some(Why::EchoIgnored(format!(
-                "{} echo requests unanswered: {ignore} = 1",
-                s.unanswered
-            )));
+            return Some((
+                FlagKind::EchoIgnored,
+                format!("{} echo requests unanswered: {ignore} = 1", s.unanswered),
+            ));
         }
         if !last.limits_echo_replies(s.v6) {
             return None;
@@ -216,12 +211,15 @@ impl KernelWatch {
             .iter()
             .filter_map(|k| last.sysctls.get(k).map(|v| format!("{k} = {v}")))
             .collect();
-        Some(Why::RateLimit(format!(
-            "{} echo requests unanswered while the kernel rate-limited ICMP ({}; {})",
-            s.unanswered,
-            moved.join(", "),
-            settings.join(", ")
-        )))
+        Some((
+            FlagKind::LocalRateLimit,
+            format!(
+                "{} echo requests unanswered while the kernel rate-limited ICMP ({}; {})",
+                s.unanswered,
+                moved.join(", "),
+                settings.join(", ")
+            ),
+        ))
     }
 
     /// The view: every counter with its value and its growth over the run
@@ -303,7 +301,7 @@ mod tests {
         assert_eq!(w.why(v4), None, "nothing moved");
         w.push(sample(9, "0"));
         match w.why(v4) {
-            Some(Why::RateLimit(d)) => {
+            Some((FlagKind::LocalRateLimit, d)) => {
                 assert!(d.contains("OutRateLimitHost +5"), "{d}");
                 assert!(d.contains("net.ipv4.icmp_ratelimit = 1000"), "{d}");
             }
@@ -339,10 +337,10 @@ mod tests {
         w.push(v6);
         assert!(matches!(
             w.why(Silence { v6: true, ..v4 }),
-            Some(Why::RateLimit(_))
+            Some((FlagKind::LocalRateLimit, _))
         ));
         w.push(sample(9, "1"));
-        assert!(matches!(w.why(v4), Some(Why::EchoIgnored(_))));
+        assert!(matches!(w.why(v4), Some((FlagKind::EchoIgnored, _))));
         let view = w.view().unwrap();
         let c = view
             .counters

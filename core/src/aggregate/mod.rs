@@ -28,7 +28,7 @@ use anomaly::{Anomalies, Flag, FlagKind, Thresholds};
 use echo::{Departed, EchoTotals, EchoTracker, PeerKey, PeerStats};
 use errors::{is_error, ErrorTracker, FlowKey};
 use groups::{GroupPair, Groups};
-use kernel::{KernelSample, KernelWatch, Silence, Why};
+use kernel::{KernelSample, KernelWatch, Silence};
 use owners::{Attribution, OwnerTracker};
 use rates::SecondSeries;
 use rtt::{Histogram, RttStats};
@@ -546,16 +546,8 @@ impl Aggregator {
             } else {
                 "this host (ipv6)"
             };
-            match self.kernel.why(silence) {
-                Some(Why::RateLimit(d)) => {
-                    self.anomalies
-                        .raise(FlagKind::LocalRateLimit, subject.into(), ts, d);
-                }
-                Some(Why::EchoIgnored(d)) => {
-                    self.anomalies
-                        .raise(FlagKind::EchoIgnored, subject.into(), ts, d);
-                }
-                None => {}
+            if let Some((flag, detail)) = self.kernel.why(silence) {
+                self.anomalies.raise(flag, subject.into(), ts, detail);
             }
         }
     }
