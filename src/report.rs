@@ -167,7 +167,7 @@ pub fn text(s: &Snapshot) -> String {
             o,
             "icmpmon: attribution: {} messages asked about: {} to a process, {} to a socket whose \
              process has gone, {} hidden (no permission), {} with no local socket, {} skipped \
-             (lookups too busy or late)",
+             (lookups too busy, late or failed)",
             a.asked, a.owner, a.gone, a.hidden, a.no_socket, a.skipped
         );
     }
