@@ -22,10 +22,10 @@ use crate::host::{Host, News};
 use crate::view::{self, Meta};
 use icmpmon_capture::pipeline::{Stop, StopReason};
 use icmpmon_capture::{stage_losses, Counters};
-use icmpmon_core::aggregate::anomaly::Thresholds;
-use icmpmon_core::aggregate::owners::Attribution;
+use icmpmon_core::aggregate::Attribution;
+use icmpmon_core::aggregate::Thresholds;
 use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery, Snapshot};
-use icmpmon_core::event::{IcmpEvent, RawPacket};
+use icmpmon_core::event::{now_ns, IcmpEvent, RawPacket};
 use icmpmon_core::filter::Filter;
 use icmpmon_core::parse::{parse, ParseError};
 use icmpmon_tui::state::SortKey;
@@ -289,19 +289,12 @@ impl Dashboard {
         }
     }
 
-    fn kernel_sample(&mut self, s: &icmpmon_core::aggregate::kernel::KernelSample) {
+    fn kernel_sample(&mut self, s: &icmpmon_core::aggregate::KernelSample) {
         if let Some((_, a)) = &mut self.view_filter {
             a.kernel_sample(s.clone());
             a.take_alerts();
         }
     }
-}
-
-/// Wall-clock time in ns since the epoch, the clock of live sources.
-pub(crate) fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// What a reload may change while running.

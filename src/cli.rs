@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use icmpmon_capture::kmod::abi as proto;
-use icmpmon_core::aggregate::anomaly::Thresholds;
+use icmpmon_core::aggregate::Thresholds;
 use icmpmon_core::filter::Filter;
 
 const AFTER_HELP: &str = "\

@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use toml_edit::{Item, Value};
 
 use crate::cli::Cli;
-pub(crate) use icmpmon_core::aggregate::groups::Groups;
+pub(crate) use icmpmon_core::aggregate::Groups;
 
 /// The table of peer groups.
 const GROUPS: &str = "peer-groups";

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use icmpmon_core::aggregate::errors::kinds_text;
-use icmpmon_core::aggregate::rtt::RttSummary;
+use icmpmon_core::aggregate::kinds_text;
+use icmpmon_core::aggregate::RttSummary;
 use icmpmon_core::aggregate::Snapshot;
 
 /// Rows of each table in the text summary.
@@ -44,7 +44,7 @@ fn rtt_text(r: &RttSummary) -> String {
         ms(r.min_us as f64),
         ms(r.avg_us),
         ms(r.max_us as f64),
-        r.samples.min(icmpmon_core::aggregate::rtt::HISTORY as u64),
+        r.samples.min(icmpmon_core::aggregate::HISTORY as u64),
         ms(r.p50_us as f64),
         ms(r.p95_us as f64),
         ms(r.jitter_us)

@@ -11,8 +11,8 @@ use icmpmon_tui::model::{
 use icmpmon_tui::View;
 
 use crate::export::rfc3339_nanos;
-use icmpmon_core::aggregate::errors::FlowKey;
-use icmpmon_core::aggregate::owners::Attribution;
+use icmpmon_core::aggregate::Attribution;
+use icmpmon_core::aggregate::FlowKey;
 use icmpmon_core::aggregate::{PeerOrder, Snapshot};
 use icmpmon_core::event::{kind_name, Family};
 use icmpmon_tui::state::SortKey;
@@ -96,15 +96,8 @@ fn kernel_lines(snap: &Snapshot) -> Vec<(String, String)> {
         .filter(|c| c.last > 0 && !c.name.ends_with("InMsgs"))
         .map(|c| (short(c.name), format!("+{}/s", c.last)))
         .collect();
-    for (name, value) in &k.sysctls {
-        let silencing = match *name {
-            "net.ipv4.icmp_echo_ignore_all" | "net.ipv6.icmp.echo_ignore_all" => value != "0",
-            "net.ipv4.conf.all.rp_filter" => value == "1",
-            _ => false,
-        };
-        if silencing {
-            v.push((short(name), value.clone()));
-        }
+    for (name, value) in k.silencing() {
+        v.push((short(name), value.clone()));
     }
     v
 }
@@ -185,7 +178,7 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                     src: e.src.to_string(),
                     dst: e.dst.to_string(),
                     detail: detail.trim().to_string(),
-                    error: icmpmon_core::aggregate::errors::is_error(e.family, e.icmp_type)
+                    error: icmpmon_core::aggregate::is_error(e.family, e.icmp_type)
                         && !(e.family == Family::V6 && e.icmp_type == 137),
                     process: e.attribution.as_ref().map(process_text),
                 }
@@ -216,7 +209,7 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                 },
                 process: format!("{}[{}]", h.comm, h.pid),
                 errors: h.errors,
-                kinds: icmpmon_core::aggregate::errors::kinds_text(&h.kinds),
+                kinds: icmpmon_core::aggregate::kinds_text(&h.kinds),
                 last: match (&h.last_flow, h.last_reporter) {
                     (Some(f), Some(r)) => format!("{f} from {r}"),
                     (Some(f), None) => f.to_string(),

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use icmpmon_core::aggregate::anomaly::Thresholds;
+use icmpmon_core::aggregate::Thresholds;
 use icmpmon_core::aggregate::{Aggregator, Config};
 use icmpmon_core::event::{Direction, Echo, Family, IcmpEvent, Info, Quoted};
 use icmpmon_core::parse::digest;

@@ -220,14 +220,6 @@ pub fn timestamp_ns(v: &[u8]) -> Option<u64> {
     )
 }
 
-/// The wall clock now, in nanoseconds since the epoch: the time of packets
-/// the kernel did not stamp.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// Whether `number` is in the first column of a /proc list of netfilter
 /// instances (/proc/net/netfilter/nfnetlink_queue or nfnetlink_log): bound
 /// by some socket in this namespace. `unknown` when the list cannot be read

@@ -406,7 +406,7 @@ impl NflogSource {
     fn drain(&mut self, sink: &PacketSink) -> Result<usize, NflogError> {
         let mut batch = Vec::new();
         while let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? {
-            let received_ns = netlink::now_ns();
+            let received_ns = icmpmon_core::event::now_ns();
             for bytes in netlink::datagram_messages(datagram) {
                 let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
                     self.counters.bad_messages.fetch_add(1, Relaxed);

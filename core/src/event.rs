@@ -222,3 +222,11 @@ pub fn kind_name(family: Family, icmp_type: u8, code: u8) -> Cow<'static, str> {
     };
     Cow::Borrowed(name)
 }
+
+/// The wall clock now, in nanoseconds since the epoch: the time of live
+/// packets the kernel did not stamp, and of the aggregator's ticks.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

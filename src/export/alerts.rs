@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::rfc3339_nanos;
-use icmpmon_core::aggregate::anomaly::{Flag, FlagKind};
+use icmpmon_core::aggregate::{Flag, FlagKind};
 
 #[derive(Serialize)]
 struct AlertLine<'a> {

@@ -61,7 +61,7 @@ impl<W: Write + Send> RowSink for CsvExport<W> {
 mod tests {
     use super::*;
     use crate::export::tests::{echo_event, error_event};
-    use icmpmon_core::aggregate::owners::{Attribution, Owner};
+    use icmpmon_core::aggregate::{Attribution, Owner};
 
     fn render(rows: &[Row]) -> String {
         let mut buf = Vec::new();

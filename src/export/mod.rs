@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use icmpmon_core::aggregate::owners::Attribution;
+use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::event::IcmpEvent;
 
 /// Column names of CSV schema v2, in order (v1: the first 21).

@@ -2,12 +2,12 @@
 //! (core's `aggregate::kernel` keeps and judges them). Everything is per
 //! network namespace: these are the counters of icmpmon's own.
 
-use icmpmon_core::aggregate::kernel::{KernelSample, SYSCTLS};
+use icmpmon_core::aggregate::{KernelSample, SYSCTLS};
 
 /// One reading; a file this kernel lacks (no IPv6) leaves its part out.
 pub(super) fn sample() -> KernelSample {
     let mut s = KernelSample {
-        ts_ns: crate::aggregator::now_ns(),
+        ts_ns: icmpmon_core::event::now_ns(),
         ..KernelSample::default()
     };
     for path in ["/proc/net/snmp", "/proc/net/netstat"] {

@@ -13,7 +13,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use lru::LruCache;
 
 use super::{Ask, LookupKey};
-use icmpmon_core::aggregate::owners::Attribution;
+use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::event::IcmpEvent;
 
 /// How long a row waits for its answer.

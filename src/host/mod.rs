@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use icmpmon_core::aggregate::kernel::KernelSample;
-use icmpmon_core::aggregate::owners::Attribution;
+use icmpmon_core::aggregate::Attribution;
+use icmpmon_core::aggregate::KernelSample;
 use icmpmon_core::event::{Direction, Family, IcmpEvent};
 
 /// Lookups waiting for the thread; more are skipped (and counted).
@@ -49,7 +49,7 @@ impl LookupKey {
     /// local owns it), or an echo request leaving.
     pub fn of(ev: &IcmpEvent) -> Option<Self> {
         let v6 = ev.family == Family::V6;
-        if icmpmon_core::aggregate::errors::is_error(ev.family, ev.icmp_type) {
+        if icmpmon_core::aggregate::is_error(ev.family, ev.icmp_type) {
             let q = ev.quoted.as_ref()?;
             if ev.direction == Direction::Out {
                 return None;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use icmpmon_core::aggregate::owners::Owner;
+use icmpmon_core::aggregate::Owner;
 
 /// A socket missing from the map makes a new scan, at most this often (a
 /// scan reads every process's fd directory).
@@ -116,7 +116,7 @@ pub(crate) fn process(pid: u32) -> Option<Owner> {
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX);
     let cgroup = std::fs::read_to_string(format!("{dir}/cgroup"))
-        .map(|t| icmpmon_core::aggregate::owners::cgroup_path(&t))
+        .map(|t| icmpmon_core::aggregate::cgroup_path(&t))
         .unwrap_or_default();
     Some(Owner {
         pid,

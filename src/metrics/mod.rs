@@ -23,10 +23,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use icmpmon_capture::{stage_losses, Counters};
-use icmpmon_core::aggregate::echo::{Departed, PeerCounts, PeerKey};
-use icmpmon_core::aggregate::groups::GroupPair;
-use icmpmon_core::aggregate::rtt::{Histogram, BUCKETS_US};
-use icmpmon_core::aggregate::{Aggregator, KindKey};
+use icmpmon_core::aggregate::GroupPair;
+use icmpmon_core::aggregate::{error_class, Aggregator, KindKey};
+use icmpmon_core::aggregate::{Departed, PeerCounts, PeerKey};
+use icmpmon_core::aggregate::{Histogram, BUCKETS_US};
 use icmpmon_core::event::{Direction, Family};
 
 /// How often the aggregator publishes (a scrape sees data this old at most,
@@ -325,20 +325,6 @@ impl Publisher {
                 ]
             },
         }
-    }
-}
-
-/// The class of an error type: what a rule or a panel groups by.
-fn error_class(f: Family, icmp_type: u8, kind: &str) -> &'static str {
-    match (f, icmp_type) {
-        (Family::V4, 3) if kind == "frag-needed" => "too-big",
-        (Family::V4, 3) | (Family::V6, 1) => "unreachable",
-        (Family::V6, 2) => "too-big",
-        (Family::V4, 11) | (Family::V6, 3) => "time-exceeded",
-        (Family::V4, 12) | (Family::V6, 4) => "parameter-problem",
-        (Family::V4, 5) | (Family::V6, 137) => "redirect",
-        (Family::V4, 4) => "source-quench",
-        _ => "other",
     }
 }
 
@@ -713,7 +699,7 @@ mod tests {
         ) {
             // Hosts 1–7 in group a, 8–15 in b, the rest in none.
             let groups = if grouped {
-                icmpmon_core::aggregate::groups::Groups::new(vec![
+                icmpmon_core::aggregate::Groups::new(vec![
                     ("10.0.0.0/29".parse().unwrap(), "a".into()),
                     ("10.0.0.8/29".parse().unwrap(), "b".into()),
                     ("10.0.0.0/31".parse().unwrap(), "me".into()),

@@ -164,7 +164,7 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
         _ => (Direction::Unknown, indev.max(outdev)),
     };
     // Locally sent packets carry no timestamp: take the time now.
-    let ts_ns = ts_ns.unwrap_or_else(netlink::now_ns);
+    let ts_ns = ts_ns.unwrap_or_else(icmpmon_core::event::now_ns);
     Some(Queued {
         id: id?,
         packet: RawPacket {

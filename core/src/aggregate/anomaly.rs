@@ -11,8 +11,8 @@ use foldhash::fast::RandomState;
 use lru::LruCache;
 use serde::Serialize;
 
+use super::addr::Addr;
 use super::topk::SpaceSaving;
-use super::Addr;
 
 /// After this long without a trigger, a flag counts as over.
 pub const QUIET_NS: u64 = 30_000_000_000;

@@ -19,9 +19,9 @@ use foldhash::HashMap;
 use lru::LruCache;
 use serde::Serialize;
 
+use super::addr::Addr;
 use super::groups::{GroupPair, Groups};
 use super::rtt::{Histogram, RttStats};
-use super::Addr;
 use crate::event::{Direction, Echo, IcmpEvent};
 
 /// Who pinged whom.
@@ -381,7 +381,7 @@ impl EchoTracker {
             stats.counts.replies += 1;
         }
         if sample {
-            stats.rtt.add(super::ns_to_us(rtt_ns));
+            stats.rtt.add(super::addr::ns_to_us(rtt_ns));
         }
         Some(Paired {
             rtt_ns,

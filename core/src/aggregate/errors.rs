@@ -10,105 +10,10 @@ use std::num::NonZeroUsize;
 
 use foldhash::fast::RandomState;
 use lru::LruCache;
-use serde::Serialize;
 
-use crate::event::{kind_name, Family, IcmpEvent, Info, Quoted};
-
-/// The packet an error quotes, as a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub struct FlowKey {
-    pub proto: u8,
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
-}
-
-impl From<&Quoted> for FlowKey {
-    fn from(q: &Quoted) -> Self {
-        Self {
-            proto: q.proto,
-            src: q.src,
-            dst: q.dst,
-            sport: q.sport,
-            dport: q.dport,
-        }
-    }
-}
-
-impl std::fmt::Display for FlowKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proto = proto_name(self.proto);
-        match (self.sport, self.dport) {
-            (Some(s), Some(d)) => {
-                let (src, dst) = (self.src, self.dst);
-                match (src, dst) {
-                    (IpAddr::V6(_), _) => write!(f, "{proto} [{src}]:{s} -> [{dst}]:{d}"),
-                    _ => write!(f, "{proto} {src}:{s} → {dst}:{d}"),
-                }
-            }
-            _ => write!(f, "{proto} {} → {}", self.src, self.dst),
-        }
-    }
-}
-
-pub fn proto_name(p: u8) -> Cow<'static, str> {
-    Cow::Borrowed(match p {
-        1 => "icmp",
-        6 => "tcp",
-        17 => "udp",
-        58 => "icmpv6",
-        132 => "sctp",
-        33 => "dccp",
-        136 => "udplite",
-        47 => "gre",
-        50 => "esp",
-        _ => return Cow::Owned(format!("proto-{p}")),
-    })
-}
-
-/// Named counts as text: `frag-needed 3, port-unreachable 1`.
-pub fn kinds_text(kinds: &[(Cow<'static, str>, u64)]) -> String {
-    kinds
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Whether this type is an ICMP error (it quotes the offending packet).
-pub fn is_error(family: Family, icmp_type: u8) -> bool {
-    match family {
-        Family::V4 => matches!(icmp_type, 3 | 4 | 5 | 11 | 12),
-        Family::V6 => matches!(icmp_type, 1..=4 | 137),
-    }
-}
-
-/// Error counts by kind, a handful of kinds at most per row.
-#[derive(Debug, Clone, Default)]
-pub struct KindCounts(Vec<((Family, u8, u8), u64)>);
-
-const KINDS_PER_ROW: usize = 6;
-
-impl KindCounts {
-    pub(crate) fn add(&mut self, k: (Family, u8, u8)) {
-        if let Some(e) = self.0.iter_mut().find(|(x, _)| *x == k) {
-            e.1 += 1;
-        } else if self.0.len() < KINDS_PER_ROW {
-            self.0.push((k, 1));
-        }
-    }
-
-    pub fn named(&self) -> Vec<(Cow<'static, str>, u64)> {
-        let mut v: Vec<_> = self
-            .0
-            .iter()
-            .map(|&((f, t, c), n)| (kind_name(f, t, c), n))
-            .collect();
-        v.sort_by_key(|k| std::cmp::Reverse(k.1));
-        v
-    }
-}
+use super::flow::{proto_name, FlowKey, KindCounts};
+use super::owners::Owner;
+use crate::event::{kind_name, Family, IcmpEvent, Info};
 
 #[derive(Debug, Clone, Default)]
 pub struct ErrorCounts {
@@ -120,7 +25,7 @@ pub struct ErrorCounts {
     pub last_flow: Option<FlowKey>,
     pub last_info: Option<Info>,
     /// The local process of the flow (flows only), once attributed.
-    pub owner: Option<std::sync::Arc<super::owners::Owner>>,
+    pub owner: Option<std::sync::Arc<Owner>>,
 }
 
 impl ErrorCounts {
@@ -224,7 +129,7 @@ impl ErrorTracker {
     }
 
     /// The flow's local owner, as the attribution thread found it.
-    pub fn attribute(&mut self, flow: &FlowKey, owner: &std::sync::Arc<super::owners::Owner>) {
+    pub fn attribute(&mut self, flow: &FlowKey, owner: &std::sync::Arc<Owner>) {
         if let Some(c) = self.flows.peek_mut(flow) {
             c.owner = Some(owner.clone());
         }

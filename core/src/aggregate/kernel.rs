@@ -101,7 +101,9 @@ impl KernelSample {
     }
 
     fn on(&self, sysctl: &str) -> bool {
-        self.sysctls.get(sysctl).is_some_and(|v| v == "1")
+        self.sysctls
+            .get(sysctl)
+            .is_some_and(|v| silences(sysctl, v))
     }
 
     /// Whether the rate limiter may hold echo replies back: type 0 in
@@ -120,6 +122,17 @@ impl KernelSample {
                 .and_then(|m| m.parse::<u32>().ok())
                 .is_none_or(|m| m & 1 != 0)
         }
+    }
+}
+
+/// Whether a sysctl's value silences ICMP: echo requests ignored, or strict
+/// reverse-path filtering. The one rule for the judgement here and for what
+/// the dashboard's header warns of.
+pub fn silences(name: &str, value: &str) -> bool {
+    match name {
+        "net.ipv4.icmp_echo_ignore_all" | "net.ipv6.icmp.echo_ignore_all" => value != "0",
+        "net.ipv4.conf.all.rp_filter" => value == "1",
+        _ => false,
     }
 }
 
@@ -257,6 +270,13 @@ pub struct KernelCounter {
 pub struct KernelView {
     pub counters: Vec<KernelCounter>,
     pub sysctls: Vec<(&'static str, String)>,
+}
+
+impl KernelView {
+    /// The sysctls whose value silences ICMP (`silences`).
+    pub fn silencing(&self) -> impl Iterator<Item = &(&'static str, String)> {
+        self.sysctls.iter().filter(|(n, v)| silences(n, v))
+    }
 }
 
 #[cfg(test)]

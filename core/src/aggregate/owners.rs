@@ -12,7 +12,7 @@ use foldhash::fast::RandomState;
 use lru::LruCache;
 use serde::Serialize;
 
-use super::errors::{FlowKey, KindCounts};
+use super::flow::{FlowKey, KindCounts};
 use crate::event::IcmpEvent;
 
 /// The process holding a socket, as /proc showed it at lookup time.
@@ -245,14 +245,6 @@ impl OwnerTracker {
                 }
             })
             .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.hurt.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hurt.is_empty()
     }
 }
 

@@ -7,14 +7,14 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::aggregator::{Aggregator, RecentEvent};
 use super::anomaly::{Flag, FlagKind};
 use super::echo::{EchoTotals, PeerCounts, PeerKey, PeerStats};
-use super::errors::FlowKey;
+use super::flow::FlowKey;
 use super::kernel::KernelView;
 use super::owners::{AttributionTotals, HurtRow};
 use super::rates::WindowRates;
 use super::rtt::RttSummary;
-use super::{Aggregator, RecentEvent};
 use crate::event::kind_name;
 
 #[derive(Debug, Clone, Serialize)]

@@ -204,10 +204,6 @@ impl<K: Hash + Eq + Copy> SpaceSaving<K> {
         self.slots.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     pub fn clear(&mut self) {
         self.slots.clear();
         self.groups.clear();

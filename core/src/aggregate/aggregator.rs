@@ -1,0 +1,758 @@
+//! The aggregator: the one owner of all live state. The aggregator thread
+//! calls `ingest` for every event (in capture order) and `tick` while idle;
+//! front ends get `snapshot`s (snapshot.rs). Every table is bounded, so
+//! memory does not grow with the number of distinct (possibly spoofed)
+//! sources.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+
+use foldhash::fast::RandomState;
+use foldhash::HashMap;
+use lru::LruCache;
+
+use super::anomaly::{Anomalies, Flag, FlagKind, Thresholds};
+use super::echo::{Departed, EchoTotals, EchoTracker, PeerKey, PeerStats};
+use super::errors::ErrorTracker;
+use super::flow::{is_error, FlowKey};
+use super::groups::{GroupPair, Groups};
+use super::kernel::{KernelSample, KernelWatch, Silence};
+use super::owners::{Attribution, OwnerTracker};
+use super::rates::SecondSeries;
+use super::rtt::{Histogram, RttStats};
+use super::topk::SpaceSaving;
+use crate::event::{kind_name, Direction, Family, IcmpEvent, Info};
+
+use super::addr::{ns_to_us, Addr};
+
+/// Limits and thresholds; `Config::default()` suits a busy host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// An echo request unanswered this long is lost.
+    pub echo_timeout_ns: u64,
+    pub max_pending: usize,
+    pub max_peers: usize,
+    pub max_flows: usize,
+    pub max_reporters: usize,
+    /// Counters of the top-talkers sketch (heavy hitters above
+    /// events/`top_k` are exact to within the sketch's error).
+    pub top_k: usize,
+    /// Distinct type/code pairs with their own rates (the rest: "other").
+    pub max_kinds: usize,
+    pub recent_events: usize,
+    pub recent_errors: usize,
+    pub thresholds: Thresholds,
+    /// Peer groups by prefix (`--config`'s `[peer-groups]`).
+    pub groups: Groups,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            echo_timeout_ns: 2_000_000_000,
+            max_pending: 65_536,
+            max_peers: 4096,
+            max_flows: 4096,
+            max_reporters: 1024,
+            top_k: 1024,
+            max_kinds: 64,
+            recent_events: 1000,
+            recent_errors: 256,
+            thresholds: Thresholds::default(),
+            groups: Groups::default(),
+        }
+    }
+}
+
+/// What the aggregator adds to an event's row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Set on an echo reply paired with its request.
+    pub rtt_us: Option<u64>,
+}
+
+/// An event as the recent-events list keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentEvent {
+    pub ts_ns: u64,
+    pub direction: Direction,
+    pub family: Family,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub echo: Option<(u16, u16)>,
+    pub rtt_us: Option<u64>,
+    pub flow: Option<FlowKey>,
+    pub info: Option<Info>,
+    /// The local process of the flow (errors) or socket (echo requests
+    /// sent), once the attribution thread has answered.
+    pub attribution: Option<Attribution>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct KindStats {
+    pub(super) count: u64,
+    /// `count` by `Direction::index`.
+    pub(super) by_direction: [u64; 3],
+    pub(super) series: SecondSeries,
+}
+
+impl KindStats {
+    fn add(&mut self, sec: u64, dir: Direction) {
+        self.count += 1;
+        self.by_direction[dir.index()] += 1;
+        self.series.add(sec);
+    }
+}
+
+/// Messages of one type/code pair seen in each direction, or (`kind`
+/// `None`) of every pair beyond the kinds table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageCount {
+    pub kind: Option<KindKey>,
+    /// By `Direction::index`.
+    pub by_direction: [u64; 3],
+}
+
+/// The path MTU reported towards one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathMtu {
+    /// The last MTU reported, and the hop that reported it.
+    pub mtu: u32,
+    pub reporter: IpAddr,
+    /// The smallest plausible MTU reported (IPv4 at least 68, IPv6 1280:
+    /// an old router's 0 or a spoofed tiny value does not pin it), by
+    /// which hop, and when.
+    pub smallest: u32,
+    pub smallest_reporter: IpAddr,
+    pub smallest_ns: u64,
+    pub reports: u64,
+    /// When the MTU (or the reporting hop) last changed, and when it was
+    /// last reported.
+    pub changed_ns: u64,
+    pub last_ns: u64,
+}
+
+pub type KindKey = (Family, u8, u8);
+
+/// (family, type, kind name, direction) of an error message.
+pub type ErrorKindKey = (Family, u8, &'static str, Direction);
+
+#[derive(Debug)]
+pub struct Aggregator {
+    pub(super) cfg: Config,
+    pub(super) echo: EchoTracker,
+    pub(super) errors: ErrorTracker,
+    pub(super) anomalies: Anomalies,
+    pub(super) talkers: SpaceSaving<Addr>,
+    pub(super) series: SecondSeries,
+    pub(super) kinds: HashMap<KindKey, KindStats>,
+    pub(super) other_kinds: u64,
+    pub(super) other_kinds_by_direction: [u64; 3],
+    /// By the destination of the quoted packet.
+    pub(super) path_mtu: LruCache<Addr, PathMtu, RandomState>,
+    /// Error messages by family, type, kind and direction: error types have
+    /// a few dozen names, so this stays small whatever the codes.
+    pub(super) error_kinds: HashMap<ErrorKindKey, u64>,
+    pub(super) rtt: RttStats,
+    pub(super) recent: VecDeque<RecentEvent>,
+    pub(super) owners: OwnerTracker,
+    pub(super) kernel: KernelWatch,
+    /// Echo requests seen arriving and replies seen leaving, by family
+    /// (`[v4, v6]`), and their values at the last kernel sample.
+    pub(super) echo_in: [u64; 2],
+    pub(super) replies_out: [u64; 2],
+    pub(super) echo_at_sample: [(u64, u64); 2],
+    pub(super) events: u64,
+    pub(super) by_family: [u64; 2],
+    pub(super) by_direction: [u64; 3],
+    pub(super) first_ns: Option<u64>,
+    pub(super) now_ns: u64,
+}
+
+impl Aggregator {
+    pub fn new(cfg: Config) -> Self {
+        let mut echo = EchoTracker::new(cfg.echo_timeout_ns, cfg.max_pending, cfg.max_peers);
+        echo.set_groups(cfg.groups.clone());
+        Self {
+            echo,
+            errors: ErrorTracker::new(cfg.max_flows, cfg.max_reporters, cfg.recent_errors),
+            anomalies: Anomalies::new(cfg.thresholds),
+            talkers: SpaceSaving::new(cfg.top_k),
+            series: SecondSeries::default(),
+            kinds: HashMap::default(),
+            other_kinds: 0,
+            other_kinds_by_direction: [0; 3],
+            path_mtu: LruCache::with_hasher(
+                NonZeroUsize::new(cfg.max_flows.max(1)).expect("max(1)"),
+                RandomState::default(),
+            ),
+            error_kinds: HashMap::default(),
+            rtt: RttStats::default(),
+            recent: VecDeque::with_capacity(cfg.recent_events.min(4096)),
+            owners: OwnerTracker::new(cfg.max_reporters),
+            kernel: KernelWatch::default(),
+            echo_in: [0; 2],
+            replies_out: [0; 2],
+            echo_at_sample: [(0, 0); 2],
+            events: 0,
+            by_family: [0; 2],
+            by_direction: [0; 3],
+            first_ns: None,
+            now_ns: 0,
+            cfg,
+        }
+    }
+
+    /// The aggregator's clock: the newest event's or tick's time.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Events ingested so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Takes one event (in capture order) and says what it adds to the row.
+    pub fn ingest(&mut self, ev: &IcmpEvent) -> Outcome {
+        let ts = ev.ts_ns;
+        self.now_ns = self.now_ns.max(ts);
+        self.first_ns.get_or_insert(ts);
+        self.echo.expire(self.now_ns);
+        self.events += 1;
+        self.by_family[usize::from(ev.family == Family::V6)] += 1;
+        self.by_direction[ev.direction.index()] += 1;
+        let sec = ts / 1_000_000_000;
+        self.series.add(sec);
+        let key = (ev.family, ev.icmp_type, ev.icmp_code);
+        let room = self.kinds.len() < self.cfg.max_kinds;
+        match self.kinds.get_mut(&key) {
+            Some(k) => k.add(sec, ev.direction),
+            None if room => self.kinds.entry(key).or_default().add(sec, ev.direction),
+            None => {
+                self.other_kinds += 1;
+                self.other_kinds_by_direction[ev.direction.index()] += 1;
+            }
+        }
+        self.talkers.add(Addr(ev.src));
+
+        let mut out = Outcome::default();
+        let v4 = ev.family == Family::V4;
+        let fam = usize::from(!v4);
+        match (ev.icmp_type, ev.direction, v4) {
+            (8, Direction::In, true) | (128, Direction::In, false) => self.echo_in[fam] += 1,
+            (0, Direction::Out, true) | (129, Direction::Out, false) => self.replies_out[fam] += 1,
+            _ => {}
+        }
+        match (ev.icmp_type, ev.echo) {
+            (8, Some(e)) if v4 => self.request(ev, &e),
+            (128, Some(e)) if !v4 => self.request(ev, &e),
+            (0, Some(e)) if v4 => out.rtt_us = self.reply(ev, &e),
+            (129, Some(e)) if !v4 => out.rtt_us = self.reply(ev, &e),
+            (t, _) if is_error(ev.family, t) => self.error(ev),
+            _ => {}
+        }
+        if self.cfg.recent_events > 0 {
+            if self.recent.len() == self.cfg.recent_events {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(RecentEvent {
+                ts_ns: ts,
+                direction: ev.direction,
+                family: ev.family,
+                src: ev.src,
+                dst: ev.dst,
+                icmp_type: ev.icmp_type,
+                icmp_code: ev.icmp_code,
+                echo: ev.echo.map(|e| (e.id, e.seq)),
+                rtt_us: out.rtt_us,
+                flow: ev.quoted.as_ref().map(FlowKey::from),
+                info: ev.info,
+                attribution: None,
+            });
+        }
+        out
+    }
+
+    fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) {
+        self.echo.request(ev, e);
+        self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
+    }
+
+    fn reply(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) -> Option<u64> {
+        let p = self.echo.reply(ev, e)?;
+        if p.first && p.mismatch {
+            self.anomalies.payload_mismatch(ev.dst, ev.src, ev.ts_ns);
+        }
+        let us = ns_to_us(p.rtt_ns);
+        if p.sample {
+            self.rtt.add(us);
+        }
+        Some(us)
+    }
+
+    fn error(&mut self, ev: &IcmpEvent) {
+        self.errors.ingest(ev);
+        let kind = match kind_name(ev.family, ev.icmp_type, ev.icmp_code) {
+            Cow::Borrowed(k) => k,
+            Cow::Owned(_) => "other",
+        };
+        *self
+            .error_kinds
+            .entry((ev.family, ev.icmp_type, kind, ev.direction))
+            .or_default() += 1;
+        if let (Some(Info::Mtu(mtu)), Some(q)) = (ev.info, &ev.quoted) {
+            self.path_mtu_reported(q.dst, mtu, ev.src, ev.ts_ns);
+        }
+        let v4 = ev.family == Family::V4;
+        match ev.icmp_type {
+            3 if v4 => self.anomalies.unreachable(ev.ts_ns),
+            1 if !v4 => self.anomalies.unreachable(ev.ts_ns),
+            5 if v4 => self.redirect(ev),
+            137 if !v4 => self.redirect(ev),
+            // Code 0: the hop limit ran out in transit (traceroute's answer);
+            // the error goes back to the prober.
+            11 if v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
+            3 if !v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
+            _ => {}
+        }
+    }
+
+    fn path_mtu_reported(&mut self, dst: IpAddr, mtu: u32, reporter: IpAddr, ts_ns: u64) {
+        let plausible = mtu >= if dst.is_ipv4() { 68 } else { 1280 };
+        match self.path_mtu.get_mut(&Addr(dst)) {
+            Some(p) => {
+                if (p.mtu, p.reporter) != (mtu, reporter) {
+                    (p.mtu, p.reporter, p.changed_ns) = (mtu, reporter, ts_ns);
+                }
+                if plausible && (mtu < p.smallest || p.smallest == 0) {
+                    (p.smallest, p.smallest_reporter, p.smallest_ns) = (mtu, reporter, ts_ns);
+                }
+                p.last_ns = p.last_ns.max(ts_ns);
+                p.reports += 1;
+            }
+            None => {
+                self.path_mtu.put(
+                    Addr(dst),
+                    PathMtu {
+                        mtu,
+                        reporter,
+                        smallest: if plausible { mtu } else { 0 },
+                        smallest_reporter: reporter,
+                        smallest_ns: ts_ns,
+                        reports: 1,
+                        changed_ns: ts_ns,
+                        last_ns: ts_ns,
+                    },
+                );
+            }
+        }
+    }
+
+    fn redirect(&mut self, ev: &IcmpEvent) {
+        let gw = match ev.info {
+            Some(Info::Gateway(g) | Info::Target(g)) => Some(g),
+            _ => None,
+        };
+        self.anomalies.redirect(ev.src, gw, ev.ts_ns);
+    }
+
+    /// Moves the clock on without an event (a live source while idle):
+    /// requests past their timeout become lost.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+        self.echo.expire(self.now_ns);
+    }
+
+    /// Peer groups (`--config`'s `[peer-groups]`), from the next pair on;
+    /// the table's pairs are grouped again.
+    pub fn set_groups(&mut self, groups: Groups) {
+        self.cfg.groups = groups.clone();
+        self.echo.set_groups(groups);
+    }
+
+    pub fn groups(&self) -> &Groups {
+        self.echo.groups()
+    }
+
+    /// Every group pair's echo counters and RTT samples: those of the pairs
+    /// pushed out of the table, plus those of the table's pairs.
+    pub fn group_totals(&self) -> HashMap<GroupPair, Departed> {
+        let mut t: HashMap<GroupPair, Departed> = HashMap::default();
+        for (g, d) in self.echo.departed() {
+            t.insert(*g, d.clone());
+        }
+        for (_, p) in self.echo.peers() {
+            let e = t.entry(p.groups).or_default();
+            e.counts.add(&p.counts);
+            e.rtt.merge(p.rtt.histogram());
+        }
+        t
+    }
+
+    /// Echo counters of every peer pair in the table (not in any order).
+    pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerStats)> {
+        self.echo.peers()
+    }
+
+    pub fn peer(&self, key: &PeerKey) -> Option<&PeerStats> {
+        self.echo.peer_stats(key)
+    }
+
+    /// `PeerStats::serial` of the latest pair to enter the table.
+    pub fn last_peer_serial(&self) -> u64 {
+        self.echo.last_serial()
+    }
+
+    pub fn echo_totals(&self) -> EchoTotals {
+        self.echo.totals()
+    }
+
+    /// Every RTT sample of the run.
+    pub fn rtt_histogram(&self) -> &Histogram {
+        self.rtt.histogram()
+    }
+
+    /// Messages by type/code and direction: every pair of the kinds table,
+    /// then the rest as one.
+    pub fn message_counts(&self) -> impl Iterator<Item = MessageCount> + '_ {
+        let other = MessageCount {
+            kind: None,
+            by_direction: self.other_kinds_by_direction,
+        };
+        self.kinds
+            .iter()
+            .map(|(k, s)| MessageCount {
+                kind: Some(*k),
+                by_direction: s.by_direction,
+            })
+            .chain(std::iter::once(other))
+    }
+
+    /// Error messages by family, type, kind and direction.
+    pub fn error_kinds(&self) -> impl Iterator<Item = (&ErrorKindKey, u64)> {
+        self.error_kinds.iter().map(|(k, n)| (k, *n))
+    }
+
+    /// Path MTUs by destination, most recently reported first.
+    pub fn path_mtus(&self) -> impl Iterator<Item = (IpAddr, &PathMtu)> {
+        self.path_mtu.iter().map(|(a, p)| (a.0, p))
+    }
+
+    /// How many subjects each kind of flag is active for now (raised or
+    /// triggered within `super::anomaly::QUIET_NS`), every kind listed.
+    pub fn active_flags(&self) -> [(FlagKind, u64); FlagKind::ALL.len()] {
+        let mut n = FlagKind::ALL.map(|k| (k, 0));
+        for f in self.anomalies.flags() {
+            if self.now_ns.saturating_sub(f.last_ns) < super::anomaly::QUIET_NS {
+                if let Some(slot) = n.iter_mut().find(|(k, _)| *k == f.flag) {
+                    slot.1 += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// New anomaly thresholds (a reload), from the next event on.
+    pub fn set_thresholds(&mut self, t: Thresholds) {
+        self.cfg.thresholds = t;
+        self.anomalies.thresholds = t;
+    }
+
+    /// What the attribution thread found for `ev` (an error quoting a
+    /// local flow, or an echo request sent from here): counted per owner,
+    /// and shown with the event and its error flow.
+    ///
+    /// `seq`: the event's number here (`events()` right after its
+    /// `ingest`), which finds it among the recent events at once; without
+    /// it (another aggregator's number), the last events are searched.
+    pub fn attributed(&mut self, ev: &IcmpEvent, seq: Option<u64>, a: &Attribution) {
+        let error = is_error(ev.family, ev.icmp_type);
+        self.owners.attributed(ev, a, error);
+        if let (true, Attribution::Owner(o), Some(q)) = (error, a, &ev.quoted) {
+            self.errors.attribute(&FlowKey::from(q), o);
+        }
+        let first = self.events - self.recent.len() as u64 + 1;
+        let r = match seq {
+            Some(n) => n
+                .checked_sub(first)
+                .and_then(|i| self.recent.get_mut(usize::try_from(i).ok()?)),
+            None => self.recent.iter_mut().rev().take(64).find(|r| {
+                r.attribution.is_none()
+                    && (r.ts_ns, r.src, r.dst, r.icmp_type)
+                        == (ev.ts_ns, ev.src, ev.dst, ev.icmp_type)
+            }),
+        };
+        if let Some(r) = r {
+            r.attribution = Some(a.clone());
+        }
+    }
+
+    /// A reading of the kernel's ICMP counters and sysctls: with what
+    /// icmpmon saw since the last one, it may explain unanswered requests.
+    pub fn kernel_sample(&mut self, s: KernelSample) {
+        let ts = self.now_ns.max(s.ts_ns);
+        self.kernel.push(s);
+        for fam in 0..2 {
+            let (req0, rep0) = self.echo_at_sample[fam];
+            let (req, rep) = (self.echo_in[fam], self.replies_out[fam]);
+            self.echo_at_sample[fam] = (req, rep);
+            let silence = Silence {
+                v6: fam == 1,
+                unanswered: (req - req0).saturating_sub(rep - rep0),
+            };
+            let subject = if fam == 0 {
+                "this host (ipv4)"
+            } else {
+                "this host (ipv6)"
+            };
+            if let Some((flag, detail)) = self.kernel.why(silence) {
+                self.anomalies.raise(flag, subject.into(), ts, detail);
+            }
+        }
+    }
+
+    /// The kernel's counters and sysctls, as last sampled.
+    pub fn kernel(&self) -> &KernelWatch {
+        &self.kernel
+    }
+
+    pub fn attribution_totals(&self) -> super::owners::AttributionTotals {
+        self.owners.totals
+    }
+
+    /// Flags raised since the last call (for `--alerts`).
+    pub fn take_alerts(&mut self) -> Vec<Flag> {
+        self.anomalies.take_alerts()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::snapshot::{PeerOrder, PeerQuery, Snapshot};
+    use crate::event::{Echo, Quoted};
+    use proptest::prelude::*;
+    use std::collections::HashMap as StdMap;
+
+    fn ev(
+        ts_ns: u64,
+        dir: Direction,
+        src: IpAddr,
+        dst: IpAddr,
+        t: u8,
+        echo: Option<(u16, u16)>,
+    ) -> IcmpEvent {
+        IcmpEvent {
+            mono_ns: None,
+            ts_ns,
+            direction: dir,
+            ifindex: 0,
+            family: Family::V4,
+            src,
+            dst,
+            ttl: 64,
+            length: 84,
+            icmp_type: t,
+            icmp_code: 0,
+            echo: echo.map(|(id, seq)| Echo {
+                id,
+                seq,
+                payload_len: 56,
+                payload_digest: 1,
+            }),
+            quoted: None::<Quoted>,
+            info: None,
+        }
+    }
+
+    fn host(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    proptest::proptest! {
+        /// A view's top N peers are the first N of the whole ordered list,
+        /// for every order; addresses order numerically (10.0.0.2 before
+        /// 10.0.0.10).
+        #[test]
+        fn top_peers_are_the_head_of_the_full_order(
+            pings in proptest::collection::vec((1u8..40, 0u8..4, 1u64..5000), 1..120),
+            limit in 0usize..50,
+        ) {
+            let mut agg = Aggregator::new(Config::default());
+            let mut t = 1_000_000_000u64;
+            for (i, (peer, replies, rtt_us)) in pings.iter().enumerate() {
+                let seq = i as u16;
+                t += 1_000_000;
+                agg.ingest(&ev(t, Direction::Out, host(1), host(*peer), 8, Some((1, seq))));
+                if *replies > 0 {
+                    let r = ev(t + rtt_us * 1000, Direction::In, host(*peer), host(1), 0, Some((1, seq)));
+                    agg.ingest(&r);
+                }
+            }
+            agg.tick(t + 10_000_000_000);
+            for order in [PeerOrder::Requests, PeerOrder::Loss, PeerOrder::RttAvg,
+                          PeerOrder::RttP95, PeerOrder::LastSeen, PeerOrder::Peer] {
+                let key = |s: &Snapshot| -> Vec<(IpAddr, IpAddr)> {
+                    s.peers.iter().map(|p| (p.requester, p.responder)).collect()
+                };
+                let all = agg.snapshot_with(PeerQuery { order, limit: usize::MAX });
+                let top = agg.snapshot_with(PeerQuery { order, limit });
+                let want: Vec<_> = key(&all).into_iter().take(limit).collect();
+                proptest::prop_assert_eq!(key(&top), want, "{:?}", order);
+                proptest::prop_assert_eq!(top.peers_total, all.peers.len());
+                if order == PeerOrder::Peer {
+                    let k = key(&all);
+                    let mut sorted = k.clone();
+                    sorted.sort();
+                    proptest::prop_assert_eq!(k, sorted);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn round_trips_use_the_monotonic_clock_when_the_source_has_one() {
+        // The wall clock steps back a second between request and reply; the
+        // monotonic clock says 500 µs passed.
+        let mut agg = Aggregator::new(Config::default());
+        let req = IcmpEvent {
+            mono_ns: Some(7_000_000),
+            ..ev(
+                10_000_000_000,
+                Direction::Out,
+                host(1),
+                host(2),
+                8,
+                Some((1, 1)),
+            )
+        };
+        let rep = IcmpEvent {
+            mono_ns: Some(7_500_000),
+            ..ev(
+                9_000_000_000,
+                Direction::In,
+                host(2),
+                host(1),
+                0,
+                Some((1, 1)),
+            )
+        };
+        agg.ingest(&req);
+        assert_eq!(agg.ingest(&rep).rtt_us, Some(500));
+        // Without it (capture files), the wall clock.
+        let mut agg = Aggregator::new(Config::default());
+        agg.ingest(&ev(
+            1_000,
+            Direction::Out,
+            host(1),
+            host(2),
+            8,
+            Some((1, 2)),
+        ));
+        let out = agg.ingest(&ev(
+            251_000,
+            Direction::In,
+            host(2),
+            host(1),
+            0,
+            Some((1, 2)),
+        ));
+        assert_eq!(out.rtt_us, Some(250));
+    }
+
+    /// (reply?, pair, id, seq, direction, µs since the previous event)
+    type Op = (bool, u8, u16, u16, u8, u64);
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            (
+                any::<bool>(),
+                0u8..3,
+                0u16..2,
+                0u16..6,
+                0u8..3,
+                0u64..1_500_000,
+            ),
+            0..300,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn echo_accounting_holds(ops in ops()) {
+            let timeout = 2_000_000_000;
+            let mut agg = Aggregator::new(Config { echo_timeout_ns: timeout, ..Config::default() });
+            let mut t = 1_000_000_000_000u64;
+            let mut requests_of: StdMap<(u8, u16, u16), u64> = StdMap::new();
+            let mut firsts_of: StdMap<(u8, u16, u16), u64> = StdMap::new();
+            for (reply, pair, id, seq, dir, dt) in ops {
+                t += dt * 1000;
+                let dir = [Direction::In, Direction::Out, Direction::Unknown][usize::from(dir)];
+                let (a, b) = (host(2 * pair + 1), host(2 * pair + 2));
+                let before = agg.echo.totals();
+                let out = if reply {
+                    agg.ingest(&ev(t, dir, b, a, 0, Some((id, seq))))
+                } else {
+                    agg.ingest(&ev(t, dir, a, b, 8, Some((id, seq))))
+                };
+                let after = agg.echo.totals();
+                let key = (pair, id, seq);
+                *requests_of.entry(key).or_default() += after.requests - before.requests;
+                let first = after.answered - before.answered;
+                *firsts_of.entry(key).or_default() += first;
+                // A reply answers one request at most once.
+                prop_assert!(firsts_of[&key] <= requests_of[&key]);
+                prop_assert!(first <= 1 && (first == 0 || out.rtt_us.is_some()));
+                prop_assert_eq!(after.requests, after.answered + after.lost + after.pending);
+            }
+            agg.tick(t + timeout);
+            let e = agg.echo.totals();
+            prop_assert_eq!(e.pending, 0);
+            prop_assert_eq!(e.requests, e.answered + e.lost);
+            let peers: u64 = agg.snapshot().peers.iter().map(|p| p.counts.requests).sum();
+            prop_assert_eq!(peers, e.requests);
+        }
+
+        #[test]
+        fn tables_stay_bounded(srcs in proptest::collection::vec((any::<u32>(), 0u8..4, any::<u16>()), 0..2000)) {
+            let cfg = Config {
+                max_pending: 32,
+                max_peers: 16,
+                max_flows: 8,
+                max_reporters: 8,
+                top_k: 8,
+                max_kinds: 4,
+                recent_events: 10,
+                recent_errors: 5,
+                ..Config::default()
+            };
+            let mut agg = Aggregator::new(cfg);
+            for (i, (src, what, n)) in srcs.into_iter().enumerate() {
+                let src = IpAddr::from(src.to_be_bytes());
+                let ts = 1_000_000_000 + i as u64 * 1000;
+                let mut e = match what {
+                    0 => ev(ts, Direction::In, src, host(1), 8, Some((n, n))),
+                    1 => ev(ts, Direction::In, host(1), src, 0, Some((n, n))),
+                    2 => ev(ts, Direction::In, src, host(1), 3, None),
+                    _ => ev(ts, Direction::In, src, host(1), (n % 40) as u8, None),
+                };
+                e.quoted = (what == 2).then_some(Quoted { proto: 17, src: host(1), dst: src, sport: Some(n), dport: Some(53), echo_id: None });
+                agg.ingest(&e);
+            }
+            let t = agg.snapshot().tables;
+            for (name, (len, cap)) in [
+                ("pending", t.pending), ("expired", t.expired), ("peers", t.peers),
+                ("flows", t.flows), ("reporters", t.reporters), ("talkers", t.talkers),
+                ("kinds", t.kinds), ("recent", t.recent),
+            ] {
+                prop_assert!(len <= cap, "{} holds {} > {}", name, len, cap);
+            }
+            prop_assert!(agg.snapshot().recent_errors.len() <= 5);
+        }
+    }
+}
