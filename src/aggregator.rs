@@ -21,7 +21,7 @@ use crate::host::join::{Join, Ready};
 use crate::host::{Host, News};
 use crate::view::{self, Meta};
 use icmpmon_capture::pipeline::{Stop, StopReason};
-use icmpmon_capture::{stage_losses, Counters};
+use icmpmon_capture::source::{stage_losses, Counters};
 use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::aggregate::Thresholds;
 use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery, Snapshot};

@@ -14,30 +14,31 @@ use anyhow::{anyhow, Context};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::aggregator::{consume, Dashboard, Live, Outputs, Plan, Reload, Tally, UiCommand};
-use crate::cli::{Cli, Command, Destinations, Output, RunArgs, SourceSpec};
+use crate::cli::{Cli, Command, Destinations, Output, RunArgs};
 use crate::config::{self, FileConfig, Layered};
 use crate::export::alerts::AlertSink;
 use crate::export::{self, Format, IfNames, RowSink};
 use crate::metrics::{self, http, Publisher};
 use crate::report;
 use crate::view::{namespace_name, Meta};
-use icmpmon_capture::kmod::{KmodClient, KmodError, KmodOptions};
-use icmpmon_capture::nflog::{NflogOptions, NflogSource};
-use icmpmon_capture::nfqueue::NfqueueSource;
-use icmpmon_capture::packet::{PacketOptions, PacketSource};
-use icmpmon_capture::pcap::{PcapFileError, PcapSource};
+use icmpmon_capture::kmod::{KmodClient, KmodOptions};
+use icmpmon_capture::nflog::NflogOptions;
+use icmpmon_capture::open::{OpenOptions, Opened, SourceKind};
+use icmpmon_capture::packet::PacketOptions;
 use icmpmon_capture::pipeline::{self, Stop, StopReason};
-use icmpmon_capture::rules;
-use icmpmon_capture::{stage_losses, Counters, Source, SourceEnd};
+use icmpmon_capture::rules::Ledger;
+use icmpmon_capture::source::{stage_losses, Counters, Source, SourceEnd};
 use icmpmon_core::aggregate::Snapshot;
 use icmpmon_core::filter::Filter;
 
 pub(crate) fn main() -> ExitCode {
     let (cli, layered) = command_line();
     // A panic anywhere must not leave our firewall rules behind.
+    let ledger = Ledger::new();
     let default_hook = std::panic::take_hook();
+    let installed = ledger.clone();
     std::panic::set_hook(Box::new(move |info| {
-        if let Some(Err(e)) = rules::remove_installed() {
+        if let Some(Err(e)) = installed.remove() {
             eprintln!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
         }
         default_hook(info);
@@ -47,12 +48,12 @@ pub(crate) fn main() -> ExitCode {
         Some(Command::Stats) => stats(),
         Some(Command::Man) => man(),
         Some(Command::Completions { shell }) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut cmd = crate::cli::command();
             let mut script = Vec::new();
             clap_complete::generate(shell.generator(), &mut cmd, "icmpmon", &mut script);
             print_document(&script)
         }
-        None => run(&cli.run, layered),
+        None => run(&cli.run, layered, &ledger),
     };
     result.unwrap_or_else(|e| {
         eprintln!("icmpmon: {e:#}");
@@ -63,9 +64,9 @@ pub(crate) fn main() -> ExitCode {
 /// The command line, with the options of its --config file under it (a
 /// bad file is a usage error, exit 2).
 fn command_line() -> (Cli, Option<(Layered, FileConfig)>) {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::FromArgMatches;
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let matches = Cli::command().get_matches_from(&argv);
+    let matches = crate::cli::command().get_matches_from(&argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let path = match (&cli.command, &cli.run.config) {
         (None, Some(p)) => p.clone(),
@@ -84,7 +85,7 @@ fn command_line() -> (Cli, Option<(Layered, FileConfig)>) {
 /// The manual page, from the same definition as --help (section 8: it
 /// needs privileges).
 fn man() -> anyhow::Result<ExitCode> {
-    let cmd = <Cli as clap::CommandFactory>::command();
+    let cmd = crate::cli::command();
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd)
         .section("8")
@@ -150,6 +151,7 @@ fn catch_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
 fn handle_signals(
     mut signals: signal_hook::iterator::Signals,
     stop: Stop,
+    ledger: Ledger,
     mut on_hup: Option<Box<dyn FnMut() + Send>>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::SIGHUP;
@@ -178,7 +180,7 @@ fn handle_signals(
                     // No destructors run past exit: remove our firewall
                     // rules, and give the terminal back if the dashboard
                     // has it.
-                    if let Some(Err(e)) = rules::remove_installed() {
+                    if let Some(Err(e)) = ledger.remove() {
                         eprintln!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
                     }
                     icmpmon_tui::restore();
@@ -249,66 +251,33 @@ fn open_outputs(
     Ok((sinks, files, names.join(", ")))
 }
 
-/// Opens the source asked for. `Ok(None)`: the run was stopped while the
-/// source waited (a pipe's writer that never wrote).
-fn open_source(args: &RunArgs, stop: &Stop) -> anyhow::Result<Option<Box<dyn Source>>> {
+/// Every source's settings, from the command line.
+fn open_options(args: &RunArgs) -> OpenOptions {
     let socket_buffer = usize::try_from(args.socket_buffer).unwrap_or(usize::MAX);
-    let kmod_opts = KmodOptions {
-        snaplen: args.snaplen,
-        batch_bytes: args.batch_bytes,
-        flush_ms: args.flush_ms,
-        socket_buffer,
-    };
-    let packet = || {
-        PacketSource::open(&PacketOptions {
+    OpenOptions {
+        kmod: KmodOptions {
+            snaplen: args.snaplen,
+            batch_bytes: args.batch_bytes,
+            flush_ms: args.flush_ms,
+            socket_buffer,
+        },
+        packet: PacketOptions {
             interfaces: args.interfaces.clone(),
             snaplen: args.snaplen,
             block_size: args.ring_block_size,
             frames: args.ring_frames,
             timeout_ms: args.ring_timeout,
-        })
-    };
-    Ok(Some(match &args.source {
-        SourceSpec::Kmod => Box::new(KmodClient::open()?.register(&kmod_opts)?),
-        SourceSpec::Packet => Box::new(packet()?),
-        SourceSpec::Nflog => Box::new(NflogSource::open(&NflogOptions {
+        },
+        nflog: NflogOptions {
             group: args.nflog_group,
             snaplen: args.snaplen,
             socket_buffer,
             threshold: args.nflog_threshold,
             timeout_ms: args.nflog_timeout,
-        })?),
-        SourceSpec::Nfqueue => Box::new(NfqueueSource::open(
-            args.queue_num,
-            args.snaplen,
-            socket_buffer,
-        )?),
-        SourceSpec::Auto if !args.interfaces.is_empty() => {
-            eprintln!("icmpmon: --interface given; using AF_PACKET (--source packet)");
-            Box::new(packet()?)
-        }
-        SourceSpec::Auto => match KmodClient::open() {
-            Ok(client) => Box::new(client.register(&kmod_opts)?),
-            Err(KmodError::NotLoaded) => {
-                eprintln!(
-                    "icmpmon: the icmpmon kernel module is not loaded; using AF_PACKET \
-                     (--source packet)"
-                );
-                Box::new(packet()?)
-            }
-            Err(e) => return Err(e.into()),
         },
-        SourceSpec::Pcap(path) => {
-            let pcap = match PcapSource::open(path, stop) {
-                Err(PcapFileError::Stopped { .. }) => return Ok(None),
-                other => other?,
-            };
-            Box::new(match args.replay {
-                Some(speed) => pcap.with_replay(speed),
-                None => pcap,
-            })
-        }
-    }))
+        queue_num: args.queue_num,
+        replay: args.replay,
+    }
 }
 
 fn usage_error(msg: &str) -> ! {
@@ -356,7 +325,11 @@ fn reloader(
     })
 }
 
-fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result<ExitCode> {
+fn run(
+    args: &RunArgs,
+    layered: Option<(Layered, FileConfig)>,
+    ledger: &Ledger,
+) -> anyhow::Result<ExitCode> {
     let tui = args.wants_tui(io::stdout().is_terminal() && io::stdin().is_terminal());
     if let Some(msg) = args.conflicts(tui) {
         usage_error(msg);
@@ -392,22 +365,26 @@ fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result
     // The dashboard's header names the namespace, which reads
     // /proc/1/ns/net: before any drop.
     let namespace = tui.then(namespace_name);
-    if let SourceSpec::Pcap(_) = args.source {
+    if let SourceKind::Pcap(_) = args.source {
         // A capture file needs no privilege, and its reader may wait for a
         // pipe's writer: drop everything and handle signals first.
         drop_privileges(&[])?;
         signals
             .take()
-            .map(|s| handle_signals(s, stop.clone(), on_hup.take()))
+            .map(|s| handle_signals(s, stop.clone(), ledger.clone(), on_hup.take()))
             .transpose()?;
     }
-    let Some(source) = open_source(args, &stop)? else {
+    let Some(Opened { source, notices }) = args.source.open(&open_options(args), &stop, ledger)?
+    else {
         eprintln!(
             "icmpmon: {} before the capture started",
             stop.reason().map_or("stopped", StopReason::describe)
         );
         return Ok(ExitCode::SUCCESS);
     };
+    for notice in notices {
+        eprintln!("icmpmon: {notice}");
+    }
     // Live sources only: a file's packets are not this host's now.
     let host = source
         .live()
@@ -419,7 +396,7 @@ fn run(args: &RunArgs, layered: Option<(Layered, FileConfig)>) -> anyhow::Result
         .flatten();
     if let Some(s) = signals.take() {
         drop_privileges(source.capabilities_kept())?;
-        handle_signals(s, stop.clone(), on_hup.take())?;
+        handle_signals(s, stop.clone(), ledger.clone(), on_hup.take())?;
     }
     let source_name = source.name();
     let described = source.describe();
@@ -608,7 +585,9 @@ fn execute(
     })?;
     let (tally, snapshot, mut outputs) =
         consumed.map_err(|_| anyhow!("the aggregator thread panicked"))?;
-    let end = end.unwrap_or_else(|_| Err(anyhow!("the capture thread panicked")));
+    let end = end
+        .map_err(|_| anyhow!("the capture thread panicked"))
+        .and_then(|r| r.map_err(anyhow::Error::from));
     let finished = match &end {
         Ok(_) => outputs.finish(),
         Err(_) => Ok(()),
@@ -767,7 +746,7 @@ mod tests {
             self: Box<Self>,
             sink: pipeline::PacketSink,
             stop: &Stop,
-        ) -> anyhow::Result<SourceEnd> {
+        ) -> Result<SourceEnd, icmpmon_capture::source::CaptureError> {
             match self.0 {
                 Behaviour::Flood => {
                     let mut seq = 0u16;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use icmpmon_capture::kmod::abi as proto;
+use icmpmon_capture::open::SourceKind;
 use icmpmon_core::aggregate::Thresholds;
 use icmpmon_core::filter::Filter;
 
@@ -57,28 +58,28 @@ Standard output takes one output: --csv -, --jsonl -, --alerts - and
 Each CSV row is one ICMP/ICMPv6 message; the columns are described in
 README.md (CSV schema v1).";
 
-/// The sources built in (a macro, for `concat!`).
-macro_rules! sources {
-    () => {
-        "kmod, packet, nflog, nfqueue, pcap"
-    };
+/// `--version`: the version, the commit it was built from, the sources
+/// (from `SourceKind`, so a new source shows up by itself).
+fn long_version() -> &'static str {
+    let text = format!(
+        "{} (commit {})\nsources: {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("ICMPMON_GIT_COMMIT"),
+        SourceKind::NAMES.join(", ")
+    );
+    // Once per process: clap keeps `&'static str`s.
+    Box::leak(text.into_boxed_str())
 }
-pub(crate) const SOURCES: &str = sources!();
 
-/// `--version`: the version, the commit it was built from, the sources.
-const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("ICMPMON_GIT_COMMIT"),
-    ")\nsources: ",
-    sources!()
-);
+/// The command line's definition, with what clap's derive cannot hold.
+pub(crate) fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command().long_version(long_version())
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "icmpmon",
     version,
-    long_version = LONG_VERSION,
     about = "Monitor ICMP and ICMPv6 on this host",
     long_about = "Monitor ICMP and ICMPv6 on this host.\n\n\
         Packets come from the icmpmon kernel module (a netfilter hook, over generic \
@@ -132,41 +133,6 @@ impl Shell {
             Shell::Zsh => clap_complete::Shell::Zsh,
             Shell::Fish => clap_complete::Shell::Fish,
         }
-    }
-}
-
-/// Where packets come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    /// The kernel module when loaded, else AF_PACKET.
-    Auto,
-    /// The kernel module (generic netlink family "icmpmon").
-    Kmod,
-    /// AF_PACKET ring (passive, no module, no firewall change).
-    Packet,
-    /// NFLOG with icmpmon's own firewall rules (passive, no module).
-    Nflog,
-    /// NFQUEUE with icmpmon's own firewall rules (inline: opt-in).
-    Nfqueue,
-    /// A pcap or pcapng file.
-    Pcap(PathBuf),
-}
-
-fn parse_source(s: &str) -> Result<SourceSpec, String> {
-    match s {
-        "auto" => Ok(SourceSpec::Auto),
-        "kmod" => Ok(SourceSpec::Kmod),
-        "packet" => Ok(SourceSpec::Packet),
-        "nflog" => Ok(SourceSpec::Nflog),
-        "nfqueue" => Ok(SourceSpec::Nfqueue),
-        _ => match s.strip_prefix("pcap:") {
-            Some("") => Err(
-                "pcap: needs a file path (or - for standard input), e.g. pcap:capture.pcapng"
-                    .into(),
-            ),
-            Some(path) => Ok(SourceSpec::Pcap(path.into())),
-            None => Err("the sources are: auto, kmod, packet, nflog, nfqueue, pcap:PATH".into()),
-        },
     }
 }
 
@@ -274,8 +240,8 @@ pub struct RunArgs {
     /// (inline: every ICMP packet waits for icmpmon, which costs a flood
     /// about 3/4 of its rate; only when named); or pcap:PATH (a pcap/pcapng
     /// file or pipe, read as a stream; - is standard input; no privileges).
-    #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = parse_source)]
-    pub source: SourceSpec,
+    #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = SourceKind::parse)]
+    pub source: SourceKind,
     /// Capture on interface NAME only (repeatable; packet source, which
     /// auto then picks). Default: every interface of the namespace.
     #[arg(long = "interface", short = 'i', value_name = "NAME")]
@@ -431,11 +397,11 @@ impl RunArgs {
 
     /// Option combinations clap cannot check; a usage error if any.
     pub fn conflicts(&self, tui: bool) -> Option<&'static str> {
-        if self.replay.is_some() && !matches!(self.source, SourceSpec::Pcap(_)) {
+        if self.replay.is_some() && !matches!(self.source, SourceKind::Pcap(_)) {
             return Some("--replay replays a capture file: use it with --source pcap:PATH");
         }
         if !self.interfaces.is_empty()
-            && !matches!(self.source, SourceSpec::Auto | SourceSpec::Packet)
+            && !matches!(self.source, SourceKind::Auto | SourceKind::Packet)
         {
             return Some("--interface selects the interfaces of the packet source: use it with --source packet");
         }
@@ -571,11 +537,11 @@ mod tests {
     #[test]
     fn defaults_and_outputs() {
         let cli = Cli::try_parse_from(["icmpmon", "--csv", "-", "--duration", "1.5"]).unwrap();
-        assert_eq!(cli.run.source, SourceSpec::Auto);
+        assert_eq!(cli.run.source, SourceKind::Auto);
         assert_eq!(cli.run.csv, Some(Output::Stdout));
         assert_eq!(cli.run.duration, Some(Duration::from_millis(1500)));
         let cli = Cli::try_parse_from(["icmpmon", "--source", "pcap:a:b.pcap"]).unwrap();
-        assert_eq!(cli.run.source, SourceSpec::Pcap("a:b.pcap".into()));
+        assert_eq!(cli.run.source, SourceKind::Pcap("a:b.pcap".into()));
         let cli = Cli::try_parse_from(["icmpmon", "stats"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Stats)));
     }

@@ -24,6 +24,7 @@
 //! timestamp have private fields, and one bad attribute fails its whole
 //! message.
 
+use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -38,8 +39,7 @@ use netlink_packet_netfilter::NetfilterProtoFamily;
 use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
 use crate::privilege::Capability::CAP_NET_ADMIN;
-use crate::rules::{self, Rules, Target};
-use crate::SourceEnd;
+use crate::rules::{self, Ledger, Rules, Target};
 use icmpmon_core::event::{Direction, RawPacket};
 
 const MSG_PACKET: u16 = ((libc::NFNL_SUBSYS_ULOG as u16) << 8) | libc::NFULNL_MSG_PACKET as u16;
@@ -88,7 +88,7 @@ pub enum NflogError {
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
     #[error("cannot remove the log rules: {0}")]
-    RulesLeft(String),
+    RulesLeft(rules::RemoveError),
     #[error(
         "NFLOG needs CAP_NET_ADMIN in this network namespace (to bind log groups and \
          install its rules): run icmpmon with sudo, or use --source packet (CAP_NET_RAW)"
@@ -234,6 +234,8 @@ pub struct NflogSource {
     group: u16,
     /// Dropped (rules removed) before the last drain at stop.
     rules: Option<Rules>,
+    /// Stale rule sets removed at start, for `Source::notices`.
+    stale: Vec<String>,
     counters: Arc<NflogCounters>,
     /// The next sequence number expected per group (in, out).
     next_seq: [Option<u32>; 2],
@@ -248,8 +250,9 @@ pub struct NflogSource {
 }
 
 impl NflogSource {
-    /// Binds a pair of groups, then installs the rules that feed them.
-    pub fn open(opts: &NflogOptions) -> Result<Self, NflogError> {
+    /// Binds a pair of groups, then installs the rules that feed them
+    /// (recorded in `ledger`).
+    pub fn open(opts: &NflogOptions, ledger: &Ledger) -> Result<Self, NflogError> {
         let nl = NetfilterSocket::open(opts.socket_buffer)?;
         // Kernels before 6.x stamp `in` packets only when some socket asked
         // for receive timestamps: this one asks.
@@ -265,6 +268,7 @@ impl NflogSource {
             nl,
             group: 0,
             rules: None,
+            stale: Vec::new(),
             counters: Arc::default(),
             next_seq: [None; 2],
             timeout,
@@ -289,14 +293,12 @@ impl NflogSource {
         };
         // Unreadable: assume bound, so that another instance's rules are
         // never taken for stale.
-        let (rules, stale) =
-            Rules::install(target, &|g| netlink::bound_in_proc(BOUND_GROUPS, g, true))?;
-        for what in stale {
-            eprintln!(
-                "icmpmon: removed stale {what}: no program has its log group bound (an icmpmon \
-                 that died)"
-            );
-        }
+        let (rules, stale) = Rules::install(
+            target,
+            &|g| netlink::bound_in_proc(BOUND_GROUPS, g, true),
+            ledger,
+        )?;
+        src.stale = stale;
         src.rules = Some(rules);
         Ok(src)
     }
@@ -531,6 +533,65 @@ impl NflogSource {
         }
         self.drain(sink)?;
         Ok(())
+    }
+}
+
+impl From<NflogError> for CaptureError {
+    fn from(e: NflogError) -> Self {
+        CaptureError::new(e)
+    }
+}
+
+impl Source for NflogSource {
+    fn notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.stale)
+            .into_iter()
+            .map(|what| {
+                format!(
+                    "removed stale {what}: no program has its log group bound (an icmpmon \
+                     that died)"
+                )
+            })
+            .collect()
+    }
+    fn name(&self) -> &'static str {
+        "nflog"
+    }
+    fn describe(&self) -> String {
+        self.describe()
+    }
+    /// Removing the rules needs CAP_NET_ADMIN (the tools that do it get it
+    /// through the ambient set, with CAP_NET_RAW for iptables).
+    fn capabilities_kept(&self) -> &'static [caps::Capability] {
+        &[
+            caps::Capability::CAP_NET_ADMIN,
+            caps::Capability::CAP_NET_RAW,
+        ]
+    }
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, CaptureError> {
+        Ok(NflogSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for NflogCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("logged", self.packets.load(Relaxed)),
+            ("sequence_lost", self.sequence_lost.load(Relaxed)),
+            ("unaccounted", self.unaccounted.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+            ("bad_messages", self.bad_messages.load(Relaxed)),
+            ("out_batched_ms", self.out_batched_ms.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("log_sequence", self.sequence_lost.load(Relaxed)),
+            ("log_unaccounted", self.unaccounted.load(Relaxed)),
+        ]
     }
 }
 

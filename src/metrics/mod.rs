@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use icmpmon_capture::{stage_losses, Counters};
+use icmpmon_capture::source::{stage_losses, Counters};
 use icmpmon_core::aggregate::GroupPair;
 use icmpmon_core::aggregate::{error_class, Aggregator, KindKey};
 use icmpmon_core::aggregate::{Departed, PeerCounts, PeerKey};
@@ -450,10 +450,11 @@ impl Collector for DataCollector {
             None,
             MetricType::Info,
         )?;
+        let sources = icmpmon_capture::open::SourceKind::NAMES.join(", ");
         m.encode_info(&[
             ("version", env!("CARGO_PKG_VERSION")),
             ("commit", env!("ICMPMON_GIT_COMMIT")),
-            ("sources", crate::cli::SOURCES),
+            ("sources", sources.as_str()),
             ("source", self.source),
         ])?;
         let peer = |f: fn(&PeerCounts) -> u64| {

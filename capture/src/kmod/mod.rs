@@ -5,6 +5,7 @@
 //! for STATS now and then, so a module that went away without its BYE
 //! reaching us (a full socket buffer) still ends the run.
 
+use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
 use crate::netlink::{self, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
-use crate::SourceEnd;
 use abi::{attr, cmd, IcmpmonAttr, IcmpmonMsg};
 use icmpmon_core::event::{Direction, RawPacket};
 
@@ -664,6 +664,53 @@ impl KmodSource {
         SourceEnd::Ended(format!(
             "the icmpmon kernel module is being unloaded (no BYE within {BYE_TIMEOUT:?})"
         ))
+    }
+}
+
+impl From<KmodError> for CaptureError {
+    fn from(e: KmodError) -> Self {
+        CaptureError::new(e)
+    }
+}
+
+impl Source for KmodSource {
+    fn name(&self) -> &'static str {
+        "kmod"
+    }
+    fn describe(&self) -> String {
+        format!(
+            "kmod (generic netlink family icmpmon, id {})",
+            self.family_id()
+        )
+    }
+    // The module's CLOSE needs no capability: it can only end the caller's
+    // own subscription.
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, CaptureError> {
+        Ok(KmodSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for KmodCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("records", self.records.load(Relaxed)),
+            ("batches", self.batches.load(Relaxed)),
+            ("kernel_lost", self.kernel_lost.load(Relaxed)),
+            ("missing_batches", self.missing_batches.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+            ("bad_batches", self.bad_batches.load(Relaxed)),
+            ("bad_messages", self.bad_messages.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("kernel", self.kernel_lost.load(Relaxed)),
+            ("missing_batches", self.missing_batches.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+        ]
     }
 }
 

@@ -10,6 +10,7 @@
 //! verdicts. This client is the same netlink-sys + netlink-packet-core
 //! stack as the kernel-module source, with every length checked.
 
+use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -22,8 +23,7 @@ use netlink_packet_core::{
 
 use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
-use crate::rules::{self, Rules, Target};
-use crate::SourceEnd;
+use crate::rules::{self, Ledger, Rules, Target};
 use icmpmon_core::event::{Direction, RawPacket};
 
 const NFNL_SUBSYS_QUEUE: u16 = libc::NFNL_SUBSYS_QUEUE as u16;
@@ -68,7 +68,7 @@ pub enum NfqError {
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
     #[error("cannot remove the queue rules: {0}")]
-    RulesLeft(String),
+    RulesLeft(rules::RemoveError),
     #[error(
         "NFQUEUE needs CAP_NET_ADMIN in this network namespace (to bind the queue and \
          install its rules): run icmpmon with sudo"
@@ -188,17 +188,26 @@ pub struct NfqueueSource {
     queue: u16,
     /// Dropped (rules removed) before the last drain at stop.
     rules: Option<Rules>,
+    /// Stale rule sets removed at start, for `Source::notices`.
+    stale: Vec<String>,
     counters: Arc<NfqCounters>,
     next_id: u32,
 }
 
 impl NfqueueSource {
-    /// Binds queue `queue`, then installs the rules that feed it.
-    pub fn open(queue: u16, snaplen: u32, socket_buffer: usize) -> Result<Self, NfqError> {
+    /// Binds queue `queue`, then installs the rules that feed it (recorded
+    /// in `ledger`).
+    pub fn open(
+        queue: u16,
+        snaplen: u32,
+        socket_buffer: usize,
+        ledger: &Ledger,
+    ) -> Result<Self, NfqError> {
         let mut src = Self {
             nl: NetfilterSocket::open(socket_buffer)?,
             queue,
             rules: None,
+            stale: Vec::new(),
             counters: Arc::default(),
             next_id: 1,
         };
@@ -236,17 +245,16 @@ impl NfqueueSource {
                 DefaultNla::new(NFQA_CFG_MASK, NFQA_CFG_F_FAIL_OPEN.to_be_bytes().to_vec()),
             ],
         )?;
-        let (rules, stale) = Rules::install(Target::Queue(queue), &|q| {
-            // Unreadable: assume bound, so that another instance's rules
-            // are never taken for stale.
-            netlink::bound_in_proc(BOUND_QUEUES, q, true)
-        })?;
-        for what in stale {
-            eprintln!(
-                "icmpmon: removed stale {what}: no program has its queue bound (an icmpmon \
-                 that died)"
-            );
-        }
+        let (rules, stale) = Rules::install(
+            Target::Queue(queue),
+            &|q| {
+                // Unreadable: assume bound, so that another instance's rules
+                // are never taken for stale.
+                netlink::bound_in_proc(BOUND_QUEUES, q, true)
+            },
+            ledger,
+        )?;
+        src.stale = stale;
         src.rules = Some(rules);
         Ok(src)
     }
@@ -395,6 +403,63 @@ impl NfqueueSource {
         let unbind = self.message(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST);
         self.nl.send(unbind)?;
         Ok(SourceEnd::Stopped)
+    }
+}
+
+impl From<NfqError> for CaptureError {
+    fn from(e: NfqError) -> Self {
+        CaptureError::new(e)
+    }
+}
+
+impl Source for NfqueueSource {
+    fn notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.stale)
+            .into_iter()
+            .map(|what| {
+                format!(
+                    "removed stale {what}: no program has its queue bound (an icmpmon \
+                     that died)"
+                )
+            })
+            .collect()
+    }
+    fn name(&self) -> &'static str {
+        "nfqueue"
+    }
+    fn describe(&self) -> String {
+        self.describe()
+    }
+    /// NFQUEUE messages need CAP_NET_ADMIN; so does removing the rules.
+    fn capabilities_kept(&self) -> &'static [caps::Capability] {
+        &[
+            caps::Capability::CAP_NET_ADMIN,
+            caps::Capability::CAP_NET_RAW,
+        ]
+    }
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, CaptureError> {
+        Ok(NfqueueSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for NfqCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("queued", self.packets.load(Relaxed)),
+            ("queue_lost", self.queue_lost.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+            ("bad_messages", self.bad_messages.load(Relaxed)),
+            ("verdict_errors", self.verdict_errors.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("queue", self.queue_lost.load(Relaxed)),
+            ("socket_overruns", self.socket_overruns.load(Relaxed)),
+        ]
     }
 }
 

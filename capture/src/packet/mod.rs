@@ -26,6 +26,7 @@
 mod filter;
 mod ring;
 
+use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -35,7 +36,6 @@ use std::time::Duration;
 use icmpmon_core::event::{Direction, RawPacket};
 
 use crate::pipeline::{PacketSink, Stop};
-use crate::SourceEnd;
 use ring::Geometry;
 use ring::Ring;
 
@@ -315,6 +315,44 @@ fn read_block(block: &[u8], out: &mut Vec<RawPacket>) -> Skipped {
         }
     }
     skipped
+}
+
+impl From<PacketError> for CaptureError {
+    fn from(e: PacketError) -> Self {
+        CaptureError::new(e)
+    }
+}
+
+impl Source for PacketSource {
+    fn name(&self) -> &'static str {
+        "packet"
+    }
+    fn describe(&self) -> String {
+        self.describe()
+    }
+    // Open and bound, the socket needs no capability to read its ring and
+    // statistics: everything is dropped.
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, CaptureError> {
+        Ok(PacketSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for PacketCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("captured", self.packets.load(Relaxed)),
+            ("ring_drops", self.ring_drops.load(Relaxed)),
+            ("blocks", self.blocks.load(Relaxed)),
+            ("loopback_copies", self.loopback_copies.load(Relaxed)),
+            ("bad_frames", self.bad_frames.load(Relaxed)),
+        ]
+    }
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![("ring", self.ring_drops.load(Relaxed))]
+    }
 }
 
 #[cfg(test)]

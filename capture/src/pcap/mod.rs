@@ -8,6 +8,7 @@
 mod link;
 mod stream;
 
+use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -22,7 +23,6 @@ use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, PcapError};
 
 use crate::pipeline::{PacketSink, Stop};
-use crate::SourceEnd;
 use icmpmon_core::event::{Direction, RawPacket};
 use link::{strip_link, Skip};
 use stream::{Input, Starved, Stream, MAX_RECORD};
@@ -550,6 +550,44 @@ impl Batcher<'_> {
         {
             self.closed = true;
         }
+    }
+}
+
+impl From<PcapFileError> for CaptureError {
+    fn from(e: PcapFileError) -> Self {
+        CaptureError::new(e)
+    }
+}
+
+impl Source for PcapSource {
+    fn name(&self) -> &'static str {
+        "pcap"
+    }
+    fn describe(&self) -> String {
+        format!("pcap file {}", self.path().display())
+    }
+    fn live(&self) -> bool {
+        false
+    }
+    fn counters(&self) -> Arc<dyn Counters> {
+        self.counters()
+    }
+    fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, CaptureError> {
+        Ok(PcapSource::run(*self, sink, stop)?)
+    }
+}
+
+impl Counters for PcapCounters {
+    fn fields(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("frames", self.frames.load(Relaxed)),
+            ("not_ip", self.not_ip.load(Relaxed)),
+            ("unknown_link", self.unknown_link.load(Relaxed)),
+        ]
+    }
+    // A file waits for the consumer: nothing is lost before the parser.
+    fn losses(&self) -> Vec<(&'static str, u64)> {
+        vec![]
     }
 }
 

@@ -1,0 +1,171 @@
+//! Which sources exist, and opening one: the `auto` policy lives here.
+//! A new source is a module that implements `Source` plus an arm of
+//! `SourceKind`; its name (the `--source` value, the CSV `source` column,
+//! `--version`'s list) comes from `SourceKind::name`.
+
+use std::path::PathBuf;
+
+use crate::kmod::{KmodClient, KmodError, KmodOptions};
+use crate::nflog::{NflogOptions, NflogSource};
+use crate::nfqueue::NfqueueSource;
+use crate::packet::{PacketOptions, PacketSource};
+use crate::pcap::{PcapFileError, PcapSource};
+use crate::pipeline::Stop;
+use crate::rules::Ledger;
+use crate::source::{CaptureError, Source};
+
+/// Where packets come from: `--source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The kernel module when loaded, else AF_PACKET.
+    Auto,
+    /// The kernel module (generic netlink family "icmpmon").
+    Kmod,
+    /// AF_PACKET ring (passive, no module, no firewall change).
+    Packet,
+    /// NFLOG with icmpmon's own firewall rules (passive, no module).
+    Nflog,
+    /// NFQUEUE with icmpmon's own firewall rules (inline: opt-in).
+    Nfqueue,
+    /// A pcap or pcapng file, or a pipe (`-`: standard input).
+    Pcap(PathBuf),
+}
+
+impl SourceKind {
+    /// Every source's name, in the order `--help` and `--version` list them.
+    pub const NAMES: [&'static str; 5] = ["kmod", "packet", "nflog", "nfqueue", "pcap"];
+
+    /// The source's name (the CSV `source` column); `auto` before it is
+    /// resolved.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceKind::Auto => "auto",
+            SourceKind::Kmod => "kmod",
+            SourceKind::Packet => "packet",
+            SourceKind::Nflog => "nflog",
+            SourceKind::Nfqueue => "nfqueue",
+            SourceKind::Pcap(_) => "pcap",
+        }
+    }
+
+    /// Parses a `--source` value: a name, or `pcap:PATH`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let kind = match s {
+            "auto" => SourceKind::Auto,
+            "kmod" => SourceKind::Kmod,
+            "packet" => SourceKind::Packet,
+            "nflog" => SourceKind::Nflog,
+            "nfqueue" => SourceKind::Nfqueue,
+            _ => match s.strip_prefix("pcap:") {
+                Some("") => {
+                    return Err("pcap: needs a file path (or - for standard input), e.g. \
+                                pcap:capture.pcapng"
+                        .into())
+                }
+                Some(path) => SourceKind::Pcap(path.into()),
+                None => {
+                    let names: Vec<&str> = Self::NAMES
+                        .iter()
+                        .map(|&n| if n == "pcap" { "pcap:PATH" } else { n })
+                        .collect();
+                    return Err(format!("the sources are: auto, {}", names.join(", ")));
+                }
+            },
+        };
+        Ok(kind)
+    }
+
+    /// Opens the source (for `Auto`, the module if loaded, else AF_PACKET;
+    /// never NFQUEUE). `Ok(None)`: the run was stopped while the source
+    /// waited (a pipe's writer that never wrote). Firewall rules a source
+    /// installs are recorded in `ledger`.
+    pub fn open(
+        &self,
+        opts: &OpenOptions,
+        stop: &Stop,
+        ledger: &Ledger,
+    ) -> Result<Option<Opened>, CaptureError> {
+        let mut notices = Vec::new();
+        let mut source: Box<dyn Source> = match self {
+            SourceKind::Kmod => Box::new(KmodClient::open()?.register(&opts.kmod)?),
+            SourceKind::Packet => Box::new(PacketSource::open(&opts.packet)?),
+            SourceKind::Nflog => Box::new(NflogSource::open(&opts.nflog, ledger)?),
+            SourceKind::Nfqueue => Box::new(NfqueueSource::open(
+                opts.queue_num,
+                opts.kmod.snaplen,
+                opts.kmod.socket_buffer,
+                ledger,
+            )?),
+            SourceKind::Auto if !opts.packet.interfaces.is_empty() => {
+                notices.push("--interface given; using AF_PACKET (--source packet)".into());
+                Box::new(PacketSource::open(&opts.packet)?)
+            }
+            SourceKind::Auto => match KmodClient::open() {
+                Ok(client) => Box::new(client.register(&opts.kmod)?),
+                Err(KmodError::NotLoaded) => {
+                    notices.push(
+                        "the icmpmon kernel module is not loaded; using AF_PACKET \
+                         (--source packet)"
+                            .into(),
+                    );
+                    Box::new(PacketSource::open(&opts.packet)?)
+                }
+                Err(e) => return Err(e.into()),
+            },
+            SourceKind::Pcap(path) => {
+                let pcap = match PcapSource::open(path, stop) {
+                    Err(PcapFileError::Stopped { .. }) => return Ok(None),
+                    other => other?,
+                };
+                Box::new(match opts.replay {
+                    Some(speed) => pcap.with_replay(speed),
+                    None => pcap,
+                })
+            }
+        };
+        notices.extend(source.notices());
+        Ok(Some(Opened { source, notices }))
+    }
+}
+
+/// Every source's settings, from the command line.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The module's; its snaplen and socket buffer serve NFQUEUE too.
+    pub kmod: KmodOptions,
+    pub packet: PacketOptions,
+    pub nflog: NflogOptions,
+    pub queue_num: u16,
+    /// `--replay` speed for capture files.
+    pub replay: Option<f64>,
+}
+
+/// An opened source and what opening it said (the `auto` choice, stale
+/// rules removed), for the caller to show.
+#[derive(Debug)]
+pub struct Opened {
+    pub source: Box<dyn Source>,
+    pub notices: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_to_its_kind() {
+        for name in SourceKind::NAMES.iter().filter(|&&n| n != "pcap") {
+            assert_eq!(SourceKind::parse(name).unwrap().name(), *name);
+        }
+        assert_eq!(
+            SourceKind::parse("pcap:a:b.pcap").unwrap(),
+            SourceKind::Pcap("a:b.pcap".into())
+        );
+        let err = SourceKind::parse("bogus").unwrap_err();
+        assert_eq!(
+            err,
+            "the sources are: auto, kmod, packet, nflog, nfqueue, pcap:PATH"
+        );
+        assert!(SourceKind::parse("pcap:").is_err());
+    }
+}
