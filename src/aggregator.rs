@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::attribution::join::{Join, Ready};
+use crate::attribution::{Host, News};
 use crate::config::Groups;
-use crate::export::alerts::AlertSink;
-use crate::export::{self, Format, IfNames, Output, Row, RowSink};
-use crate::host::join::{Join, Ready};
-use crate::host::{Host, News};
-use crate::view::{self, Meta};
+use crate::dashboard::view::{self, Meta};
+use crate::outputs::alerts::AlertSink;
+use crate::outputs::{self, Format, IfNames, Output, Row, RowSink};
 use icmpmon_capture::pipeline::{Stop, StopReason};
 use icmpmon_capture::source::{stage_losses, Counters};
 use icmpmon_core::aggregate::Attribution;
@@ -119,15 +119,15 @@ impl Outputs {
         for (sink, file) in self.sinks.iter_mut().zip(&self.files) {
             if let Some((format, path)) = file {
                 sink.flush()?;
-                match export::open(&Output::File(path.clone()), true) {
-                    Ok((w, _, empty)) => *sink = export::sink(*format, w, empty),
+                match outputs::open(&Output::File(path.clone()), true) {
+                    Ok((w, _, empty)) => *sink = outputs::sink(*format, w, empty),
                     Err(e) => eprintln!("icmpmon: SIGHUP: {e}; writing on to the old file"),
                 }
             }
         }
         if let (Some(a), Some(path)) = (&mut self.alerts, &self.alerts_file) {
             a.flush()?;
-            match export::open(&Output::File(path.clone()), true) {
+            match outputs::open(&Output::File(path.clone()), true) {
                 Ok((w, _, _)) => *a = AlertSink::new(w),
                 Err(e) => eprintln!("icmpmon: SIGHUP: {e}; writing on to the old file"),
             }

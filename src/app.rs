@@ -16,11 +16,11 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::aggregator::{consume, Dashboard, Live, Outputs, Plan, Reload, Tally, UiCommand};
 use crate::cli::{Cli, Command, Destinations, Output, RunArgs};
 use crate::config::{self, FileConfig, Layered};
-use crate::export::alerts::AlertSink;
-use crate::export::{self, Format, IfNames, RowSink};
+use crate::dashboard::view::{namespace_name, Meta};
 use crate::metrics::{self, http, Publisher};
+use crate::outputs::alerts::AlertSink;
+use crate::outputs::{self, Format, IfNames, RowSink};
 use crate::report;
-use crate::view::{namespace_name, Meta};
 use icmpmon_capture::kmod::{KmodClient, KmodOptions};
 use icmpmon_capture::nflog::NflogOptions;
 use icmpmon_capture::open::{OpenOptions, Opened, SourceKind};
@@ -31,7 +31,7 @@ use icmpmon_capture::source::{stage_losses, Counters, Source, SourceEnd};
 use icmpmon_core::aggregate::Snapshot;
 use icmpmon_core::filter::Filter;
 
-pub(crate) fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let (cli, layered) = command_line();
     // A panic anywhere must not leave our firewall rules behind.
     let ledger = Ledger::new();
@@ -201,7 +201,7 @@ fn drop_privileges(keep: &[icmpmon_capture::privilege::Capability]) -> anyhow::R
 
 /// Opens one output (`-`: standard output), empty.
 fn open_writer(out: &Output) -> anyhow::Result<(Box<dyn Write + Send>, String)> {
-    let (w, name, _) = export::open(out, false)?;
+    let (w, name, _) = outputs::open(out, false)?;
     Ok((w, name))
 }
 
@@ -237,7 +237,7 @@ fn open_outputs(
     for (format, out) in [(Format::Csv, &dest.csv), (Format::Jsonl, &dest.jsonl)] {
         if let Some(out) = out {
             let (w, name) = open_writer(out)?;
-            sinks.push(export::sink(format, w, true));
+            sinks.push(outputs::sink(format, w, true));
             files.push(match out {
                 Output::File(p) => Some((format, p.clone())),
                 Output::Stdout => None,
@@ -389,7 +389,7 @@ fn run(
     let host = source
         .live()
         .then(|| {
-            crate::host::Host::start(!args.no_attribution)
+            crate::attribution::Host::start(!args.no_attribution)
                 .map_err(|e| eprintln!("icmpmon: no kernel counters nor attribution: {e}"))
                 .ok()
         })
@@ -689,7 +689,7 @@ mod tests {
     use icmpmon_core::event::{Direction, RawPacket};
 
     use super::*;
-    use crate::export::Row;
+    use crate::outputs::Row;
 
     /// What the fake source does until (and after) the stop.
     #[derive(Debug, Clone, Copy)]

@@ -181,7 +181,7 @@ pub fn text(s: &Snapshot) -> String {
                     "; last {} from {} (since {})",
                     m.mtu,
                     m.reporter,
-                    crate::export::rfc3339_nanos(m.changed_ns)
+                    crate::outputs::rfc3339_nanos(m.changed_ns)
                 )
             };
             let _ = writeln!(
@@ -190,7 +190,7 @@ pub fn text(s: &Snapshot) -> String {
                 m.destination,
                 m.smallest,
                 m.smallest_reporter,
-                crate::export::rfc3339_nanos(m.smallest_ns),
+                crate::outputs::rfc3339_nanos(m.smallest_ns),
                 m.reports,
             );
         }

@@ -16,7 +16,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,11 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mio::net::{TcpListener as MioListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use prometheus_client::encoding::DescriptorEncoder;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::Shared;
+use super::encode::{registry, Stats};
+use super::publish::Shared;
 
 const MAX_CONNS: usize = 256;
 const MAX_REQUEST: usize = 8192;
@@ -38,52 +37,6 @@ const GRACE: Duration = Duration::from_secs(1);
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
-
-/// The endpoint's own counters, exported beside the data.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    /// Answers by status: 200, 400, 404, 405, 431.
-    answers: [AtomicU64; 5],
-    /// Connections closed before an answer: deadline passed, or closed to
-    /// make room.
-    timed_out: AtomicU64,
-    evicted: AtomicU64,
-}
-
-const STATUSES: [u16; 5] = [200, 400, 404, 405, 431];
-
-impl Stats {
-    fn answered(&self, status: u16) {
-        if let Some(i) = STATUSES.iter().position(|&s| s == status) {
-            self.answers[i].fetch_add(1, Relaxed);
-        }
-    }
-
-    pub(super) fn encode(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-        use super::Value::Counter;
-        let n = |a: &AtomicU64| Counter(a.load(Relaxed));
-        super::family(
-            enc,
-            "icmpmon_http_answers",
-            "Answers of the metrics endpoint by HTTP status",
-            None,
-            MetricType::Counter,
-            STATUSES
-                .iter()
-                .zip(&self.answers)
-                .map(|(s, a)| ([("code", s.to_string())], n(a))),
-        )?;
-        super::family(
-            enc,
-            "icmpmon_http_dropped",
-            "Connections to the metrics endpoint closed without an answer",
-            None,
-            MetricType::Counter,
-            [("deadline", &self.timed_out), ("full", &self.evicted)]
-                .map(|(r, a)| ([("reason", r)], n(a))),
-        )
-    }
-}
 
 /// Binds the endpoint's address (before privileges are dropped, so a port
 /// below 1024 works with CAP_NET_BIND_SERVICE).
@@ -110,7 +63,7 @@ impl Server {
         source: &'static str,
     ) -> anyhow::Result<Self> {
         let stats = Arc::new(Stats::default());
-        let registry = super::registry(shared.clone(), source, stats.clone());
+        let registry = registry(shared.clone(), source, stats.clone());
         let poll = Poll::new().context("cannot create the metrics poller")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create a waker")?);
         let mut listener = MioListener::from_std(listener);

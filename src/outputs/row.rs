@@ -1,16 +1,10 @@
-//! Headless exporters. `Row` is the CSV schema v2 (a contract, see
-//! DESIGN.md): v1's 21 columns, then `pid,comm,cgroup`, so readers of v1
-//! that read by name keep working. JSON lines carry the same fields under
-//! the same names.
-
-pub mod alerts;
-pub mod csv;
-pub mod jsonl;
+//! A row: the CSV schema v2 (a contract, see docs/architecture.md): v1's
+//! 21 columns, then `pid,comm,cgroup`, so readers of v1 that read by name
+//! keep working. JSON lines carry the same fields under the same names.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -118,64 +112,6 @@ impl<'a> Row<'a> {
             comm: owner.map(|o| o.comm.clone()),
             cgroup: owner.map(|o| o.cgroup.clone()),
         }
-    }
-}
-
-/// Where an output goes.
-pub use crate::cli::Output;
-
-/// A row format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Jsonl,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Csv => "CSV",
-            Format::Jsonl => "JSON lines",
-        }
-    }
-}
-
-/// Opens an output: standard output, or a file created empty or (`append`,
-/// a reopen after log rotation) appended to. Returns the writer, its name,
-/// and whether it starts empty.
-pub fn open(out: &Output, append: bool) -> io::Result<(Box<dyn Write + Send>, String, bool)> {
-    Ok(match out {
-        Output::Stdout => (
-            Box::new(BufWriter::new(io::stdout())),
-            "stdout".into(),
-            true,
-        ),
-        Output::File(path) => {
-            let f = if append {
-                File::options().append(true).create(true).open(path)
-            } else {
-                File::create(path)
-            }
-            .map_err(|e| {
-                let verb = if append { "reopen" } else { "create" };
-                io::Error::new(e.kind(), format!("cannot {verb} {}: {e}", path.display()))
-            })?;
-            let empty = f.metadata().map_or(true, |m| m.len() == 0);
-            (
-                Box::new(BufWriter::new(f)),
-                path.display().to_string(),
-                empty,
-            )
-        }
-    })
-}
-
-/// A row exporter writing to `w`; a CSV that does not start empty (a
-/// reopened file) gets no second header.
-pub fn sink(format: Format, w: Box<dyn Write + Send>, empty: bool) -> Box<dyn RowSink> {
-    match format {
-        Format::Csv => Box::new(csv::CsvExport::new(w, empty)),
-        Format::Jsonl => Box::new(jsonl::JsonlExport::new(w)),
     }
 }
 

@@ -10,7 +10,7 @@ use icmpmon_tui::model::{
 };
 use icmpmon_tui::View;
 
-use crate::export::rfc3339_nanos;
+use crate::outputs::rfc3339_nanos;
 use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::aggregate::FlowKey;
 use icmpmon_core::aggregate::{PeerOrder, Snapshot};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use lru::LruCache;
 
-use super::{Ask, LookupKey};
+use super::ask::{Ask, LookupKey};
 use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::event::IcmpEvent;
 

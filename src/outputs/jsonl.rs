@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use crate::export::{Row, RowSink};
+use super::row::{Row, RowSink};
 
 #[derive(Debug)]
 pub struct JsonlExport<W: Write> {
@@ -29,8 +29,8 @@ impl<W: Write + Send> RowSink for JsonlExport<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::tests::error_event;
-    use crate::export::HEADER;
+    use crate::outputs::row::tests::error_event;
+    use crate::outputs::row::HEADER;
 
     #[test]
     fn same_fields_as_csv_with_nulls_for_empty_cells() {

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use crate::export::{Row, RowSink, HEADER};
+use super::row::{Row, RowSink, HEADER};
 
 #[derive(Debug)]
 pub struct CsvExport<W: Write> {
@@ -60,7 +60,7 @@ impl<W: Write + Send> RowSink for CsvExport<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::tests::{echo_event, error_event};
+    use crate::outputs::row::tests::{echo_event, error_event};
     use icmpmon_core::aggregate::{Attribution, Owner};
 
     fn render(rows: &[Row]) -> String {
