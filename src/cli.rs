@@ -76,6 +76,10 @@ pub(crate) fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command().long_version(long_version())
 }
 
+/// `--metrics-peers`' default: per-peer series for a few pairs, as a host
+/// usually pings a few targets.
+pub(crate) const PEERS_DEFAULT: u32 = 10;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "icmpmon",
@@ -293,7 +297,7 @@ pub struct RunArgs {
     /// Peer pairs with their own series in the metrics (those with the most
     /// echo requests; one idle for 5 minutes gives its place up); the rest
     /// are summed as requester="other". Bounds the number of series.
-    #[arg(long, value_name = "N", default_value_t = crate::metrics::PEERS_DEFAULT,
+    #[arg(long, value_name = "N", default_value_t = PEERS_DEFAULT,
           value_parser = clap::value_parser!(u32).range(0..=100_000), help_heading = "Metrics")]
     pub metrics_peers: u32,
     /// Stop after N rows.

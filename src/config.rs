@@ -301,6 +301,31 @@ pub(crate) fn changed_at_restart(old: &FileConfig, new: &FileConfig) -> Vec<Stri
     keys
 }
 
+/// What a reload may change while running.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub filter: icmpmon_core::filter::Filter,
+    pub thresholds: icmpmon_core::aggregate::Thresholds,
+    pub groups: Groups,
+}
+
+impl Live {
+    pub fn of(args: &crate::cli::RunArgs, groups: Groups) -> Self {
+        Self {
+            filter: args.filter.clone().unwrap_or_default(),
+            thresholds: args.aggregate_config().thresholds,
+            groups,
+        }
+    }
+}
+
+/// SIGHUP: new live settings (when --config was read again), and reopen
+/// the output files.
+#[derive(Debug)]
+pub(crate) struct Reload {
+    pub live: Option<Live>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

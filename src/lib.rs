@@ -1,12 +1,12 @@
 //! The icmpmon program as a library, so that tests can drive whole runs:
 //! the command line (`cli`, `config`), the run's wiring, signals and exit
-//! status (`app`), the aggregator thread (`aggregator`), and what it feeds:
-//! row and alert outputs (`outputs`), the metrics endpoint (`metrics`), the
-//! dashboard's views (`dashboard`) and the summary (`report`). The
+//! status (`app`), the aggregator thread and the `Stage` trait of what it
+//! feeds (`pipeline`): row and alert outputs (`outputs`), the metrics
+//! endpoint (`metrics`) and the dashboard (`dashboard`); the summary
+//! (`report`). The
 //! `attribution` thread names the local processes behind flows and reads
 //! the kernel's ICMP counters.
 
-mod aggregator;
 mod app;
 mod attribution;
 mod cli;
@@ -14,6 +14,7 @@ mod config;
 mod dashboard;
 mod metrics;
 mod outputs;
+mod pipeline;
 mod report;
 
 pub use app::main;

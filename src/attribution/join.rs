@@ -35,15 +35,13 @@ struct Held {
     since: Instant,
 }
 
-/// A row: the event, its RTT, its numbers in the aggregator and in the
-/// dashboard's filtered one (with that filter's generation), and, once
+/// A row: the event, its RTT, its number in the aggregator, and, once
 /// ready to go out, what was found for it (`None`: it needed no lookup).
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub ev: IcmpEvent,
     pub rtt_us: Option<u64>,
     pub seq: u64,
-    pub view_seq: Option<(u64, u64)>,
     pub who: Option<Attribution>,
 }
 
@@ -208,7 +206,6 @@ mod tests {
             ev,
             rtt_us: None,
             seq,
-            view_seq: None,
             who: None,
         }
     }

@@ -11,4 +11,4 @@ mod encode;
 pub(crate) mod http;
 mod publish;
 
-pub(crate) use publish::{Publisher, Shared, PEERS_DEFAULT};
+pub(crate) use publish::{Publisher, Shared};

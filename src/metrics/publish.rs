@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::pipeline::stage::{Flow, Record, Stage, Tick};
 use icmpmon_capture::source::{stage_losses, Counters};
 use icmpmon_core::aggregate::GroupPair;
 use icmpmon_core::aggregate::Histogram;
@@ -20,10 +21,6 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// A peer pair with no echo traffic for this long gives its labels up to
 /// another (its series then go stale in Prometheus).
 const IDLE_NS: u64 = 300_000_000_000;
-
-/// `--metrics-peers`' default: per-peer series for a few pairs, as a host
-/// usually pings a few targets.
-pub(crate) const PEERS_DEFAULT: u32 = 10;
 
 /// What a scrape shows: a copy made by the aggregator thread.
 #[derive(Debug, Default)]
@@ -310,6 +307,22 @@ impl Publisher {
                 ]
             },
         }
+    }
+}
+
+impl Stage for Publisher {
+    fn on_record(&mut self, _: &Record, _: &Aggregator) -> Flow {
+        Flow::Go
+    }
+
+    fn on_tick(&mut self, _: Tick, agg: &Aggregator) -> Flow {
+        self.publish(agg, false);
+        Flow::Go
+    }
+
+    fn finish(&mut self, agg: &Aggregator) -> Flow {
+        self.publish(agg, true);
+        Flow::Go
     }
 }
 

@@ -1,11 +1,15 @@
 //! Headless outputs: rows (CSV, JSON lines) and alerts, to standard output
-//! or files.
+//! or files, and the stage of the aggregator thread that writes them.
 
 pub(crate) mod alerts;
 mod csv;
 mod file;
 mod jsonl;
 mod row;
+mod stage;
 
-pub(crate) use file::{open, sink, Format, Output};
-pub(crate) use row::{rfc3339_nanos, IfNames, Row, RowSink};
+pub(crate) use file::{open, sink, Format};
+#[cfg(test)]
+pub(crate) use row::Row;
+pub(crate) use row::{rfc3339_nanos, RowSink};
+pub(crate) use stage::{Opened, Outputs};

@@ -1,0 +1,289 @@
+//! One run: outputs opened first (a bad path fails before anything is
+//! registered), signals caught before any side effect, the source opened,
+//! privileges dropped, the threads run, then the summary and the exit
+//! status.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::reload::reloader;
+use super::signals::{catch_signals, handle_signals};
+use super::summary::{print_summary, write_json};
+use super::threads::execute;
+use crate::cli::{Destinations, Output, RunArgs};
+use crate::config::{FileConfig, Layered};
+use crate::dashboard::view::{namespace_name, Meta};
+use crate::metrics::{self, http, Publisher};
+use crate::outputs::alerts::AlertSink;
+use crate::outputs::{self, Format, Outputs, RowSink};
+use crate::pipeline::Plan;
+use crate::report;
+use icmpmon_capture::kmod::KmodOptions;
+use icmpmon_capture::nflog::NflogOptions;
+use icmpmon_capture::open::{OpenOptions, Opened, SourceKind};
+use icmpmon_capture::packet::PacketOptions;
+use icmpmon_capture::pipeline::{Stop, StopReason};
+use icmpmon_capture::rules::Ledger;
+use icmpmon_capture::source::{stage_losses, SourceEnd};
+use icmpmon_core::filter::Filter;
+
+fn drop_privileges(keep: &[icmpmon_capture::privilege::Capability]) -> anyhow::Result<()> {
+    let dropped =
+        icmpmon_capture::privilege::drop_all_but(keep).context("cannot drop capabilities")?;
+    tracing::info!("{dropped}");
+    Ok(())
+}
+
+/// Opens one output (`-`: standard output), empty.
+fn open_writer(out: &Output) -> anyhow::Result<(Box<dyn Write + Send>, String)> {
+    let (w, name, _) = outputs::open(out, false)?;
+    Ok((w, name))
+}
+
+/// The row exporters, the files among them (reopened on SIGHUP) and a
+/// label.
+#[allow(clippy::type_complexity)]
+fn open_outputs(
+    dest: &Destinations,
+) -> anyhow::Result<(
+    Vec<Box<dyn RowSink>>,
+    Vec<Option<(Format, PathBuf)>>,
+    String,
+)> {
+    let mut sinks = Vec::new();
+    let mut files = Vec::new();
+    let mut names = Vec::new();
+    for (format, out) in [(Format::Csv, &dest.csv), (Format::Jsonl, &dest.jsonl)] {
+        if let Some(out) = out {
+            let (w, name) = open_writer(out)?;
+            sinks.push(outputs::sink(format, w, true));
+            files.push(match out {
+                Output::File(p) => Some((format, p.clone())),
+                Output::Stdout => None,
+            });
+            names.push(format!("{} to {name}", format.name()));
+        }
+    }
+    if names.is_empty() {
+        names.push("no row output".into());
+    }
+    Ok((sinks, files, names.join(", ")))
+}
+
+/// Every source's settings, from the command line.
+fn open_options(args: &RunArgs) -> OpenOptions {
+    let socket_buffer = usize::try_from(args.socket_buffer).unwrap_or(usize::MAX);
+    OpenOptions {
+        kmod: KmodOptions {
+            snaplen: args.snaplen,
+            batch_bytes: args.batch_bytes,
+            flush_ms: args.flush_ms,
+            socket_buffer,
+        },
+        packet: PacketOptions {
+            interfaces: args.interfaces.clone(),
+            snaplen: args.snaplen,
+            block_size: args.ring_block_size,
+            frames: args.ring_frames,
+            timeout_ms: args.ring_timeout,
+        },
+        nflog: NflogOptions {
+            group: args.nflog_group,
+            snaplen: args.snaplen,
+            socket_buffer,
+            threshold: args.nflog_threshold,
+            timeout_ms: args.nflog_timeout,
+        },
+        queue_num: args.queue_num,
+        replay: args.replay,
+    }
+}
+
+fn usage_error(msg: &str) -> ! {
+    clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, format!("{msg}\n")).exit()
+}
+
+pub(super) fn run(
+    args: &RunArgs,
+    layered: Option<(Layered, FileConfig)>,
+    ledger: &Ledger,
+) -> anyhow::Result<ExitCode> {
+    let tui = args.wants_tui(io::stdout().is_terminal() && io::stdin().is_terminal());
+    if let Some(msg) = args.conflicts(tui) {
+        usage_error(msg);
+    }
+    let dest = args.destinations(tui).unwrap_or_else(|m| usage_error(&m));
+    let stop = Stop::new().context("cannot create the stop event")?;
+    let mut signals = Some(catch_signals()?);
+    let groups = layered
+        .as_ref()
+        .map(|(_, f)| f.groups.clone())
+        .unwrap_or_default();
+    // Without the dashboard, SIGHUP reloads, when there is something to
+    // reload or reopen; otherwise it stops the run, as a hang-up.
+    let (reload_tx, reloads) = crossbeam_channel::bounded(1);
+    let files = [&dest.csv, &dest.jsonl, &dest.alerts]
+        .iter()
+        .any(|o| matches!(o, Some(Output::File(_))));
+    let mut on_hup = (!tui && (layered.is_some() || files))
+        .then(|| reloader(layered, (reload_tx, reloads.clone())));
+    // Outputs first: a bad path fails before anything is registered.
+    let (sinks, files, out_names) = open_outputs(&dest)?;
+    let alerts = dest
+        .alerts
+        .as_ref()
+        .map(open_writer)
+        .transpose()?
+        .map(|(w, _)| AlertSink::new(w));
+    let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
+    let metrics = args
+        .metrics_listen
+        .map(|addr| anyhow::Ok((http::bind(addr)?, Arc::new(metrics::Shared::default()))))
+        .transpose()?;
+    // The dashboard's header names the namespace, which reads
+    // /proc/1/ns/net: before any drop.
+    let namespace = tui.then(namespace_name);
+    if let SourceKind::Pcap(_) = args.source {
+        // A capture file needs no privilege, and its reader may wait for a
+        // pipe's writer: drop everything and handle signals first.
+        drop_privileges(&[])?;
+        signals
+            .take()
+            .map(|s| handle_signals(s, stop.clone(), ledger.clone(), on_hup.take()))
+            .transpose()?;
+    }
+    let Some(Opened { source, notices }) = args.source.open(&open_options(args), &stop, ledger)?
+    else {
+        eprintln!(
+            "icmpmon: {} before the capture started",
+            stop.reason().map_or("stopped", StopReason::describe)
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    for notice in notices {
+        eprintln!("icmpmon: {notice}");
+    }
+    // Live sources only: a file's packets are not this host's now.
+    let host = source
+        .live()
+        .then(|| {
+            crate::attribution::Host::start(!args.no_attribution)
+                .map_err(|e| eprintln!("icmpmon: no kernel counters nor attribution: {e}"))
+                .ok()
+        })
+        .flatten();
+    if let Some(s) = signals.take() {
+        drop_privileges(source.capabilities_kept())?;
+        handle_signals(s, stop.clone(), ledger.clone(), on_hup.take())?;
+    }
+    let source_name = source.name();
+    let described = source.describe();
+    if !tui {
+        eprintln!("icmpmon: capturing from {described}, {out_names}; Ctrl-C to stop");
+    }
+    let watch_stdout = [&dest.csv, &dest.jsonl, &dest.alerts]
+        .iter()
+        .any(|o| o.as_ref() == Some(&Output::Stdout));
+    let outputs = Outputs::new(
+        outputs::Opened {
+            sinks,
+            files,
+            alerts,
+            alerts_file: match &dest.alerts {
+                Some(Output::File(p)) => Some(p.clone()),
+                _ => None,
+            },
+            watch_stdout,
+        },
+        source_name,
+        args.count,
+    );
+    let started = Instant::now();
+    let plan = Plan {
+        filter: args.filter.clone().unwrap_or_default(),
+        config: icmpmon_core::aggregate::Config {
+            groups: groups.clone(),
+            ..args.aggregate_config()
+        },
+        count: args.count,
+        deadline: args.duration.map(|d| started + d),
+        live: source.live(),
+        stop: stop.clone(),
+        reloads,
+        host,
+        attribute: !args.no_attribution,
+    };
+    let ui = namespace.map(|namespace| Meta {
+        source: described.clone(),
+        namespace,
+        started,
+        filter: plan.filter.text().to_string(),
+        groups,
+    });
+    let capacity = usize::try_from(args.channel_capacity).unwrap_or(usize::MAX);
+    let publisher = metrics
+        .as_ref()
+        .map(|(_, shared)| Publisher::new(shared.clone(), args.metrics_peers as usize));
+    // Started after privileges are dropped: its thread keeps none.
+    let server = metrics
+        .map(|(listener, shared)| http::Server::start(listener, shared, source_name))
+        .transpose()?;
+    let done = execute(source, (outputs, publisher), plan, capacity, ui);
+    if let Some(s) = server {
+        s.stop();
+    }
+    let done = done?;
+
+    let why = match &done.end {
+        Ok(SourceEnd::Stopped) => stop
+            .reason()
+            .map_or("stopped", StopReason::describe)
+            .to_string(),
+        Ok(SourceEnd::Ended(why)) => why.clone(),
+        Err(e) => format!("capture failed: {e:#}"),
+    };
+    let lost = stage_losses(&*done.counters, done.dropped);
+    let tally = &done.tally;
+    let run = report::Summary {
+        source: source_name,
+        stopped: &why,
+        seconds: started.elapsed().as_secs_f64(),
+        rows: tally.rows,
+        packets: tally.packets,
+        filtered: tally.filtered,
+        not_icmp: tally.not_icmp,
+        parse_errors: tally.parse_error_total(),
+        lost: lost.iter().copied().collect(),
+        filter: args.filter.as_ref().map(Filter::text),
+        lookups: tally.lookups,
+        proc_scans: tally.proc_scans,
+        snapshot: &done.snapshot,
+    };
+    print_summary(
+        &run,
+        &out_names,
+        &lost,
+        &done.counters.fields(),
+        &tally.parse_errors,
+    );
+    let summary_error = summary_out.and_then(|(w, name)| write_json(w, &name, &run).err());
+
+    let mut failed = false;
+    let errors = [done.end.err(), done.ui.err(), done.finish.err()]
+        .into_iter()
+        .flatten();
+    for e in errors.chain(done.tally.output_error).chain(summary_error) {
+        eprintln!("icmpmon: {e:#}");
+        failed = true;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
