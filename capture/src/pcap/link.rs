@@ -74,6 +74,48 @@ pub(super) enum Skip {
     UnknownLink,
 }
 
+/// One interface of the file: how to strip its frames, how to read times.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Interface {
+    pub(super) link: DataLink,
+    /// Nanoseconds per timestamp unit (pcapng if_tsresol; pcap: 1).
+    pub(super) ns_per_unit: u64,
+    /// For binary resolutions (2^-n s): n, else None.
+    pub(super) binary_exp: Option<u8>,
+}
+
+impl Interface {
+    pub(super) fn timestamp_ns(&self, units: u128) -> u64 {
+        let ns = match self.binary_exp {
+            Some(n) => units.saturating_mul(1_000_000_000) >> n,
+            None => units.saturating_mul(u128::from(self.ns_per_unit)),
+        };
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+}
+
+/// if_tsresol: bit 7 clear = 10^-n s, set = 2^-n s; default 10^-6.
+pub(super) fn interface_from_idb(link: DataLink, tsresol: Option<u8>) -> Interface {
+    match tsresol {
+        Some(r) if r & 0x80 != 0 => Interface {
+            link,
+            ns_per_unit: 0,
+            binary_exp: Some(r & 0x7f),
+        },
+        Some(r) => Interface {
+            link,
+            // Finer than 1 ns rounds down to 1 ns units.
+            ns_per_unit: 10u64.pow(9u32.saturating_sub(u32::from(r))),
+            binary_exp: None,
+        },
+        None => Interface {
+            link,
+            ns_per_unit: 1_000,
+            binary_exp: None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

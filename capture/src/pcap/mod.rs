@@ -5,32 +5,29 @@
 //! from every other source; `--replay` paces packets at their recorded
 //! times.
 
+mod batch;
 mod link;
 mod stream;
+
+pub use batch::PcapCounters;
 
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crossbeam_channel::select;
 use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
-use pcap_file::{DataLink, PcapError};
+use pcap_file::PcapError;
 
 use crate::pipeline::{PacketSink, Stop};
-use icmpmon_core::event::{Direction, RawPacket};
-use link::{strip_link, Skip};
+use batch::{Batcher, Pace, BATCH};
+use link::{interface_from_idb, Interface};
 use stream::{Input, Starved, Stream, MAX_RECORD};
-
-/// Packets handed on per batch, and bytes: with at most 8 batches in the
-/// channel, what a file run holds stays near 8 × (1 MiB + one record).
-const BATCH: usize = 512;
-const BATCH_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapFileError {
@@ -53,58 +50,6 @@ pub enum PcapFileError {
     /// The run was stopped before the file said what it is.
     #[error("stopped before {path} gave its header")]
     Stopped { path: PathBuf },
-}
-
-/// What reading the file saw; shared with the summary.
-#[derive(Debug, Default)]
-pub struct PcapCounters {
-    pub frames: AtomicU64,
-    /// Frames whose link layer carries no IPv4/IPv6 (ARP, LLDP, …).
-    pub not_ip: AtomicU64,
-    /// Frames of a link type icmpmon does not decode.
-    pub unknown_link: AtomicU64,
-}
-
-/// One interface of the file: how to strip its frames, how to read times.
-#[derive(Debug, Clone, Copy)]
-struct Interface {
-    link: DataLink,
-    /// Nanoseconds per timestamp unit (pcapng if_tsresol; pcap: 1).
-    ns_per_unit: u64,
-    /// For binary resolutions (2^-n s): n, else None.
-    binary_exp: Option<u8>,
-}
-
-impl Interface {
-    fn timestamp_ns(&self, units: u128) -> u64 {
-        let ns = match self.binary_exp {
-            Some(n) => units.saturating_mul(1_000_000_000) >> n,
-            None => units.saturating_mul(u128::from(self.ns_per_unit)),
-        };
-        u64::try_from(ns).unwrap_or(u64::MAX)
-    }
-}
-
-/// if_tsresol: bit 7 clear = 10^-n s, set = 2^-n s; default 10^-6.
-fn interface_from_idb(link: DataLink, tsresol: Option<u8>) -> Interface {
-    match tsresol {
-        Some(r) if r & 0x80 != 0 => Interface {
-            link,
-            ns_per_unit: 0,
-            binary_exp: Some(r & 0x7f),
-        },
-        Some(r) => Interface {
-            link,
-            // Finer than 1 ns rounds down to 1 ns units.
-            ns_per_unit: 10u64.pow(9u32.saturating_sub(u32::from(r))),
-            binary_exp: None,
-        },
-        None => Interface {
-            link,
-            ns_per_unit: 1_000,
-            binary_exp: None,
-        },
-    }
 }
 
 /// pcap (both byte orders, µs and ns) and pcapng magic numbers.
@@ -459,100 +404,6 @@ fn block_len(bytes: &[u8], endianness: pcap_file::Endianness) -> Option<usize> {
     usize::try_from(n).ok()
 }
 
-/// Replay pacing: the first packet's time and when it was handed on.
-struct Pace {
-    speed: f64,
-    origin: Option<(u64, Instant)>,
-}
-
-impl Pace {
-    /// How long to wait before handing on a packet of time `ts_ns`.
-    fn wait(&mut self, ts_ns: u64) -> Duration {
-        let (t0, at) = *self.origin.get_or_insert((ts_ns, Instant::now()));
-        let due = Duration::try_from_secs_f64(ts_ns.saturating_sub(t0) as f64 / 1e9 / self.speed)
-            .unwrap_or(Duration::MAX);
-        due.saturating_sub(at.elapsed())
-    }
-}
-
-/// Strips link layers and hands packets on in batches (each packet on its
-/// own time when replaying).
-struct Batcher<'a> {
-    sink: &'a PacketSink,
-    batch: Vec<RawPacket>,
-    counters: &'a PcapCounters,
-    pace: Option<Pace>,
-    stop: &'a Stop,
-    /// The consumer is gone, or the run stopped while handing on.
-    closed: bool,
-    /// Packet bytes in `batch`.
-    batch_bytes: usize,
-}
-
-impl Batcher<'_> {
-    fn push(
-        &mut self,
-        iface: &Interface,
-        ts_ns: impl TryInto<u64>,
-        orig_len: u32,
-        frame: &[u8],
-        epb_flags: Option<u32>,
-    ) {
-        self.counters.frames.fetch_add(1, Relaxed);
-        let (at, mut direction) = match strip_link(iface.link, frame) {
-            Ok(v) => v,
-            Err(Skip::NotIp) => {
-                self.counters.not_ip.fetch_add(1, Relaxed);
-                return;
-            }
-            Err(Skip::UnknownLink) => {
-                self.counters.unknown_link.fetch_add(1, Relaxed);
-                return;
-            }
-        };
-        // pcapng epb_flags bits 0-1: 1 inbound, 2 outbound.
-        match epb_flags.map(|f| f & 0b11) {
-            Some(1) => direction = Direction::In,
-            Some(2) => direction = Direction::Out,
-            _ => {}
-        }
-        let data = frame.get(at..).unwrap_or(&[]);
-        let ts_ns = ts_ns.try_into().unwrap_or(u64::MAX);
-        if let Some(wait) = self.pace.as_mut().map(|p| p.wait(ts_ns)) {
-            if !wait.is_zero() {
-                self.flush();
-                select! {
-                    recv(self.stop.stopped()) -> _ => {}
-                    default(wait) => {}
-                }
-            }
-        }
-        self.batch.push(RawPacket {
-            mono_ns: None,
-            ts_ns,
-            direction,
-            ifindex: 0,
-            orig_len: orig_len.saturating_sub(at as u32),
-            data: data.to_vec(),
-        });
-        self.batch_bytes += data.len();
-        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        self.batch_bytes = 0;
-        if !self.batch.is_empty()
-            && !self
-                .sink
-                .send_wait(std::mem::take(&mut self.batch), self.stop)
-        {
-            self.closed = true;
-        }
-    }
-}
-
 impl From<PcapFileError> for CaptureError {
     fn from(e: PcapFileError) -> Self {
         CaptureError::new(e)
@@ -594,6 +445,7 @@ impl Counters for PcapCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pcap_file::DataLink;
 
     /// Reads `data` as a capture file to the end; returns the packets.
     fn read_all(data: Vec<u8>) -> (Result<SourceEnd, PcapFileError>, usize) {

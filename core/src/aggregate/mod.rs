@@ -8,6 +8,7 @@
 mod addr;
 mod aggregator;
 mod anomaly;
+mod config;
 mod echo;
 mod errors;
 mod flow;
@@ -19,9 +20,10 @@ mod rtt;
 mod snapshot;
 mod topk;
 
-pub use aggregator::{Aggregator, Config, Outcome, RecentEvent};
+pub use aggregator::{Aggregator, Outcome, RecentEvent};
 pub use aggregator::{ErrorKindKey, KindKey, MessageCount, PathMtu};
 pub use anomaly::{Flag, FlagKind, Thresholds};
+pub use config::Config;
 pub use echo::{Departed, PeerCounts, PeerKey};
 pub use flow::{error_class, is_error, kinds_text, FlowKey};
 pub use groups::{GroupPair, Groups};

@@ -1,0 +1,28 @@
+//! How big a group's messages are: the buffer for a batch, and the `out`
+//! group's batch for the rate it sees.
+
+use std::time::Duration;
+
+/// nfnetlink_log's bounds on a group's message buffer: about NLMSG_GOODSIZE
+/// (a page less the skb overhead) and 128 KiB. Every message takes a buffer
+/// this size, one packet or a batch.
+const NL_BUFSIZ_MIN: u32 = 4096;
+const NL_BUFSIZ_MAX: u32 = 131_072;
+/// How late a batched `out` packet's time may be: the `out` group batches
+/// only as many packets as arrive in this time (see `adapt_out`).
+const OUT_BATCH_SPAN: Duration = Duration::from_micros(250);
+
+/// A message buffer for a batch of `threshold` packets, within the
+/// kernel's bounds.
+pub(super) fn batch_bytes(threshold: u32, snaplen: u32) -> u32 {
+    threshold
+        .saturating_mul(snaplen + 128)
+        .clamp(NL_BUFSIZ_MIN, NL_BUFSIZ_MAX)
+}
+
+/// The `out` group's batch for `rate` packets/s: what arrives within
+/// `OUT_BATCH_SPAN`, at most `max`; 1 (unbatched) below 8 000/s.
+pub(super) fn out_threshold(rate: f64, max: u32) -> u32 {
+    let n = rate * OUT_BATCH_SPAN.as_secs_f64();
+    (n as u32).clamp(1, max.max(1))
+}
