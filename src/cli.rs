@@ -1,4 +1,5 @@
-//! Command line (a contract: see DESIGN.md). Bad values exit with status 2
+//! Command line (a contract: see docs/architecture.md). Bad values exit
+//! with status 2
 //! and a message that says what is allowed.
 
 use std::path::{Path, PathBuf};
@@ -55,8 +56,11 @@ rotate them with logrotate's `create` and a postrotate `kill -HUP`.
 Standard output takes one output: --csv -, --jsonl -, --alerts - and
 --summary-json - exclude each other (as do two outputs naming one file).
 
-Each CSV row is one ICMP/ICMPv6 message; the columns are described in
-README.md (CSV schema v1).";
+Each CSV row is one ICMP/ICMPv6 message, with these columns (schema v2;
+JSON lines have the same fields):
+timestamp,source,direction,ifname,family,src,dst,icmp_type,icmp_code,kind,
+id,seq,ttl,length,rtt_us,inner_proto,inner_src,inner_dst,inner_sport,
+inner_dport,info,pid,comm,cgroup";
 
 /// `--version`: the version, the commit it was built from, the sources
 /// (from `SourceKind`, so a new source shows up by itself).
@@ -489,6 +493,16 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_lists_the_csv_columns() {
+        let listed = AFTER_HELP
+            .rsplit_once("JSON lines have the same fields):\n")
+            .unwrap()
+            .1
+            .replace('\n', "");
+        assert_eq!(listed, crate::outputs::HEADER.join(","));
+    }
     use clap::CommandFactory;
 
     #[test]

@@ -249,7 +249,7 @@ fn sighup_stops_a_run_with_nothing_to_reload() {
     stdin.write_all(&header()).unwrap();
     stdin.write_all(&records(&pings(1000, 0, 2))).unwrap();
     stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_signal_caught(child.id(), Signal::SIGHUP as u32);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {

@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,12 +15,23 @@ use pcap_file::DataLink;
 
 const RSS_BOUND_KIB: u64 = 64 * 1024;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port icmpmon says it bound (`--metrics-listen 127.0.0.1:0`), read
+/// from its stderr; the rest of stderr is drained on a thread.
+fn bound_port(child: &mut Child) -> u16 {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(port) = line
+                .strip_prefix("icmpmon: metrics at http://127.0.0.1:")
+                .and_then(|r| r.strip_suffix("/metrics"))
+            {
+                let _ = tx.send(port.parse::<u16>().unwrap());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("icmpmon did not say where it serves metrics")
 }
 
 fn scrape(port: u16) -> Option<String> {
@@ -83,7 +94,6 @@ fn run(peers: u32) {
     let frames = frames();
     let total = frames.len() as f64;
     write_pcap(&f, DataLink::RAW, &frames);
-    let port = free_port();
     // The spoofed sources form one peer group.
     let cfg = dir.path().join("groups.toml");
     std::fs::write(&cfg, "[peer-groups]\n\"11.0.0.0/8\" = \"spoofed\"\n").unwrap();
@@ -92,13 +102,13 @@ fn run(peers: u32) {
         .arg(&cfg)
         .args(["--source", "pcap:-", "--headless", "--metrics-peers"])
         .arg(peers.to_string())
-        .arg("--metrics-listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let port = bound_port(&mut child);
     // The pipe stays open: icmpmon keeps running, and serving, after the
     // last packet.
     let mut stdin = child.stdin.take().unwrap();

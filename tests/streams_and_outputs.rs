@@ -143,7 +143,7 @@ fn a_pipe_is_read_live_and_ctrl_c_ends_the_wait() {
 
     // A writer that never writes: Ctrl-C still ends the run.
     let child = spawn_pipe_reader();
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_signal_caught(child.id(), nix::sys::signal::Signal::SIGINT as u32);
     interrupt(&child);
     let out = wait_bounded(child, Duration::from_secs(5));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -185,16 +185,23 @@ fn dashboard_in_tmux() {
     };
     let sorted_by = sort_label(&tmux.screen());
     tmux.cmd(&["resize-window", "-t", "tui", "-x", "110", "-y", "36"]);
-    sleep(Duration::from_millis(300));
+    // Redrawn at the new size: the footer is on the last of 36 lines.
+    tmux.wait_for("the redraw after a resize", |s| {
+        s.lines().nth(35).is_some_and(|l| l.contains("q quit"))
+    });
     tmux.cmd(&["send-keys", "-t", "tui", "s"]);
     tmux.wait_for("the key after a resize", |s| {
         !sort_label(s).is_empty() && sort_label(s) != sorted_by
     });
     tmux.cmd(&["resize-window", "-t", "tui", "-x", "120", "-y", "40"]);
-    // Back to sorting by loss.
-    while !tmux.screen().contains("sort: loss") {
+    // Back to sorting by loss (the orders cycle: a few presses at most).
+    for _ in 0..10 {
+        if tmux.screen().contains("sort: loss") {
+            break;
+        }
         tmux.keys(&["s"]);
     }
+    tmux.wait_for("sort: loss", |s| s.contains("sort: loss"));
 
     // / with a bad expression: the error shows inline, the edit stays.
     tmux.keys(&["/"]);
@@ -233,7 +240,15 @@ fn dashboard_in_tmux() {
         !s.contains("requester → responder"),
         "dashboard left on screen:\n{s}"
     );
-    sleep(Duration::from_millis(300));
+    // The shell saves the modes after it echoes the status.
+    let start = Instant::now();
+    while std::fs::read_to_string(&after).map_or(true, |t| t.is_empty()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no terminal modes saved"
+        );
+        sleep(Duration::from_millis(20));
+    }
     let (b, a) = (
         std::fs::read_to_string(&before).unwrap(),
         std::fs::read_to_string(&after).unwrap(),
@@ -333,7 +348,15 @@ fn double_ctrl_c_leaves_no_escapes_in_the_csv() {
     );
     session(&tmux, &script);
     tmux.wait_for("capturing", |s| s.contains("capturing from"));
-    sleep(Duration::from_millis(500));
+    // Rows are coming: the CSV has its header.
+    let start = Instant::now();
+    while !std::fs::read(&csv)
+        .unwrap_or_default()
+        .starts_with(b"timestamp,")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "no rows written");
+        sleep(Duration::from_millis(20));
+    }
     // Both at once. A file run stops in milliseconds, so the first usually
     // wins; tests/netns/run.sh catches the second during a slower stop.
     tmux.cmd(&["send-keys", "-t", "tui", "C-c", "C-c"]);

@@ -145,6 +145,10 @@ pub(super) fn run(
         .metrics_listen
         .map(|addr| anyhow::Ok((http::bind(addr)?, Arc::new(metrics::Shared::default()))))
         .transpose()?;
+    if let Some(Ok(addr)) = metrics.as_ref().map(|(l, _)| l.local_addr()) {
+        // The address bound, port 0 resolved: what to scrape.
+        eprintln!("icmpmon: metrics at http://{addr}/metrics");
+    }
     // The dashboard's header names the namespace, which reads
     // /proc/1/ns/net: before any drop.
     let namespace = tui.then(namespace_name);

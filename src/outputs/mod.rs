@@ -9,7 +9,7 @@ mod row;
 mod stage;
 
 pub(crate) use file::{open, sink, Format};
-#[cfg(test)]
-pub(crate) use row::Row;
 pub(crate) use row::{rfc3339_nanos, RowSink};
+#[cfg(test)]
+pub(crate) use row::{Row, HEADER};
 pub(crate) use stage::{Opened, Outputs};

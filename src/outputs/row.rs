@@ -13,7 +13,7 @@ use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::event::IcmpEvent;
 
 /// Column names of CSV schema v2, in order (v1: the first 21).
-pub const HEADER: [&str; 24] = [
+pub(crate) const HEADER: [&str; 24] = [
     "timestamp",
     "source",
     "direction",

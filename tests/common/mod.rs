@@ -161,3 +161,26 @@ pub fn pcap_to_csv(file: &Path) -> Output {
     );
     out
 }
+
+/// Waits (at most 10 s) until process `pid` catches signal `signo`: its
+/// handler is installed, so the signal now means what icmpmon makes of it
+/// rather than the default (death). Read from /proc/PID/status (SigCgt).
+pub fn wait_signal_caught(pid: u32, signo: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (signo - 1)) != 0);
+        if caught {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not install a handler for signal {signo}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -55,7 +55,7 @@ pub enum KmodError {
     Io(#[from] io::Error),
 }
 
-/// REGISTER settings (see the limits in proto).
+/// REGISTER settings (see the limits in `abi`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KmodOptions {
     pub snaplen: u32,
@@ -344,7 +344,7 @@ impl KmodClient {
 }
 
 /// The family id from a lookup's answer, if the module speaks our protocol
-/// version (version 1 modules are refused: see `proto`).
+/// version (version 1 modules are refused: see `abi`).
 fn family_of_our_version(id: Option<u16>, version: Option<u32>) -> Result<u16, KmodError> {
     match (id, version) {
         (None, _) => Err(KmodError::NotLoaded),
