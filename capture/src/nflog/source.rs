@@ -118,8 +118,6 @@ pub struct NflogSource {
     group: u16,
     /// Dropped (rules removed) before the last drain at stop.
     rules: Option<Rules>,
-    /// Stale rule sets removed at start, for `Source::notices`.
-    stale: Vec<String>,
     counters: Arc<NflogCounters>,
     /// The next sequence number expected per group (in, out).
     next_seq: [Option<u32>; 2],
@@ -152,7 +150,6 @@ impl NflogSource {
             nl,
             group: 0,
             rules: None,
-            stale: Vec::new(),
             counters: Arc::default(),
             next_seq: [None; 2],
             timeout,
@@ -177,12 +174,11 @@ impl NflogSource {
         };
         // Unreadable: assume bound, so that another instance's rules are
         // never taken for stale.
-        let (rules, stale) = Rules::install(
+        let rules = Rules::install(
             target,
             &|g| netlink::bound_in_proc(BOUND_GROUPS, g, true),
             ledger,
         )?;
-        src.stale = stale;
         src.rules = Some(rules);
         Ok(src)
     }
@@ -428,15 +424,9 @@ impl From<NflogError> for CaptureError {
 
 impl Source for NflogSource {
     fn notices(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.stale)
-            .into_iter()
-            .map(|what| {
-                format!(
-                    "removed stale {what}: no program has its log group bound (an icmpmon \
-                     that died)"
-                )
-            })
-            .collect()
+        self.rules
+            .as_mut()
+            .map_or_else(Vec::new, Rules::take_notices)
     }
     fn name(&self) -> &'static str {
         "nflog"

@@ -188,8 +188,6 @@ pub struct NfqueueSource {
     queue: u16,
     /// Dropped (rules removed) before the last drain at stop.
     rules: Option<Rules>,
-    /// Stale rule sets removed at start, for `Source::notices`.
-    stale: Vec<String>,
     counters: Arc<NfqCounters>,
     next_id: u32,
 }
@@ -207,7 +205,6 @@ impl NfqueueSource {
             nl: NetfilterSocket::open(socket_buffer)?,
             queue,
             rules: None,
-            stale: Vec::new(),
             counters: Arc::default(),
             next_id: 1,
         };
@@ -245,7 +242,7 @@ impl NfqueueSource {
                 DefaultNla::new(NFQA_CFG_MASK, NFQA_CFG_F_FAIL_OPEN.to_be_bytes().to_vec()),
             ],
         )?;
-        let (rules, stale) = Rules::install(
+        let rules = Rules::install(
             Target::Queue(queue),
             &|q| {
                 // Unreadable: assume bound, so that another instance's rules
@@ -254,7 +251,6 @@ impl NfqueueSource {
             },
             ledger,
         )?;
-        src.stale = stale;
         src.rules = Some(rules);
         Ok(src)
     }
@@ -414,15 +410,9 @@ impl From<NfqError> for CaptureError {
 
 impl Source for NfqueueSource {
     fn notices(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.stale)
-            .into_iter()
-            .map(|what| {
-                format!(
-                    "removed stale {what}: no program has its queue bound (an icmpmon \
-                     that died)"
-                )
-            })
-            .collect()
+        self.rules
+            .as_mut()
+            .map_or_else(Vec::new, Rules::take_notices)
     }
     fn name(&self) -> &'static str {
         "nfqueue"

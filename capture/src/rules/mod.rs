@@ -257,19 +257,21 @@ pub struct Rules {
     target: Target,
     /// Taken by `remove`, so that `Drop` does not remove (and report) twice.
     ledger: Option<Ledger>,
+    /// Stale rule sets removed before these were installed.
+    stale: Vec<String>,
 }
 
 impl Rules {
     /// Installs the rules of `target` (whose queue or groups the caller has
     /// bound) with nft, else with xtables, after removing stale rules of
     /// its kind, and records them in `ledger`. `bound` says whether a
-    /// queue or group is bound now. Returns the rules and what stale rules
-    /// were removed.
+    /// queue or group is bound now. What stale rules were removed is kept
+    /// for `take_notices`.
     pub fn install(
         target: Target,
         bound: &dyn Fn(u16) -> bool,
         ledger: &Ledger,
-    ) -> Result<(Self, Vec<String>), RulesError> {
+    ) -> Result<Self, RulesError> {
         use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
         if let Err(e) = crate::privilege::pass_to_children(&[CAP_NET_ADMIN, CAP_NET_RAW]) {
             tracing::warn!("cannot pass capabilities to iptables/nft: {e}");
@@ -323,15 +325,29 @@ impl Rules {
             number,
             tables_existed,
         });
-        let ledger = Some(ledger.clone());
-        Ok((
-            Self {
-                backend,
-                target,
-                ledger,
-            },
+        Ok(Self {
+            backend,
+            target,
+            ledger: Some(ledger.clone()),
             stale,
-        ))
+        })
+    }
+
+    /// What installing them did that the user should hear of: each stale
+    /// rule set removed (once).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        let bound = match self.target {
+            Target::Queue(_) => "queue",
+            Target::Log { .. } => "log group",
+        };
+        std::mem::take(&mut self.stale)
+            .into_iter()
+            .map(|what| {
+                format!(
+                    "removed stale {what}: no program has its {bound} bound (an icmpmon that died)"
+                )
+            })
+            .collect()
     }
 
     /// Which tool installed them, in words.
