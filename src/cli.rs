@@ -99,7 +99,9 @@ pub(crate) const PEERS_DEFAULT: u32 = 10;
         (q, Ctrl-C, SIGTERM) it unregisters, flushes its output and prints a summary \
         on stderr.",
     after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // `--duration -1` is a bad value, not an unknown option.
+    allow_negative_numbers = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -550,6 +552,13 @@ mod tests {
             let err = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
+    }
+
+    /// Issue 20.9: a negative number is a bad value, told as such.
+    #[test]
+    fn a_negative_duration_is_a_bad_value() {
+        let err = Cli::try_parse_from(["icmpmon", "--duration", "-1"]).unwrap_err();
+        assert!(err.to_string().contains("more than 0"), "{err}");
     }
 
     #[test]

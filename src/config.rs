@@ -69,6 +69,43 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
     })
 }
 
+/// The most a config file may hold: a few hundred lines are plenty.
+const MAX_BYTES: u64 = 1 << 20;
+
+/// The text of a config file: a regular file (a FIFO or a device such as
+/// /dev/zero would block or never end) of at most `MAX_BYTES`, opened
+/// without blocking.
+fn read_text(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file: --config takes a TOML file".into());
+    }
+    if meta.len() > MAX_BYTES {
+        return Err(format!(
+            "larger than {} KiB: not a config file",
+            MAX_BYTES / 1024
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(format!(
+            "larger than {} KiB: not a config file",
+            MAX_BYTES / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text: not a TOML file".into())
+}
+
 /// Reads and checks `path`: every key must be a long option of the command
 /// line with a value that option accepts.
 pub(crate) fn read(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -78,7 +115,7 @@ pub(crate) fn read(path: &Path) -> Result<FileConfig, ConfigError> {
         key: key.map(str::to_string),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(None, None, e.to_string()))?;
+    let text = read_text(path).map_err(|m| err(None, None, m))?;
     let doc = toml_edit::Document::parse(text.as_str()).map_err(|e| {
         let msg = e.message().to_string();
         err(line_of(&text, e.span()), None, msg)

@@ -3,9 +3,11 @@
 //! status (`app`), the aggregator thread and the `Stage` trait of what it
 //! feeds (`pipeline`): row and alert outputs (`outputs`), the metrics
 //! endpoint (`metrics`) and the dashboard (`dashboard`); the summary
-//! (`report`). The
-//! `attribution` thread names the local processes behind flows and reads
-//! the kernel's ICMP counters.
+//! (`report`). The `attribution` thread names the local processes behind
+//! flows and reads the kernel's ICMP counters. Standard error is written
+//! through `stderr` only (a closed one is not an error).
+
+#![deny(clippy::print_stderr)]
 
 mod app;
 mod attribution;
@@ -16,5 +18,6 @@ mod metrics;
 mod outputs;
 mod pipeline;
 mod report;
+mod stderr;
 
 pub use app::main;

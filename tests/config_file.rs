@@ -262,3 +262,41 @@ fn sighup_stops_a_run_with_nothing_to_reload() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hung up (SIGHUP)"), "{err}");
 }
+
+/// Issue 20.3: --config reads a regular file of bounded size, and never
+/// blocks: /dev/zero and a FIFO are refused at once (exit 2), not read for
+/// ever.
+#[test]
+fn a_config_that_is_no_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "# a comment\n".repeat(200_000)).unwrap();
+    for (path, says) in [
+        (Path::new("/dev/zero"), "not a regular file"),
+        (fifo.as_path(), "not a regular file"),
+        (big.as_path(), "larger than 1024 KiB"),
+    ] {
+        let mut child = icmpmon()
+            .arg("--config")
+            .arg(path)
+            .args(["--source", "pcap:/dev/null", "--csv", "-"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("--config {} did not return", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", path.display());
+        assert!(err.contains(says), "{}: {err}", path.display());
+    }
+}

@@ -226,3 +226,37 @@ fn jsonl_ifname_is_null_when_unknown() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ifname"], serde_json::Value::Null);
 }
+
+/// Issue 20.2: standard error's reader going away (`2>&1 | head -1`) is a
+/// clean end, as for standard output: exit 0, no panic (it used to exit
+/// 101 with "failed printing to stderr").
+#[test]
+fn a_closed_stderr_is_a_clean_end() {
+    let mut child = bin()
+        .args(["--source", "pcap:-", "--csv", "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&pings(3)).unwrap();
+    stdin.flush().unwrap();
+    // The first line (what it captures from), then the reader goes.
+    let mut err = child.stderr.take().unwrap();
+    let mut first = Vec::new();
+    let mut byte = [0u8];
+    while err.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        first.push(byte[0]);
+    }
+    assert!(
+        String::from_utf8_lossy(&first).contains("capturing from"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(err);
+    // The end of the input: the summary goes to the closed stderr.
+    drop(stdin);
+    let out = wait_bounded(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0));
+}

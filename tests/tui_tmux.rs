@@ -374,3 +374,145 @@ fn double_ctrl_c_leaves_no_escapes_in_the_csv() {
         String::from_utf8_lossy(&out)
     );
 }
+
+/// Starts `bin ARGS` in a fresh session of `tmux`, stderr to `err`.
+fn dashboard(tmux: &Tmux, args: &str, err: &Path) {
+    let script = format!(
+        "{bin} {args} 2>{e}; echo EXIT=$?; sleep 60",
+        bin = env!("CARGO_BIN_EXE_icmpmon"),
+        e = err.display(),
+    );
+    session(tmux, &script);
+}
+
+/// Issue 20.1: a capture file read at full speed ends with the dashboard
+/// showing the final aggregate (it used to keep an early view for good),
+/// filtered or not.
+#[test]
+#[ignore = "needs tmux: tests/run-all.sh runs it"]
+fn a_finished_file_shows_its_final_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("many.pcap");
+    let mut frames = Vec::new();
+    for i in 0..10_124u32 {
+        let t = T0 + u64::from(i) * 1_000;
+        let seq = (i % 65_536) as u16;
+        frames.push((
+            t,
+            ipv4_icmp([10, 0, 1, (i % 200) as u8], [10, 0, 0, 1], &echo(8, 7, seq)),
+        ));
+    }
+    // Seven errors among them.
+    for i in 0..7u64 {
+        let unreach = [3, 3, 0, 0, 0, 0, 0, 0];
+        frames.push((
+            T0 + 20_000_000 + i,
+            ipv4_icmp([10, 0, 0, 1], [10, 0, 1, 1], &unreach),
+        ));
+    }
+    write_pcap(&pcap, DataLink::RAW, &frames);
+    let err = dir.path().join("stderr");
+    for (filter, want) in [
+        ("", 10_131),
+        (
+            " --filter 'not type echo-request and not type echo-reply'",
+            7,
+        ),
+    ] {
+        let tmux = Tmux {
+            socket: format!("icmpmon-final-{}-{want}", std::process::id()),
+        };
+        dashboard(
+            &tmux,
+            &format!("--source pcap:{}{filter}", pcap.display()),
+            &err,
+        );
+        let s = tmux.wait_for("the end of the file", |s| s.contains("capture ended"));
+        let s = if number_after(&s, "messages ") == want {
+            s
+        } else {
+            // The end is told before the last view can follow it.
+            tmux.wait_for("the final count", |s| number_after(s, "messages ") == want)
+        };
+        assert_eq!(number_after(&s, "messages "), want, "{s}");
+        tmux.keys(&["q"]);
+        tmux.wait_for("exit", |s| s.contains("EXIT=0"));
+    }
+}
+
+/// Issue 20.4: with the events panel scrolled back to its first event, the
+/// panel still shows every event (it used to draw the first line only).
+#[test]
+#[ignore = "needs tmux: tests/run-all.sh runs it"]
+fn scrolling_back_keeps_the_events_panel_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("three.pcap");
+    let frames: Vec<(u64, Vec<u8>)> = (0..3u8)
+        .map(|i| {
+            let unreach = [3, 3, 0, 0, 0, 0, 0, 0];
+            (
+                T0 + u64::from(i) * 1_000_000,
+                ipv4_icmp([10, 0, 0, 1], [10, 0, 7, 10 + i], &unreach),
+            )
+        })
+        .collect();
+    write_pcap(&pcap, DataLink::RAW, &frames);
+    let tmux = Tmux {
+        socket: format!("icmpmon-scroll-{}", std::process::id()),
+    };
+    let err = dir.path().join("stderr");
+    dashboard(&tmux, &format!("--source pcap:{}", pcap.display()), &err);
+    tmux.wait_for("the end of the file", |s| s.contains("capture ended"));
+    let events = |s: &str| {
+        (10..13)
+            .filter(|i| s.contains(&format!("10.0.7.{i} ")))
+            .count()
+    };
+    tmux.wait_for("3 events", |s| events(s) == 3);
+    tmux.keys(&["Tab", "Home"]);
+    let s = tmux.wait_for("scrolled back", |s| s.contains(" back, End: follow"));
+    assert_eq!(events(&s), 3, "the scrolled-back panel lost events:\n{s}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("exit", |s| s.contains("EXIT=0"));
+}
+
+/// Issue 20.7: an echo flood from a host is its flag, shown once with it
+/// (alerts), not on every pair it pings: a 3-request pair of the flooding
+/// host carries no flag.
+#[test]
+#[ignore = "needs tmux: tests/run-all.sh runs it"]
+fn a_source_flag_is_not_put_on_each_of_its_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("flood.pcap");
+    let mut frames = Vec::new();
+    for seq in 0..60u16 {
+        let t = T0 + u64::from(seq) * 10_000_000;
+        frames.push((t, ipv4_icmp([10, 0, 0, 9], [10, 0, 0, 1], &echo(8, 1, seq))));
+    }
+    for seq in 0..3u16 {
+        let t = T0 + u64::from(seq) * 100_000_000 + 5_000_000;
+        frames.push((t, ipv4_icmp([10, 0, 0, 9], [10, 0, 0, 5], &echo(8, 2, seq))));
+        frames.push((
+            t + 200_000,
+            ipv4_icmp([10, 0, 0, 5], [10, 0, 0, 9], &echo(0, 2, seq)),
+        ));
+    }
+    frames.sort_by_key(|f| f.0);
+    write_pcap(&pcap, DataLink::RAW, &frames);
+    let tmux = Tmux {
+        socket: format!("icmpmon-flags-{}", std::process::id()),
+    };
+    let err = dir.path().join("stderr");
+    let args = format!("--source pcap:{} --flood-pps 20", pcap.display());
+    dashboard(&tmux, &args, &err);
+    let s = tmux.wait_for("the flood's alert", |s| {
+        s.contains("capture ended") && s.contains("echo-flood 10.0.0.9")
+    });
+    let pair = s
+        .lines()
+        .find(|l| l.contains("10.0.0.9 → 10.0.0.5"))
+        .unwrap_or_else(|| panic!("no 10.0.0.9 → 10.0.0.5 row:\n{s}"));
+    assert!(!pair.contains("echo-flood"), "{pair}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("exit", |s| s.contains("EXIT=0"));
+}

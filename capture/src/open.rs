@@ -78,14 +78,16 @@ impl SourceKind {
     /// Opens the source (for `Auto`, the module if loaded, else AF_PACKET;
     /// never NFQUEUE). `Ok(None)`: the run was stopped while the source
     /// waited (a pipe's writer that never wrote). Firewall rules a source
-    /// installs are recorded in `ledger`.
+    /// installs are recorded in `ledger`. What the user should hear of is
+    /// told to `notice` as it happens (the `auto` choice before the chosen
+    /// source opens, so a failure to open it still comes after its reason).
     pub fn open(
         &self,
         opts: &OpenOptions,
         stop: &Stop,
         ledger: &Ledger,
-    ) -> Result<Option<Opened>, CaptureError> {
-        let mut notices = Vec::new();
+        notice: &mut dyn FnMut(String),
+    ) -> Result<Option<Box<dyn Source>>, CaptureError> {
         let mut source: Box<dyn Source> = match self {
             SourceKind::Kmod => Box::new(KmodClient::open()?.register(&opts.kmod)?),
             SourceKind::Packet => Box::new(PacketSource::open(&opts.packet)?),
@@ -97,13 +99,13 @@ impl SourceKind {
                 ledger,
             )?),
             SourceKind::Auto if !opts.packet.interfaces.is_empty() => {
-                notices.push("--interface given; using AF_PACKET (--source packet)".into());
+                notice("--interface given; using AF_PACKET (--source packet)".into());
                 Box::new(PacketSource::open(&opts.packet)?)
             }
             SourceKind::Auto => match KmodClient::open() {
                 Ok(client) => Box::new(client.register(&opts.kmod)?),
                 Err(KmodError::NotLoaded) => {
-                    notices.push(
+                    notice(
                         "the icmpmon kernel module is not loaded; using AF_PACKET \
                          (--source packet)"
                             .into(),
@@ -123,8 +125,8 @@ impl SourceKind {
                 })
             }
         };
-        notices.extend(source.notices());
-        Ok(Some(Opened { source, notices }))
+        source.notices().into_iter().for_each(notice);
+        Ok(Some(source))
     }
 }
 
@@ -138,14 +140,6 @@ pub struct OpenOptions {
     pub queue_num: u16,
     /// `--replay` speed for capture files.
     pub replay: Option<f64>,
-}
-
-/// An opened source and what opening it said (the `auto` choice, stale
-/// rules removed), for the caller to show.
-#[derive(Debug)]
-pub struct Opened {
-    pub source: Box<dyn Source>,
-    pub notices: Vec<String>,
 }
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ pub trait Source: Send + std::fmt::Debug {
     fn notices(&mut self) -> Vec<String> {
         Vec::new()
     }
+    /// What its figures cannot tell, for the dashboard to say, if anything.
+    fn caveat(&self) -> Option<&'static str> {
+        None
+    }
     /// Capabilities the source still needs once open (see `privilege`).
     fn capabilities_kept(&self) -> &'static [caps::Capability] {
         &[]

@@ -10,6 +10,7 @@ use anyhow::Context;
 use super::run::run;
 use crate::cli::{Cli, Command};
 use crate::config::{FileConfig, Layered};
+use crate::stderr::say;
 use icmpmon_capture::kmod::KmodClient;
 use icmpmon_capture::rules::Ledger;
 
@@ -21,7 +22,7 @@ pub fn main() -> ExitCode {
     let installed = ledger.clone();
     std::panic::set_hook(Box::new(move |info| {
         if let Some(Err(e)) = installed.remove() {
-            eprintln!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
+            say!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
         }
         default_hook(info);
     }));
@@ -37,10 +38,19 @@ pub fn main() -> ExitCode {
         }
         None => run(&cli.run, layered, &ledger),
     };
-    result.unwrap_or_else(|e| {
-        eprintln!("icmpmon: {e:#}");
+    let code = result.unwrap_or_else(|e| {
+        say!("icmpmon: {e:#}");
         ExitCode::FAILURE
-    })
+    });
+    // Rules still installed (their source failed before removing them, or
+    // removing them failed): tried once more, and reported.
+    match ledger.remove() {
+        Some(Err(e)) => {
+            say!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
+            ExitCode::FAILURE
+        }
+        _ => code,
+    }
 }
 
 /// The command line, with the options of its --config file under it (a
@@ -58,7 +68,7 @@ fn command_line() -> (Cli, Option<(Layered, FileConfig)>) {
     match layered.load() {
         Ok((cli, file)) => (cli, Some((layered, file))),
         Err(e) => {
-            eprintln!("icmpmon: {e}");
+            say!("icmpmon: {e}");
             std::process::exit(2)
         }
     }

@@ -4,6 +4,7 @@
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{self, FileConfig, Layered, Live, Reload};
+use crate::stderr::say;
 
 /// What SIGHUP does without the dashboard: reads the --config file again
 /// (keeping the running settings when it has become bad) and asks the
@@ -18,7 +19,7 @@ pub(super) fn reloader(
             Ok((cli, file)) => {
                 let later = config::changed_at_restart(last, &file);
                 if !later.is_empty() {
-                    eprintln!(
+                    say!(
                         "icmpmon: SIGHUP: {} changed in {}: applied at the next start",
                         later.join(", "),
                         l.path.display()
@@ -26,11 +27,11 @@ pub(super) fn reloader(
                 }
                 let live = Live::of(&cli.run, file.groups.clone());
                 *last = file;
-                eprintln!("icmpmon: SIGHUP: reloaded {}", l.path.display());
+                say!("icmpmon: SIGHUP: reloaded {}", l.path.display());
                 Some(live)
             }
             Err(e) => {
-                eprintln!("icmpmon: SIGHUP: {e}; the running settings stay");
+                say!("icmpmon: SIGHUP: {e}; the running settings stay");
                 None
             }
         });

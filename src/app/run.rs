@@ -23,9 +23,10 @@ use crate::outputs::alerts::AlertSink;
 use crate::outputs::{self, Format, Outputs, RowSink};
 use crate::pipeline::Plan;
 use crate::report;
+use crate::stderr::say;
 use icmpmon_capture::kmod::KmodOptions;
 use icmpmon_capture::nflog::NflogOptions;
-use icmpmon_capture::open::{OpenOptions, Opened, SourceKind};
+use icmpmon_capture::open::{OpenOptions, SourceKind};
 use icmpmon_capture::packet::PacketOptions;
 use icmpmon_capture::pipeline::{Stop, StopReason};
 use icmpmon_capture::rules::Ledger;
@@ -119,6 +120,7 @@ pub(super) fn run(
     }
     let dest = args.destinations(tui).unwrap_or_else(|m| usage_error(&m));
     let stop = Stop::new().context("cannot create the stop event")?;
+    crate::stderr::stop_on_close(&stop);
     let mut signals = Some(catch_signals()?);
     let groups = layered
         .as_ref()
@@ -147,11 +149,15 @@ pub(super) fn run(
         .transpose()?;
     if let Some(Ok(addr)) = metrics.as_ref().map(|(l, _)| l.local_addr()) {
         // The address bound, port 0 resolved: what to scrape.
-        eprintln!("icmpmon: metrics at http://{addr}/metrics");
+        say!("icmpmon: metrics at http://{addr}/metrics");
     }
     // The dashboard's header names the namespace, which reads
     // /proc/1/ns/net: before any drop.
-    let namespace = tui.then(namespace_name);
+    // (A capture file's packets are not this namespace's: none is named.)
+    let namespace = tui.then(|| match args.source {
+        SourceKind::Pcap(_) => String::new(),
+        _ => namespace_name(),
+    });
     if let SourceKind::Pcap(_) = args.source {
         // A capture file needs no privilege, and its reader may wait for a
         // pipe's writer: drop everything and handle signals first.
@@ -161,23 +167,23 @@ pub(super) fn run(
             .map(|s| handle_signals(s, stop.clone(), ledger.clone(), on_hup.take()))
             .transpose()?;
     }
-    let Some(Opened { source, notices }) = args.source.open(&open_options(args), &stop, ledger)?
+    let notice = &mut |n: String| say!("icmpmon: {n}");
+    let Some(source) = args
+        .source
+        .open(&open_options(args), &stop, ledger, notice)?
     else {
-        eprintln!(
+        say!(
             "icmpmon: {} before the capture started",
             stop.reason().map_or("stopped", StopReason::describe)
         );
         return Ok(ExitCode::SUCCESS);
     };
-    for notice in notices {
-        eprintln!("icmpmon: {notice}");
-    }
     // Live sources only: a file's packets are not this host's now.
     let host = source
         .live()
         .then(|| {
             crate::attribution::Host::start(!args.no_attribution)
-                .map_err(|e| eprintln!("icmpmon: no kernel counters nor attribution: {e}"))
+                .map_err(|e| say!("icmpmon: no kernel counters nor attribution: {e}"))
                 .ok()
         })
         .flatten();
@@ -188,7 +194,7 @@ pub(super) fn run(
     let source_name = source.name();
     let described = source.describe();
     if !tui {
-        eprintln!("icmpmon: capturing from {described}, {out_names}; Ctrl-C to stop");
+        say!("icmpmon: capturing from {described}, {out_names}; Ctrl-C to stop");
     }
     let watch_stdout = [&dest.csv, &dest.jsonl, &dest.alerts]
         .iter()
@@ -225,6 +231,7 @@ pub(super) fn run(
     let ui = namespace.map(|namespace| Meta {
         source: described.clone(),
         namespace,
+        caveat: source.caveat().map(str::to_string),
         started,
         filter: plan.filter.text().to_string(),
         groups,
@@ -282,7 +289,7 @@ pub(super) fn run(
         .into_iter()
         .flatten();
     for e in errors.chain(done.tally.output_error).chain(summary_error) {
-        eprintln!("icmpmon: {e:#}");
+        say!("icmpmon: {e:#}");
         failed = true;
     }
     Ok(if failed {

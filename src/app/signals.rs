@@ -1,6 +1,7 @@
 //! The run's signals: the first SIGINT/SIGTERM/SIGHUP stops it cleanly, a
 //! second exits at once, and without the dashboard SIGHUP reloads.
 
+use crate::stderr::say;
 use std::thread;
 
 use anyhow::Context;
@@ -52,14 +53,14 @@ pub(super) fn handle_signals(
                     } else {
                         StopReason::Signal
                     });
-                    eprintln!("icmpmon: stopping (interrupt again to exit at once)");
+                    say!("icmpmon: stopping (interrupt again to exit at once)");
                 } else {
-                    eprintln!("icmpmon: second interrupt, exiting now");
+                    say!("icmpmon: second interrupt, exiting now");
                     // No destructors run past exit: remove our firewall
                     // rules, and give the terminal back if the dashboard
                     // has it.
                     if let Some(Err(e)) = ledger.remove() {
-                        eprintln!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
+                        say!("icmpmon: cannot remove icmpmon's firewall rules: {e}");
                     }
                     icmpmon_tui::restore();
                     std::process::exit(130);

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use anyhow::Context;
 
 use crate::report;
+use crate::stderr::{say, say_text};
 
 pub(super) fn write_json(
     mut w: Box<dyn Write + Send>,
@@ -32,10 +33,10 @@ pub(super) fn print_summary(
     fields: &[(&'static str, u64)],
     parse_errors: &BTreeMap<&'static str, u64>,
 ) {
-    eprint!("{}", report::text(run.snapshot));
+    say_text!("{}", report::text(run.snapshot));
     // In pipeline order, unlike the JSON map.
     let losses: Vec<String> = lost.iter().map(|(what, n)| format!("{what} {n}")).collect();
-    eprintln!(
+    say!(
         "icmpmon: {}; {} rows ({out_names}) in {:.1} s; lost: {}; parse errors {}; \
          not ICMP {}; filtered out {}",
         run.stopped,
@@ -47,7 +48,7 @@ pub(super) fn print_summary(
         run.filtered,
     );
     let fields: String = fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-    eprintln!(
+    say!(
         "icmpmon: summary source={} rows={} packets={}{fields} channel_dropped={} \
          parse_errors={} not_icmp={} seconds={:.3} packets_per_s={:.0}",
         run.source,
@@ -60,6 +61,6 @@ pub(super) fn print_summary(
         run.packets as f64 / run.seconds.max(1e-9),
     );
     for (label, n) in parse_errors {
-        eprintln!("icmpmon:   parse error {label}: {n}");
+        say!("icmpmon:   parse error {label}: {n}");
     }
 }

@@ -13,6 +13,7 @@ use crate::dashboard::{Dashboard, UiCommand};
 use crate::metrics::Publisher;
 use crate::outputs::Outputs;
 use crate::pipeline::{self, Plan, Stages, Tally};
+use crate::stderr::say;
 use icmpmon_capture::pipeline::{self as channel, Stop, StopReason};
 use icmpmon_capture::source::{Counters, Source, SourceEnd};
 use icmpmon_core::aggregate::Snapshot;
@@ -73,9 +74,9 @@ pub(super) fn execute(
         let dashboard = ui.map(|meta| {
             let (view_tx, view_rx) = crossbeam_channel::bounded(1);
             let (command_tx, command_rx) = crossbeam_channel::unbounded();
-            views = Some((view_rx, command_tx));
+            views = Some((view_rx.clone(), command_tx));
             Dashboard::new(
-                view_tx,
+                (view_tx, view_rx),
                 command_rx,
                 meta,
                 counters.clone(),
@@ -157,7 +158,7 @@ pub(super) fn show_dashboard(
         // The terminal hung up: like SIGHUP, a way to stop.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
             stop.set(StopReason::Hangup);
-            eprintln!("icmpmon: {e}; stopping");
+            say!("icmpmon: {e}; stopping");
             Ok(())
         }
         other => {

@@ -18,6 +18,7 @@ mod sockets;
 
 pub(crate) use ask::{Ask, LookupKey};
 
+use crate::stderr::say;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -78,7 +79,7 @@ impl Host {
                     &[]
                 };
                 if let Err(e) = drop_all_but(keep) {
-                    eprintln!("icmpmon: attribution thread: cannot drop capabilities: {e}");
+                    say!("icmpmon: attribution thread: cannot drop capabilities: {e}");
                     return;
                 }
                 run(&asked, &tell, &w)
@@ -109,7 +110,7 @@ fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work) {
     let mut diag = match sockets::SockDiag::new() {
         Ok(d) => Some(d),
         Err(e) => {
-            eprintln!("icmpmon: no sock_diag socket ({e}): TCP and UDP flows are not attributed");
+            say!("icmpmon: no sock_diag socket ({e}): TCP and UDP flows are not attributed");
             None
         }
     };

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use icmpmon_capture::source::{stage_losses, Counters};
 use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery};
@@ -35,6 +35,9 @@ pub(crate) enum UiCommand {
 #[derive(Debug)]
 pub(crate) struct Dashboard {
     views: Sender<icmpmon_tui::View>,
+    /// The same channel's other end: a view the UI has not taken yet is
+    /// replaced by a newer one, so the last view is always the final state.
+    unshown: Receiver<icmpmon_tui::View>,
     commands: Receiver<UiCommand>,
     meta: Meta,
     counters: Arc<dyn Counters>,
@@ -60,7 +63,7 @@ pub(crate) struct Dashboard {
 
 impl Dashboard {
     pub fn new(
-        views: Sender<icmpmon_tui::View>,
+        (views, unshown): (Sender<icmpmon_tui::View>, Receiver<icmpmon_tui::View>),
         commands: Receiver<UiCommand>,
         meta: Meta,
         counters: Arc<dyn Counters>,
@@ -69,6 +72,7 @@ impl Dashboard {
     ) -> Self {
         Self {
             views,
+            unshown,
             commands,
             run_filter: meta.filter.clone(),
             meta,
@@ -87,8 +91,7 @@ impl Dashboard {
         }
     }
 
-    /// Sends a view when one is due; the UI keeps only the newest, so a
-    /// full channel just skips this one.
+    /// Sends a view when one is due, in place of one the UI has not taken.
     fn publish(&mut self, agg: &Aggregator, force: bool) {
         let agg = self.view_filter.as_ref().map_or(agg, |(_, a)| a);
         let changed = agg.events() != self.last_events;
@@ -103,10 +106,14 @@ impl Dashboard {
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
             .collect();
-        let view = view::view(&agg.snapshot_with(self.peers), &self.meta, lost);
-        // Full: the UI has not taken the last one yet, and will get the
-        // next. Disconnected: the UI has gone. Neither is an error.
-        let _ = self.views.try_send(view);
+        let mut view = view::view(&agg.snapshot_with(self.peers), &self.meta, lost);
+        // Full: the UI has not taken the last one; the newer one replaces
+        // it (dropping it would leave an old view for good once the run
+        // ends). Disconnected: the UI has gone, no error.
+        while let Err(TrySendError::Full(v)) = self.views.try_send(view) {
+            let _ = self.unshown.try_recv();
+            view = v;
+        }
         self.last = Some(Instant::now());
         self.last_events = agg.events();
     }

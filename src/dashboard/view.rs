@@ -21,7 +21,10 @@ use icmpmon_tui::state::SortKey;
 #[derive(Debug, Clone)]
 pub struct Meta {
     pub source: String,
+    /// Empty for a capture file.
     pub namespace: String,
+    /// The source's caveat (`Source::caveat`).
+    pub caveat: Option<String>,
     pub started: Instant,
     pub filter: String,
     /// `[peer-groups]` of --config, shown beside addresses.
@@ -109,6 +112,7 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
     View {
         source: meta.source.clone(),
         namespace: meta.namespace.clone(),
+        caveat: meta.caveat.clone(),
         uptime_s: meta.started.elapsed().as_secs(),
         total: snap.events,
         rate_per_s: snap.rates.per_s_1s,

@@ -19,6 +19,7 @@ use super::row::{IfNames, Row, RowSink};
 use crate::attribution::join::Ready;
 use crate::config::Live;
 use crate::pipeline::stage::{Flow, Record, Stage, Tick};
+use crate::stderr::say;
 
 /// While packets keep coming, flush at most this often (a write per packet
 /// would cost a syscall each under ping-pong traffic).
@@ -181,7 +182,7 @@ impl Outputs {
                 s.flush()?;
                 match open(&Output::File(path.clone()), true) {
                     Ok((w, _, empty)) => *s = sink(*format, w, empty),
-                    Err(e) => eprintln!("icmpmon: SIGHUP: {e}; writing on to the old file"),
+                    Err(e) => say!("icmpmon: SIGHUP: {e}; writing on to the old file"),
                 }
             }
         }
@@ -189,7 +190,7 @@ impl Outputs {
             a.flush()?;
             match open(&Output::File(path.clone()), true) {
                 Ok((w, _, _)) => *a = AlertSink::new(w),
-                Err(e) => eprintln!("icmpmon: SIGHUP: {e}; writing on to the old file"),
+                Err(e) => say!("icmpmon: SIGHUP: {e}; writing on to the old file"),
             }
         }
         Ok(())
@@ -213,7 +214,7 @@ impl Stage for Outputs {
     }
 
     fn on_tick(&mut self, tick: Tick, _agg: &Aggregator) -> Flow {
-        if tick.now.saturating_duration_since(self.flushed) >= FLUSH_EVERY {
+        if tick.idle || tick.now.saturating_duration_since(self.flushed) >= FLUSH_EVERY {
             return self.flush();
         }
         Flow::Go

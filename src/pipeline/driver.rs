@@ -270,12 +270,6 @@ pub(crate) fn run(
         if closed {
             break;
         }
-        let tick = Tick {
-            now: Instant::now(),
-            clock_ns,
-        };
-        let agg = &d.agg;
-        d.stages.all(&d.stop, |s| s.on_tick(tick, agg));
         while let Ok(r) = reloads.try_recv() {
             if let Some(live) = &r.live {
                 filter = live.filter.clone();
@@ -284,6 +278,13 @@ pub(crate) fn run(
             }
             d.stages.all(&d.stop, |s| s.on_reload(r.live.as_ref()));
         }
+        let tick = Tick {
+            now: Instant::now(),
+            idle,
+            clock_ns,
+        };
+        let agg = &d.agg;
+        d.stages.all(&d.stop, |s| s.on_tick(tick, agg));
         // Once: then the capture side winds down, and this loop waits for
         // it without a deadline.
         if deadline.is_some_and(|t| Instant::now() >= t) {
@@ -325,6 +326,9 @@ pub(crate) fn run(
     d.alerts();
     let agg = &d.agg;
     d.stages.all(&d.stop, |s| s.finish(agg));
+    // Its channel closing is how the dashboard learns that the capture
+    // ended (its final view is the last in the channel).
+    d.stages.dashboard = None;
     d.tally.rows = d.stages.outputs.rows();
     d.tally.output_error = d.stages.outputs.take_error();
     (d.tally, d.agg.snapshot(), d.stages)

@@ -30,6 +30,8 @@ pub(crate) enum Record<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tick {
     pub now: Instant,
+    /// The thread woke up with nothing to do: a moment to flush.
+    pub idle: bool,
     /// Set when the aggregator's clock moved on (live sources), to this
     /// wall-clock time.
     pub clock_ns: Option<u64>,

@@ -219,8 +219,13 @@ for source in packet nflog; do
 			printf "%d %d %.3f %d\n", n, m, max, least
 		}' "$f")
 	set -- $bad
-	if [ "$1" = 10 ] && [ "$2" = 0 ] && [ "$4" -ge 15000 ] && awk -v d="$3" 'BEGIN { exit !(d < 1.0) }'; then
-		ok "$source-rtt" "10 replies of about 20 ms: icmpmon's rtt_us within $3 ms of ping's time="
+	# NFLOG stamps no time at output: an `out` request's time is when
+	# icmpmon receives it, a wake-up late, which on a busy machine reaches
+	# a millisecond (CI saw 1.005 ms): its bound is 2 ms, the packet
+	# source's (kernel stamps both ways) 1 ms.
+	if [ "$source" = nflog ]; then bound=2.0; else bound=1.0; fi
+	if [ "$1" = 10 ] && [ "$2" = 0 ] && [ "$4" -ge 15000 ] && awk -v d="$3" -v b="$bound" 'BEGIN { exit !(d < b) }'; then
+		ok "$source-rtt" "10 replies of about 20 ms: icmpmon's rtt_us within $3 ms of ping's time= (bound $bound ms)"
 	else
 		ko "$source-rtt" "pings=$1 unmatched=$2 worst=$3 ms shortest rtt_us=$4"
 	fi
@@ -230,10 +235,12 @@ for source in packet nflog; do
 		sights=$(awk -F, '$6 == "10.96.1.2" && $7 == "10.96.2.2" && $10 == "echo-request" { print $4 }' "$f" | sort | uniq -c | awk '{ printf "%s %s;", $1, $2 }')
 		# AF_PACKET: in on pr0 and out on pr1; the hooks: once, at pr0.
 		if [ "$source" = packet ]; then want="3 pr0;3 pr1;"; else want="3 pr0;"; fi
-		if [ "$sights" = "$want" ]; then
-			ok "$source-forwarded" "3 requests counted once each; request rows per interface: $sights"
+		# One round trip per reply, however often it was seen (issue 20.6).
+		rtts=$(awk -F, '$6 == "10.96.2.2" && $7 == "10.96.1.2" && $10 == "echo-reply" && $15 != ""' "$f" | wc -l)
+		if [ "$sights" = "$want" ] && [ "$rtts" = 3 ]; then
+			ok "$source-forwarded" "3 requests counted once each; request rows per interface: $sights; 3 replies with an rtt_us"
 		else
-			ko "$source-forwarded" "request rows per interface: [$sights], want [$want]"
+			ko "$source-forwarded" "request rows per interface: [$sights], want [$want]; replies with an rtt_us: $rtts, want 3"
 		fi
 	else
 		ko "$source-forwarded" "$(grep ' → ' "$work/$source.err")"

@@ -8,8 +8,12 @@ use std::net::{IpAddr, Ipv4Addr};
 pub struct View {
     /// Where packets come from, e.g. `nfqueue (queue 7707, xtables …)`.
     pub source: String,
-    /// The network namespace watched, e.g. `mon` or `net:[4026531840]`.
+    /// The network namespace watched, e.g. `mon` or `net:[4026531840]`;
+    /// empty for a capture file (it says nothing about this host, nor do
+    /// the kernel's counters then).
     pub namespace: String,
+    /// What the source's figures cannot tell, e.g. why its RTTs read short.
+    pub caveat: Option<String>,
     pub uptime_s: u64,
     /// ICMP messages seen (after the filter).
     pub total: u64,

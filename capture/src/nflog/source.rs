@@ -431,6 +431,12 @@ impl Source for NflogSource {
     fn name(&self) -> &'static str {
         "nflog"
     }
+    fn caveat(&self) -> Option<&'static str> {
+        Some(
+            "nflog stamps no time at output: RTTs of pings sent from here read short \
+             (0 µs on a fast link); --source packet gives exact ones",
+        )
+    }
     fn describe(&self) -> String {
         self.describe()
     }

@@ -245,15 +245,15 @@ impl Aggregator {
         self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
     }
 
+    /// A reply's round trip: on its first sighting only (its copies get
+    /// none), so the RTT column and the statistics count each once.
     fn reply(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) -> Option<u64> {
         let p = self.echo.reply(ev, e)?;
-        if p.first && p.mismatch {
+        let us = ns_to_us(p.rtt_ns?);
+        if p.mismatch {
             self.anomalies.payload_mismatch(ev.dst, ev.src, ev.ts_ns);
         }
-        let us = ns_to_us(p.rtt_ns);
-        if p.sample {
-            self.rtt.add(us);
-        }
+        self.rtt.add(us);
         Some(us)
     }
 

@@ -1,13 +1,13 @@
 //! Echo pairing: requests wait in a bounded table keyed by (requester,
 //! responder, id, seq) until their reply comes or the timeout passes.
 //!
-//! One message can be captured twice (on lo, and by the kernel hooks when
-//! a packet is both sent and received here): a copy in another direction
-//! is not a new request nor a duplicate reply. A reply is paired with the
-//! request copy of the opposite direction (reply `in` ↔ request `out`: our
-//! host asked; reply `out` ↔ request `in`: our host answered), and only the
-//! pair that starts at the request's first sighting feeds the RTT
-//! statistics, so each request gives at most one sample.
+//! One message can be captured twice (on lo, by the kernel hooks when a
+//! packet is both sent and received here, and on both interfaces of a
+//! router): a copy in another direction is not a new request nor a
+//! duplicate reply. A request gives one round trip at most, as tshark's
+//! response time does: from its first sighting to its reply's first
+//! sighting, on the reply's first row and in the statistics alike; later
+//! sightings of the reply are copies.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -59,26 +59,16 @@ impl EchoKey {
     }
 }
 
-fn opposite(d: Direction) -> Direction {
-    match d {
-        Direction::In => Direction::Out,
-        Direction::Out => Direction::In,
-        Direction::Unknown => Direction::Unknown,
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Pending {
-    /// When each direction's copy of the request was seen, on the round-trip
-    /// clock (0: not seen).
-    copies: [u64; 3],
+    /// Directions of the request copies seen (bit per `Direction::index`).
+    copies: u8,
     /// Wall-clock time of the first copy: expiry order.
     first_ns: u64,
     /// The first copy on the round-trip clock.
     first_clock: u64,
-    /// Directions of the reply copies seen (bit per `dir_index`).
+    /// Directions of the reply copies seen (bit per `Direction::index`).
     replies: u8,
-    sampled: bool,
     payload_len: u32,
     payload_digest: u64,
 }
@@ -186,13 +176,11 @@ pub struct EchoTotals {
 /// What a reply paired to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paired {
-    pub rtt_ns: u64,
+    /// The round trip, on the reply's first sighting only (see the module
+    /// comment); `None` on its copies.
+    pub rtt_ns: Option<u64>,
     /// The request's echo data differs from the reply's.
     pub mismatch: bool,
-    /// The first reply to this request (not a copy).
-    pub first: bool,
-    /// This pair fed the RTT statistics (see the module comment).
-    pub sample: bool,
 }
 
 #[derive(Debug)]
@@ -304,9 +292,9 @@ impl EchoTracker {
         let key = EchoKey::new(ev.src, ev.dst, echo);
         let peer = key.peer;
         if let Some(p) = self.pending.get_mut(&key) {
-            let slot = &mut p.copies[dir.index()];
-            if *slot == 0 && dir != Direction::Unknown {
-                *slot = clock_ns.max(1);
+            let bit = 1 << dir.index();
+            if p.copies & bit == 0 && dir != Direction::Unknown {
+                p.copies |= bit;
                 self.totals.copies += 1;
             } else {
                 self.totals.duplicate_requests += 1;
@@ -314,14 +302,11 @@ impl EchoTracker {
             self.peer(peer, ts_ns);
             return;
         }
-        let mut copies = [0; 3];
-        copies[dir.index()] = clock_ns.max(1);
         let entry = Pending {
-            copies,
+            copies: 1 << dir.index(),
             first_ns: ts_ns,
             first_clock: clock_ns.max(1),
             replies: 0,
-            sampled: false,
             payload_len: echo.payload_len,
             payload_digest: echo.payload_digest,
         };
@@ -362,13 +347,7 @@ impl EchoTracker {
         }
         let first = !p.answered();
         p.replies |= bit;
-        let req_ns = match p.copies[opposite(dir).index()] {
-            0 => p.first_clock,
-            t => t,
-        };
-        let rtt_ns = clock_ns.saturating_sub(req_ns);
-        let sample = !p.sampled && req_ns == p.first_clock;
-        p.sampled |= sample;
+        let rtt_ns = first.then(|| clock_ns.saturating_sub(p.first_clock));
         let mismatch = p.payload_len != echo.payload_len || p.payload_digest != echo.payload_digest;
         if first {
             self.totals.answered += 1;
@@ -377,18 +356,11 @@ impl EchoTracker {
             self.totals.copies += 1;
         }
         let stats = self.peer(peer, ts_ns);
-        if first {
+        if let Some(rtt_ns) = rtt_ns {
             stats.counts.replies += 1;
-        }
-        if sample {
             stats.rtt.add(super::addr::ns_to_us(rtt_ns));
         }
-        Some(Paired {
-            rtt_ns,
-            mismatch,
-            first,
-            sample,
-        })
+        Some(Paired { rtt_ns, mismatch })
     }
 
     pub fn totals(&self) -> EchoTotals {

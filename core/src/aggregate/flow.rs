@@ -38,7 +38,7 @@ impl std::fmt::Display for FlowKey {
             (Some(s), Some(d)) => {
                 let (src, dst) = (self.src, self.dst);
                 match (src, dst) {
-                    (IpAddr::V6(_), _) => write!(f, "{proto} [{src}]:{s} -> [{dst}]:{d}"),
+                    (IpAddr::V6(_), _) => write!(f, "{proto} [{src}]:{s} → [{dst}]:{d}"),
                     _ => write!(f, "{proto} {src}:{s} → {dst}:{d}"),
                 }
             }

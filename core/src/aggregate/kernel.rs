@@ -202,9 +202,13 @@ impl KernelWatch {
             )
         };
         if last.on(ignore) {
+            let value = last.sysctls.get(ignore).map_or("?", String::as_str);
             return Some((
                 FlagKind::EchoIgnored,
-                format!("{} echo requests unanswered: {ignore} = 1", s.unanswered),
+                format!(
+                    "{} echo requests unanswered: {ignore} = {value}",
+                    s.unanswered
+                ),
             ));
         }
         if !last.limits_echo_replies(s.v6) {

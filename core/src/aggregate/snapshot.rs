@@ -362,16 +362,14 @@ fn top_peers<'a>(
     v.into_iter().map(|(k, p, _)| (k, p)).collect()
 }
 
+/// A pair's row. Its flags are those raised about the pair itself; a flag
+/// about one host (an echo flood from a source) is the host's, shown once
+/// with its subject (alerts, the summary's flags), not on each of its pairs.
 fn peer_row(k: &PeerKey, p: &PeerStats, flagged: &HashMap<&str, Vec<FlagKind>>) -> PeerRow {
-    let mut flags: Vec<FlagKind> = [
-        k.requester.to_string(),
-        format!("{} → {}", k.requester, k.responder),
-    ]
-    .iter()
-    .filter_map(|s| flagged.get(s.as_str()))
-    .flatten()
-    .copied()
-    .collect();
+    let mut flags: Vec<FlagKind> = flagged
+        .get(format!("{} → {}", k.requester, k.responder).as_str())
+        .cloned()
+        .unwrap_or_default();
     flags.sort();
     flags.dedup();
     PeerRow {

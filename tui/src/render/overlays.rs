@@ -3,7 +3,7 @@
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Sparkline};
+use ratatui::widgets::{Block, Borders, Paragraph, Sparkline, Wrap};
 use ratatui::Frame;
 
 use super::style::{block, clear_around, duration_us, popup, text_box, Ctx};
@@ -111,10 +111,14 @@ pub fn help(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         "code N, family 4|6, dir in|out; and, or, not, ( )",
         t.dim,
     ));
-    let r = popup(area, 64, lines.len() as u16 + 2);
+    // As wide as its longest line (a narrower terminal wraps them).
+    let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 2;
+    let r = popup(area, width, lines.len() as u16 + 2);
     clear_around(frame, r);
     frame.render_widget(
-        Paragraph::new(lines).block(block(" help (Esc closes) ", true, t)),
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block(" help (Esc closes) ", true, t)),
         r,
     );
 }

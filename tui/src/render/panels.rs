@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
-use super::style::{block, duration_us, fit, hms, rate_text, Ctx, Theme};
+use super::style::{block, duration_us, fit, hms, rate_text, window, Ctx, Theme};
 use crate::keys::Mode;
 use crate::model::PeerView;
 use crate::state::Panel;
@@ -19,14 +19,20 @@ pub fn header(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     let (v, t) = (ctx.view, ctx.theme);
     // The long backend description last: a narrow terminal cuts it, not
     // the namespace and uptime.
-    let first = vec![
-        Span::styled("netns ", t.dim),
-        Span::raw(v.namespace.clone()),
-        Span::styled("  up ", t.dim),
+    let mut first = Vec::new();
+    if !v.namespace.is_empty() {
+        first.extend([
+            Span::styled("netns ", t.dim),
+            Span::raw(v.namespace.clone()),
+            Span::raw("  "),
+        ]);
+    }
+    first.extend([
+        Span::styled("up ", t.dim),
         Span::raw(hms(v.uptime_s)),
         Span::styled("  source ", t.dim),
         Span::raw(v.source.clone()),
-    ];
+    ]);
     let mut second = Vec::new();
     if ctx.state.paused {
         second.push(Span::styled(" PAUSED ", t.paused));
@@ -63,14 +69,21 @@ pub fn header(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         third.push(Span::raw("  "));
         third.push(Span::styled(format!("capture ended: {why}"), t.warn));
     }
-    // Why no reply: what the kernel's ICMP counters and sysctls say.
-    let mut fourth = vec![Span::styled("kernel ", t.dim)];
-    if v.kernel.is_empty() {
-        fourth.push(Span::styled("quiet", t.dim));
+    // Why no reply: what the kernel's ICMP counters and sysctls say (of
+    // this host: not for a capture file).
+    let mut fourth = Vec::new();
+    if !v.namespace.is_empty() {
+        fourth.push(Span::styled("kernel ", t.dim));
+        if v.kernel.is_empty() {
+            fourth.push(Span::styled("quiet  ", t.dim));
+        }
     }
     for (name, value) in &v.kernel {
         fourth.push(Span::raw(format!("{name} ")));
         fourth.push(Span::styled(format!("{value}  "), t.warn));
+    }
+    if let Some(c) = &v.caveat {
+        fourth.push(Span::styled(c.clone(), t.warn));
     }
     frame.render_widget(
         Paragraph::new(vec![
@@ -185,12 +198,10 @@ pub fn peers(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         s.sort.arrow()
     );
     let visible = area.height.saturating_sub(3) as usize;
-    let offset = (s.selected_peer + 1).saturating_sub(visible.max(1));
-    let rows: Vec<Row> = v
-        .peers
+    let shown = window(v.peers.len(), visible, s.selected_peer);
+    let offset = shown.start;
+    let rows: Vec<Row> = v.peers[shown]
         .iter()
-        .skip(offset)
-        .take(visible)
         .map(|p| peer_row(p, t, peer_text_widths(area.width.saturating_sub(2))))
         .collect();
     let pair_head = fit(
@@ -225,18 +236,37 @@ pub fn peers(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     frame.render_stateful_widget(table, area, &mut ts);
 }
 
-/// The last lines of a list that grows at the bottom, `back` lines up
-/// from its end.
-fn tail<T>(items: &[T], rows: usize, back: usize) -> &[T] {
-    let end = items.len().saturating_sub(back);
-    &items[end.saturating_sub(rows)..end]
+/// The lines of a list that grows at the bottom whose cursor is `back`
+/// lines up from its end (0: following the newest), with the cursor's
+/// place among them when scrolled back (to highlight it).
+fn scrolled<T>(items: &[T], rows: usize, back: usize) -> (&[T], Option<usize>) {
+    let cursor = items.len().saturating_sub(back + 1);
+    let shown = window(items.len(), rows, cursor);
+    let mark = (back > 0 && !items.is_empty()).then(|| cursor - shown.start);
+    (&items[shown], mark)
+}
+
+/// Highlights line `mark`, if any.
+fn marked<'a>(lines: Vec<Line<'a>>, mark: Option<usize>, t: &Theme) -> Vec<Line<'a>> {
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if Some(i) == mark {
+                l.style(t.selected)
+            } else {
+                l
+            }
+        })
+        .collect()
 }
 
 /// Recent messages, newest at the bottom; errors show the flow they quote.
 pub fn events(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     let (v, s, t) = (ctx.view, ctx.state, ctx.theme);
     let rows = area.height.saturating_sub(2) as usize;
-    let lines: Vec<Line> = tail(&v.events, rows, s.events_back)
+    let (shown, mark) = scrolled(&v.events, rows, s.events_back);
+    let lines: Vec<Line> = shown
         .iter()
         .map(|e| {
             let style = if e.error { t.warn } else { Style::new() };
@@ -256,6 +286,7 @@ pub fn events(frame: &mut Frame, area: Rect, ctx: &Ctx) {
             ])
         })
         .collect();
+    let lines = marked(lines, mark, t);
     let title = if s.events_back > 0 {
         format!(" events ({} back, End: follow) ", s.events_back)
     } else {
@@ -271,7 +302,8 @@ pub fn events(frame: &mut Frame, area: Rect, ctx: &Ctx) {
 pub fn alerts(frame: &mut Frame, area: Rect, ctx: &Ctx) {
     let (v, s, t) = (ctx.view, ctx.state, ctx.theme);
     let rows = area.height.saturating_sub(2) as usize;
-    let lines: Vec<Line> = tail(&v.alerts, rows, s.alerts_back)
+    let (shown, mark) = scrolled(&v.alerts, rows, s.alerts_back);
+    let lines: Vec<Line> = shown
         .iter()
         .map(|a| {
             Line::from(vec![
@@ -282,6 +314,7 @@ pub fn alerts(frame: &mut Frame, area: Rect, ctx: &Ctx) {
             ])
         })
         .collect();
+    let lines = marked(lines, mark, t);
     let title = format!(" alerts {} ", v.alerts.len());
     let mut p = Paragraph::new(lines).block(block(&title, s.focus == Panel::Alerts, t));
     if v.alerts.is_empty() {

@@ -163,9 +163,30 @@ pub fn rate_text(per_s: f64) -> String {
     }
 }
 
+/// The one scroll model of every list panel: which of `len` items show in
+/// `rows` lines so that item `cursor` is visible, the page full whenever
+/// there are enough items (the cursor at the bottom once it passes a page).
+pub(super) fn window(len: usize, rows: usize, cursor: usize) -> std::ops::Range<usize> {
+    let start = (cursor + 1).saturating_sub(rows.max(1)).min(len);
+    start..len.min(start + rows)
+}
+
 #[cfg(test)]
 mod fit_tests {
     use super::*;
+
+    #[test]
+    fn a_window_keeps_its_cursor_and_fills_the_page() {
+        // Following: the last page.
+        assert_eq!(window(50, 10, 49), 40..50);
+        // Back at the oldest of 3 (Home): all 3 shown, not 1.
+        assert_eq!(window(3, 10, 0), 0..3);
+        // Mid-list: the cursor on the last line shown.
+        assert_eq!(window(50, 10, 20), 11..21);
+        assert_eq!(window(50, 10, 5), 0..10);
+        assert_eq!(window(0, 10, 0), 0..0);
+        assert_eq!(window(5, 0, 2), 2..2);
+    }
 
     #[test]
     fn cut_text_ends_in_an_ellipsis() {

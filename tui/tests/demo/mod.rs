@@ -17,6 +17,7 @@ pub fn sample(peers: usize, events: usize) -> View {
     View {
         source: "nfqueue (queue 7707, xtables NFQUEUE target)".into(),
         namespace: "mon".into(),
+        caveat: None,
         uptime_s: 3725,
         total: 123_456,
         rate_per_s: 412.0,
