@@ -426,6 +426,7 @@ mod tests {
             &["type echo-request and not host 10.0.0.1"],
         ),
         ("alerts", "\"/tmp/alerts.jsonl\"", &["/tmp/alerts.jsonl"]),
+        ("write", "\"/tmp/saved.pcapng\"", &["/tmp/saved.pcapng"]),
         ("summary-json", "\"/tmp/s.json\"", &["/tmp/s.json"]),
         ("no-attribution", "true", &[]),
         ("count", "12", &["12"]),

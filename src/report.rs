@@ -21,6 +21,9 @@ pub struct Summary<'a> {
     pub seconds: f64,
     pub rows: u64,
     pub packets: u64,
+    /// Packets `--write` saved (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<u64>,
     pub filtered: u64,
     pub not_icmp: u64,
     pub parse_errors: u64,

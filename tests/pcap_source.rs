@@ -221,6 +221,12 @@ fn damaged_file_keeps_good_rows_and_names_the_offset() {
     let err = String::from_utf8_lossy(&out.stderr);
     // 24-byte file header + 2 × (16-byte record header + 36 bytes).
     assert!(err.contains("damaged at byte 128"), "{err}");
+    // Said once (issue 20.9), as the last line, after the summary's.
+    assert_eq!(err.matches("damaged at byte").count(), 1, "{err}");
+    assert!(
+        err.trim_end().lines().last().unwrap().contains("damaged"),
+        "{err}"
+    );
 }
 
 #[test]

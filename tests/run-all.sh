@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit/integration tests, then the
+# The whole test suite: formatting, lints, unit/integration tests, the
+# capture corpus of tcpdump's test suite against tcpdump and tshark, then the
 # live-source suites in network namespaces (root, this kernel: NFQUEUE; then
 # AF_PACKET, NFLOG, auto and the README's main job; the metrics endpoint
 # scraped by a real Prometheus), the live sources under ping -f (a report),
@@ -17,6 +18,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Plain `cargo test` needs no root, tshark or tmux; the tests that do are
 # #[ignore]d with the reason, and run here.
 cargo test --workspace --locked -- --include-ignored
+tests/corpus.sh
 cargo bench --locked --bench aggregate -- --quick
 cargo bench --locked -p icmpmon-tui --bench render -- --quick
 cargo run --release --locked -q --example aggregate_rss

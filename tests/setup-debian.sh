@@ -8,7 +8,7 @@ apt-get install -y -q --no-install-recommends \
 	build-essential bc bison flex libelf-dev dwarves kmod xz-utils cpio gzip \
 	busybox-static qemu-system-x86 iproute2 ca-certificates tshark \
 	tcpdump iputils-ping iptables nftables tmux debootstrap dkms \
-	python3 python3-yaml libcap2-bin util-linux sudo curl prometheus man-db systemd
+	python3 python3-yaml libcap2-bin util-linux sudo curl prometheus man-db systemd time
 # clippy and rustfmt are part of the checks.
 if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
 	rustup component add clippy rustfmt

@@ -264,3 +264,100 @@ fn csv_agrees_with_tshark_field_by_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parse errors 2"), "{err}");
 }
+
+/// Issue 20 (`--write`): the packets a run keeps, saved as pcapng and as
+/// pcap, read back by tshark as the same ICMP messages as the input, by
+/// tcpdump, and by icmpmon itself as the same rows; `--filter` applies.
+#[test]
+#[ignore = "needs tshark and tcpdump: tests/run-all.sh runs it"]
+fn written_captures_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("fixture.pcap");
+    let (frames, _) = fixture();
+    let timed: Vec<(u64, Vec<u8>)> = frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| ((i as u64 + 1) * 1_000_000_000, f))
+        .collect();
+    write_pcap(&input, DataLink::ETHERNET, &timed);
+    // What tshark says of a capture's ICMP messages, in order.
+    let icmp = |path: &std::path::Path| -> Vec<(String, String)> {
+        tshark(path)
+            .values()
+            .map(|f| {
+                let time = occ(f, "frame.time_epoch", 0);
+                let what = [
+                    "ip.src",
+                    "ipv6.src",
+                    "icmp.type",
+                    "icmpv6.type",
+                    "icmp.code",
+                ]
+                .map(|n| occ(f, n, 0))
+                .join(" ");
+                (time, what)
+            })
+            .collect()
+    };
+    let want = icmp(&input);
+    let rows = |path: &std::path::Path| -> Vec<String> {
+        let out = pcap_to_csv(path);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| {
+                // All but direction and ifname: the input's frames have
+                // neither (saved, an unknown direction reads as in).
+                let mut cols: Vec<&str> = l.split(',').collect();
+                cols.drain(2..4);
+                cols.join(",")
+            })
+            .collect()
+    };
+    for name in ["saved.pcapng", "saved.pcap"] {
+        let saved = dir.path().join(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_icmpmon"))
+            .arg("--source")
+            .arg(format!("pcap:{}", input.display()))
+            .args(["--csv", "/dev/null", "--write"])
+            .arg(&saved)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The 15 good ICMP messages (the malformed 2 are not kept).
+        assert!(err.contains("15 packets saved"), "{err}");
+        let got = icmp(&saved);
+        let good: Vec<_> = want
+            .iter()
+            .filter(|w| got.iter().any(|g| g.0 == w.0))
+            .cloned()
+            .collect();
+        assert_eq!(got.len(), 15, "{name}: {got:?}");
+        assert_eq!(got, good, "{name}");
+        assert_eq!(rows(&saved), rows(&input), "{name}");
+        let dump = Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(&saved)
+            .output()
+            .unwrap();
+        assert!(dump.status.success(), "{name}: tcpdump refused it");
+        assert_eq!(
+            String::from_utf8_lossy(&dump.stdout).lines().count(),
+            15,
+            "{name}"
+        );
+    }
+    // --filter: only what the run keeps is saved.
+    let saved = dir.path().join("v6.pcapng");
+    let out = Command::new(env!("CARGO_BIN_EXE_icmpmon"))
+        .arg("--source")
+        .arg(format!("pcap:{}", input.display()))
+        .args(["--csv", "/dev/null", "--filter", "family 6", "--write"])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let got = icmp(&saved);
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert!(got.iter().all(|(_, w)| w.contains("fd")), "{got:?}");
+}

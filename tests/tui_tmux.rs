@@ -516,3 +516,32 @@ fn a_source_flag_is_not_put_on_each_of_its_pairs() {
     tmux.keys(&["q"]);
     tmux.wait_for("exit", |s| s.contains("EXIT=0"));
 }
+
+/// Issue 20.8: a `/` filter applies to what was already seen: set after a
+/// file has been read, it shows the matching messages at once (it used to
+/// start every count from zero).
+#[test]
+#[ignore = "needs tmux: tests/run-all.sh runs it"]
+fn a_view_filter_counts_what_was_already_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("pings.pcap");
+    capture(&pcap);
+    let tmux = Tmux {
+        socket: format!("icmpmon-seen-{}", std::process::id()),
+    };
+    let err = dir.path().join("stderr");
+    dashboard(&tmux, &format!("--source pcap:{}", pcap.display()), &err);
+    tmux.wait_for("the end of the file", |s| s.contains("capture ended"));
+    tmux.keys(&["/"]);
+    tmux.text("family 6");
+    tmux.keys(&["Enter"]);
+    // 80 IPv6 requests and their 80 replies, all read before the filter.
+    let s = tmux.wait_for("the filtered view", |s| s.contains("filter family 6"));
+    assert_eq!(number_after(&s, "messages "), 160, "{s}");
+    assert!(
+        s.contains("fd00::2 → fd00::1") && s.contains("peers 1 "),
+        "{s}"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("exit", |s| s.contains("EXIT=0"));
+}

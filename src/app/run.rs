@@ -20,7 +20,7 @@ use crate::config::{FileConfig, Layered};
 use crate::dashboard::view::{namespace_name, Meta};
 use crate::metrics::{self, http, Publisher};
 use crate::outputs::alerts::AlertSink;
-use crate::outputs::{self, Format, Outputs, RowSink};
+use crate::outputs::{self, Format, Outputs, PacketFile, RowSink};
 use crate::pipeline::Plan;
 use crate::report;
 use crate::stderr::say;
@@ -129,13 +129,17 @@ pub(super) fn run(
     // Without the dashboard, SIGHUP reloads, when there is something to
     // reload or reopen; otherwise it stops the run, as a hang-up.
     let (reload_tx, reloads) = crossbeam_channel::bounded(1);
-    let files = [&dest.csv, &dest.jsonl, &dest.alerts]
+    let files = [&dest.csv, &dest.jsonl, &dest.alerts, &dest.write]
         .iter()
         .any(|o| matches!(o, Some(Output::File(_))));
     let mut on_hup = (!tui && (layered.is_some() || files))
         .then(|| reloader(layered, (reload_tx, reloads.clone())));
     // Outputs first: a bad path fails before anything is registered.
-    let (sinks, files, out_names) = open_outputs(&dest)?;
+    let (sinks, files, mut out_names) = open_outputs(&dest)?;
+    let packets = dest.write.as_ref().map(PacketFile::create).transpose()?;
+    if let Some(p) = &packets {
+        out_names.push_str(&format!(", packets to {}", p.name()));
+    }
     let alerts = dest
         .alerts
         .as_ref()
@@ -196,7 +200,7 @@ pub(super) fn run(
     if !tui {
         say!("icmpmon: capturing from {described}, {out_names}; Ctrl-C to stop");
     }
-    let watch_stdout = [&dest.csv, &dest.jsonl, &dest.alerts]
+    let watch_stdout = [&dest.csv, &dest.jsonl, &dest.alerts, &dest.write]
         .iter()
         .any(|o| o.as_ref() == Some(&Output::Stdout));
     let outputs = Outputs::new(
@@ -244,7 +248,7 @@ pub(super) fn run(
     let server = metrics
         .map(|(listener, shared)| http::Server::start(listener, shared, source_name))
         .transpose()?;
-    let done = execute(source, (outputs, publisher), plan, capacity, ui);
+    let done = execute(source, (outputs, packets, publisher), plan, capacity, ui);
     if let Some(s) = server {
         s.stop();
     }
@@ -266,6 +270,7 @@ pub(super) fn run(
         seconds: started.elapsed().as_secs_f64(),
         rows: tally.rows,
         packets: tally.packets,
+        saved: dest.write.is_some().then_some(tally.packets_written),
         filtered: tally.filtered,
         not_icmp: tally.not_icmp,
         parse_errors: tally.parse_error_total(),
@@ -275,8 +280,13 @@ pub(super) fn run(
         proc_scans: tally.proc_scans,
         snapshot: &done.snapshot,
     };
+    let stopped = match &done.end {
+        Err(_) => "capture failed",
+        Ok(_) => why.as_str(),
+    };
     print_summary(
         &run,
+        stopped,
         &out_names,
         &lost,
         &done.counters.fields(),

@@ -25,9 +25,12 @@ pub(super) fn write_json(
     }
 }
 
-/// The human summary and the machine-readable line on stderr.
+/// The human summary and the machine-readable line on stderr; `stopped`
+/// says why the run ended (a capture's error is left to the run's last
+/// line, so that it is said once).
 pub(super) fn print_summary(
     run: &report::Summary,
+    stopped: &str,
     out_names: &str,
     lost: &[(&'static str, u64)],
     fields: &[(&'static str, u64)],
@@ -37,10 +40,12 @@ pub(super) fn print_summary(
     // In pipeline order, unlike the JSON map.
     let losses: Vec<String> = lost.iter().map(|(what, n)| format!("{what} {n}")).collect();
     say!(
-        "icmpmon: {}; {} rows ({out_names}) in {:.1} s; lost: {}; parse errors {}; \
+        "icmpmon: {}; {} rows{} ({out_names}) in {:.1} s; lost: {}; parse errors {}; \
          not ICMP {}; filtered out {}",
-        run.stopped,
+        stopped,
         run.rows,
+        run.saved
+            .map_or(String::new(), |n| format!(", {n} packets saved")),
         run.seconds,
         losses.join(", "),
         run.parse_errors,

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context};
 use crate::dashboard::view::Meta;
 use crate::dashboard::{Dashboard, UiCommand};
 use crate::metrics::Publisher;
-use crate::outputs::Outputs;
+use crate::outputs::{Outputs, PacketFile};
 use crate::pipeline::{self, Plan, Stages, Tally};
 use crate::stderr::say;
 use icmpmon_capture::pipeline::{self as channel, Stop, StopReason};
@@ -39,7 +39,7 @@ pub(super) struct Finished {
 /// is reported.
 pub(super) fn execute(
     source: Box<dyn Source>,
-    (outputs, metrics): (Outputs, Option<Publisher>),
+    (outputs, packets, metrics): (Outputs, Option<PacketFile>, Option<Publisher>),
     plan: Plan,
     capacity: usize,
     ui: Option<Meta>,
@@ -86,6 +86,7 @@ pub(super) fn execute(
         });
         let stages = Stages {
             outputs,
+            packets,
             metrics,
             dashboard,
         };
@@ -311,7 +312,7 @@ mod tests {
         thread::spawn(move || {
             let _ = tx.send(execute(
                 Box::new(Fake(source)),
-                (outputs, None),
+                (outputs, None, None),
                 plan,
                 16,
                 None,
@@ -405,7 +406,7 @@ mod tests {
         thread::spawn(move || {
             let _ = tx.send(execute(
                 Box::new(Fake(Behaviour::Idle { linger })),
-                (o, None),
+                (o, None, None),
                 p,
                 16,
                 None,

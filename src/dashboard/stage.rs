@@ -11,12 +11,15 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use icmpmon_capture::source::{stage_losses, Counters};
 use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery};
+use icmpmon_core::event::IcmpEvent;
 use icmpmon_core::filter::Filter;
 use icmpmon_tui::state::SortKey;
 
 use super::view::{self, Meta};
 use crate::pipeline::stage::{Flow, Record, Stage, Tick};
 
+/// Messages kept for a new `/` filter to count from (the newest).
+const SEEN: usize = 65_536;
 /// Views at most this often while things change, and once a second when
 /// idle (uptime and rates move on).
 const VIEW_EVERY: Duration = Duration::from_millis(100);
@@ -51,6 +54,11 @@ pub(crate) struct Dashboard {
     /// The dashboard's own filter and the statistics kept under it, beside
     /// the run's: clearing it shows the run's statistics again, untouched.
     view_filter: Option<(Filter, Aggregator)>,
+    /// The newest messages the run kept (at most `SEEN`), which a new `/`
+    /// filter counts first: it applies to what was already seen.
+    seen: VecDeque<IcmpEvent>,
+    /// Messages the run kept, seen or not.
+    kept: u64,
     /// Changes with every new dashboard filter.
     view_generation: u64,
     /// Events the filtered statistics took whose rows have not come yet:
@@ -59,6 +67,8 @@ pub(crate) struct Dashboard {
     awaiting_rows: VecDeque<(u64, u64, u64)>,
     last: Option<Instant>,
     last_events: u64,
+    /// Set once the capture ended (`serve`).
+    ended: Option<String>,
 }
 
 impl Dashboard {
@@ -84,10 +94,13 @@ impl Dashboard {
             },
             config,
             view_filter: None,
+            seen: VecDeque::new(),
+            kept: 0,
             view_generation: 0,
             awaiting_rows: VecDeque::new(),
             last: None,
             last_events: u64::MAX,
+            ended: None,
         }
     }
 
@@ -107,6 +120,7 @@ impl Dashboard {
             .map(|(k, n)| (k.to_string(), n))
             .collect();
         let mut view = view::view(&agg.snapshot_with(self.peers), &self.meta, lost);
+        view.ended.clone_from(&self.ended);
         // Full: the UI has not taken the last one; the newer one replaces
         // it (dropping it would leave an old view for good once the run
         // ends). Disconnected: the UI has gone, no error.
@@ -122,45 +136,79 @@ impl Dashboard {
     fn take_commands(&mut self) -> bool {
         let mut changed = false;
         while let Ok(cmd) = self.commands.try_recv() {
+            self.apply(cmd);
             changed = true;
-            match cmd {
-                UiCommand::Peers(sort, rows) => {
-                    self.peers = PeerQuery {
-                        order: view::peer_order(sort),
-                        limit: rows,
-                    };
-                }
-                UiCommand::Filter(text) if text.trim().is_empty() => {
-                    self.view_filter = None;
-                    self.meta.filter = self.run_filter.clone();
-                }
-                UiCommand::Filter(text) => {
-                    if let Ok(f) = Filter::parse(&text) {
-                        self.meta.filter = match self.run_filter.as_str() {
-                            "" => f.text().to_string(),
-                            run => format!("{run} (run) and {} (view)", f.text()),
-                        };
-                        // Counted from now on: what came before was not
-                        // kept per event.
-                        self.view_filter = Some((f, Aggregator::new(self.config.clone())));
-                        self.view_generation += 1;
+        }
+        changed
+    }
+
+    /// After the capture ended: the final view stays, marked so, and the
+    /// dashboard's requests (a `/` filter, another order) are still
+    /// answered from the final state until it quits (its requests' channel
+    /// closes).
+    pub fn serve(mut self, agg: &Aggregator) {
+        self.ended = Some("no more packets".into());
+        self.publish(agg, true);
+        while let Ok(cmd) = self.commands.recv() {
+            self.apply(cmd);
+            self.take_commands();
+            self.publish(agg, true);
+        }
+    }
+
+    fn apply(&mut self, cmd: UiCommand) {
+        match cmd {
+            UiCommand::Peers(sort, rows) => {
+                self.peers = PeerQuery {
+                    order: view::peer_order(sort),
+                    limit: rows,
+                };
+            }
+            UiCommand::Filter(text) if text.trim().is_empty() => {
+                self.view_filter = None;
+                self.meta.filter = self.run_filter.clone();
+            }
+            UiCommand::Filter(text) => {
+                if let Ok(f) = Filter::parse(&text) {
+                    // What was already seen first (the newest `SEEN`
+                    // messages; said when older ones are left out).
+                    let mut a = Aggregator::new(self.config.clone());
+                    for ev in self.seen.iter().filter(|ev| f.matches(ev)) {
+                        a.ingest(ev);
                     }
+                    a.take_alerts();
+                    let since = match self.kept > self.seen.len() as u64 {
+                        true => format!(", over the last {} messages", self.seen.len()),
+                        false => String::new(),
+                    };
+                    self.meta.filter = match self.run_filter.as_str() {
+                        "" => format!("{}{since}", f.text()),
+                        run => format!("{run} (run) and {} (view{since})", f.text()),
+                    };
+                    self.view_filter = Some((f, a));
+                    self.view_generation += 1;
                 }
             }
         }
-        changed
     }
 }
 
 impl Stage for Dashboard {
     fn on_record(&mut self, record: &Record, _agg: &Aggregator) -> Flow {
+        if let Record::Event { ev, .. } = record {
+            if self.seen.len() == SEEN {
+                self.seen.pop_front();
+            }
+            self.seen.push_back((*ev).clone());
+            self.kept += 1;
+        }
         let Some((f, a)) = self.view_filter.as_mut() else {
             self.awaiting_rows.clear();
             return Flow::Go;
         };
         match record {
             // Also counted under the dashboard's filter, if it takes it.
-            Record::Event { ev, seq } if f.matches(ev) => {
+            Record::Event { ev, seq, .. } if f.matches(ev) => {
                 a.ingest(ev);
                 a.take_alerts();
                 self.awaiting_rows

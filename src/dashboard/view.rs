@@ -73,7 +73,18 @@ fn flow_text(f: &FlowKey) -> String {
     f.to_string()
 }
 
-/// What attribution found, for the events panel and its detail.
+/// What attribution found, short: the events line keeps room for the flow.
+fn process_label(a: &Attribution) -> String {
+    match a {
+        Attribution::Owner(o) => o.label(),
+        Attribution::Gone => "process gone".into(),
+        Attribution::Hidden => "process hidden".into(),
+        Attribution::NoSocket => "no local socket".into(),
+        Attribution::Skipped => "not looked up".into(),
+    }
+}
+
+/// What attribution found, in full, for an event's detail.
 fn process_text(a: &Attribution) -> String {
     match a {
         Attribution::Owner(o) => format!("{} uid {} cgroup {}", o.label(), o.uid, o.cgroup),
@@ -184,7 +195,8 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                     detail: detail.trim().to_string(),
                     error: icmpmon_core::aggregate::is_error(e.family, e.icmp_type)
                         && !(e.family == Family::V6 && e.icmp_type == 137),
-                    process: e.attribution.as_ref().map(process_text),
+                    process: e.attribution.as_ref().map(process_label),
+                    process_detail: e.attribution.as_ref().map(process_text),
                 }
             })
             .collect(),

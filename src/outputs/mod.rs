@@ -5,10 +5,12 @@ pub(crate) mod alerts;
 mod csv;
 mod file;
 mod jsonl;
+mod packets;
 mod row;
 mod stage;
 
 pub(crate) use file::{open, sink, Format};
+pub(crate) use packets::PacketFile;
 pub(crate) use row::{rfc3339_nanos, RowSink};
 #[cfg(test)]
 pub(crate) use row::{Row, HEADER};

@@ -21,7 +21,7 @@ use crate::attribution::{Host, News};
 use crate::config::Reload;
 use crate::dashboard::Dashboard;
 use crate::metrics::Publisher;
-use crate::outputs::Outputs;
+use crate::outputs::{Outputs, PacketFile};
 
 /// How often the thread wakes up when idle (flushes, the clock).
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -37,6 +37,8 @@ pub(crate) struct Tally {
     pub filtered: u64,
     pub parse_errors: BTreeMap<&'static str, u64>,
     pub output_error: Option<anyhow::Error>,
+    /// Packets saved by `--write`.
+    pub packets_written: u64,
     /// Socket lookups the attribution thread made, and /proc scans among
     /// them.
     pub lookups: u64,
@@ -71,6 +73,8 @@ pub(crate) struct Plan {
 #[derive(Debug)]
 pub(crate) struct Stages {
     pub outputs: Outputs,
+    /// `--write`.
+    pub packets: Option<PacketFile>,
     pub metrics: Option<Publisher>,
     pub dashboard: Option<Dashboard>,
 }
@@ -78,9 +82,13 @@ pub(crate) struct Stages {
 impl Stages {
     fn each(&mut self) -> impl Iterator<Item = &mut dyn Stage> {
         let outputs: &mut dyn Stage = &mut self.outputs;
+        let packets = self.packets.as_mut().map(|p| p as &mut dyn Stage);
         let metrics = self.metrics.as_mut().map(|m| m as &mut dyn Stage);
         let dashboard = self.dashboard.as_mut().map(|d| d as &mut dyn Stage);
-        std::iter::once(outputs).chain(metrics).chain(dashboard)
+        std::iter::once(outputs)
+            .chain(packets)
+            .chain(metrics)
+            .chain(dashboard)
     }
 
     /// Runs `step` on every stage; a stage that is done stops the run.
@@ -162,7 +170,11 @@ impl Driver {
             self.taken += 1;
             let outcome = self.agg.ingest(&ev);
             let seq = self.agg.events();
-            self.record(&Record::Event { ev: &ev, seq });
+            self.record(&Record::Event {
+                ev: &ev,
+                raw: &raw,
+                seq,
+            });
             let r = Ready {
                 ev,
                 rtt_us: outcome.rtt_us,
@@ -326,10 +338,16 @@ pub(crate) fn run(
     d.alerts();
     let agg = &d.agg;
     d.stages.all(&d.stop, |s| s.finish(agg));
-    // Its channel closing is how the dashboard learns that the capture
-    // ended (its final view is the last in the channel).
-    d.stages.dashboard = None;
     d.tally.rows = d.stages.outputs.rows();
     d.tally.output_error = d.stages.outputs.take_error();
+    if let Some(p) = d.stages.packets.as_mut() {
+        d.tally.packets_written = p.packets();
+        d.tally.output_error = d.tally.output_error.take().or_else(|| p.take_error());
+    }
+    // The dashboard shows the final state, and answers its requests, until
+    // it quits.
+    if let Some(dashboard) = d.stages.dashboard.take() {
+        dashboard.serve(&d.agg);
+    }
     (d.tally, d.agg.snapshot(), d.stages)
 }

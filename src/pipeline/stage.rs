@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use icmpmon_capture::pipeline::StopReason;
 use icmpmon_core::aggregate::{Aggregator, Flag, KernelSample};
-use icmpmon_core::event::IcmpEvent;
+use icmpmon_core::event::{IcmpEvent, RawPacket};
 
 use crate::attribution::join::Ready;
 use crate::config::Live;
@@ -15,9 +15,14 @@ use crate::config::Live;
 /// What the aggregator thread hands its stages.
 #[derive(Debug)]
 pub(crate) enum Record<'a> {
-    /// A message the run kept, just aggregated as number `seq`; its row
-    /// follows (at once, or once attribution has answered).
-    Event { ev: &'a IcmpEvent, seq: u64 },
+    /// A message the run kept, just aggregated as number `seq`, with the
+    /// packet it came in; its row follows (at once, or once attribution
+    /// has answered).
+    Event {
+        ev: &'a IcmpEvent,
+        raw: &'a RawPacket,
+        seq: u64,
+    },
     /// A message's row, complete: RTT and, when looked up, the process.
     Row(&'a Ready),
     /// Anomaly flags just raised.

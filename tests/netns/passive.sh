@@ -153,7 +153,7 @@ for source in packet nflog; do
 	ip netns exec "$r" tcpdump -i any -U -w "$work/$source.pcap" 2>/dev/null &
 	dump=$!
 	sleep 1
-	if ! start_icmpmon "$source" "$source"; then
+	if ! start_icmpmon "$source" "$source" --write "$work/$source.saved.pcapng"; then
 		ko "$source-traffic" "icmpmon did not start"
 		kill "$dump"
 		continue
@@ -192,6 +192,22 @@ for source in packet nflog; do
 	else
 		ko "$source-traffic" "rc=$rc rows=$got tshark=$want (all $all fwd_out $fwd_out) mld=$got_mld/$mld exceeded=$exceeded unreach=$unreach: $(tail -n 2 "$work/$source.err")"
 	fi
+	# --write (issue 20): the packets kept, one per row, read back by tshark
+	# and tcpdump, with each row's direction in the packet's flags.
+	saved=$work/$source.saved.pcapng
+	rows=$(($(wc -l <"$f") - 1))
+	by_tshark=$(tshark -n -r "$saved" 2>/dev/null | wc -l)
+	by_tcpdump=$(tcpdump -nn -r "$saved" 2>/dev/null | wc -l)
+	t_in=$(tshark -n -r "$saved" -Y 'frame.packet_flags_direction == 1' 2>/dev/null | wc -l)
+	t_out=$(tshark -n -r "$saved" -Y 'frame.packet_flags_direction == 2' 2>/dev/null | wc -l)
+	c_in=$(awk -F, 'NR > 1 && $3 == "in"' "$f" | wc -l)
+	c_out=$(awk -F, 'NR > 1 && $3 == "out"' "$f" | wc -l)
+	if [ "$rows" -gt 0 ] && [ "$by_tshark" = "$rows" ] && [ "$by_tcpdump" = "$rows" ] &&
+		[ "$t_in" = "$c_in" ] && [ "$t_out" = "$c_out" ] && grep -q "$rows packets saved" "$work/$source.err"; then
+		ok "$source-write" "--write: $rows packets, read back by tshark and tcpdump; in $t_in, out $t_out as the rows say"
+	else
+		ko "$source-write" "rows $rows, tshark $by_tshark, tcpdump $by_tcpdump, in $t_in/$c_in, out $t_out/$c_out: $(grep -o '[0-9]* packets saved' "$work/$source.err")"
+	fi
 	# ping's time= per (family, seq) against the rtt_us of the reply row
 	# that came in.
 	bad=$(awk -F, -v pingf="$work/$source.ping" '
@@ -210,24 +226,32 @@ for source in packet nflog; do
 			k = $5 "/" $12
 			if (k in want) {
 				d = $15 / 1000 - want[k]; if (d < 0) d = -d; if (d > max) max = d; seen[k] = 1
+				ds[++nd] = d
 				if (least == "" || $15 + 0 < least) least = $15 + 0
 			}
 		}
 		END {
 			m = 0
 			for (k in want) if (!(k in seen)) m++
-			printf "%d %d %.3f %d\n", n, m, max, least
+			# The median deviation (insertion sort: ten values).
+			for (i = 2; i <= nd; i++) for (j = i; j > 1 && ds[j - 1] > ds[j]; j--) { t = ds[j]; ds[j] = ds[j - 1]; ds[j - 1] = t }
+			printf "%d %d %.3f %d %.3f\n", n, m, max, least, (nd ? ds[int((nd + 1) / 2)] : 99)
 		}' "$f")
 	set -- $bad
-	# NFLOG stamps no time at output: an `out` request's time is when
-	# icmpmon receives it, a wake-up late, which on a busy machine reaches
-	# a millisecond (CI saw 1.005 ms): its bound is 2 ms, the packet
-	# source's (kernel stamps both ways) 1 ms.
-	if [ "$source" = nflog ]; then bound=2.0; else bound=1.0; fi
-	if [ "$1" = 10 ] && [ "$2" = 0 ] && [ "$4" -ge 15000 ] && awk -v d="$3" -v b="$bound" 'BEGIN { exit !(d < b) }'; then
-		ok "$source-rtt" "10 replies of about 20 ms: icmpmon's rtt_us within $3 ms of ping's time= (bound $bound ms)"
+	# The packet source (kernel stamps both ways): every reply within 1 ms
+	# of ping's time=. NFLOG stamps no time at output: an `out` request's
+	# time is when icmpmon receives it, a wake-up late, which on a busy
+	# machine reaches milliseconds now and then (CI saw 1 and 4 ms): the
+	# median within 1 ms, the worst within 10 ms.
+	if [ "$source" = nflog ]; then
+		close=$(awk -v m="$5" -v w="$3" 'BEGIN { exit !(m < 1.0 && w < 10.0) }' && echo y)
 	else
-		ko "$source-rtt" "pings=$1 unmatched=$2 worst=$3 ms shortest rtt_us=$4"
+		close=$(awk -v w="$3" 'BEGIN { exit !(w < 1.0) }' && echo y)
+	fi
+	if [ "$1" = 10 ] && [ "$2" = 0 ] && [ "$4" -ge 15000 ] && [ "$close" = y ]; then
+		ok "$source-rtt" "10 replies of about 20 ms: icmpmon's rtt_us within $3 ms of ping's time= (median $5 ms)"
+	else
+		ko "$source-rtt" "pings=$1 unmatched=$2 worst=$3 ms median=$5 ms shortest rtt_us=$4"
 	fi
 	# Forwarded pings: two sightings each (packet), one request counted.
 	if grep -q "10.96.1.2 → 10.96.2.2: 3 req, 3 rep, 0 lost" "$work/$source.err" &&

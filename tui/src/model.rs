@@ -168,8 +168,11 @@ pub struct EventView {
     /// An ICMP error (drawn in the warning colour).
     pub error: bool,
     /// The local process of the flow an error quotes or of the socket an
-    /// echo request left from, or why there is none ("process gone").
+    /// echo request left from (`comm[pid]` and its unit), or why there is
+    /// none ("gone"): short, for the events line.
     pub process: Option<String>,
+    /// The same in full (uid, cgroup), for the event's detail.
+    pub process_detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

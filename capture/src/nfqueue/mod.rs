@@ -361,8 +361,9 @@ impl NfqueueSource {
         Ok(n)
     }
 
-    /// Receives until `stop`; then removes the rules first (no new packets
-    /// are queued), accepts what is still queued, and unbinds.
+    /// Receives until `stop`; then stops the rules queuing (emptied, or
+    /// removed), accepts what is still queued, removes the rules, and
+    /// unbinds.
     pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, NfqError> {
         while netlink::wait_readable(self.nl.socket(), None, Some(stop))? != Wait::Stopped {
             if self.drain(&sink)? > 0 {
@@ -376,11 +377,20 @@ impl NfqueueSource {
                 }
             }
         }
-        let queued = self.rules.take().map(Rules::remove);
+        // No new packets, hooks kept: what is queued gets its verdict, and
+        // only then go the hooks (the kernel drops what they still hold).
+        // Where the rules cannot be emptied, they go first.
+        let emptied = self.rules.as_mut().is_some_and(Rules::stop_sending);
+        let early = if emptied {
+            None
+        } else {
+            self.rules.take().map(Rules::remove)
+        };
         let drained = (|| {
             while self.drain(&sink)? > 0 {}
             Ok::<_, NfqError>(())
         })();
+        let queued = early.or_else(|| self.rules.take().map(Rules::remove));
         // Rules left behind are the worse news: reported first.
         let hits = match queued {
             Some(Err(e)) => return Err(NfqError::RulesLeft(e)),

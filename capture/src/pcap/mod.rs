@@ -6,7 +6,9 @@
 //! times.
 
 mod batch;
+mod classic;
 mod link;
+mod ngblock;
 mod stream;
 
 pub use batch::PcapCounters;
@@ -18,15 +20,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crossbeam_channel::select;
-use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
-use pcap_file::PcapError;
+use pcap_file::{DataLink, PcapError};
 
 use crate::pipeline::{PacketSink, Stop};
 use batch::{Batcher, Pace, BATCH};
+use classic::Format;
 use link::{interface_from_idb, Interface};
+use ngblock::Plain;
 use stream::{Input, Starved, Stream, MAX_RECORD};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,13 +56,7 @@ pub enum PcapFileError {
 }
 
 /// pcap (both byte orders, µs and ns) and pcapng magic numbers.
-const MAGICS: [u32; 5] = [
-    0xa1b2_c3d4,
-    0xd4c3_b2a1,
-    0xa1b2_3c4d,
-    0x4d3c_b2a1,
-    0x0a0d_0d0a,
-];
+const MAGICS: [u32; 4] = [0xa1b2_c3d4, 0xa1b2_3c4d, 0xa1b2_cd34, 0x0a0d_0d0a];
 
 /// An opened capture, its magic number checked, ready to be read.
 #[derive(Debug)]
@@ -255,43 +252,42 @@ impl PcapSource {
     }
 
     fn read_pcap(&mut self, out: &mut Batcher, stop: &Stop) -> Result<(), PcapFileError> {
-        let Some(parser) = self.header(out, stop, "its file header", PcapParser::new)? else {
-            return Ok(());
+        while self.stream.bytes().len() < classic::FILE_HEADER {
+            if !self.more(out, stop, "its file header")? {
+                return Ok(());
+            }
+        }
+        let mut head = [0u8; classic::FILE_HEADER];
+        head.copy_from_slice(&self.stream.bytes()[..classic::FILE_HEADER]);
+        let format = match Format::parse(&head) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(self.damaged("not a pcap file header")),
+            Err(e) => return Err(self.damaged(e)),
         };
-        let header = parser.header();
+        self.stream.consume(classic::FILE_HEADER);
         let iface = Interface {
-            link: header.datalink,
+            link: DataLink::from(format.linktype),
             ns_per_unit: 1,
             binary_exp: None,
         };
         while !(stop.is_set() || out.closed) {
             let bytes = self.stream.bytes();
-            if bytes.is_empty() {
-                if !self.more(out, stop, "a packet record")? {
-                    return Ok(());
-                }
-                continue;
-            }
-            match parser.next_packet(bytes) {
-                Ok((rest, pkt)) => {
-                    let used = bytes.len() - rest.len();
-                    // PcapPacket timestamps are already nanoseconds.
-                    out.push(
-                        &iface,
-                        pkt.timestamp.as_nanos(),
-                        pkt.orig_len,
-                        &pkt.data,
-                        None,
-                    );
-                    self.stream.consume(used);
-                }
-                Err(PcapError::IncompleteBuffer) => {
+            let rec = match format.record(bytes) {
+                Ok(Some(r)) if bytes.len() >= r.total => r,
+                // The record's header or data is not all here yet.
+                Ok(_) => {
                     if !self.more(out, stop, "a packet record")? {
                         return Ok(());
                     }
+                    continue;
                 }
-                Err(e) => return Err(self.damaged(e.to_string())),
-            }
+                Err(e) => return Err(self.damaged(e)),
+            };
+            let at = format.data_offset();
+            let data = &bytes[at..at + rec.kept as usize];
+            // Record times are already nanoseconds.
+            out.push(&iface, rec.ts_ns, rec.orig_len.max(rec.kept), data, None);
+            self.stream.consume(rec.total);
         }
         Ok(())
     }
@@ -310,23 +306,63 @@ impl PcapSource {
                 }
                 continue;
             }
-            let (used, block) = match parser.next_block(bytes) {
-                Ok((rest, block)) => (bytes.len() - rest.len(), block),
-                // pcap-file says "incomplete" for some damaged options too:
-                // when the block's whole length is there, it is damage.
-                Err(PcapError::IncompleteBuffer)
-                    if block_len(bytes, parser.section().endianness)
-                        .is_some_and(|n| n >= 12 && n <= bytes.len()) =>
-                {
-                    return Err(self.damaged("a block that does not decode"));
-                }
-                Err(PcapError::IncompleteBuffer) => {
+            let endianness = parser.section().endianness;
+            let whole = block_len(bytes, endianness).filter(|&n| n >= 12 && n <= bytes.len());
+            let (used, block) = match (parser.next_block(bytes), whole) {
+                (Ok((rest, block)), _) => (bytes.len() - rest.len(), block),
+                (Err(PcapError::IncompleteBuffer), None) => {
                     if !self.more(out, stop, "a block")? {
                         return Ok(());
                     }
                     continue;
                 }
-                Err(e) => return Err(self.damaged(e.to_string())),
+                // The whole block is there, yet pcap-file refuses it (an
+                // option it does not like, a name that is not UTF-8): read
+                // it from its fixed fields, as libpcap would.
+                (Err(e), Some(len)) => {
+                    match ngblock::read(bytes, len, endianness) {
+                        Some(Plain::Interface { linktype }) => {
+                            ifaces.push(interface_from_idb(
+                                DataLink::from(u32::from(linktype)),
+                                None,
+                            ));
+                        }
+                        Some(Plain::Packet {
+                            interface,
+                            units,
+                            orig_len,
+                            data,
+                        }) => {
+                            let Some(iface) = ifaces.get(interface as usize) else {
+                                let e = PcapError::InvalidInterfaceId(interface);
+                                return Err(self.damaged(e.to_string()));
+                            };
+                            out.push(
+                                iface,
+                                iface.timestamp_ns(u128::from(units)),
+                                orig_len,
+                                data,
+                                None,
+                            );
+                        }
+                        Some(Plain::Simple { orig_len, data }) => {
+                            let Some(iface) = ifaces.first() else {
+                                let e = PcapError::InvalidInterfaceId(0);
+                                return Err(self.damaged(e.to_string()));
+                            };
+                            out.push(iface, 0, orig_len, data, None);
+                        }
+                        Some(Plain::Other) => {}
+                        // pcap-file says "incomplete" for some damage too.
+                        None if matches!(e, PcapError::IncompleteBuffer) => {
+                            return Err(self.damaged("a block that does not decode"));
+                        }
+                        None => return Err(self.damaged(e.to_string())),
+                    }
+                    self.stream.consume(len);
+                    continue;
+                }
+                (Err(e), None) => return Err(self.damaged(e.to_string())),
             };
             match block {
                 // A new section starts its own interface list.
@@ -445,7 +481,6 @@ impl Counters for PcapCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pcap_file::DataLink;
 
     /// Reads `data` as a capture file to the end; returns the packets.
     fn read_all(data: Vec<u8>) -> (Result<SourceEnd, PcapFileError>, usize) {

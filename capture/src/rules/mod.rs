@@ -45,9 +45,9 @@ use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use nft::{nft_packets, nft_ruleset, nft_table_exists, Defrag};
-use target::{Hook, Kind, OLD_CHAIN};
+use target::{Kind, OLD_CHAIN};
 use tool::{run, ToolError};
-use xtables::{remove_empty_tables, xtables_install, xtables_packets, XTABLES};
+use xtables::{remove_empty_tables, unhook, xtables_install, xtables_packets, XTABLES};
 
 pub use target::{Backend, Target};
 
@@ -130,13 +130,7 @@ fn remove_rules(kind: Kind, number: Option<u16>) -> Result<(Vec<String>, u64), R
             };
             packets += xtables_packets(&listing, kind.xtables_name());
             // Unhook first: a chain still referenced cannot be deleted.
-            // Jumps of this version name the protocol; older ones did not.
-            for hook in [Hook::Prerouting, Hook::Output] {
-                let hook = hook.xtables_chain();
-                let with_proto = ["-w", "-t", t, "-D", hook, "-p", proto, "-j", chain];
-                while run(tool, &with_proto, None).is_ok() {}
-                while run(tool, &["-w", "-t", t, "-D", hook, "-j", chain], None).is_ok() {}
-            }
+            unhook(tool, proto, t, chain);
             let gone = run(tool, &["-w", "-t", t, "-F", chain], None)
                 .and_then(|_| run(tool, &["-w", "-t", t, "-X", chain], None));
             match gone {
@@ -259,6 +253,8 @@ pub struct Rules {
     ledger: Option<Ledger>,
     /// Stale rule sets removed before these were installed.
     stale: Vec<String>,
+    /// What the rules had matched when `stop_sending` emptied them.
+    matched: u64,
 }
 
 impl Rules {
@@ -330,6 +326,7 @@ impl Rules {
             target,
             ledger: Some(ledger.clone()),
             stale,
+            matched: 0,
         })
     }
 
@@ -355,10 +352,46 @@ impl Rules {
         self.backend.describe(self.target)
     }
 
+    /// Stops the rules sending packets while keeping their hooks: removing
+    /// a table unregisters its hooks, and the kernel then drops what is
+    /// still queued (verdicts for those come back refused). With nftables
+    /// icmpmon's table is emptied; with xtables the jumps to its chains go
+    /// (the mangle tables, which iptables-nft may remove at the end, stay).
+    /// True when that was done: the caller drains its queue, then calls
+    /// `remove`; false: remove them first (no new packets then), then drain.
+    pub fn stop_sending(&mut self) -> bool {
+        let (kind, number) = (self.target.kind(), self.target.number());
+        if self.backend == Backend::Xtables {
+            // The chains stay (with their counts) until `remove`; the
+            // mangle tables too, which hold the hooks.
+            for (tool, proto, _) in XTABLES {
+                for (_, chain) in kind.xtables_chains(number) {
+                    unhook(tool, proto, "mangle", &chain);
+                }
+            }
+            return true;
+        }
+        let table = kind.nft_table(number);
+        let Ok(listing) = run("nft", &["list", "table", "inet", &table], None) else {
+            return false;
+        };
+        match run("nft", &["flush", "table", "inet", &table], None) {
+            Ok(_) => {
+                self.matched = nft_packets(&listing);
+                true
+            }
+            Err(e) => {
+                tracing::info!("cannot empty {table} before removing it: {e}");
+                false
+            }
+        }
+    }
+
     /// Removes the rules; returns how many packets they matched.
     pub fn remove(mut self) -> Result<u64, RemoveError> {
         let ledger = self.ledger.take();
-        ledger.and_then(|l| l.remove()).unwrap_or(Ok(0))
+        let removed = ledger.and_then(|l| l.remove()).unwrap_or(Ok(0));
+        removed.map(|n| n + self.matched)
     }
 }
 

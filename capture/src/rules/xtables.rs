@@ -108,3 +108,15 @@ pub(super) fn remove_empty_tables(existed: [bool; 2]) {
         }
     }
 }
+
+/// Removes the jumps from prerouting and output to `chain` in `table`, so
+/// that no packet reaches it. Jumps of this version name the protocol;
+/// older ones did not.
+pub(super) fn unhook(tool: &str, proto: &str, table: &str, chain: &str) {
+    for hook in [Hook::Prerouting, Hook::Output] {
+        let hook = hook.xtables_chain();
+        let with_proto = ["-w", "-t", table, "-D", hook, "-p", proto, "-j", chain];
+        while run(tool, &with_proto, None).is_ok() {}
+        while run(tool, &["-w", "-t", table, "-D", hook, "-j", chain], None).is_ok() {}
+    }
+}

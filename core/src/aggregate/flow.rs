@@ -94,11 +94,21 @@ impl KindCounts {
         }
     }
 
+    /// The kinds by name; a name both families have (port-unreachable)
+    /// says which it is.
     pub fn named(&self) -> Vec<(Cow<'static, str>, u64)> {
+        let name = |&(f, t, c): &(Family, u8, u8)| kind_name(f, t, c);
         let mut v: Vec<_> = self
             .0
             .iter()
-            .map(|&((f, t, c), n)| (kind_name(f, t, c), n))
+            .map(|(k, n)| {
+                let both = self.0.iter().any(|(o, _)| o.0 != k.0 && name(o) == name(k));
+                match (both, k.0) {
+                    (false, _) => (name(k), *n),
+                    (true, Family::V4) => (Cow::Owned(format!("{} (IPv4)", name(k))), *n),
+                    (true, Family::V6) => (Cow::Owned(format!("{} (IPv6)", name(k))), *n),
+                }
+            })
             .collect();
         v.sort_by_key(|k| std::cmp::Reverse(k.1));
         v
@@ -117,5 +127,26 @@ pub fn error_class(f: Family, icmp_type: u8, kind: &str) -> &'static str {
         (Family::V4, 5) | (Family::V6, 137) => "redirect",
         (Family::V4, 4) => "source-quench",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_both_families_have_says_which() {
+        let mut k = KindCounts::default();
+        for _ in 0..7 {
+            k.add((Family::V4, 3, 3));
+        }
+        for _ in 0..5 {
+            k.add((Family::V6, 1, 4));
+        }
+        k.add((Family::V4, 3, 4));
+        assert_eq!(
+            kinds_text(&k.named()),
+            "port-unreachable (IPv4) 7, port-unreachable (IPv6) 5, frag-needed 1"
+        );
     }
 }

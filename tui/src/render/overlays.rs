@@ -46,7 +46,7 @@ pub fn message(frame: &mut Frame, area: Rect, ctx: &Ctx) {
                     Line::raw(format!("{} → {}", e.src, e.dst)),
                     Line::raw(e.detail.clone()),
                     Line::raw(
-                        e.process
+                        e.process_detail
                             .as_ref()
                             .map_or(String::new(), |p| format!("process: {p}")),
                     ),

@@ -94,7 +94,8 @@ pub fn sample(peers: usize, events: usize) -> View {
                         format!("id 7 seq {} rtt 254µs", i % 65536)
                     },
                     error,
-                    process: error.then(|| "nginx[812] nginx.service uid 33".into()),
+                    process: error.then(|| "nginx[812] nginx.service".into()),
+                    process_detail: error.then(|| "nginx[812] nginx.service uid 33".into()),
                 }
             })
             .collect(),

@@ -2,8 +2,15 @@
 //! with status 2
 //! and a message that says what is allowed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
+
+mod values;
+
+pub use values::Output;
+use values::{
+    parse_duration, parse_even_group, parse_filter, parse_output, parse_replay, same_file,
+};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -153,86 +160,7 @@ pub struct Destinations {
     pub jsonl: Option<Output>,
     pub alerts: Option<Output>,
     pub summary_json: Option<Output>,
-}
-
-/// Whether two paths name one file (existing or not). /dev/null and other
-/// devices may be shared.
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(ma), Ok(mb)) => {
-            let device = ma.file_type().is_char_device() || ma.file_type().is_block_device();
-            !device && ma.dev() == mb.dev() && ma.ino() == mb.ino()
-        }
-        _ => normalized(a).is_some_and(|na| normalized(b) == Some(na)),
-    }
-}
-
-/// The absolute path with `.` and `..` resolved lexically (the file may
-/// not exist yet).
-fn normalized(p: &Path) -> Option<PathBuf> {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in std::path::absolute(p).ok()?.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    Some(out)
-}
-
-/// `-` for standard output, or a file path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    Stdout,
-    File(PathBuf),
-}
-
-fn parse_output(s: &str) -> Result<Output, String> {
-    match s {
-        "" => Err("give a file path, or - for standard output".into()),
-        // Names of standard output are standard output: it has one owner.
-        "-" | "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Ok(Output::Stdout),
-        p => Ok(Output::File(p.into())),
-    }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds (e.g. 10 or 2.5)"))?;
-    if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
-        return Err("the duration must be more than 0 and at most 1e9 seconds".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-fn parse_replay(s: &str) -> Result<f64, String> {
-    let speed = match s {
-        "realtime" => Some(1.0),
-        _ => s.strip_prefix('x').and_then(|n| n.parse::<f64>().ok()),
-    };
-    match speed {
-        Some(x) if (1e-3..=1e6).contains(&x) => Ok(x),
-        _ => Err("realtime, or xN with N from 0.001 to 1000000 (e.g. x10 or x0.5)".into()),
-    }
-}
-
-/// Pairs (N, N+1) start at even numbers, so that two never overlap.
-fn parse_even_group(s: &str) -> Result<u16, String> {
-    match s.parse::<u16>() {
-        Ok(n) if n % 2 == 0 && n < u16::MAX => Ok(n),
-        Ok(_) => Err("an even group number (icmpmon binds it and the next)".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn parse_filter(s: &str) -> Result<Filter, String> {
-    Filter::parse(s).map_err(|e| e.to_string())
+    pub write: Option<Output>,
 }
 
 #[derive(Debug, Args)]
@@ -284,6 +212,12 @@ pub struct RunArgs {
     /// with -.
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub alerts: Option<Output>,
+    /// Save the ICMP packets the run keeps (after --filter) to FILE, as
+    /// tcpdump -w does: pcapng (with each packet's interface and
+    /// direction), or pcap when FILE ends in .pcap; - is standard output
+    /// (pcapng). Reopened on SIGHUP like the other outputs.
+    #[arg(long, value_name = "FILE|-", value_parser = parse_output)]
+    pub write: Option<Output>,
     /// Do not name the local process (pid, comm, cgroup) of the flow an
     /// ICMP error quotes or of the socket an echo request left from. With
     /// it on (live sources), rows wait up to 0.5 s for the lookup, made in
@@ -416,7 +350,7 @@ impl RunArgs {
             return Some("--interface selects the interfaces of the packet source: use it with --source packet");
         }
         if tui && self.outputs().any(|(_, o)| o == &Output::Stdout) {
-            return Some("the dashboard uses the terminal: write --csv, --jsonl, --alerts and --summary-json to files (or use --headless)");
+            return Some("the dashboard uses the terminal: write --csv, --jsonl, --alerts, --summary-json and --write to files (or use --headless)");
         }
         None
     }
@@ -427,6 +361,7 @@ impl RunArgs {
             ("--jsonl", &self.jsonl),
             ("--alerts", &self.alerts),
             ("--summary-json", &self.summary_json),
+            ("--write", &self.write),
         ]
         .into_iter()
         .filter_map(|(flag, o)| o.as_ref().map(|o| (flag, o)))
@@ -459,8 +394,14 @@ impl RunArgs {
         }
         let stdout_taken = outputs.iter().any(|(_, o)| o == &&Output::Stdout);
         let csv = match (&self.csv, &self.jsonl) {
-            // A metrics daemon writes rows only when asked to.
-            (None, None) if !tui && !stdout_taken && self.metrics_listen.is_none() => {
+            // A metrics daemon, or a run saving packets (as tcpdump -w),
+            // writes rows only when asked to.
+            (None, None)
+                if !tui
+                    && !stdout_taken
+                    && self.metrics_listen.is_none()
+                    && self.write.is_none() =>
+            {
                 Some(Output::Stdout)
             }
             (csv, _) => csv.clone(),
@@ -470,6 +411,7 @@ impl RunArgs {
             jsonl: self.jsonl.clone(),
             alerts: self.alerts.clone(),
             summary_json: self.summary_json.clone(),
+            write: self.write.clone(),
         })
     }
 
