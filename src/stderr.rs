@@ -2,6 +2,8 @@
 //! reader that has gone (`2>&1 | head`: EPIPE) is treated as for standard
 //! output: no error, no panic, and the run stops cleanly (exit 0). Other
 //! write errors on stderr are ignored: there is nowhere left to report them.
+//! (Log lines, `-v` and warnings, go through tracing-subscriber, which
+//! ignores write errors too, but they do not stop the run.)
 
 use std::fmt;
 use std::io::{self, Write};

@@ -381,3 +381,45 @@ fn extreme_thresholds_neither_panic_nor_raise() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("echo-flood"));
 }
+
+/// Issue 20.9: a record longer than libpcap's maximum is damage, said the
+/// same way from a file and through a pipe (the file used to say "ends in
+/// the middle of a packet record", the pipe "longer than 1 MiB").
+#[test]
+fn an_oversized_record_is_the_same_damage_from_a_file_and_a_pipe() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.pcap");
+    let pkt = ipv4(1, [10, 0, 0, 1], [10, 0, 0, 2], &echo(8, 1, 1));
+    write_pcap(&f, DataLink::RAW, &[(1, pkt)]);
+    let mut bytes = std::fs::read(&f).unwrap();
+    // A second record header claiming 2 GiB (in the file's byte order),
+    // and a little data.
+    let big_endian = bytes[0] == 0xa1;
+    for v in [2u32, 0, 1 << 31, 1 << 31] {
+        let b = if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        bytes.extend_from_slice(&b);
+    }
+    bytes.extend_from_slice(&[0; 64]);
+    std::fs::write(&f, &bytes).unwrap();
+    let from_file = icmpmon(&["--source", &format!("pcap:{}", f.display()), "--csv", "-"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icmpmon"))
+        .args(["--source", "pcap:-", "--csv", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let from_pipe = child.wait_with_output().unwrap();
+    for out in [&from_file, &from_pipe] {
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(csv_rows(out).len(), 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // libpcap's words (the file's snap length is 65535).
+        assert!(
+            err.contains("invalid packet capture length 2147483648, bigger than snaplen of 65535"),
+            "{err}"
+        );
+    }
+}

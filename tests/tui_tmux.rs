@@ -435,6 +435,8 @@ fn a_finished_file_shows_its_final_counts() {
             tmux.wait_for("the final count", |s| number_after(s, "messages ") == want)
         };
         assert_eq!(number_after(&s, "messages "), want, "{s}");
+        // A file says nothing of this host: no namespace, no kernel line.
+        assert!(!s.contains("netns ") && !s.contains("kernel "), "{s}");
         tmux.keys(&["q"]);
         tmux.wait_for("exit", |s| s.contains("EXIT=0"));
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use icmpmon_capture::source::{stage_losses, Counters};
 use icmpmon_core::aggregate::{Aggregator, Config, PeerOrder, PeerQuery};
@@ -145,12 +145,17 @@ impl Dashboard {
     /// After the capture ended: the final view stays, marked so, and the
     /// dashboard's requests (a `/` filter, another order) are still
     /// answered from the final state until it quits (its requests' channel
-    /// closes).
+    /// closes). The view goes out again once a second: a paused dashboard
+    /// takes none, and must get the final one when it resumes.
     pub fn serve(mut self, agg: &Aggregator) {
         self.ended = Some("no more packets".into());
         self.publish(agg, true);
-        while let Ok(cmd) = self.commands.recv() {
-            self.apply(cmd);
+        loop {
+            match self.commands.recv_timeout(VIEW_IDLE) {
+                Ok(cmd) => self.apply(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
             self.take_commands();
             self.publish(agg, true);
         }

@@ -167,7 +167,11 @@ impl PacketFile {
         };
         let ts = Duration::from_nanos(p.ts_ns);
         let frame = sll_frame(p, &mut self.frame);
-        let orig_len = p.orig_len.saturating_add(SLL as u32);
+        // Never less than what is kept (a capture file may say less).
+        let orig_len = p
+            .orig_len
+            .max(p.data.len() as u32)
+            .saturating_add(SLL as u32);
         match writer {
             Writer::Pcap(w) => {
                 // A record header (little-endian: seconds, nanoseconds,

@@ -443,10 +443,7 @@ impl Source for NflogSource {
     /// Removing the rules needs CAP_NET_ADMIN (the tools that do it get it
     /// through the ambient set, with CAP_NET_RAW for iptables).
     fn capabilities_kept(&self) -> &'static [caps::Capability] {
-        &[
-            caps::Capability::CAP_NET_ADMIN,
-            caps::Capability::CAP_NET_RAW,
-        ]
+        rules::CAPABILITIES
     }
     fn counters(&self) -> Arc<dyn Counters> {
         self.counters()

@@ -52,6 +52,8 @@ const NF_INET_FORWARD: u8 = libc::NF_INET_FORWARD as u8;
 const NF_INET_LOCAL_OUT: u8 = libc::NF_INET_LOCAL_OUT as u8;
 /// Packets the kernel holds for us before fail-open lets them through.
 const QUEUE_MAXLEN: u32 = 8192;
+/// The longest the stop drains what is still queued.
+const DRAIN_AT_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 /// Packets drained per burst before a verdict is sent.
 const BURST: usize = 256;
 /// After a burst, keep polling without sleeping this long: each queued
@@ -386,8 +388,11 @@ impl NfqueueSource {
         } else {
             self.rules.take().map(Rules::remove)
         };
+        // Bounded: should rules still queue (their removal failed), a flood
+        // must not keep the stop waiting.
+        let draining = std::time::Instant::now();
         let drained = (|| {
-            while self.drain(&sink)? > 0 {}
+            while self.drain(&sink)? > 0 && draining.elapsed() < DRAIN_AT_STOP {}
             Ok::<_, NfqError>(())
         })();
         let queued = early.or_else(|| self.rules.take().map(Rules::remove));
@@ -432,10 +437,7 @@ impl Source for NfqueueSource {
     }
     /// NFQUEUE messages need CAP_NET_ADMIN; so does removing the rules.
     fn capabilities_kept(&self) -> &'static [caps::Capability] {
-        &[
-            caps::Capability::CAP_NET_ADMIN,
-            caps::Capability::CAP_NET_RAW,
-        ]
+        rules::CAPABILITIES
     }
     fn counters(&self) -> Arc<dyn Counters> {
         self.counters()

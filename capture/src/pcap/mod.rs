@@ -321,11 +321,9 @@ impl PcapSource {
                 // it from its fixed fields, as libpcap would.
                 (Err(e), Some(len)) => {
                     match ngblock::read(bytes, len, endianness) {
-                        Some(Plain::Interface { linktype }) => {
-                            ifaces.push(interface_from_idb(
-                                DataLink::from(u32::from(linktype)),
-                                None,
-                            ));
+                        Some(Plain::Interface { linktype, tsresol }) => {
+                            let link = DataLink::from(u32::from(linktype));
+                            ifaces.push(interface_from_idb(link, tsresol));
                         }
                         Some(Plain::Packet {
                             interface,

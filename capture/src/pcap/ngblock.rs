@@ -8,9 +8,9 @@ use pcap_file::Endianness;
 /// What a block says without its options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Plain<'a> {
-    /// An interface description: its link type (its time resolution is
-    /// taken as the default, microseconds).
-    Interface { linktype: u16 },
+    /// An interface description: its link type and, if given, its time
+    /// resolution (`if_tsresol`).
+    Interface { linktype: u16, tsresol: Option<u8> },
     /// An enhanced packet block.
     Packet {
         interface: u32,
@@ -42,14 +42,37 @@ pub(super) fn read(b: &[u8], len: usize, endianness: Endianness) -> Option<Plain
         (end <= body_end).then(|| &block[at..end])
     };
     Some(match u32_at(0)? {
-        1 => {
-            let w: [u8; 2] = block.get(8..10)?.try_into().ok()?;
-            let linktype = match endianness {
-                Endianness::Big => u16::from_be_bytes(w),
-                Endianness::Little => u16::from_le_bytes(w),
+        1 if len >= 20 => {
+            let u16_at = |at: usize| -> Option<u16> {
+                let w: [u8; 2] = block.get(at..at + 2)?.try_into().ok()?;
+                Some(match endianness {
+                    Endianness::Big => u16::from_be_bytes(w),
+                    Endianness::Little => u16::from_le_bytes(w),
+                })
             };
-            Plain::Interface { linktype }
+            // Options after the fixed part: code, length, value padded to
+            // 4 bytes; only if_tsresol (9) matters here.
+            let mut tsresol = None;
+            let mut at = 16;
+            while at + 4 <= body_end {
+                let (code, n) = (u16_at(at)?, usize::from(u16_at(at + 2)?));
+                if code == 0 {
+                    break;
+                }
+                if code == 9 && n == 1 {
+                    tsresol = block.get(at + 4).copied();
+                }
+                at += 4 + n.div_ceil(4) * 4;
+            }
+            Plain::Interface {
+                linktype: u16_at(8)?,
+                tsresol,
+            }
         }
+        // Too short for an interface's fixed part; a section header refused
+        // (its byte order and interfaces unknown): what follows cannot be
+        // read.
+        1 | 0x0a0d_0d0a => return None,
         6 => {
             let caplen = u32_at(20)?;
             Plain::Packet {
@@ -88,11 +111,26 @@ mod tests {
 
     #[test]
     fn fixed_fields_without_options() {
-        // An interface description with a non-UTF-8 name option.
-        let idb = block(1, &[1, 0, 0, 0, 0, 0, 4, 0, 2, 0, 2, 0, 0xff, 0xfe, 0, 0]);
+        // An interface description with a non-UTF-8 name option, then
+        // if_tsresol 9.
+        let idb = block(
+            1,
+            &[
+                1, 0, 0, 0, 0, 0, 4, 0, 2, 0, 2, 0, 0xff, 0xfe, 0, 0, 9, 0, 1, 0, 9, 0, 0, 0,
+            ],
+        );
         assert_eq!(
             read(&idb, idb.len(), Endianness::Little),
-            Some(Plain::Interface { linktype: 1 })
+            Some(Plain::Interface {
+                linktype: 1,
+                tsresol: Some(9)
+            })
+        );
+        // Too short for its fixed part; a refused section header.
+        assert_eq!(read(&block(1, &[1, 0]), 14, Endianness::Little), None);
+        assert_eq!(
+            read(&block(0x0a0d_0d0a, &[0; 16]), 28, Endianness::Little),
+            None
         );
         let mut body = Vec::new();
         for v in [0u32, 1, 2, 3, 60] {

@@ -70,6 +70,13 @@ pub enum RulesError {
     Shared(u16),
 }
 
+/// What running the firewall tools needs (iptables-legacy's socket needs
+/// CAP_NET_RAW), kept by the sources with rules until they are removed.
+pub const CAPABILITIES: &[caps::Capability] = &[
+    caps::Capability::CAP_NET_ADMIN,
+    caps::Capability::CAP_NET_RAW,
+];
+
 /// Why rules could not be removed (they may still be there).
 #[derive(Debug, thiserror::Error)]
 pub enum RemoveError {
@@ -268,8 +275,7 @@ impl Rules {
         bound: &dyn Fn(u16) -> bool,
         ledger: &Ledger,
     ) -> Result<Self, RulesError> {
-        use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
-        if let Err(e) = crate::privilege::pass_to_children(&[CAP_NET_ADMIN, CAP_NET_RAW]) {
+        if let Err(e) = crate::privilege::pass_to_children(CAPABILITIES) {
             tracing::warn!("cannot pass capabilities to iptables/nft: {e}");
         }
         let kind = target.kind();

@@ -111,9 +111,12 @@ pub fn help(frame: &mut Frame, area: Rect, ctx: &Ctx) {
         "code N, family 4|6, dir in|out; and, or, not, ( )",
         t.dim,
     ));
-    // As wide as its longest line (a narrower terminal wraps them).
+    // As wide as its longest line; a narrower terminal wraps them, and the
+    // box grows by the lines wrapping adds.
     let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 2;
-    let r = popup(area, width, lines.len() as u16 + 2);
+    let inner = usize::from(width.min(area.width).saturating_sub(2)).max(1);
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let r = popup(area, width, u16::try_from(rows).unwrap_or(u16::MAX) + 2);
     clear_around(frame, r);
     frame.render_widget(
         Paragraph::new(lines)
