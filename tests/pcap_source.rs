@@ -397,7 +397,11 @@ fn an_oversized_record_is_the_same_damage_from_a_file_and_a_pipe() {
     // and a little data.
     let big_endian = bytes[0] == 0xa1;
     for v in [2u32, 0, 1 << 31, 1 << 31] {
-        let b = if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let b = if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        };
         bytes.extend_from_slice(&b);
     }
     bytes.extend_from_slice(&[0; 64]);
