@@ -96,6 +96,7 @@ fn event(e: &EventSpec) -> IcmpEvent {
     };
     let data = e.data.as_deref().unwrap_or("").as_bytes();
     IcmpEvent {
+        drop: None,
         mono_ns: None,
         ts_ns: T0 + e.t_us * 1000,
         direction: match e.dir.as_deref() {

@@ -5,6 +5,7 @@
 //! the netlink helpers the kernel sources share, the firewall rules of
 //! NFLOG and NFQUEUE (`rules`) and the capability drop (`privilege`).
 
+pub mod bpf;
 pub mod kmod;
 mod netlink;
 pub mod nflog;

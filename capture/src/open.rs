@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::bpf::{self, BpfOptions, BpfSource, WithDrops};
 use crate::kmod::{KmodClient, KmodError, KmodOptions};
 use crate::nflog::{NflogOptions, NflogSource};
 use crate::nfqueue::NfqueueSource;
@@ -17,10 +18,13 @@ use crate::source::{CaptureError, Source};
 /// Where packets come from: `--source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
-    /// The kernel module when loaded, else AF_PACKET.
+    /// The kernel module when loaded, else BPF where the kernel and the
+    /// process's capabilities allow, else AF_PACKET.
     Auto,
     /// The kernel module (generic netlink family "icmpmon").
     Kmod,
+    /// BPF netfilter programs (Linux 6.4+), no module.
+    Bpf,
     /// AF_PACKET ring (passive, no module, no firewall change).
     Packet,
     /// NFLOG with icmpmon's own firewall rules (passive, no module).
@@ -33,7 +37,7 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// Every source's name, in the order `--help` and `--version` list them.
-    pub const NAMES: [&'static str; 5] = ["kmod", "packet", "nflog", "nfqueue", "pcap"];
+    pub const NAMES: [&'static str; 6] = ["kmod", "bpf", "packet", "nflog", "nfqueue", "pcap"];
 
     /// The source's name (the CSV `source` column); `auto` before it is
     /// resolved.
@@ -41,6 +45,7 @@ impl SourceKind {
         match self {
             SourceKind::Auto => "auto",
             SourceKind::Kmod => "kmod",
+            SourceKind::Bpf => "bpf",
             SourceKind::Packet => "packet",
             SourceKind::Nflog => "nflog",
             SourceKind::Nfqueue => "nfqueue",
@@ -53,6 +58,7 @@ impl SourceKind {
         let kind = match s {
             "auto" => SourceKind::Auto,
             "kmod" => SourceKind::Kmod,
+            "bpf" => SourceKind::Bpf,
             "packet" => SourceKind::Packet,
             "nflog" => SourceKind::Nflog,
             "nfqueue" => SourceKind::Nfqueue,
@@ -75,8 +81,9 @@ impl SourceKind {
         Ok(kind)
     }
 
-    /// Opens the source (for `Auto`, the module if loaded, else AF_PACKET;
-    /// never NFQUEUE). `Ok(None)`: the run was stopped while the source
+    /// Opens the source (for `Auto`, the module if loaded, else BPF where
+    /// it can run, else AF_PACKET; never NFQUEUE), with drop tracing beside
+    /// it when asked (`OpenOptions::drops`). `Ok(None)`: the run was stopped while the source
     /// waited (a pipe's writer that never wrote). Firewall rules a source
     /// installs are recorded in `ledger`. What the user should hear of is
     /// told to `notice` as it happens (the `auto` choice before the chosen
@@ -90,6 +97,7 @@ impl SourceKind {
     ) -> Result<Option<Box<dyn Source>>, CaptureError> {
         let mut source: Box<dyn Source> = match self {
             SourceKind::Kmod => Box::new(KmodClient::open()?.register(&opts.kmod)?),
+            SourceKind::Bpf => Box::new(BpfSource::open(&opts.bpf)?),
             SourceKind::Packet => Box::new(PacketSource::open(&opts.packet)?),
             SourceKind::Nflog => Box::new(NflogSource::open(&opts.nflog, ledger)?),
             SourceKind::Nfqueue => Box::new(NfqueueSource::open(
@@ -104,14 +112,24 @@ impl SourceKind {
             }
             SourceKind::Auto => match KmodClient::open() {
                 Ok(client) => Box::new(client.register(&opts.kmod)?),
-                Err(KmodError::NotLoaded) => {
-                    notice(
-                        "the icmpmon kernel module is not loaded; using AF_PACKET \
-                         (--source packet)"
-                            .into(),
-                    );
-                    Box::new(PacketSource::open(&opts.packet)?)
-                }
+                Err(KmodError::NotLoaded) => match bpf::unavailable(false) {
+                    None => {
+                        notice(
+                            "the icmpmon kernel module is not loaded; using BPF netfilter \
+                             programs (--source bpf)"
+                                .into(),
+                        );
+                        Box::new(BpfSource::open(&opts.bpf)?)
+                    }
+                    Some(why) => {
+                        notice(format!(
+                            "the icmpmon kernel module is not loaded and {}; using AF_PACKET \
+                             (--source packet)",
+                            lowercase_first(&why.to_string())
+                        ));
+                        Box::new(PacketSource::open(&opts.packet)?)
+                    }
+                },
                 Err(e) => return Err(e.into()),
             },
             SourceKind::Pcap(path) => {
@@ -125,9 +143,21 @@ impl SourceKind {
                 })
             }
         };
+        // Drop tracing beside a source that has none of its own.
+        if opts.drops && source.live() && source.name() != "bpf" {
+            source = Box::new(WithDrops::new(source, BpfSource::open_drops(&opts.bpf)?));
+        }
         source.notices().into_iter().for_each(notice);
         Ok(Some(source))
     }
+}
+
+/// "The bpf source needs …" → "the bpf source needs …".
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Every source's settings, from the command line.
@@ -135,6 +165,10 @@ impl SourceKind {
 pub struct OpenOptions {
     /// The module's; its snaplen and socket buffer serve NFQUEUE too.
     pub kmod: KmodOptions,
+    pub bpf: BpfOptions,
+    /// `--drops`: trace drops beside a live source other than bpf (which
+    /// traces them unless `bpf.drops` is off).
+    pub drops: bool,
     pub packet: PacketOptions,
     pub nflog: NflogOptions,
     pub queue_num: u16,
@@ -158,7 +192,7 @@ mod tests {
         let err = SourceKind::parse("bogus").unwrap_err();
         assert_eq!(
             err,
-            "the sources are: auto, kmod, packet, nflog, nfqueue, pcap:PATH"
+            "the sources are: auto, kmod, bpf, packet, nflog, nfqueue, pcap:PATH"
         );
         assert!(SourceKind::parse("pcap:").is_err());
     }

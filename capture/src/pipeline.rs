@@ -133,8 +133,9 @@ impl Drop for StopOnPanic {
     }
 }
 
-/// The capture thread's end of the channel.
-#[derive(Debug)]
+/// The capture thread's end of the channel (a drop tracer beside the
+/// source holds a clone).
+#[derive(Debug, Clone)]
 pub struct PacketSink {
     tx: Sender<Vec<RawPacket>>,
     dropped: Arc<AtomicU64>,
@@ -186,6 +187,7 @@ mod tests {
 
     fn pkt() -> RawPacket {
         RawPacket {
+            drop: None,
             mono_ns: None,
             ts_ns: 0,
             direction: Direction::In,

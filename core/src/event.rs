@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Which way the packet went, as the capture point saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -13,11 +14,20 @@ pub enum Direction {
     Out,
     /// The source cannot tell (e.g. most capture files).
     Unknown,
+    /// The kernel dropped it (drop tracing): `RawPacket::drop` says why.
+    Drop,
 }
 
 impl Direction {
     /// In `index` order.
-    pub const ALL: [Direction; 3] = [Direction::In, Direction::Out, Direction::Unknown];
+    pub const ALL: [Direction; 4] = [
+        Direction::In,
+        Direction::Out,
+        Direction::Unknown,
+        Direction::Drop,
+    ];
+    /// Entries of a per-direction counter array.
+    pub const COUNT: usize = Self::ALL.len();
 
     /// For per-direction counter arrays.
     pub fn index(self) -> usize {
@@ -25,6 +35,7 @@ impl Direction {
             Direction::In => 0,
             Direction::Out => 1,
             Direction::Unknown => 2,
+            Direction::Drop => 3,
         }
     }
 
@@ -33,8 +44,21 @@ impl Direction {
             Direction::In => "in",
             Direction::Out => "out",
             Direction::Unknown => "-",
+            Direction::Drop => "drop",
         }
     }
+}
+
+/// Why the kernel dropped a packet (`Direction::Drop`). Shared strings: a
+/// source names each reason and function once, not per packet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KernelDrop {
+    /// The kernel's name for the reason, without `SKB_DROP_REASON_`
+    /// (`NETFILTER_DROP`, `IP_RPFILTER`, …).
+    pub reason: Arc<str>,
+    /// The kernel function that dropped it (`nft_do_chain`), or its
+    /// address when it has no symbol.
+    pub function: Arc<str>,
 }
 
 /// One captured packet, from its IP header on, as every source yields it.
@@ -52,6 +76,8 @@ pub struct RawPacket {
     pub orig_len: u32,
     /// The first bytes of the packet (at most the snap length).
     pub data: Vec<u8>,
+    /// Set on `Direction::Drop` packets.
+    pub drop: Option<KernelDrop>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,6 +165,8 @@ pub struct IcmpEvent {
     pub echo: Option<Echo>,
     pub quoted: Option<Quoted>,
     pub info: Option<Info>,
+    /// Why the kernel dropped it (`Direction::Drop`).
+    pub drop: Option<KernelDrop>,
 }
 
 impl IcmpEvent {

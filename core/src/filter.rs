@@ -360,6 +360,7 @@ mod tests {
     fn ev(src: &str, dst: &str, t: u8, code: u8, dir: Direction) -> IcmpEvent {
         let src: IpAddr = src.parse().unwrap();
         IcmpEvent {
+            drop: None,
             mono_ns: None,
             ts_ns: 0,
             direction: dir,

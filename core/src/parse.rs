@@ -303,6 +303,7 @@ pub fn parse(raw: &RawPacket) -> Result<IcmpEvent, ParseError> {
         echo,
         quoted,
         info,
+        drop: raw.drop.clone(),
     })
 }
 
@@ -314,6 +315,7 @@ mod tests {
 
     fn raw(data: Vec<u8>) -> RawPacket {
         RawPacket {
+            drop: None,
             mono_ns: None,
             ts_ns: 1,
             direction: Direction::In,

@@ -26,6 +26,7 @@ use crate::report;
 use crate::stderr::say;
 use icmpmon_capture::kmod::KmodOptions;
 use icmpmon_capture::nflog::NflogOptions;
+use icmpmon_capture::bpf::BpfOptions;
 use icmpmon_capture::open::{OpenOptions, SourceKind};
 use icmpmon_capture::packet::PacketOptions;
 use icmpmon_capture::pipeline::{Stop, StopReason};
@@ -86,6 +87,12 @@ fn open_options(args: &RunArgs) -> OpenOptions {
             flush_ms: args.flush_ms,
             socket_buffer,
         },
+        bpf: BpfOptions {
+            snaplen: args.snaplen,
+            ring_bytes: socket_buffer,
+            drops: !args.no_drops,
+        },
+        drops: args.drops,
         packet: PacketOptions {
             interfaces: args.interfaces.clone(),
             snaplen: args.snaplen,

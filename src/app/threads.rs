@@ -215,6 +215,7 @@ mod tests {
         p.extend_from_slice(&[8, 0, 0, 0, 0, 7]);
         p.extend_from_slice(&seq.to_be_bytes());
         RawPacket {
+            drop: None,
             ts_ns: 1,
             mono_ns: None,
             direction: Direction::Out,

@@ -177,6 +177,7 @@ mod tests {
 
     fn error(sport: u16) -> IcmpEvent {
         IcmpEvent {
+            drop: None,
             mono_ns: None,
             ts_ns: 1,
             direction: Direction::In,

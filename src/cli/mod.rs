@@ -24,6 +24,7 @@ Examples:
   sudo icmpmon                                       # live dashboard (on a terminal)
   sudo icmpmon --csv - --count 20                    # CSV to stdout, 20 rows
   sudo icmpmon -i eth0 --csv icmp.csv                # one interface, until Ctrl-C
+  sudo icmpmon --source bpf --csv -                  # the hook without a module (6.4+)
   sudo icmpmon --source nflog --csv -                # netfilter's view (after defrag)
   make -C kmod-hook && sudo make -C kmod-hook install && sudo modprobe icmpmon
   sudo icmpmon --source kmod --csv icmp.csv          # the kernel module
@@ -43,7 +44,11 @@ combined with and, or, not and parentheses.
 At the end, a summary goes to stderr: echo RTT and loss per peer pair, top
 types, errors per quoted flow, anomaly flags and what was lost per stage.
 
-Sources: auto uses the kernel module when it is loaded, else packet.
+Sources: auto uses the kernel module when it is loaded, else bpf where
+the kernel (6.4+, BTF) and the process's capabilities allow, else packet.
+bpf hooks netfilter with BPF programs (CAP_BPF, CAP_NET_ADMIN; nothing
+pinned, gone when icmpmon exits) and traces the ICMP packets the kernel
+drops, with its reason (CAP_PERFMON): rows with direction drop;
 packet (AF_PACKET) needs CAP_NET_RAW and changes nothing on the host;
 nflog needs CAP_NET_ADMIN and adds firewall rules of its own, removed on
 exit; nfqueue holds each ICMP packet until icmpmon lets it through (a
@@ -63,11 +68,14 @@ rotate them with logrotate's `create` and a postrotate `kill -HUP`.
 Standard output takes one output: --csv -, --jsonl -, --alerts - and
 --summary-json - exclude each other (as do two outputs naming one file).
 
-Each CSV row is one ICMP/ICMPv6 message, with these columns (schema v2;
+Each CSV row is one ICMP/ICMPv6 message, with these columns (schema v3;
 JSON lines have the same fields):
 timestamp,source,direction,ifname,family,src,dst,icmp_type,icmp_code,kind,
 id,seq,ttl,length,rtt_us,inner_proto,inner_src,inner_dst,inner_sport,
-inner_dport,info,pid,comm,cgroup";
+inner_dport,info,pid,comm,cgroup,drop_reason
+A row with direction drop is a message the kernel dropped: drop_reason is
+the kernel's name for why (NETFILTER_DROP, IP_RPFILTER, ...), info the
+function that dropped it.";
 
 /// `--version`: the version, the commit it was built from, the sources
 /// (from `SourceKind`, so a new source shows up by itself).
@@ -172,14 +180,25 @@ pub struct RunArgs {
     /// and groups, and reopens the output files.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Packet source: auto (the kernel module if loaded, else packet);
-    /// kmod; packet (AF_PACKET, passive, CAP_NET_RAW); nflog (netfilter
+    /// Packet source: auto (the kernel module if loaded, else bpf where it
+    /// can run, else packet); kmod; bpf (BPF netfilter programs, Linux
+    /// 6.4+, CAP_BPF and CAP_NET_ADMIN; traces drops too); packet
+    /// (AF_PACKET, passive, CAP_NET_RAW); nflog (netfilter
     /// log, passive, CAP_NET_ADMIN, adds its own firewall rules); nfqueue
     /// (inline: every ICMP packet waits for icmpmon, which costs a flood
     /// about 3/4 of its rate; only when named); or pcap:PATH (a pcap/pcapng
     /// file or pipe, read as a stream; - is standard input; no privileges).
     #[arg(long, value_name = "SOURCE", default_value = "auto", value_parser = SourceKind::parse)]
     pub source: SourceKind,
+    /// Trace the ICMP packets the kernel drops, with its reason (rows with
+    /// direction drop), beside a live source other than bpf: BPF on
+    /// kfree_skb, needs CAP_BPF and CAP_PERFMON. The bpf source does this
+    /// unless --no-drops.
+    #[arg(long, conflicts_with = "no_drops")]
+    pub drops: bool,
+    /// With the bpf source: no drop tracing.
+    #[arg(long)]
+    pub no_drops: bool,
     /// Capture on interface NAME only (repeatable; packet source, which
     /// auto then picks). Default: every interface of the namespace.
     #[arg(long = "interface", short = 'i', value_name = "NAME")]
@@ -260,7 +279,8 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(i64::from(proto::FLUSH_MS_MIN)..=i64::from(proto::FLUSH_MS_MAX)),
           help_heading = "Kernel module")]
     pub flush_ms: u32,
-    /// Netlink receive buffer in bytes (larger absorbs longer bursts).
+    /// Netlink receive buffer in bytes, and the bpf source's ring buffer
+    /// (rounded up to a power of two): larger absorbs longer bursts.
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20,
           value_parser = clap::value_parser!(u64).range(65536..=1 << 30))]
     pub socket_buffer: u64,
@@ -343,6 +363,9 @@ impl RunArgs {
     pub fn conflicts(&self, tui: bool) -> Option<&'static str> {
         if self.replay.is_some() && !matches!(self.source, SourceKind::Pcap(_)) {
             return Some("--replay replays a capture file: use it with --source pcap:PATH");
+        }
+        if self.drops && matches!(self.source, SourceKind::Pcap(_)) {
+            return Some("--drops traces this host's kernel: use it with a live source");
         }
         if !self.interfaces.is_empty()
             && !matches!(self.source, SourceKind::Auto | SourceKind::Packet)

@@ -337,6 +337,7 @@ mod tests {
 
     fn echo(ts_ns: u64, src: IpAddr, dst: IpAddr, icmp_type: u8, seq: u16) -> IcmpEvent {
         IcmpEvent {
+            drop: None,
             mono_ns: None,
             ts_ns,
             direction: Direction::Unknown,

@@ -1,4 +1,4 @@
-//! CSV schema v2 writer (RFC 4180 quoting by the `csv` crate).
+//! CSV schema v3 writer (RFC 4180 quoting by the `csv` crate).
 
 use std::io::{self, Write};
 

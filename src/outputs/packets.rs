@@ -204,7 +204,7 @@ impl PacketFile {
                 let flags = match p.direction {
                     Direction::In => vec![EnhancedPacketOption::Flags(1)],
                     Direction::Out => vec![EnhancedPacketOption::Flags(2)],
-                    Direction::Unknown => vec![],
+                    Direction::Unknown | Direction::Drop => vec![],
                 };
                 let epb = EnhancedPacketBlock {
                     interface_id: id,
@@ -253,7 +253,9 @@ impl Stage for PacketFile {
         let Record::Event { raw, .. } = record else {
             return Flow::Go;
         };
-        if self.writer.is_none() {
+        // A drop is a second sighting of a packet the hooks saw pass (or
+        // one they never see): the capture keeps the packets only once.
+        if self.writer.is_none() || raw.direction == Direction::Drop {
             return Flow::Go;
         }
         let r = self.write(raw);

@@ -1,6 +1,7 @@
-//! A row: the CSV schema v2 (a contract, see docs/architecture.md): v1's
-//! 21 columns, then `pid,comm,cgroup`, so readers of v1 that read by name
-//! keep working. JSON lines carry the same fields under the same names.
+//! A row: the CSV schema v3 (a contract, see docs/architecture.md): v1's
+//! 21 columns, then v2's `pid,comm,cgroup`, then v3's `drop_reason`, so
+//! readers of older versions that read by name keep working. JSON lines
+//! carry the same fields under the same names.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -12,8 +13,8 @@ use serde::Serialize;
 use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::event::IcmpEvent;
 
-/// Column names of CSV schema v2, in order (v1: the first 21).
-pub(crate) const HEADER: [&str; 24] = [
+/// Column names of CSV schema v3, in order (v1: the first 21, v2: 24).
+pub(crate) const HEADER: [&str; 25] = [
     "timestamp",
     "source",
     "direction",
@@ -38,6 +39,7 @@ pub(crate) const HEADER: [&str; 24] = [
     "pid",
     "comm",
     "cgroup",
+    "drop_reason",
 ];
 
 /// One exported ICMP message; `None` is an empty cell.
@@ -70,12 +72,15 @@ pub struct Row<'a> {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub cgroup: Option<String>,
+    /// Schema v3: on a `drop` row, the kernel's reason (`info` then names
+    /// the function that dropped it).
+    pub drop_reason: Option<&'a str>,
 }
 
 impl<'a> Row<'a> {
     /// `rtt_us`: the aggregator's answer for an echo reply it paired.
     pub fn new(
-        ev: &IcmpEvent,
+        ev: &'a IcmpEvent,
         source: &'a str,
         ifname: Option<&'a str>,
         rtt_us: Option<u64>,
@@ -107,10 +112,14 @@ impl<'a> Row<'a> {
             inner_dst: q.map(|q| q.dst),
             inner_sport: q.and_then(|q| q.sport),
             inner_dport: q.and_then(|q| q.dport),
-            info: ev.info.map(|i| i.to_string()),
+            info: match &ev.drop {
+                Some(d) => Some(d.function.to_string()),
+                None => ev.info.map(|i| i.to_string()),
+            },
             pid: owner.map(|o| o.pid),
             comm: owner.map(|o| o.comm.clone()),
             cgroup: owner.map(|o| o.cgroup.clone()),
+            drop_reason: ev.drop.as_ref().map(|d| &*d.reason),
         }
     }
 }
@@ -192,6 +201,7 @@ pub(crate) mod tests {
     /// A frag-needed error quoting a UDP flow.
     pub(crate) fn error_event() -> IcmpEvent {
         IcmpEvent {
+            drop: None,
             mono_ns: None,
             ts_ns: 1_000_000_001,
             direction: Direction::Out,

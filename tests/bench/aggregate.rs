@@ -13,6 +13,7 @@ const EVENTS: usize = 200_000;
 
 fn event(ts_ns: u64, src: IpAddr, dst: IpAddr, t: u8, n: u32) -> IcmpEvent {
     IcmpEvent {
+        drop: None,
         mono_ns: None,
         ts_ns,
         direction: Direction::In,

@@ -43,6 +43,7 @@ fn main() {
             IpAddr::from((0x2000_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761))).to_be_bytes())
         };
         let ev = IcmpEvent {
+            drop: None,
             mono_ns: None,
             ts_ns: 1_000_000_000_000 + u64::from(i) * 1000,
             direction: Direction::In,

@@ -6,7 +6,7 @@
 FAILS=0
 MON=icmpmon
 H=vmhelper
-CSV_FIELDS=24
+CSV_FIELDS=25
 
 pass() { echo "SCENARIO $1 PASS $2"; }
 fail() { echo "SCENARIO $1 FAIL $2"; FAILS=$((FAILS + 1)); }

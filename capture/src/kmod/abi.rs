@@ -15,6 +15,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 
+use icmpmon_core::event::{Direction, RawPacket};
+
 pub const GENL_NAME: &str = "icmpmon";
 pub const GENL_VERSION: u8 = 2;
 
@@ -56,6 +58,8 @@ pub mod attr {
 /// `enum icmpmon_hook`
 pub const HOOK_PRE_ROUTING: u8 = 0;
 pub const HOOK_LOCAL_OUT: u8 = 1;
+/// Not a module hook: the BPF source's drop records (`struct icmpmon_rec_drop`).
+pub const HOOK_DROP: u8 = 2;
 pub const HOOK_F_PRE_ROUTING: u32 = 1 << HOOK_PRE_ROUTING;
 pub const HOOK_F_LOCAL_OUT: u32 = 1 << HOOK_LOCAL_OUT;
 
@@ -80,6 +84,7 @@ pub const REC_FAMILY_IPV6: u8 = 6;
 pub const REC_F_TRUNCATED: u8 = 1 << 0;
 pub const REC_HDR_LEN_V2: u16 = 32;
 pub const REC_ALIGN: usize = 8;
+pub const REC_HDR_LEN_DROP: u16 = 48;
 
 /// `struct icmpmon_rec`: host byte order, followed by `caplen` packet bytes
 /// at `hdr_len` from its start.
@@ -138,12 +143,79 @@ impl IcmpmonRec {
     }
 }
 
+/// The fields `struct icmpmon_rec_drop` appends to a drop record's header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropFields {
+    /// The running kernel's `enum skb_drop_reason` value.
+    pub reason: u32,
+    /// Address of the code that dropped the packet.
+    pub location: u64,
+}
+
+impl DropFields {
+    /// Offsets in `struct icmpmon_rec_drop`.
+    pub const REASON_OFFSET: usize = 32;
+    pub const LOCATION_OFFSET: usize = 40;
+
+    /// A drop record's fields; `None` for other records or a header too
+    /// short to hold them.
+    pub fn read(rec: &IcmpmonRec, header: &[u8]) -> Option<Self> {
+        if rec.hook != HOOK_DROP || rec.hdr_len < REC_HDR_LEN_DROP {
+            return None;
+        }
+        let r = header.get(Self::REASON_OFFSET..Self::REASON_OFFSET + 4)?;
+        let l = header.get(Self::LOCATION_OFFSET..Self::LOCATION_OFFSET + 8)?;
+        Some(Self {
+            reason: u32::from_ne_bytes(r.try_into().ok()?),
+            location: u64::from_ne_bytes(l.try_into().ok()?),
+        })
+    }
+}
+
+impl IcmpmonRec {
+    /// The packet as every source yields it; `ts_real_ns` replaces the
+    /// record's when the writer has no wall clock (BPF). The caller sets
+    /// `drop` on drop records.
+    pub fn to_raw(&self, data: &[u8], ts_real_ns: u64) -> RawPacket {
+        RawPacket {
+            ts_ns: ts_real_ns,
+            mono_ns: Some(self.ts_mono_ns),
+            direction: match self.hook {
+                HOOK_PRE_ROUTING => Direction::In,
+                HOOK_LOCAL_OUT => Direction::Out,
+                HOOK_DROP => Direction::Drop,
+                _ => Direction::Unknown,
+            },
+            ifindex: self.ifindex,
+            orig_len: self.origlen,
+            data: data.to_vec(),
+            drop: None,
+        }
+    }
+}
+
 /// Why a RECORDS payload could not be walked to its end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed RECORDS attribute at byte {offset}: {what}")]
 pub struct RecordsError {
     pub offset: usize,
     pub what: &'static str,
+}
+
+/// One record at the start of `buf`: its header, its header's bytes (for
+/// fields appended after version 2's) and its packet bytes.
+pub fn record(buf: &[u8]) -> Result<(IcmpmonRec, &[u8], &[u8]), &'static str> {
+    let rec = IcmpmonRec::read(buf).ok_or("record header cut short")?;
+    let hdr_len = usize::from(rec.hdr_len);
+    if hdr_len < IcmpmonRec::SIZE {
+        return Err("record header shorter than version 2's");
+    }
+    // Header fields this reader does not know are skipped.
+    let header = buf.get(..hdr_len).ok_or("record header cut short")?;
+    let data = buf
+        .get(hdr_len..hdr_len + usize::from(rec.caplen))
+        .ok_or("record data cut short")?;
+    Ok((rec, header, data))
 }
 
 /// Walks the packed records of one `ICMPMON_A_RECORDS` attribute.
@@ -154,23 +226,16 @@ pub fn records(buf: &[u8]) -> impl Iterator<Item = Result<(IcmpmonRec, &[u8]), R
             return None;
         }
         let at = off;
-        let fail = move |what| Some(Err(RecordsError { offset: at, what }));
-        let Some(rec) = IcmpmonRec::read(&buf[off..]) else {
-            off = buf.len();
-            return fail("record header cut short");
-        };
-        if usize::from(rec.hdr_len) < IcmpmonRec::SIZE {
-            off = buf.len();
-            return fail("record header shorter than version 2's");
+        match record(&buf[off..]) {
+            Ok((rec, header, data)) => {
+                off = (at + header.len() + data.len()).next_multiple_of(REC_ALIGN);
+                Some(Ok((rec, data)))
+            }
+            Err(what) => {
+                off = buf.len();
+                Some(Err(RecordsError { offset: at, what }))
+            }
         }
-        // Header fields this reader does not know are skipped.
-        let start = off + usize::from(rec.hdr_len);
-        let Some(data) = buf.get(start..start + usize::from(rec.caplen)) else {
-            off = buf.len();
-            return fail("record data cut short");
-        };
-        off = (start + data.len()).next_multiple_of(REC_ALIGN);
-        Some(Ok((rec, data)))
     })
 }
 

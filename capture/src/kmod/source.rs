@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use super::abi::{self, cmd, IcmpmonAttr};
 use crate::netlink::{self, Wait};
 use crate::pipeline::{PacketSink, Stop};
-use icmpmon_core::event::{Direction, RawPacket};
 
 use super::client::{Incoming, KmodClient, KmodError, KmodOptions, REPLY_TIMEOUT};
 
@@ -116,18 +115,7 @@ impl KmodSource {
         let mut batch = Vec::new();
         for rec in abi::records(data) {
             match rec {
-                Ok((rec, bytes)) => batch.push(RawPacket {
-                    ts_ns: rec.ts_real_ns,
-                    mono_ns: Some(rec.ts_mono_ns),
-                    direction: match rec.hook {
-                        abi::HOOK_PRE_ROUTING => Direction::In,
-                        abi::HOOK_LOCAL_OUT => Direction::Out,
-                        _ => Direction::Unknown,
-                    },
-                    ifindex: rec.ifindex,
-                    orig_len: rec.origlen,
-                    data: bytes.to_vec(),
-                }),
+                Ok((rec, bytes)) => batch.push(rec.to_raw(bytes, rec.ts_real_ns)),
                 Err(e) => {
                     tracing::warn!("{e}");
                     c.bad_batches.fetch_add(1, Relaxed);

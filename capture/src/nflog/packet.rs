@@ -73,6 +73,7 @@ pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged> {
         group,
         seq,
         packet: RawPacket {
+            drop: None,
             // Output packets carry no timestamp: their group is unbatched,
             // so the receive time is close behind the send time.
             ts_ns: ts_ns.unwrap_or(received_ns),

@@ -170,6 +170,7 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
     Some(Queued {
         id: id?,
         packet: RawPacket {
+            drop: None,
             mono_ns: None,
             ts_ns,
             direction,

@@ -273,6 +273,7 @@ fn read_frame(block: &[u8], at: usize) -> Option<(Option<RawPacket>, u32)> {
         _ => Direction::In,
     };
     let packet = RawPacket {
+        drop: None,
         ts_ns: u64::from(sec) * 1_000_000_000 + u64::from(nsec),
         mono_ns: None,
         direction,

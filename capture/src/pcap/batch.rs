@@ -94,6 +94,7 @@ impl Batcher<'_> {
             }
         }
         self.batch.push(RawPacket {
+            drop: None,
             mono_ns: None,
             ts_ns,
             direction,

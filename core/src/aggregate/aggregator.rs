@@ -14,6 +14,7 @@ use foldhash::HashMap;
 use lru::LruCache;
 
 use super::anomaly::{Anomalies, Flag, FlagKind, Thresholds};
+use super::drops::DropTracker;
 use super::echo::{Departed, EchoTotals, EchoTracker, PeerKey, PeerStats};
 use super::errors::ErrorTracker;
 use super::flow::{is_error, FlowKey};
@@ -58,7 +59,7 @@ pub struct RecentEvent {
 pub(super) struct KindStats {
     pub(super) count: u64,
     /// `count` by `Direction::index`.
-    pub(super) by_direction: [u64; 3],
+    pub(super) by_direction: [u64; Direction::COUNT],
     pub(super) series: SecondSeries,
 }
 
@@ -76,7 +77,7 @@ impl KindStats {
 pub struct MessageCount {
     pub kind: Option<KindKey>,
     /// By `Direction::index`.
-    pub by_direction: [u64; 3],
+    pub by_direction: [u64; Direction::COUNT],
 }
 
 /// The path MTU reported towards one destination.
@@ -113,7 +114,7 @@ pub struct Aggregator {
     pub(super) series: SecondSeries,
     pub(super) kinds: HashMap<KindKey, KindStats>,
     pub(super) other_kinds: u64,
-    pub(super) other_kinds_by_direction: [u64; 3],
+    pub(super) other_kinds_by_direction: [u64; Direction::COUNT],
     /// By the destination of the quoted packet.
     pub(super) path_mtu: LruCache<Addr, PathMtu, RandomState>,
     /// Error messages by family, type, kind and direction: error types have
@@ -123,6 +124,8 @@ pub struct Aggregator {
     pub(super) recent: VecDeque<RecentEvent>,
     pub(super) owners: OwnerTracker,
     pub(super) kernel: KernelWatch,
+    /// What the kernel dropped (drop tracing).
+    pub(super) drops: DropTracker,
     /// Echo requests seen arriving and replies seen leaving, by family
     /// (`[v4, v6]`), and their values at the last kernel sample.
     pub(super) echo_in: [u64; 2],
@@ -130,7 +133,7 @@ pub struct Aggregator {
     pub(super) echo_at_sample: [(u64, u64); 2],
     pub(super) events: u64,
     pub(super) by_family: [u64; 2],
-    pub(super) by_direction: [u64; 3],
+    pub(super) by_direction: [u64; Direction::COUNT],
     pub(super) first_ns: Option<u64>,
     pub(super) now_ns: u64,
 }
@@ -147,7 +150,7 @@ impl Aggregator {
             series: SecondSeries::default(),
             kinds: HashMap::default(),
             other_kinds: 0,
-            other_kinds_by_direction: [0; 3],
+            other_kinds_by_direction: [0; Direction::COUNT],
             path_mtu: LruCache::with_hasher(
                 NonZeroUsize::new(cfg.max_flows.max(1)).expect("max(1)"),
                 RandomState::default(),
@@ -157,12 +160,13 @@ impl Aggregator {
             recent: VecDeque::with_capacity(cfg.recent_events.min(4096)),
             owners: OwnerTracker::new(cfg.max_reporters),
             kernel: KernelWatch::default(),
+            drops: DropTracker::new(cfg.max_flows),
             echo_in: [0; 2],
             replies_out: [0; 2],
             echo_at_sample: [(0, 0); 2],
             events: 0,
             by_family: [0; 2],
-            by_direction: [0; 3],
+            by_direction: [0; Direction::COUNT],
             first_ns: None,
             now_ns: 0,
             cfg,
@@ -200,23 +204,14 @@ impl Aggregator {
                 self.other_kinds_by_direction[ev.direction.index()] += 1;
             }
         }
-        self.talkers.add(Addr(ev.src));
-
         let mut out = Outcome::default();
-        let v4 = ev.family == Family::V4;
-        let fam = usize::from(!v4);
-        match (ev.icmp_type, ev.direction, v4) {
-            (8, Direction::In, true) | (128, Direction::In, false) => self.echo_in[fam] += 1,
-            (0, Direction::Out, true) | (129, Direction::Out, false) => self.replies_out[fam] += 1,
-            _ => {}
-        }
-        match (ev.icmp_type, ev.echo) {
-            (8, Some(e)) if v4 => self.request(ev, &e),
-            (128, Some(e)) if !v4 => self.request(ev, &e),
-            (0, Some(e)) if v4 => out.rtt_us = self.reply(ev, &e),
-            (129, Some(e)) if !v4 => out.rtt_us = self.reply(ev, &e),
-            (t, _) if is_error(ev.family, t) => self.error(ev),
-            _ => {}
+        match (ev.direction, &ev.drop) {
+            // A drop is a second sighting of a message (the hooks saw it
+            // pass, or it never reached them): it feeds the drop tables,
+            // not echo pairing, errors or talkers.
+            (Direction::Drop, Some(d)) => self.drops.add(ev, d),
+            (Direction::Drop, None) => {}
+            _ => out = self.message(ev),
         }
         if self.cfg.recent_events > 0 {
             if self.recent.len() == self.cfg.recent_events {
@@ -236,6 +231,28 @@ impl Aggregator {
                 info: ev.info,
                 attribution: None,
             });
+        }
+        out
+    }
+
+    /// A message seen passing (not a drop).
+    fn message(&mut self, ev: &IcmpEvent) -> Outcome {
+        self.talkers.add(Addr(ev.src));
+        let mut out = Outcome::default();
+        let v4 = ev.family == Family::V4;
+        let fam = usize::from(!v4);
+        match (ev.icmp_type, ev.direction, v4) {
+            (8, Direction::In, true) | (128, Direction::In, false) => self.echo_in[fam] += 1,
+            (0, Direction::Out, true) | (129, Direction::Out, false) => self.replies_out[fam] += 1,
+            _ => {}
+        }
+        match (ev.icmp_type, ev.echo) {
+            (8, Some(e)) if v4 => self.request(ev, &e),
+            (128, Some(e)) if !v4 => self.request(ev, &e),
+            (0, Some(e)) if v4 => out.rtt_us = self.reply(ev, &e),
+            (129, Some(e)) if !v4 => out.rtt_us = self.reply(ev, &e),
+            (t, _) if is_error(ev.family, t) => self.error(ev),
+            _ => {}
         }
         out
     }
@@ -510,6 +527,7 @@ mod tests {
         echo: Option<(u16, u16)>,
     ) -> IcmpEvent {
         IcmpEvent {
+            drop: None,
             mono_ns: None,
             ts_ns,
             direction: dir,

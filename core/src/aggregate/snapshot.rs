@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::aggregator::{Aggregator, RecentEvent};
 use super::anomaly::{Flag, FlagKind};
+use super::drops::DropRow;
 use super::echo::{EchoTotals, PeerCounts, PeerKey, PeerStats};
 use super::flow::FlowKey;
 use super::kernel::KernelView;
@@ -158,6 +159,14 @@ pub struct Snapshot {
     pub path_mtu: Vec<MtuRow>,
     /// The kernel's ICMP counters and sysctls (live sources).
     pub kernel: Option<KernelView>,
+    /// ICMP messages the kernel dropped (drop tracing), in all and per
+    /// reason (most first; `other` last).
+    pub drops: u64,
+    pub drops_by_reason: Vec<(String, u64)>,
+    /// Why no reply, from drop tracing: for each peer pair with requests
+    /// unanswered, what the kernel dropped of its requests (requester →
+    /// responder) or replies (responder → requester).
+    pub unanswered_drops: Vec<DropRow>,
     pub alerts_suppressed: u64,
     pub tables: TableSizes,
 }
@@ -187,6 +196,28 @@ pub struct PeerQuery {
 }
 
 impl Aggregator {
+    /// See `Snapshot::unanswered_drops`: most drops first.
+    fn unanswered_drops(&self) -> Vec<DropRow> {
+        if self.drops.total() == 0 {
+            return Vec::new();
+        }
+        let mut v: Vec<DropRow> = self
+            .echo
+            .peers()
+            .filter(|(_, p)| p.counts.lost + p.counts.pending() > 0)
+            .flat_map(|(k, _)| {
+                [
+                    self.drops.pair(k.requester, k.responder),
+                    self.drops.pair(k.responder, k.requester),
+                ]
+            })
+            .flatten()
+            .collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_ns.cmp(&a.last_ns)));
+        v.truncate(TOP_ROWS);
+        v
+    }
+
     /// Everything, every peer pair (the end-of-run summary).
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot_with(PeerQuery {
@@ -311,6 +342,9 @@ impl Aggregator {
                 })
                 .collect(),
             kernel: self.kernel.view(),
+            drops: self.drops.total(),
+            drops_by_reason: self.drops.by_reason(),
+            unanswered_drops: self.unanswered_drops(),
             alerts_suppressed: self.anomalies.alerts_suppressed,
             tables: TableSizes {
                 pending: (pending, cfg.max_pending),

@@ -59,6 +59,13 @@ enum icmpmon_attr {
 enum icmpmon_hook {
 	ICMPMON_HOOK_PRE_ROUTING,	/* direction "in" (includes forwarded) */
 	ICMPMON_HOOK_LOCAL_OUT,		/* direction "out" */
+	/*
+	 * Not a netfilter hook: the BPF source's drop tracing (kfree_skb)
+	 * writes records in this layout too; the module never does, and
+	 * has no mask bit for it.  Such records carry struct
+	 * icmpmon_rec_drop.
+	 */
+	ICMPMON_HOOK_DROP,		/* direction "drop" */
 };
 /*
  * Mask bits.  There is deliberately no "all" mask here: one defined from
@@ -126,5 +133,18 @@ struct icmpmon_rec {
 
 #define ICMPMON_REC_HDR_LEN_V2	32
 #define ICMPMON_REC_ALIGN	8
+
+/*
+ * A drop record (hook ICMPMON_HOOK_DROP) appends to the version-2 header,
+ * so a reader that does not know it still reads the packet.
+ */
+struct icmpmon_rec_drop {
+	struct icmpmon_rec rec;
+	__u32 reason;		/* the running kernel's enum skb_drop_reason value */
+	__u32 reserved2;	/* zero */
+	__u64 location;		/* address of the code that dropped it */
+};
+
+#define ICMPMON_REC_HDR_LEN_DROP	48
 
 #endif /* _UAPI_LINUX_ICMPMON_H */
