@@ -18,7 +18,10 @@ fn main() {
     };
     // The system's UAPI headers (linux/bpf.h, linux/types.h) and, through
     // them, the multiarch asm/ headers that `-target bpf` does not search.
-    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into()));
+    let multiarch = format!(
+        "/usr/include/{}-linux-gnu",
+        std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())
+    );
     SkeletonBuilder::new()
         .source(SRC)
         .clang_args([
@@ -31,7 +34,11 @@ fn main() {
         .unwrap_or_else(|e| {
             panic!("building {SRC} (needs clang, and libelf-dev, zlib1g-dev, pkgconf for libbpf): {e:#}")
         });
-    for path in [SRC, "src/bpf/kernel.h", "../kmod-hook/include/uapi/icmpmon.h"] {
+    for path in [
+        SRC,
+        "src/bpf/kernel.h",
+        "../kmod-hook/include/uapi/icmpmon.h",
+    ] {
         println!("cargo:rerun-if-changed={path}");
     }
 }

@@ -429,6 +429,8 @@ mod tests {
         ("write", "\"/tmp/saved.pcapng\"", &["/tmp/saved.pcapng"]),
         ("summary-json", "\"/tmp/s.json\"", &["/tmp/s.json"]),
         ("no-attribution", "true", &[]),
+        ("drops", "true", &[]),
+        ("no-drops", "true", &[]),
         ("count", "12", &["12"]),
         ("duration", "1.5", &["1.5"]),
         ("snaplen", "200", &["200"]),

@@ -217,6 +217,38 @@ pub fn text(s: &Snapshot) -> String {
         let sysctls: Vec<String> = k.sysctls.iter().map(|(n, v)| format!("{n}={v}")).collect();
         let _ = writeln!(o, "icmpmon: kernel sysctls: {}", sysctls.join(" "));
     }
+    if s.drops > 0 {
+        let reasons: Vec<String> = s
+            .drops_by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "icmpmon: ICMP messages the kernel dropped: {} ({})",
+            s.drops,
+            reasons.join(", ")
+        );
+    }
+    if !s.unanswered_drops.is_empty() {
+        let _ = writeln!(
+            o,
+            "icmpmon: why no reply: what the kernel dropped between peers with requests unanswered:"
+        );
+        for d in &s.unanswered_drops {
+            let _ = writeln!(
+                o,
+                "icmpmon:   {} → {}: {} dropped, last a {} for {} in {} at {}",
+                d.src,
+                d.dst,
+                d.count,
+                d.kind,
+                d.reason,
+                d.function,
+                crate::outputs::rfc3339_nanos(d.last_ns)
+            );
+        }
+    }
     for f in &s.flags {
         let _ = writeln!(
             o,

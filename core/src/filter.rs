@@ -310,11 +310,12 @@ impl<'a> Parser<'a> {
                 })
             }
             "dir" => {
-                let a = arg(self, "in or out")?;
+                let a = arg(self, "in, out or drop")?;
                 Node::Dir(match a.text {
                     "in" => Direction::In,
                     "out" => Direction::Out,
-                    _ => return Err(self.error_at(a.pos, format!("dir is in or out, not '{}'", a.text))),
+                    "drop" => Direction::Drop,
+                    _ => return Err(self.error_at(a.pos, format!("dir is in, out or drop, not '{}'", a.text))),
                 })
             }
             _ => {
@@ -434,7 +435,7 @@ mod tests {
             ("(type 3", 7, "missing ')'"),
             ("type 3 type 4", 7, "unexpected 'type'"),
             ("family 5", 7, "family is 4 or 6"),
-            ("dir sideways", 4, "dir is in or out"),
+            ("dir sideways", 4, "dir is in, out or drop"),
             ("code 300", 5, "is not a code"),
             ("port 80", 0, "unknown word 'port'"),
             (&deep_not, 64 * 4, "nest at most 64 deep"),

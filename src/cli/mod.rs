@@ -38,7 +38,7 @@ Examples:
 
 Filter language (--filter): host|src|dst ADDR[/LEN], type NAME|NUM
 (echo-request, unreachable, time-exceeded, redirect, packet-too-big, ... or
-a kind such as port-unreachable), code NUM, family 4|6, dir in|out,
+a kind such as port-unreachable), code NUM, family 4|6, dir in|out|drop,
 combined with and, or, not and parentheses.
 
 At the end, a summary goes to stderr: echo RTT and loss per peer pair, top
@@ -68,14 +68,15 @@ rotate them with logrotate's `create` and a postrotate `kill -HUP`.
 Standard output takes one output: --csv -, --jsonl -, --alerts - and
 --summary-json - exclude each other (as do two outputs naming one file).
 
+A row with direction drop is a message the kernel dropped: drop_reason is
+the kernel's name for why (NETFILTER_DROP, IP_RPFILTER, ...), info the
+function that dropped it.
+
 Each CSV row is one ICMP/ICMPv6 message, with these columns (schema v3;
 JSON lines have the same fields):
 timestamp,source,direction,ifname,family,src,dst,icmp_type,icmp_code,kind,
 id,seq,ttl,length,rtt_us,inner_proto,inner_src,inner_dst,inner_sport,
-inner_dport,info,pid,comm,cgroup,drop_reason
-A row with direction drop is a message the kernel dropped: drop_reason is
-the kernel's name for why (NETFILTER_DROP, IP_RPFILTER, ...), info the
-function that dropped it.";
+inner_dport,info,pid,comm,cgroup,drop_reason";
 
 /// `--version`: the version, the commit it was built from, the sources
 /// (from `SourceKind`, so a new source shows up by itself).

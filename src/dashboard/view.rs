@@ -113,6 +113,10 @@ fn kernel_lines(snap: &Snapshot) -> Vec<(String, String)> {
     for (name, value) in k.silencing() {
         v.push((short(name), value.clone()));
     }
+    // What the kernel dropped (drop tracing), the commonest reasons.
+    for (reason, n) in snap.drops_by_reason.iter().take(3) {
+        v.push((format!("dropped {reason}"), n.to_string()));
+    }
     v
 }
 
@@ -186,6 +190,9 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                 if let Some(info) = e.info {
                     detail.push_str(&format!(" {info}"));
                 }
+                if let Some(d) = &e.drop {
+                    detail.push_str(&format!(" dropped: {} in {}", d.reason, d.function));
+                }
                 EventView {
                     time: clock(e.ts_ns),
                     direction: e.direction.as_str().to_string(),
@@ -193,8 +200,9 @@ pub fn view(snap: &Snapshot, meta: &Meta, lost: Vec<(String, u64)>) -> View {
                     src: e.src.to_string(),
                     dst: e.dst.to_string(),
                     detail: detail.trim().to_string(),
-                    error: icmpmon_core::aggregate::is_error(e.family, e.icmp_type)
-                        && !(e.family == Family::V6 && e.icmp_type == 137),
+                    error: e.drop.is_some()
+                        || (icmpmon_core::aggregate::is_error(e.family, e.icmp_type)
+                            && !(e.family == Family::V6 && e.icmp_type == 137)),
                     process: e.attribution.as_ref().map(process_label),
                     process_detail: e.attribution.as_ref().map(process_text),
                 }

@@ -344,6 +344,17 @@ impl Collector for DataCollector {
         )?;
         family(
             e,
+            "icmpmon_drops",
+            "ICMP messages the kernel dropped (drop tracing: --source bpf or --drops), by the \
+             kernel's reason, e.g. reason=\"NETFILTER_DROP\"; reasons past 256 are \"other\"",
+            None,
+            MetricType::Counter,
+            d.drops
+                .iter()
+                .map(|(r, n)| ([("reason", r.as_str())], Value::Counter(*n))),
+        )?;
+        family(
+            e,
             "icmpmon_attribution",
             "Messages whose local process was looked up, by result (owner, gone, hidden, \
              no-socket, skipped)",

@@ -47,6 +47,8 @@ pub(crate) struct Data {
     pub(super) kernel_sysctls: Vec<(&'static str, i64)>,
     /// Attribution outcomes, by result.
     pub(super) attribution: Vec<(&'static str, u64)>,
+    /// ICMP messages the kernel dropped, by reason (drop tracing).
+    pub(super) drops: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +298,7 @@ impl Publisher {
                         .filter_map(|(k, v)| v.parse().ok().map(|v| (*k, v)))
                 })
                 .collect(),
+            drops: agg.drops_by_reason(),
             attribution: {
                 let a = agg.attribution_totals();
                 vec![

@@ -88,6 +88,12 @@ mod tests {
     #[test]
     fn error_row_and_empty_cells() {
         let (err, echo) = (error_event(), echo_event());
+        let mut dropped = echo_event();
+        dropped.direction = icmpmon_core::event::Direction::Drop;
+        dropped.drop = Some(icmpmon_core::event::KernelDrop {
+            reason: "NETFILTER_DROP".into(),
+            function: "nft_do_chain".into(),
+        });
         let owner = Attribution::Owner(std::sync::Arc::new(Owner {
             pid: 4242,
             comm: "nginx".into(),
@@ -103,16 +109,22 @@ mod tests {
                 Some(1234),
                 Some(&Attribution::Gone),
             ),
+            Row::new(&dropped, "bpf", Some("lo"), None, None),
         ]);
         let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         assert_eq!(
             lines[1],
-            "1970-01-01T00:00:01.000000001Z,kmod,out,,4,127.0.0.1,127.0.0.1,3,4,frag-needed,,,64,84,,17,10.0.0.1,10.0.0.2,5000,53,mtu=1400,4242,nginx,/system.slice/nginx.service"
+            "1970-01-01T00:00:01.000000001Z,kmod,out,,4,127.0.0.1,127.0.0.1,3,4,frag-needed,,,64,84,,17,10.0.0.1,10.0.0.2,5000,53,mtu=1400,4242,nginx,/system.slice/nginx.service,"
         );
         assert_eq!(
             lines[2],
-            "1970-01-01T00:00:01.000000001Z,kmod,out,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,1234,,,,,,,,,"
+            "1970-01-01T00:00:01.000000001Z,kmod,out,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,1234,,,,,,,,,,"
+        );
+        // Schema v3: a drop row names the function in info, then the reason.
+        assert_eq!(
+            lines[3],
+            "1970-01-01T00:00:01.000000001Z,bpf,drop,lo,4,127.0.0.1,127.0.0.1,8,0,echo-request,7,1,64,84,,,,,,,nft_do_chain,,,,NETFILTER_DROP"
         );
     }
 

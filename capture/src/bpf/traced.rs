@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use super::{BpfCounters, BpfSource};
+use super::counters::BpfCounters;
+use super::source::BpfSource;
 use crate::pipeline::{PacketSink, Stop, StopReason};
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 

@@ -20,11 +20,12 @@ use super::errors::ErrorTracker;
 use super::flow::{is_error, FlowKey};
 use super::groups::{GroupPair, Groups};
 use super::kernel::{KernelSample, KernelWatch, Silence};
+use super::mtu::PathMtu;
 use super::owners::{Attribution, OwnerTracker};
 use super::rates::SecondSeries;
 use super::rtt::{Histogram, RttStats};
 use super::topk::SpaceSaving;
-use crate::event::{kind_name, Direction, Family, IcmpEvent, Info};
+use crate::event::{kind_name, Direction, Family, IcmpEvent, Info, KernelDrop};
 
 use super::addr::{ns_to_us, Addr};
 use super::config::Config;
@@ -53,6 +54,8 @@ pub struct RecentEvent {
     /// The local process of the flow (errors) or socket (echo requests
     /// sent), once the attribution thread has answered.
     pub attribution: Option<Attribution>,
+    /// Why the kernel dropped it (a `drop` event).
+    pub drop: Option<KernelDrop>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -78,25 +81,6 @@ pub struct MessageCount {
     pub kind: Option<KindKey>,
     /// By `Direction::index`.
     pub by_direction: [u64; Direction::COUNT],
-}
-
-/// The path MTU reported towards one destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathMtu {
-    /// The last MTU reported, and the hop that reported it.
-    pub mtu: u32,
-    pub reporter: IpAddr,
-    /// The smallest plausible MTU reported (IPv4 at least 68, IPv6 1280:
-    /// an old router's 0 or a spoofed tiny value does not pin it), by
-    /// which hop, and when.
-    pub smallest: u32,
-    pub smallest_reporter: IpAddr,
-    pub smallest_ns: u64,
-    pub reports: u64,
-    /// When the MTU (or the reporting hop) last changed, and when it was
-    /// last reported.
-    pub changed_ns: u64,
-    pub last_ns: u64,
 }
 
 pub type KindKey = (Family, u8, u8);
@@ -230,6 +214,7 @@ impl Aggregator {
                 flow: ev.quoted.as_ref().map(FlowKey::from),
                 info: ev.info,
                 attribution: None,
+                drop: ev.drop.clone(),
             });
         }
         out
@@ -285,7 +270,7 @@ impl Aggregator {
             .entry((ev.family, ev.icmp_type, kind, ev.direction))
             .or_default() += 1;
         if let (Some(Info::Mtu(mtu)), Some(q)) = (ev.info, &ev.quoted) {
-            self.path_mtu_reported(q.dst, mtu, ev.src, ev.ts_ns);
+            super::mtu::reported(&mut self.path_mtu, q.dst, mtu, ev.src, ev.ts_ns);
         }
         let v4 = ev.family == Family::V4;
         match ev.icmp_type {
@@ -298,37 +283,6 @@ impl Aggregator {
             11 if v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
             3 if !v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
             _ => {}
-        }
-    }
-
-    fn path_mtu_reported(&mut self, dst: IpAddr, mtu: u32, reporter: IpAddr, ts_ns: u64) {
-        let plausible = mtu >= if dst.is_ipv4() { 68 } else { 1280 };
-        match self.path_mtu.get_mut(&Addr(dst)) {
-            Some(p) => {
-                if (p.mtu, p.reporter) != (mtu, reporter) {
-                    (p.mtu, p.reporter, p.changed_ns) = (mtu, reporter, ts_ns);
-                }
-                if plausible && (mtu < p.smallest || p.smallest == 0) {
-                    (p.smallest, p.smallest_reporter, p.smallest_ns) = (mtu, reporter, ts_ns);
-                }
-                p.last_ns = p.last_ns.max(ts_ns);
-                p.reports += 1;
-            }
-            None => {
-                self.path_mtu.put(
-                    Addr(dst),
-                    PathMtu {
-                        mtu,
-                        reporter,
-                        smallest: if plausible { mtu } else { 0 },
-                        smallest_reporter: reporter,
-                        smallest_ns: ts_ns,
-                        reports: 1,
-                        changed_ns: ts_ns,
-                        last_ns: ts_ns,
-                    },
-                );
-            }
         }
     }
 
@@ -498,6 +452,12 @@ impl Aggregator {
     /// The kernel's counters and sysctls, as last sampled.
     pub fn kernel(&self) -> &KernelWatch {
         &self.kernel
+    }
+
+    /// ICMP messages the kernel dropped, per reason (bounded: see
+    /// `MAX_REASONS`), most first.
+    pub fn drops_by_reason(&self) -> Vec<(String, u64)> {
+        self.drops.by_reason()
     }
 
     pub fn attribution_totals(&self) -> super::owners::AttributionTotals {

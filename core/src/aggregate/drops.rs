@@ -166,7 +166,10 @@ mod tests {
     #[test]
     fn counts_by_reason_and_keeps_the_last_per_pair() {
         let mut t = DropTracker::new(2);
-        t.add(&drop_ev("10.0.0.1", "10.0.0.2", 8), &reason("NETFILTER_DROP"));
+        t.add(
+            &drop_ev("10.0.0.1", "10.0.0.2", 8),
+            &reason("NETFILTER_DROP"),
+        );
         t.add(&drop_ev("10.0.0.1", "10.0.0.2", 8), &reason("IP_RPFILTER"));
         t.add(&drop_ev("10.0.0.3", "10.0.0.2", 0), &reason("IP_RPFILTER"));
         assert_eq!(t.total(), 3);
@@ -193,7 +196,10 @@ mod tests {
     fn reasons_past_the_bound_are_other() {
         let mut t = DropTracker::new(4);
         for i in 0..MAX_REASONS + 3 {
-            t.add(&drop_ev("10.0.0.1", "10.0.0.2", 8), &reason(&format!("R{i}")));
+            t.add(
+                &drop_ev("10.0.0.1", "10.0.0.2", 8),
+                &reason(&format!("R{i}")),
+            );
         }
         let v = t.by_reason();
         assert_eq!(v.len(), MAX_REASONS + 1);

@@ -1,0 +1,103 @@
+//! Whether the BPF source can run here, and why not: the kernel version,
+//! its BTF and the process's capabilities, checked before anything loads.
+
+use crate::source::CaptureError;
+
+/// The kernel this source needs: netfilter BPF links.
+pub const MIN_KERNEL: (u32, u32) = (6, 4);
+/// And for defragmented packets.
+pub(crate) const DEFRAG_KERNEL: (u32, u32) = (6, 6);
+
+/// Why the BPF source cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "the bpf source needs Linux {}.{} or later (netfilter BPF links); this kernel is {release}",
+        MIN_KERNEL.0, MIN_KERNEL.1
+    )]
+    KernelTooOld { release: String },
+    #[error(
+        "the bpf source needs the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"
+    )]
+    NoBtf,
+    #[error(
+        "the bpf source needs {missing} (run as root, or give the binary these capabilities: \
+         setcap cap_bpf,cap_net_admin,cap_perfmon+ep)"
+    )]
+    Capabilities { missing: String },
+    #[error(
+        "this kernel cannot attach BPF programs to netfilter hooks (needs \
+         CONFIG_NETFILTER_BPF_LINK): {0}"
+    )]
+    NoNetfilterLink(String),
+    #[error("loading icmpmon's BPF programs: {0} (run with -v for the verifier's log)")]
+    Load(String),
+    #[error("{what}: {error}")]
+    Kernel { what: &'static str, error: String },
+}
+
+impl From<BpfError> for CaptureError {
+    fn from(e: BpfError) -> Self {
+        CaptureError::new(e)
+    }
+}
+
+/// Why this host cannot run the BPF source, checked without loading
+/// anything (for `--source auto` and for clear errors).
+pub fn unavailable(drops_only: bool) -> Option<BpfError> {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    if !drops_only && kernel_version(&release).is_some_and(|v| v < MIN_KERNEL) {
+        return Some(BpfError::KernelTooOld { release });
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some(BpfError::NoBtf);
+    }
+    let missing = missing_capabilities(!drops_only, drops_only);
+    (!missing.is_empty()).then(|| BpfError::Capabilities {
+        missing: missing.join(" and "),
+    })
+}
+
+/// `6.12.38+deb13-amd64` → (6, 12).
+pub(crate) fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The capabilities the programs need that this process lacks: CAP_BPF
+/// to load, CAP_NET_ADMIN for netfilter links, CAP_PERFMON for the drop
+/// tracepoint (CAP_SYS_ADMIN stands for CAP_BPF and CAP_PERFMON).
+pub(crate) fn missing_capabilities(hooks: bool, drops: bool) -> Vec<&'static str> {
+    use caps::{CapSet, Capability};
+    let has = |c| caps::has_cap(None, CapSet::Effective, c).unwrap_or(false);
+    let admin = has(Capability::CAP_SYS_ADMIN);
+    let mut missing = Vec::new();
+    if !(has(Capability::CAP_BPF) || admin) {
+        missing.push("CAP_BPF");
+    }
+    if hooks && !has(Capability::CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if drops && !(has(Capability::CAP_PERFMON) || admin) {
+        missing.push("CAP_PERFMON");
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_read_from_release_strings() {
+        assert_eq!(kernel_version("6.12.38+deb13-amd64"), Some((6, 12)));
+        assert_eq!(kernel_version("6.1.0-40-cloud-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("7.3.1-rt"), Some((7, 3)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!(kernel_version("6.3.9").unwrap() < MIN_KERNEL);
+        assert!(kernel_version("6.18.44-fc").unwrap() >= DEFRAG_KERNEL);
+    }
+}
