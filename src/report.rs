@@ -238,7 +238,7 @@ pub fn text(s: &Snapshot) -> String {
         for d in &s.unanswered_drops {
             let _ = writeln!(
                 o,
-                "icmpmon:   {} → {}: {} dropped, last a {} for {} in {} at {}",
+                "icmpmon:   {} → {}: {} dropped by the kernel; last: {}, {} in {}, at {}",
                 d.src,
                 d.dst,
                 d.count,

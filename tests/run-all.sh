@@ -24,6 +24,7 @@ cargo bench --locked -p icmpmon-tui --bench render -- --quick
 cargo run --release --locked -q --example aggregate_rss
 tests/netns/run.sh
 tests/netns/passive.sh
+tests/netns/drops.sh
 tests/netns/metrics.sh
 tests/netns/attribution.sh
 tests/bench/sources.sh
