@@ -6,6 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
 	build-essential bc bison flex libelf-dev dwarves kmod xz-utils cpio gzip \
+	clang zlib1g-dev pkgconf bpftool \
 	busybox-static qemu-system-x86 iproute2 ca-certificates tshark \
 	tcpdump iputils-ping iptables nftables tmux debootstrap dkms \
 	python3 python3-yaml libcap2-bin util-linux sudo curl prometheus man-db systemd time

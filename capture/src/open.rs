@@ -123,9 +123,9 @@ impl SourceKind {
                     }
                     Some(why) => {
                         notice(format!(
-                            "the icmpmon kernel module is not loaded and {}; using AF_PACKET \
-                             (--source packet)",
-                            lowercase_first(&why.to_string())
+                            "the icmpmon kernel module is not loaded and BPF cannot run here \
+                             ({}); using AF_PACKET (--source packet)",
+                            why.why_not()
                         ));
                         Box::new(PacketSource::open(&opts.packet)?)
                     }
@@ -150,14 +150,6 @@ impl SourceKind {
         source.notices().into_iter().for_each(notice);
         Ok(Some(source))
     }
-}
-
-/// "The bpf source needs …" → "the bpf source needs …".
-fn lowercase_first(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_lowercase().chain(c).collect())
-        .unwrap_or_default()
 }
 
 /// Every source's settings, from the command line.

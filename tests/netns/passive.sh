@@ -542,7 +542,7 @@ else
 	# Root without CAP_BPF (a container's root, say): AF_PACKET, and why.
 	auto_run auto-nobpf setpriv --bounding-set -bpf,-sys_admin,-perfmon --inh-caps -bpf,-sys_admin,-perfmon
 	rc=$?
-	if [ "$rc" = 0 ] && grep -q "not loaded and the bpf source needs CAP_BPF; using AF_PACKET" "$work/auto-nobpf.err" &&
+	if [ "$rc" = 0 ] && grep -q "not loaded and BPF cannot run here (needs CAP_BPF); using AF_PACKET" "$work/auto-nobpf.err" &&
 		grep -q "capturing from packet" "$work/auto-nobpf.err" &&
 		[ "$(awk -F, 'NR > 1 && $2 == "packet" && $10 == "echo-request"' "$work/auto-nobpf.csv" | wc -l)" = 2 ]; then
 		ok auto-packet "without CAP_BPF: $(head -n 1 "$work/auto-nobpf.err")"

@@ -36,6 +36,21 @@ pub enum BpfError {
     Kernel { what: &'static str, error: String },
 }
 
+impl BpfError {
+    /// Why BPF cannot run, in a few words (for `auto`'s choice).
+    pub fn why_not(&self) -> String {
+        match self {
+            BpfError::KernelTooOld { release } => format!(
+                "needs Linux {}.{}+, this is {release}",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+            BpfError::NoBtf => "needs the kernel's BTF".into(),
+            BpfError::Capabilities { missing } => format!("needs {missing}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl From<BpfError> for CaptureError {
     fn from(e: BpfError) -> Self {
         CaptureError::new(e)
