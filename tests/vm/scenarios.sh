@@ -578,7 +578,83 @@ scenario_dashboard() {
 	fi
 }
 
+# kernel_at_least MAJOR MINOR
+kernel_at_least() {
+	uname -r | awk -F'[.-]' -v a="$1" -v b="$2" '{ exit !(($1 > a) || ($1 == a && $2 >= b)) }'
+}
+
+# The BPF source (issue 21) on this kernel: from 6.4 the same rows as the
+# module for the same pings, counters that balance, drops with named
+# reasons, auto's choice without the module, the unprivileged refusal;
+# before 6.4 a clear refusal and auto falling back to AF_PACKET.
+scenario_bpf() {
+	rmmod icmpmon
+	if ! kernel_at_least 6 4; then
+		$MON --source bpf --duration 3 --csv /tmp/bpfold.csv 2>/tmp/bpfold.err
+		rc=$?
+		$MON -v --csv /tmp/autoold.csv --duration 2 2>/tmp/autoold.err &
+		pid=$!
+		sleep 1
+		ping -c 2 -i 0.2 127.0.0.1 >/dev/null
+		wait $pid
+		arc=$?
+		if [ "$rc" = 1 ] && grep -q "needs Linux 6.4 or later" /tmp/bpfold.err &&
+			[ "$arc" = 0 ] && grep -q "BPF cannot run here (needs Linux 6.4+, this is $(uname -r)); using AF_PACKET" /tmp/autoold.err &&
+			grep -q "capturing from packet" /tmp/autoold.err; then
+			pass bpf "before 6.4: --source bpf exit 1 [$(tail -n 1 /tmp/bpfold.err)]; auto: $(grep 'using AF_PACKET' /tmp/autoold.err)"
+		else
+			fail bpf "rc=$rc auto=$arc: $(cat /tmp/bpfold.err /tmp/autoold.err)"
+		fi
+		modprobe icmpmon
+		return
+	fi
+	# auto without the module: bpf.
+	rm -f /tmp/bpf.err
+	$MON -v --csv /tmp/bpf.csv 2>/tmp/bpf.err &
+	pid=$!
+	i=0
+	while ! grep -q "capturing from" /tmp/bpf.err 2>/dev/null && [ $i -lt 100 ] && kill -0 $pid 2>/dev/null; do
+		i=$((i + 1))
+		sleep 0.1
+	done
+	ie=$(snmp InEchos); oe=$(snmp OutEchos); ie6=$(snmp6 Icmp6InEchos); oe6=$(snmp6 Icmp6OutEchos)
+	ping -c 3 -i 0.2 127.0.0.1 >/dev/null
+	ping6 -c 3 -i 0.2 ::1 >/dev/null
+	ie=$(($(snmp InEchos) - ie)); oe=$(($(snmp OutEchos) - oe))
+	ie6=$(($(snmp6 Icmp6InEchos) - ie6)); oe6=$(($(snmp6 Icmp6OutEchos) - oe6))
+	sleep 0.3
+	stop_mon $pid; rc=$RC
+	f=/tmp/bpf.csv
+	got="out/req4=$(rows $f out echo-request 4) in/req4=$(rows $f in echo-request 4) out/req6=$(rows $f out echo-request 6) in/req6=$(rows $f in echo-request 6)"
+	want="out/req4=$oe in/req4=$ie out/req6=$oe6 in/req6=$ie6"
+	# Every record accounted: seen = delivered + lost, in the kernel, and
+	# every delivered record read.
+	acc=$(awk '/summary source=bpf/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+		END { ok = (v["seen"] == v["delivered"] + v["lost"]) && (v["records"] == v["delivered"] + v["drops_delivered"]) && v["seen"] > 0
+			printf "%s seen=%s delivered=%s lost=%s drops=%s records=%s", ok ? "balanced" : "UNBALANCED", v["seen"], v["delivered"], v["lost"], v["drops_delivered"], v["records"] }' /tmp/bpf.err)
+	drops=$(awk -F, '$3 == "drop"' $f | wc -l)
+	unnamed=$(awk -F, '$3 == "drop" && ($25 == "" || $25 ~ /^reason-/ || $21 == "")' $f | wc -l)
+	echoes=$(rows $f in echo-reply 4)
+	if [ "$rc" = 0 ] && grep -q "not loaded; using BPF netfilter programs" /tmp/bpf.err &&
+		[ "$got" = "$want" ] && [ "$oe" = 3 ] && [ "$echoes" = 3 ] && [ "${acc%% *}" = balanced ] &&
+		[ "$unnamed" = 0 ] && [ "$(bad_rows $f)" = 0 ]; then
+		pass bpf "auto → bpf; $got (= snmp); $acc; $drops drop rows, every one named ($(awk -F, '$3 == "drop" { print $25 " in " $21 }' $f | sort -u | head -n 3 | tr '\n' ';'))"
+	else
+		fail bpf "rc=$rc csv [$got] snmp [$want] replies in=$echoes $acc unnamed drops=$unnamed: $(grep -v -e libbpf -e ' INFO ' -e ' DEBUG ' /tmp/bpf.err | tail -n 5)"
+	fi
+	# Without privileges: what is missing is named.
+	$H runas 65534 $MON --source bpf --duration 3 --csv /tmp/bpfu.csv 2>/tmp/bpfu.err
+	rc=$?
+	if [ "$rc" = 1 ] && grep -q "needs CAP_BPF and CAP_NET_ADMIN" /tmp/bpfu.err; then
+		pass bpf-unprivileged "exit 1: $(cat /tmp/bpfu.err)"
+	else
+		fail bpf-unprivileged "rc=$rc: $(cat /tmp/bpfu.err)"
+	fi
+	modprobe icmpmon
+}
+
 scenario_flood
+scenario_bpf
 scenario_dashboard
 scenario_register_under_load
 scenario_records_abi

@@ -25,8 +25,10 @@ use icmpmon_core::event::RawPacket;
 /// reassembled datagrams.
 const BPF_F_NETFILTER_IP_DEFRAG: u32 = 1;
 /// `NF_IP_PRI_CONNTRACK_DEFRAG + 1`: where the module hooks too, right
-/// after defragmentation, before conntrack and every filter table.
-const PRIORITY: i32 = -399;
+/// after defragmentation, before conntrack and every filter table. The
+/// kernel gives each BPF hook a priority of its own (EBUSY otherwise): a
+/// second monitor takes the next free one, up to the raw table's (−300).
+const PRIORITIES: std::ops::Range<i32> = -399..-300;
 /// How often the kernel's counters are copied for the summary.
 const COUNTER_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -154,29 +156,7 @@ impl BpfSource {
             }
             for pf in [libbpf_rs::NFPROTO_IPV4, libbpf_rs::NFPROTO_IPV6] {
                 for hook in [libbpf_rs::NF_INET_PRE_ROUTING, libbpf_rs::NF_INET_LOCAL_OUT] {
-                    let link = skel
-                        .progs
-                        .icmpmon_nf
-                        .attach_netfilter_with_opts(NetfilterOpts {
-                            protocol_family: pf,
-                            hooknum: hook,
-                            priority: PRIORITY,
-                            flags: if defrag { BPF_F_NETFILTER_IP_DEFRAG } else { 0 },
-                            ..NetfilterOpts::default()
-                        })
-                        .map_err(|e| match e.kind() {
-                            libbpf_rs::ErrorKind::PermissionDenied => BpfError::Capabilities {
-                                missing: "CAP_NET_ADMIN in this network namespace's owner".into(),
-                            },
-                            libbpf_rs::ErrorKind::InvalidInput
-                            | libbpf_rs::ErrorKind::Unsupported => {
-                                BpfError::NoNetfilterLink(format!("{e}"))
-                            }
-                            _ => BpfError::Kernel {
-                                what: "attaching the netfilter program",
-                                error: format!("{e:#}"),
-                            },
-                        })?;
+                    let link = attach_hook(&skel, pf, hook, defrag)?;
                     hook_links.push(link);
                 }
             }
@@ -321,6 +301,59 @@ impl BpfSource {
     }
 }
 
+/// Attaches the netfilter program at one family's hook, at the first
+/// priority no other BPF hook holds.
+fn attach_hook(skel: &IcmpmonSkel<'_>, pf: i32, hook: i32, defrag: bool) -> Result<Link, BpfError> {
+    let mut last = None;
+    for priority in PRIORITIES {
+        let attached = skel
+            .progs
+            .icmpmon_nf
+            .attach_netfilter_with_opts(NetfilterOpts {
+                protocol_family: pf,
+                hooknum: hook,
+                priority,
+                flags: if defrag { BPF_F_NETFILTER_IP_DEFRAG } else { 0 },
+                ..NetfilterOpts::default()
+            });
+        match attached {
+            Ok(link) => return Ok(link),
+            Err(e) if is_busy(&e) => last = Some(e),
+            Err(e) => {
+                return Err(match e.kind() {
+                    libbpf_rs::ErrorKind::PermissionDenied => BpfError::Capabilities {
+                        missing: "CAP_NET_ADMIN in this network namespace's owner".into(),
+                    },
+                    libbpf_rs::ErrorKind::InvalidInput | libbpf_rs::ErrorKind::Unsupported => {
+                        BpfError::NoNetfilterLink(format!("{e}"))
+                    }
+                    _ => BpfError::Kernel {
+                        what: "attaching the netfilter program",
+                        error: format!("{e:#}"),
+                    },
+                })
+            }
+        }
+    }
+    Err(BpfError::Kernel {
+        what: "attaching the netfilter program",
+        error: format!(
+            "every priority from {} to {} is taken by other BPF hooks ({})",
+            PRIORITIES.start,
+            PRIORITIES.end - 1,
+            last.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    })
+}
+
+/// Whether a libbpf error is EBUSY. libbpf-rs keeps the system error to
+/// itself (its kinds fold EBUSY into `Other`), but its text ends with the
+/// system error's own.
+fn is_busy(e: &libbpf_rs::Error) -> bool {
+    let busy = std::io::Error::from_raw_os_error(libc::EBUSY).to_string();
+    format!("{e:#}").ends_with(&busy)
+}
+
 /// The monitor's network namespace: its inode, as the drop program
 /// compares it.
 fn netns_inode() -> Result<u32, BpfError> {
@@ -374,5 +407,16 @@ impl Source for BpfSource {
     }
     fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, CaptureError> {
         Ok(BpfSource::run(*self, sink, stop)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_priority_is_told_from_other_failures() {
+        assert!(is_busy(&libbpf_rs::Error::from_raw_os_error(libc::EBUSY)));
+        assert!(!is_busy(&libbpf_rs::Error::from_raw_os_error(libc::EPERM)));
     }
 }
