@@ -45,6 +45,10 @@ int main(void)
 	C(ICMPMON_FLUSH_MS_MIN); C(ICMPMON_FLUSH_MS_MAX); C(ICMPMON_FLUSH_MS_DEFAULT);
 	C(ICMPMON_REC_FAMILY_IPV4); C(ICMPMON_REC_FAMILY_IPV6); C(ICMPMON_REC_F_TRUNCATED);
 	C(ICMPMON_REC_HDR_LEN_V2); C(ICMPMON_REC_ALIGN);
+	C(ICMPMON_HOOK_DROP); C(ICMPMON_REC_HDR_LEN_DROP);
+	P("sizeof_rec_drop", sizeof(struct icmpmon_rec_drop));
+	P("off_drop_reason", offsetof(struct icmpmon_rec_drop, reason));
+	P("off_drop_location", offsetof(struct icmpmon_rec_drop, location));
 	printf("name %s\n", ICMPMON_GENL_NAME);
 	return 0;
 }
@@ -173,6 +177,14 @@ fn rust_mirror_matches_c_header() {
         ("ICMPMON_REC_FAMILY_IPV6", proto::REC_FAMILY_IPV6.into()),
         ("ICMPMON_REC_F_TRUNCATED", proto::REC_F_TRUNCATED.into()),
         ("ICMPMON_REC_HDR_LEN_V2", proto::REC_HDR_LEN_V2.into()),
+        ("ICMPMON_HOOK_DROP", proto::HOOK_DROP.into()),
+        ("ICMPMON_REC_HDR_LEN_DROP", proto::REC_HDR_LEN_DROP.into()),
+        ("sizeof_rec_drop", proto::REC_HDR_LEN_DROP.into()),
+        ("off_drop_reason", proto::DropFields::REASON_OFFSET as u64),
+        (
+            "off_drop_location",
+            proto::DropFields::LOCATION_OFFSET as u64,
+        ),
         ("ICMPMON_REC_ALIGN", proto::REC_ALIGN as u64),
     ];
     for (name, value) in &rust {

@@ -112,24 +112,29 @@ impl SourceKind {
             }
             SourceKind::Auto => match KmodClient::open() {
                 Ok(client) => Box::new(client.register(&opts.kmod)?),
-                Err(KmodError::NotLoaded) => match bpf::unavailable(false) {
-                    None => {
-                        notice(
-                            "the icmpmon kernel module is not loaded; using BPF netfilter \
+                Err(KmodError::NotLoaded) => {
+                    match bpf::unavailable(false).map_or_else(|| BpfSource::open(&opts.bpf), Err) {
+                        Ok(source) => {
+                            notice(
+                                "the icmpmon kernel module is not loaded; using BPF netfilter \
                              programs (--source bpf)"
-                                .into(),
-                        );
-                        Box::new(BpfSource::open(&opts.bpf)?)
-                    }
-                    Some(why) => {
-                        notice(format!(
-                            "the icmpmon kernel module is not loaded and BPF cannot run here \
+                                    .into(),
+                            );
+                            Box::new(source)
+                        }
+                        // Loading can fail where the checks pass (a user
+                        // namespace's root, lockdown, a kernel without netfilter
+                        // links): AF_PACKET then, as without BPF.
+                        Err(why) => {
+                            notice(format!(
+                                "the icmpmon kernel module is not loaded and BPF cannot run here \
                              ({}); using AF_PACKET (--source packet)",
-                            why.why_not()
-                        ));
-                        Box::new(PacketSource::open(&opts.packet)?)
+                                why.why_not()
+                            ));
+                            Box::new(PacketSource::open(&opts.packet)?)
+                        }
                     }
-                },
+                }
                 Err(e) => return Err(e.into()),
             },
             SourceKind::Pcap(path) => {

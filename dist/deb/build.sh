@@ -53,9 +53,10 @@ Suggests: icmpmon-dkms, prometheus
 Section: net
 Priority: optional
 Description: ICMP and ICMPv6 monitor with a dashboard and Prometheus metrics
- icmpmon watches the ICMP and ICMPv6 a host really carries (AF_PACKET,
- NFLOG, NFQUEUE, its own kernel module or capture files): echo RTT and loss
- per peer pair, errors tied to the flows they quote, anomaly flags. It shows
+ icmpmon watches the ICMP and ICMPv6 a host really carries (its own kernel
+ module, BPF netfilter programs with the kernel's drop reasons, AF_PACKET,
+ NFLOG, NFQUEUE or capture files): echo RTT and loss per peer pair, errors
+ tied to the flows they quote, anomaly flags. It shows
  a live dashboard, writes CSV or JSON lines, and serves OpenMetrics for
  Prometheus (the icmpmon service, disabled until enabled).
 CONTROL

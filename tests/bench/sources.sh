@@ -3,7 +3,8 @@
 # (root; a report, not a test: nothing here passes or fails on a timing).
 # `ping -f -w SECONDS` (default 5) between two namespaces, ROUNDS (default 5)
 # interleaved rounds of: no monitor, icmpmon --source packet, --source nflog,
-# --source nfqueue, and tcpdump -i IFACE -w /dev/null 'icmp or icmp6', each
+# --source nfqueue, --source bpf, and tcpdump -i IFACE -w /dev/null 'icmp or
+# icmp6', each
 # watching the flood's target namespace. Per round, the flood rate kept is
 # the requests sent with the monitor over those sent without it in the same
 # round; the table shows medians, the CPU time per captured packet (user +
@@ -86,7 +87,7 @@ measure() {
 	echo "$sent ${captured:-0} ${lost:-0} $(awk -v a="$t0" -v b="$t1" -v hz="$hz" 'BEGIN { print (b - a) / hz }')"
 }
 
-whats=${WHATS:-"alone packet nflog nfqueue tcpdump"}
+whats=${WHATS:-"alone packet nflog nfqueue bpf tcpdump"}
 case " $whats " in
 *" alone "*) ;;
 *) echo "bench: WHATS must include alone (the reference)" >&2 && exit 1 ;;
@@ -124,3 +125,17 @@ for w in $whats; do
 				printf "bench: | %s | %.2f | %.0f | %d in %d runs | %.2f µs |\n", w, median(kept), median(rate), total, n, median(per)
 		}' "$work/results"
 done
+
+# bpf against its peer in the same rounds: the share of the flood each
+# kept, as a ratio (a report: the hook should cost no more than tcpdump's
+# copy of the wire).
+if [[ " $whats " == *" bpf "* && " $whats " == *" tcpdump "* ]]; then
+	awk '
+		$2 == "alone" { alone[$1] = $3 }
+		$2 == "bpf" { b[$1] = $3; bl += $5 }
+		$2 == "tcpdump" { t[$1] = $3 }
+		END {
+			for (r in b) { kb += b[r] / alone[r]; kt += t[r] / alone[r]; n++ }
+			printf "bench: bpf kept %.2f of the flood, tcpdump %.2f: ratio %.2f; bpf lost %d\n", kb / n, kt / n, (kt ? kb / kt : 0), bl
+		}' "$work/results"
+fi

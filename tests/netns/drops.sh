@@ -156,26 +156,30 @@ else
 	ko bpf-drop-rpfilter "icmpmon did not start"
 fi
 
-# --- drops of another namespace are not this monitor's ---
+# --- drops of another namespace are not this monitor's: a's own firewall
+# drops its pings to r (a's namespace), while r's rp_filter drops those
+# from 10.95.2.50 (r's), in the same run ---
 if start_icmpmon otherns --source bpf; then
-	# a's own firewall drops its pings on the way out: a's namespace.
 	ip netns exec "$a" nft -f - <<'EOF'
 table inet icmpmon_test {
 	chain output {
 		type filter hook output priority 0;
-		icmp type echo-request drop
+		ip saddr 10.95.1.2 icmp type echo-request drop
 	}
 }
 EOF
 	in_a ping -c 2 -i 0.2 -W 1 10.95.1.1 >/dev/null 2>&1
+	in_a ping -c 2 -i 0.2 -W 1 -I 10.95.2.50 10.95.1.1 >/dev/null
 	sleep 0.5
 	stop "$PID"
-	n=$(awk -F, '$3 == "drop"' "$work/otherns.csv" | wc -l)
+	rc=$?
+	theirs=$(awk -F, '$3 == "drop" && $6 == "10.95.1.2"' "$work/otherns.csv" | wc -l)
+	ours=$(awk -F, '$3 == "drop" && $6 == "10.95.2.50" && $25 == "IP_RPFILTER"' "$work/otherns.csv" | wc -l)
 	ip netns exec "$a" nft delete table inet icmpmon_test
-	if [ "$n" = 0 ]; then
-		ok bpf-drops-own-namespace "pings dropped in another namespace: no drop row"
+	if [ "$rc" = 0 ] && [ "$theirs" = 0 ] && [ "$ours" = 2 ]; then
+		ok bpf-drops-own-namespace "pings dropped in another namespace: no drop row; r's own drops in the same run: $ours"
 	else
-		ko bpf-drops-own-namespace "$n drop rows from another namespace"
+		ko bpf-drops-own-namespace "rc=$rc drop rows from a's namespace: $theirs; r's own: $ours (want 2)"
 	fi
 else
 	ko bpf-drops-own-namespace "icmpmon did not start"

@@ -7,24 +7,30 @@ use crate::source::CaptureError;
 pub const MIN_KERNEL: (u32, u32) = (6, 4);
 /// And for defragmented packets.
 pub(crate) const DEFRAG_KERNEL: (u32, u32) = (6, 6);
+/// Drop tracing: `kfree_skb`'s `reason` argument.
+pub(crate) const DROPS_KERNEL: (u32, u32) = (5, 17);
 
 /// Why the BPF source cannot run here.
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error(
-        "the bpf source needs Linux {}.{} or later (netfilter BPF links); this kernel is {release}",
-        MIN_KERNEL.0, MIN_KERNEL.1
+        "{what} needs Linux {}.{} or later ({why}); this kernel is {release}",
+        needs.0, needs.1
     )]
-    KernelTooOld { release: String },
+    KernelTooOld {
+        what: &'static str,
+        needs: (u32, u32),
+        why: &'static str,
+        release: String,
+    },
+    #[error("{what} needs the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)")]
+    NoBtf { what: &'static str },
     #[error(
-        "the bpf source needs the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"
+        "{what} needs {missing} (run as root, or give the binary these capabilities: \
+         setcap cap_bpf,cap_net_admin,cap_perfmon,cap_syslog+ep; CAP_SYSLOG only names the \
+         functions that drop packets)"
     )]
-    NoBtf,
-    #[error(
-        "the bpf source needs {missing} (run as root, or give the binary these capabilities: \
-         setcap cap_bpf,cap_net_admin,cap_perfmon+ep)"
-    )]
-    Capabilities { missing: String },
+    Capabilities { what: &'static str, missing: String },
     #[error(
         "this kernel cannot attach BPF programs to netfilter hooks (needs \
          CONFIG_NETFILTER_BPF_LINK): {0}"
@@ -40,12 +46,11 @@ impl BpfError {
     /// Why BPF cannot run, in a few words (for `auto`'s choice).
     pub fn why_not(&self) -> String {
         match self {
-            BpfError::KernelTooOld { release } => format!(
-                "needs Linux {}.{}+, this is {release}",
-                MIN_KERNEL.0, MIN_KERNEL.1
-            ),
-            BpfError::NoBtf => "needs the kernel's BTF".into(),
-            BpfError::Capabilities { missing } => format!("needs {missing}"),
+            BpfError::KernelTooOld { needs, release, .. } => {
+                format!("needs Linux {}.{}+, this is {release}", needs.0, needs.1)
+            }
+            BpfError::NoBtf { .. } => "needs the kernel's BTF".into(),
+            BpfError::Capabilities { missing, .. } => format!("needs {missing}"),
             other => other.to_string(),
         }
     }
@@ -64,16 +69,38 @@ pub fn unavailable(drops_only: bool) -> Option<BpfError> {
         .release()
         .to_string_lossy()
         .into_owned();
-    if !drops_only && kernel_version(&release).is_some_and(|v| v < MIN_KERNEL) {
-        return Some(BpfError::KernelTooOld { release });
+    let (needs, why) = if drops_only {
+        (DROPS_KERNEL, "kfree_skb's drop reasons")
+    } else {
+        (MIN_KERNEL, "netfilter BPF links")
+    };
+    if kernel_version(&release).is_some_and(|v| v < needs) {
+        return Some(BpfError::KernelTooOld {
+            what: who(drops_only),
+            needs,
+            why,
+            release,
+        });
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Some(BpfError::NoBtf);
+        return Some(BpfError::NoBtf {
+            what: who(drops_only),
+        });
     }
     let missing = missing_capabilities(!drops_only, drops_only);
     (!missing.is_empty()).then(|| BpfError::Capabilities {
+        what: who(drops_only),
         missing: missing.join(" and "),
     })
+}
+
+/// What the user asked for, as errors name it.
+pub(crate) fn who(drops_only: bool) -> &'static str {
+    if drops_only {
+        "drop tracing (--drops)"
+    } else {
+        "the bpf source"
+    }
 }
 
 /// `6.12.38+deb13-amd64` → (6, 12).

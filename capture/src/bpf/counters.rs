@@ -28,6 +28,15 @@ pub struct BpfCounters {
 pub(crate) const KERNEL_COUNTERS: usize = 7;
 
 impl BpfCounters {
+    /// Every packet the programs took is written or lost, and every one
+    /// written was read.
+    pub(crate) fn balanced(&self) -> bool {
+        let v = |c: &AtomicU64| c.load(Relaxed);
+        v(&self.seen) == v(&self.delivered) + v(&self.lost)
+            && v(&self.drops_seen) == v(&self.drops_delivered) + v(&self.drops_lost)
+            && v(&self.records) == v(&self.delivered) + v(&self.drops_delivered)
+    }
+
     pub(crate) fn store_kernel(&self, c: [u64; KERNEL_COUNTERS]) {
         let fields = [
             &self.seen,

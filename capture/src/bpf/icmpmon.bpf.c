@@ -11,6 +11,7 @@
  * delivered or lost (a full ring buffer): seen = delivered + lost, per
  * CPU, summed by the reader.
  */
+#include <stdbool.h>
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -80,7 +81,8 @@ static __always_inline void count(int which)
 /*
  * ICMPv6 behind extension headers: walks at most MAX_EXT_HDRS of them with
  * `read_hdr(off, buf, len)` (a macro over the caller's locals: 0 when read)
- * and says whether the chain ends in ICMPv6.
+ * and says whether the chain ends in ICMPv6 with its header in this packet
+ * (not a later fragment).
  */
 #define IPV6_IS_ICMP(nexthdr, off, read_hdr)					\
 	({									\
@@ -88,7 +90,7 @@ static __always_inline void count(int which)
 		__u8 __nh = (nexthdr);						\
 		__u32 __off = (off);						\
 		for (int __i = 0; __i < MAX_EXT_HDRS; __i++) {			\
-			__u8 __e[2] = {};					\
+			__u8 __e[4] = {};					\
 			if (__nh == IPPROTO_ICMPV6) {				\
 				__icmp = 1;					\
 				break;						\
@@ -99,6 +101,9 @@ static __always_inline void count(int which)
 			if (read_hdr(__off, __e, sizeof(__e)))			\
 				break;						\
 			if (__nh == 44) {	/* fragment: fixed 8 bytes */	\
+				/* a later fragment quotes no ICMP header */	\
+				if ((__e[2] << 5 | __e[3] >> 3) != 0)		\
+					break;					\
 				__off += 8;					\
 			} else if (__nh == 51) {	/* AH: 4-byte units */	\
 				__off += ((__u32)__e[1] + 2) * 4;		\
@@ -109,6 +114,29 @@ static __always_inline void count(int which)
 		}								\
 		__icmp;								\
 	})
+
+/* An IPv4 header (20 bytes) of ICMP whose header is in this packet: not a
+ * later fragment, which quotes none (seen before defragmentation: drops,
+ * and the hooks of kernels without BPF_F_NETFILTER_IP_DEFRAG). */
+#define IPV4_IS_ICMP(v4)							\
+	((v4)[9] == IPPROTO_ICMP && !((v4)[6] & 0x1f) && !(v4)[7])
+
+/* The header fields every record has; the reader adds the realtime
+ * clock (BPF has only the monotonic one). */
+static __always_inline void fill_rec(struct icmpmon_rec *rec, __u16 hdr_len,
+				     __u32 origlen, __u32 ifindex, __u8 family,
+				     __u8 hook, bool truncated)
+{
+	rec->hdr_len = hdr_len;
+	rec->origlen = origlen;
+	rec->ifindex = ifindex;
+	rec->family = family;
+	rec->hook = hook;
+	rec->flags = truncated ? ICMPMON_REC_F_TRUNCATED : 0;
+	rec->reserved = 0;
+	rec->ts_real_ns = 0;
+	rec->ts_mono_ns = bpf_ktime_get_ns();
+}
 
 /* ---- netfilter: every ICMP packet at PRE_ROUTING and LOCAL_OUT ---- */
 
@@ -133,7 +161,7 @@ int icmpmon_nf(struct bpf_nf_ctx *ctx)
 	if (state->pf == NFPROTO_IPV4) {
 		__u8 v4[20] = {};
 
-		if (NF_READ(0, v4, sizeof(v4)) || v4[9] != IPPROTO_ICMP)
+		if (NF_READ(0, v4, sizeof(v4)) || !IPV4_IS_ICMP(v4))
 			return NF_ACCEPT;
 		family = ICMPMON_REC_FAMILY_IPV4;
 	} else if (state->pf == NFPROTO_IPV6) {
@@ -149,25 +177,17 @@ int icmpmon_nf(struct bpf_nf_ctx *ctx)
 	count(C_SEEN);
 	len = skb->len;
 	cap = len < snaplen ? len : snaplen;
-	if (cap < len)
-		count(C_TRUNCATED);
 	rec = bpf_ringbuf_reserve(&records, sizeof(*rec) + snaplen, 0);
 	if (!rec) {
 		count(C_LOST);
 		return NF_ACCEPT;
 	}
+	if (cap < len)
+		count(C_TRUNCATED);
 	dev = state->hook == NF_INET_PRE_ROUTING ? state->in : state->out;
-	rec->hdr_len = sizeof(*rec);
-	rec->origlen = len;
-	rec->ifindex = dev ? dev->ifindex : 0;
-	rec->family = family;
-	rec->hook = state->hook == NF_INET_PRE_ROUTING ?
-		ICMPMON_HOOK_PRE_ROUTING : ICMPMON_HOOK_LOCAL_OUT;
-	rec->flags = cap < len ? ICMPMON_REC_F_TRUNCATED : 0;
-	rec->reserved = 0;
-	/* There is no realtime clock here: the reader adds its offset. */
-	rec->ts_real_ns = 0;
-	rec->ts_mono_ns = bpf_ktime_get_ns();
+	fill_rec(rec, sizeof(*rec), len, dev ? dev->ifindex : 0, family,
+		 state->hook == NF_INET_PRE_ROUTING ?
+		 ICMPMON_HOOK_PRE_ROUTING : ICMPMON_HOOK_LOCAL_OUT, cap < len);
 	/* For the verifier: a bound it sees next to the copy (the compiler
 	 * would otherwise reuse an older, unbounded copy of cap). */
 	barrier_var(cap);
@@ -212,7 +232,8 @@ int BPF_PROG(icmpmon_drop, struct sk_buff *skb, void *location,
 	__u16 proto, nh;
 	__u8 family;
 
-	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET) ||
+	if ((bpf_core_enum_value_exists(enum skb_drop_reason, SKB_NOT_DROPPED_YET) &&
+	     reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET)) ||
 	    (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
 	     reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED)))
 		return 0;
@@ -241,10 +262,7 @@ int BPF_PROG(icmpmon_drop, struct sk_buff *skb, void *location,
 	if (proto == bpf_htons(ETH_P_IP)) {
 		__u8 v4[20] = {};
 
-		if (DROP_READ(0, v4, sizeof(v4)) || (v4[0] >> 4) != 4 || v4[9] != IPPROTO_ICMP)
-			return 0;
-		/* A later fragment quotes no ICMP header. */
-		if ((v4[6] & 0x1f) || v4[7])
+		if (DROP_READ(0, v4, sizeof(v4)) || (v4[0] >> 4) != 4 || !IPV4_IS_ICMP(v4))
 			return 0;
 		origlen = ((__u32)v4[2] << 8) | v4[3];
 		family = ICMPMON_REC_FAMILY_IPV4;
@@ -267,15 +285,8 @@ int BPF_PROG(icmpmon_drop, struct sk_buff *skb, void *location,
 		count(C_DROP_LOST);
 		return 0;
 	}
-	rec->rec.hdr_len = sizeof(*rec);
-	rec->rec.origlen = origlen;
-	rec->rec.ifindex = BPF_CORE_READ(skb, dev, ifindex);
-	rec->rec.family = family;
-	rec->rec.hook = ICMPMON_HOOK_DROP;
-	rec->rec.flags = cap < origlen ? ICMPMON_REC_F_TRUNCATED : 0;
-	rec->rec.reserved = 0;
-	rec->rec.ts_real_ns = 0;
-	rec->rec.ts_mono_ns = bpf_ktime_get_ns();
+	fill_rec(&rec->rec, sizeof(*rec), origlen, BPF_CORE_READ(skb, dev, ifindex),
+		 family, ICMPMON_HOOK_DROP, cap < origlen);
 	rec->reason = reason;
 	rec->reserved2 = 0;
 	rec->location = (__u64)location;

@@ -66,11 +66,12 @@ enum skb_drop_reason {
 	SKB_CONSUMED = 1,
 };
 
-/* kfuncs (kernel 6.4+ for netfilter programs) */
-struct bpf_dynptr;
+/*
+ * kfuncs (6.4+ for netfilter programs). Weak: libbpf resolves every extern
+ * of the object, and drop tracing alone (--drops) loads on kernels that
+ * lack them.
+ */
 extern int bpf_dynptr_from_skb(struct __sk_buff *skb, __u64 flags,
-			       struct bpf_dynptr *ptr) __ksym;
-extern void *bpf_dynptr_slice(const struct bpf_dynptr *ptr, __u32 offset,
-			      void *buffer, __u32 buffer__szk) __ksym;
+			       struct bpf_dynptr *ptr) __ksym __weak;
 
 #endif

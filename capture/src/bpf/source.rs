@@ -12,7 +12,9 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, NetfilterOpts, OpenObject, RingBufferBuilder};
 use rustix::event::{poll, PollFd, PollFlags};
 
-use super::check::{kernel_version, missing_capabilities, unavailable, BpfError, DEFRAG_KERNEL};
+use super::check::{
+    kernel_version, missing_capabilities, unavailable, who, BpfError, DEFRAG_KERNEL,
+};
 use super::counters::{BpfCounters, KERNEL_COUNTERS};
 use super::names::DropNames;
 use super::skel::{IcmpmonSkel, IcmpmonSkelBuilder};
@@ -29,6 +31,8 @@ const BPF_F_NETFILTER_IP_DEFRAG: u32 = 1;
 /// kernel gives each BPF hook a priority of its own (EBUSY otherwise): a
 /// second monitor takes the next free one, up to the raw table's (−300).
 const PRIORITIES: std::ops::Range<i32> = -399..-300;
+/// How long the end waits for programs still running to finish.
+const SETTLE: Duration = Duration::from_millis(200);
 /// How often the kernel's counters are copied for the summary.
 const COUNTER_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -96,7 +100,16 @@ impl BpfSource {
             }
             missing.is_empty()
         };
-        let mut s = Self::load(opts, true, drops)?;
+        let mut s = match Self::load(opts, true, drops) {
+            // The netfilter programs alone, when the drop program is what
+            // this kernel refuses (its tracepoint, BTF, lockdown).
+            Err(e) if drops => {
+                let s = Self::load(opts, true, false)?;
+                notices.push(format!("drop tracing is off: {e}"));
+                s
+            }
+            other => other?,
+        };
         s.notices.splice(0..0, notices);
         Ok(s)
     }
@@ -290,13 +303,21 @@ impl BpfSource {
             }
             consume()?;
         }
-        // Nothing new after this: what the programs wrote before is read,
-        // and the counters then balance.
+        // Nothing new after this. A program that started before its link
+        // went may still finish (links are freed after an RCU grace
+        // period): read until the counters balance, for a while.
         self.hook_links.clear();
         self.drop_link = None;
-        consume()?;
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            consume()?;
+            self.read_counters()?;
+            if self.counters.balanced() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(ring);
-        self.read_counters()?;
         Ok(SourceEnd::Stopped)
     }
 }
@@ -322,6 +343,7 @@ fn attach_hook(skel: &IcmpmonSkel<'_>, pf: i32, hook: i32, defrag: bool) -> Resu
             Err(e) => {
                 return Err(match e.kind() {
                     libbpf_rs::ErrorKind::PermissionDenied => BpfError::Capabilities {
+                        what: who(false),
                         missing: "CAP_NET_ADMIN in this network namespace's owner".into(),
                     },
                     libbpf_rs::ErrorKind::InvalidInput | libbpf_rs::ErrorKind::Unsupported => {

@@ -21,6 +21,15 @@ impl WithDrops {
     }
 }
 
+/// Stops the tracer when dropped.
+struct SetOnDrop<'a>(&'a Stop, &'a Stop);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.1.reason().unwrap_or(StopReason::Quit));
+    }
+}
+
 #[derive(Debug)]
 struct BothCounters {
     inner: Arc<dyn Counters>,
@@ -31,7 +40,12 @@ impl Counters for BothCounters {
     fn fields(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.inner.fields();
         let t = self.tracer.fields();
-        v.extend(t.into_iter().filter(|(k, _)| k.starts_with("drops_")));
+        v.extend(t.into_iter().filter_map(|(k, n)| match k {
+            "records" => Some(("drop_records", n)),
+            "bad_records" => Some(("drop_bad_records", n)),
+            k if k.starts_with("drops_") => Some((k, n)),
+            _ => None,
+        }));
         v
     }
     fn losses(&self) -> Vec<(&'static str, u64)> {
@@ -75,8 +89,12 @@ impl Source for WithDrops {
             .name("drops".into())
             .spawn(move || tracer.run(tracer_sink, &ts))
             .map_err(CaptureError::new)?;
-        let end = inner.run(sink, stop);
-        tracer_stop.set(stop.reason().unwrap_or(StopReason::Quit));
+        // Set however the source ends, a panic included: the tracer holds a
+        // sink, and the aggregator waits for every sink to go.
+        let end = {
+            let _guard = SetOnDrop(&tracer_stop, stop);
+            inner.run(sink, stop)
+        };
         match thread.join() {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("drop tracing: {e}"),

@@ -388,6 +388,53 @@ impl ParseableParametrized<[u8], GenlHeader> for IcmpmonMsg {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_drop_record_carries_its_reason_and_location() {
+        let rec = IcmpmonRec {
+            hdr_len: REC_HDR_LEN_DROP,
+            caplen: 3,
+            origlen: 84,
+            family: REC_FAMILY_IPV4,
+            hook: HOOK_DROP,
+            ts_mono_ns: 7,
+            ..IcmpmonRec::default()
+        };
+        let mut buf = Vec::new();
+        rec.write(&mut buf);
+        buf[DropFields::REASON_OFFSET..DropFields::REASON_OFFSET + 4]
+            .copy_from_slice(&9u32.to_ne_bytes());
+        buf[DropFields::LOCATION_OFFSET..DropFields::LOCATION_OFFSET + 8]
+            .copy_from_slice(&0xffff_ffff_8100_0000u64.to_ne_bytes());
+        buf.extend_from_slice(&[1, 2, 3]);
+        let (r, header, data) = super::record(&buf).unwrap();
+        assert_eq!(data, &[1, 2, 3]);
+        assert_eq!(
+            DropFields::read(&r, header),
+            Some(DropFields {
+                reason: 9,
+                location: 0xffff_ffff_8100_0000
+            })
+        );
+        let p = r.to_raw(data, 5);
+        assert_eq!(
+            (p.direction, p.ts_ns, p.mono_ns),
+            (Direction::Drop, 5, Some(7))
+        );
+        // A version-2 reader's view: the same packet, the fields skipped.
+        assert_eq!(records(&buf).count(), 1);
+        // Not a drop record, or one too short for the fields: none.
+        let plain = IcmpmonRec {
+            hook: HOOK_PRE_ROUTING,
+            ..r
+        };
+        assert_eq!(DropFields::read(&plain, header), None);
+        let short = IcmpmonRec {
+            hdr_len: REC_HDR_LEN_V2,
+            ..r
+        };
+        assert_eq!(DropFields::read(&short, &header[..32]), None);
+    }
+
     fn record(rec: IcmpmonRec, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         rec.write(&mut out);

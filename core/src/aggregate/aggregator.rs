@@ -173,26 +173,15 @@ impl Aggregator {
         self.now_ns = self.now_ns.max(ts);
         self.first_ns.get_or_insert(ts);
         self.echo.expire(self.now_ns);
+        // Every row counts as an event of its family and direction.
         self.events += 1;
         self.by_family[usize::from(ev.family == Family::V6)] += 1;
         self.by_direction[ev.direction.index()] += 1;
-        let sec = ts / 1_000_000_000;
-        self.series.add(sec);
-        let key = (ev.family, ev.icmp_type, ev.icmp_code);
-        let room = self.kinds.len() < self.cfg.max_kinds;
-        match self.kinds.get_mut(&key) {
-            Some(k) => k.add(sec, ev.direction),
-            None if room => self.kinds.entry(key).or_default().add(sec, ev.direction),
-            None => {
-                self.other_kinds += 1;
-                self.other_kinds_by_direction[ev.direction.index()] += 1;
-            }
-        }
         let mut out = Outcome::default();
         match (ev.direction, &ev.drop) {
             // A drop is a second sighting of a message (the hooks saw it
             // pass, or it never reached them): it feeds the drop tables,
-            // not echo pairing, errors or talkers.
+            // not the rates, types, echo pairing, errors or talkers.
             (Direction::Drop, Some(d)) => self.drops.add(ev, d),
             (Direction::Drop, None) => {}
             _ => out = self.message(ev),
@@ -222,6 +211,18 @@ impl Aggregator {
 
     /// A message seen passing (not a drop).
     fn message(&mut self, ev: &IcmpEvent) -> Outcome {
+        let sec = ev.ts_ns / 1_000_000_000;
+        self.series.add(sec);
+        let key = (ev.family, ev.icmp_type, ev.icmp_code);
+        let room = self.kinds.len() < self.cfg.max_kinds;
+        match self.kinds.get_mut(&key) {
+            Some(k) => k.add(sec, ev.direction),
+            None if room => self.kinds.entry(key).or_default().add(sec, ev.direction),
+            None => {
+                self.other_kinds += 1;
+                self.other_kinds_by_direction[ev.direction.index()] += 1;
+            }
+        }
         self.talkers.add(Addr(ev.src));
         let mut out = Outcome::default();
         let v4 = ev.family == Family::V4;
@@ -512,6 +513,63 @@ mod tests {
 
     fn host(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn a_drop_is_counted_apart_and_explains_an_unanswered_peer() {
+        let mut agg = Aggregator::new(Config::default());
+        let t = 1_000_000_000;
+        let request = ev(t, Direction::In, host(1), host(2), 8, Some((7, 1)));
+        agg.ingest(&request);
+        let mut dropped = ev(t + 1000, Direction::Drop, host(1), host(2), 8, Some((7, 1)));
+        dropped.drop = Some(KernelDrop {
+            reason: "NETFILTER_DROP".into(),
+            function: "nft_do_chain".into(),
+        });
+        agg.ingest(&dropped);
+        agg.tick(t + 10_000_000_000);
+        let s = agg.snapshot();
+        // One row each, but one message: the drop is in no rate or type.
+        assert_eq!((s.events, s.dir_in, s.dir_drop), (2, 1, 1));
+        assert_eq!(s.kinds.iter().map(|k| k.count).sum::<u64>(), 1);
+        assert_eq!(s.echo.requests, 1);
+        assert_eq!(s.drops, 1);
+        assert_eq!(s.drops_by_reason, vec![("NETFILTER_DROP".to_string(), 1)]);
+        let why = &s.unanswered_drops;
+        assert_eq!(why.len(), 1);
+        assert_eq!((why[0].src, why[0].dst), (host(1), host(2)));
+        assert_eq!(
+            (why[0].reason.as_str(), why[0].function.as_str()),
+            ("NETFILTER_DROP", "nft_do_chain")
+        );
+        // An answered pair has nothing to explain.
+        agg.ingest(&ev(
+            t + 11_000_000_000,
+            Direction::In,
+            host(3),
+            host(2),
+            8,
+            Some((8, 1)),
+        ));
+        agg.ingest(&ev(
+            t + 11_000_000_100,
+            Direction::Out,
+            host(2),
+            host(3),
+            0,
+            Some((8, 1)),
+        ));
+        let mut d2 = ev(
+            t + 11_000_000_200,
+            Direction::Drop,
+            host(2),
+            host(3),
+            0,
+            Some((8, 1)),
+        );
+        d2.drop = dropped.drop.clone();
+        agg.ingest(&d2);
+        assert_eq!(agg.snapshot().unanswered_drops.len(), 1);
     }
 
     proptest::proptest! {

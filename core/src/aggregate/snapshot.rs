@@ -131,6 +131,9 @@ pub struct Snapshot {
     pub dir_in: u64,
     pub dir_out: u64,
     pub dir_unknown: u64,
+    /// Drop rows (drop tracing): second sightings, in `events` but not in
+    /// the rates or types.
+    pub dir_drop: u64,
     pub rates: WindowRates,
     /// Messages in each of the last 60 whole seconds, oldest first.
     pub rate_history: Vec<u32>,
@@ -213,6 +216,9 @@ impl Aggregator {
             })
             .flatten()
             .collect();
+        // Both (A, B) and (B, A) unanswered would name each direction twice.
+        v.sort_by_key(|d| (d.src, d.dst));
+        v.dedup_by_key(|d| (d.src, d.dst));
         v.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_ns.cmp(&a.last_ns)));
         v.truncate(TOP_ROWS);
         v
@@ -279,6 +285,7 @@ impl Aggregator {
             dir_in: self.by_direction[0],
             dir_out: self.by_direction[1],
             dir_unknown: self.by_direction[2],
+            dir_drop: self.by_direction[3],
             rates: self.series.rates(now_sec),
             rate_history: self.series.history(now_sec, 60),
             kinds,
