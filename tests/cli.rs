@@ -55,7 +55,7 @@ fn bad_values_exit_2_with_what_is_allowed() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["--source", "bogus"],
-            "auto, kmod, packet, nflog, nfqueue, pcap:PATH",
+            "auto, kmod, bpf, packet, nflog, nfqueue, pcap:PATH",
         ),
         (&["--source", "kmod", "--interface", "lo"], "--interface"),
         (&["--ring-frames", "1"], "--ring-frames"),
@@ -192,7 +192,7 @@ fn version_says_commit_and_sources() {
         "{long}"
     );
     assert!(
-        long.contains("sources: kmod, packet, nflog, nfqueue, pcap"),
+        long.contains("sources: kmod, bpf, packet, nflog, nfqueue, pcap"),
         "{long}"
     );
     let short = stdout(&icmpmon(&["-V"]));

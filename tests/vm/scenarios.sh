@@ -317,7 +317,7 @@ scenario_register_under_load() {
 	detail=""
 	good=0
 	for i in 1 2 3; do
-		$H flood 127.0.0.1 2 >/tmp/rul.flood &
+		$H flood 127.0.0.1 4 >/tmp/rul.flood &
 		fl=$!
 		sleep 0.3
 		start_mon rul || { wait $fl; continue; }
