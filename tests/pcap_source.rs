@@ -86,6 +86,7 @@ fn ethernet_vlan_capture_to_csv() {
             "",
             "",
             "",
+            "",
             ""
         ]
     );

@@ -113,7 +113,12 @@ traffic() {
 	in_a sysctl -qw net.ipv4.icmp_echo_ignore_all=1 net.ipv6.icmp.echo_ignore_all=1
 	ip netns exec "$a" python3 "$repo/tests/netns/slow_echo.py" 20 &
 	local slow=$!
-	sleep 0.3
+	# Its raw sockets open (local "port" = protocol 1 and 58) before the
+	# first ping: a slow interpreter start would lose requests otherwise.
+	for _ in $(seq 100); do
+		in_a grep -q ':0001 ' /proc/net/raw && in_a grep -q ':003A ' /proc/net/raw6 && break
+		sleep 0.05
+	done
 	in_r ping -c 5 -i 0.2 10.96.1.2 >"$work/$1.ping"
 	in_r ping -c 5 -i 0.2 fd96:1::2 >>"$work/$1.ping"
 	kill "$slow"
