@@ -31,6 +31,8 @@ const BPF_F_NETFILTER_IP_DEFRAG: u32 = 1;
 /// kernel gives each BPF hook a priority of its own (EBUSY otherwise): a
 /// second monitor takes the next free one, up to the raw table's (−300).
 const PRIORITIES: std::ops::Range<i32> = -399..-300;
+/// How long records gather after a wake-up before they are read.
+const GATHER: Duration = Duration::from_millis(2);
 /// How long the end waits for programs still running to finish.
 const SETTLE: Duration = Duration::from_millis(200);
 /// How often the kernel's counters are copied for the summary.
@@ -300,6 +302,15 @@ impl BpfSource {
             }
             if stop.is_set() {
                 break;
+            }
+            if fds[0].revents().contains(PollFlags::IN) {
+                // The kernel wakes the reader for the first record after it
+                // has read everything (not while it lags): letting records
+                // gather a moment makes one batch of many under a flood
+                // instead of a wake-up, a batch and a channel hand-off per
+                // packet. Timestamps are the hook's: nothing moves.
+                let mut stop_fd = [PollFd::from_borrowed_fd(stop.fd(), PollFlags::IN)];
+                let _ = poll(&mut stop_fd, Some(&timespec(GATHER)));
             }
             consume()?;
         }
