@@ -16,7 +16,7 @@ mod skel;
 mod source;
 mod traced;
 
-pub use check::{unavailable, BpfError, MIN_KERNEL};
+pub use check::{unavailable, BpfError};
 pub use counters::BpfCounters;
 pub use source::{BpfOptions, BpfSource};
 pub(crate) use traced::WithDrops;

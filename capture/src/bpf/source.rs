@@ -3,14 +3,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, NetfilterOpts, OpenObject, RingBufferBuilder};
-use rustix::event::{poll, PollFd, PollFlags};
 
 use super::check::{
     kernel_version, missing_capabilities, unavailable, who, BpfError, DEFRAG_KERNEL,
@@ -19,6 +17,7 @@ use super::counters::{BpfCounters, KERNEL_COUNTERS};
 use super::names::DropNames;
 use super::skel::{IcmpmonSkel, IcmpmonSkelBuilder};
 use crate::kmod::abi::{self, DropFields};
+use crate::netlink::{self, Wait};
 use crate::pipeline::{PacketSink, Stop};
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use icmpmon_core::event::RawPacket;
@@ -208,11 +207,6 @@ impl BpfSource {
         Arc::clone(&self.counters)
     }
 
-    /// Whether drops are traced.
-    pub fn traces_drops(&self) -> bool {
-        self.drop_link.is_some()
-    }
-
     /// The programs' per-CPU counters, summed.
     fn read_counters(&self) -> Result<(), BpfError> {
         let per_cpu = self
@@ -286,31 +280,23 @@ impl BpfSource {
             }
             // The ring buffer map's own descriptor turns readable when the
             // programs have written.
-            let mut fds = [
-                PollFd::from_borrowed_fd(self.skel.maps.records.as_fd(), PollFlags::IN),
-                PollFd::from_borrowed_fd(stop.fd(), PollFlags::IN),
-            ];
             let left = next_counters.saturating_duration_since(Instant::now());
-            match poll(&mut fds, Some(&timespec(left))) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    return Err(BpfError::Kernel {
-                        what: "waiting for the BPF ring buffer",
-                        error: e.to_string(),
-                    })
-                }
-            }
-            if stop.is_set() {
-                break;
-            }
-            if fds[0].revents().contains(PollFlags::IN) {
+            let waited = netlink::wait_readable(&self.skel.maps.records, Some(left), Some(stop))
+                .map_err(|e| BpfError::Kernel {
+                    what: "waiting for the BPF ring buffer",
+                    error: e.to_string(),
+                })?;
+            match waited {
+                Wait::Stopped => break,
+                Wait::TimedOut => {}
                 // The kernel wakes the reader for the first record after it
                 // has read everything (not while it lags): letting records
                 // gather a moment makes one batch of many under a flood
                 // instead of a wake-up, a batch and a channel hand-off per
                 // packet. Timestamps are the hook's: nothing moves.
-                let mut stop_fd = [PollFd::from_borrowed_fd(stop.fd(), PollFlags::IN)];
-                let _ = poll(&mut stop_fd, Some(&timespec(GATHER)));
+                Wait::Readable => {
+                    let _ = netlink::wait_readable(&stop.fd(), Some(GATHER), None);
+                }
             }
             consume()?;
         }
@@ -407,13 +393,6 @@ fn realtime_offset() -> i128 {
     let mono = clock_gettime(ClockId::Monotonic);
     let real = clock_gettime(ClockId::Realtime);
     ns(real) - ns(mono)
-}
-
-fn timespec(d: Duration) -> rustix::time::Timespec {
-    rustix::time::Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
 }
 
 impl Source for BpfSource {
