@@ -6,7 +6,9 @@ use std::io;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkSerializable, NlasIterator};
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkMessage, NetlinkSerializable, NlaBuffer, NlasIterator,
+};
 use netlink_sys::Socket;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
@@ -279,6 +281,14 @@ pub fn extack_message(flags: u16, payload: &[u8]) -> Option<String> {
                 .to_owned()
         })
     })
+}
+
+/// An attribute's value, borrowed from the message (`NlaBuffer::value`
+/// borrows the attribute): a packet is read in place, not copied out.
+pub(crate) fn nla_value(nla: NlaBuffer<&[u8]>) -> &[u8] {
+    // NlasIterator checked the length against the buffer.
+    let end = usize::from(nla.length());
+    nla.into_inner().get(4..end).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use rustix::event::EventfdFlags;
 
-use icmpmon_core::event::RawPacket;
+use icmpmon_core::batch::Batch;
 
 /// Why a run is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,28 +137,60 @@ impl Drop for StopOnPanic {
 /// source holds a clone).
 #[derive(Debug, Clone)]
 pub struct PacketSink {
-    tx: Sender<Vec<RawPacket>>,
+    tx: Sender<Batch>,
     dropped: Arc<AtomicU64>,
+    pool: Pool,
 }
 
-impl PacketSink {
-    /// Hands a batch on, or drops and counts it if the consumer lags.
-    pub fn send(&self, batch: Vec<RawPacket>) {
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) = self.tx.try_send(batch)
-        {
-            self.dropped.fetch_add(b.len() as u64, Ordering::Relaxed);
+/// Batches the consumer has emptied, for the capture side to fill again:
+/// with as many as the channel holds and a few in hand, a flood allocates
+/// nothing once their buffers have grown.
+#[derive(Debug, Clone)]
+struct Pool {
+    give: Sender<Batch>,
+    take: Receiver<Batch>,
+}
+
+impl Pool {
+    fn recycle(&self, mut b: Batch) {
+        if b.clear() {
+            // Full: enough are kept; this one goes.
+            let _ = self.give.try_send(b);
         }
     }
 }
 
 impl PacketSink {
+    /// An empty batch to fill: a reused one when the consumer gave one back.
+    pub fn batch(&self) -> Batch {
+        self.pool.take.try_recv().unwrap_or_default()
+    }
+
+    /// Hands a batch on, or drops and counts it if the consumer lags.
+    pub fn send(&self, batch: Batch) {
+        if batch.is_empty() {
+            self.pool.recycle(batch);
+            return;
+        }
+        if let Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) = self.tx.try_send(batch)
+        {
+            self.dropped.fetch_add(b.len() as u64, Ordering::Relaxed);
+            self.pool.recycle(b);
+        }
+    }
+
+    /// Hands the batch in `batch` on and leaves an empty one in its place.
+    pub fn send_take(&self, batch: &mut Batch) {
+        if !batch.is_empty() {
+            let fresh = self.batch();
+            self.send(std::mem::replace(batch, fresh));
+        }
+    }
+
     /// Hands a batch on, waiting while the channel is full: for offline
     /// sources, which have no deadline and must not lose packets. Returns
     /// false once the consumer is gone or the run stops.
-    pub fn send_wait(&self, batch: Vec<RawPacket>, stop: &Stop) -> bool {
+    pub fn send_wait(&self, batch: Batch, stop: &Stop) -> bool {
         select! {
             send(self.tx, batch) -> r => r.is_ok(),
             recv(stop.stopped()) -> _ => false,
@@ -166,16 +198,39 @@ impl PacketSink {
     }
 }
 
+/// The consumer's end of the channel.
+#[derive(Debug)]
+pub struct Batches {
+    rx: Receiver<Batch>,
+    pool: Pool,
+}
+
+impl Batches {
+    /// For `select!` and `recv`.
+    pub fn receiver(&self) -> &Receiver<Batch> {
+        &self.rx
+    }
+
+    /// Gives a batch that has been read back to the capture side.
+    pub fn recycle(&self, batch: Batch) {
+        self.pool.recycle(batch);
+    }
+}
+
 /// A channel holding at most `capacity` batches, and its drop counter.
-pub fn channel(capacity: usize) -> (PacketSink, Receiver<Vec<RawPacket>>, Arc<AtomicU64>) {
+pub fn channel(capacity: usize) -> (PacketSink, Batches, Arc<AtomicU64>) {
     let (tx, rx) = bounded(capacity);
+    // Those in the channel, one being filled, one being read.
+    let (give, take) = bounded(capacity + 2);
+    let pool = Pool { give, take };
     let dropped = Arc::new(AtomicU64::new(0));
     (
         PacketSink {
             tx,
             dropped: Arc::clone(&dropped),
+            pool: pool.clone(),
         },
-        rx,
+        Batches { rx, pool },
         dropped,
     )
 }
@@ -183,18 +238,19 @@ pub fn channel(capacity: usize) -> (PacketSink, Receiver<Vec<RawPacket>>, Arc<At
 #[cfg(test)]
 mod tests {
     use super::*;
-    use icmpmon_core::event::Direction;
+    use icmpmon_core::event::{Direction, RawPacket};
 
-    fn pkt() -> RawPacket {
-        RawPacket {
+    fn batch(n: usize) -> Batch {
+        let p = RawPacket {
             drop: None,
             mono_ns: None,
             ts_ns: 0,
             direction: Direction::In,
             ifindex: 0,
             orig_len: 0,
-            data: vec![],
-        }
+            data: &[1, 2, 3],
+        };
+        std::iter::repeat_n(p, n).collect()
     }
 
     #[test]
@@ -253,28 +309,52 @@ mod tests {
     fn send_wait_gives_up_on_stop() {
         let (sink, _rx, _) = channel(1);
         let stop = Stop::new().unwrap();
-        assert!(sink.send_wait(vec![pkt()], &stop));
+        assert!(sink.send_wait(batch(1), &stop));
         let s2 = stop.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
             s2.set(StopReason::Signal);
         });
         // The channel is full and its receiver alive: only the stop ends this.
-        assert!(!sink.send_wait(vec![pkt()], &stop));
+        assert!(!sink.send_wait(batch(1), &stop));
         t.join().unwrap();
     }
 
     #[test]
     fn full_channel_drops_and_counts_without_blocking() {
         let (sink, rx, dropped) = channel(1);
-        sink.send(vec![pkt(), pkt()]);
-        sink.send(vec![pkt(), pkt(), pkt()]);
-        sink.send(vec![]);
+        sink.send(batch(2));
+        sink.send(batch(3));
+        sink.send(batch(0));
         assert_eq!(dropped.load(Ordering::Relaxed), 3);
-        assert_eq!(rx.try_recv().unwrap().len(), 2);
+        assert_eq!(rx.receiver().try_recv().unwrap().len(), 2);
         drop(rx);
-        sink.send(vec![pkt()]);
+        sink.send(batch(1));
         assert_eq!(dropped.load(Ordering::Relaxed), 4);
-        assert!(!sink.send_wait(vec![pkt()], &Stop::new().unwrap()));
+        assert!(!sink.send_wait(batch(1), &Stop::new().unwrap()));
+    }
+
+    #[test]
+    fn batches_come_back_empty_for_reuse() {
+        let (sink, rx, _) = channel(2);
+        let mut b = sink.batch();
+        b.extend(batch(3).iter());
+        let cap = b.bytes();
+        sink.send_take(&mut b);
+        assert!(b.is_empty());
+        let got = rx.receiver().try_recv().unwrap();
+        assert_eq!((got.len(), got.bytes()), (3, cap));
+        rx.recycle(got);
+        // The one given back, emptied (a fresh one would be the same, so
+        // look at what the pool holds).
+        let again = sink.pool.take.try_recv().unwrap();
+        assert!(again.is_empty());
+        assert!(sink.pool.take.try_recv().is_err());
+        // A dropped batch goes back to the pool too.
+        let (sink, _rx, dropped) = channel(1);
+        sink.send(batch(1));
+        sink.send(batch(2));
+        assert_eq!(dropped.load(Ordering::Relaxed), 2);
+        assert!(sink.pool.take.try_recv().unwrap().is_empty());
     }
 }

@@ -61,9 +61,11 @@ pub struct KernelDrop {
     pub function: Arc<str>,
 }
 
-/// One captured packet, from its IP header on, as every source yields it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawPacket {
+/// One captured packet, from its IP header on, as every source yields it:
+/// borrowed from where the source read it, or from the `Batch` that
+/// carries it to the parser (no allocation per packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawPacket<'a> {
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub ts_ns: u64,
     /// The same instant on CLOCK_MONOTONIC, where the source has it: round
@@ -75,9 +77,9 @@ pub struct RawPacket {
     /// Length of the whole packet on the wire, from the IP header.
     pub orig_len: u32,
     /// The first bytes of the packet (at most the snap length).
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
     /// Set on `Direction::Drop` packets.
-    pub drop: Option<KernelDrop>,
+    pub drop: Option<&'a KernelDrop>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,10 +1,11 @@
 //! icmpmon's model, free of I/O and privileges: what a captured packet is
-//! (`event`), the one ICMP/ICMPv6 parser (`parse`), the `--filter`
+//! (`event`) and the pooled batches that carry packets (`batch`), the one ICMP/ICMPv6 parser (`parse`), the `--filter`
 //! language (`filter`) and the aggregator that owns every statistic
 //! (`aggregate`). Sources live in `icmpmon-capture`, front ends in the
 //! `icmpmon` binary and `icmpmon-tui`.
 
 pub mod aggregate;
+pub mod batch;
 pub mod event;
 pub mod filter;
 pub mod parse;

@@ -267,7 +267,7 @@ fn icmpv6_details(icmp: &[u8], upper_len: u32) -> (Option<Echo>, Option<Quoted>,
 
 /// Parses one packet into an ICMP event.
 pub fn parse(raw: &RawPacket) -> Result<IcmpEvent, ParseError> {
-    let ip = ip_view(&raw.data)?;
+    let ip = ip_view(raw.data)?;
     let want = match ip.family {
         Family::V4 => IPPROTO_ICMP,
         Family::V6 => IPPROTO_ICMPV6,
@@ -303,7 +303,7 @@ pub fn parse(raw: &RawPacket) -> Result<IcmpEvent, ParseError> {
         echo,
         quoted,
         info,
-        drop: raw.drop.clone(),
+        drop: raw.drop.cloned(),
     })
 }
 
@@ -313,8 +313,10 @@ mod tests {
     use crate::event::Direction;
     use proptest::prelude::*;
 
-    fn raw(data: Vec<u8>) -> RawPacket {
-        RawPacket {
+    /// The parser on `data` as a source would hand it on (tests write
+    /// `parse(&raw(bytes))`).
+    fn parse(data: &[u8]) -> Result<IcmpEvent, ParseError> {
+        super::parse(&RawPacket {
             drop: None,
             mono_ns: None,
             ts_ns: 1,
@@ -322,7 +324,11 @@ mod tests {
             ifindex: 1,
             orig_len: data.len() as u32,
             data,
-        }
+        })
+    }
+
+    fn raw(data: Vec<u8>) -> Vec<u8> {
+        data
     }
 
     fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {

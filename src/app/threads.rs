@@ -175,6 +175,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
+    use icmpmon_core::batch::Batch;
     use icmpmon_core::event::{Direction, RawPacket};
 
     use std::time::Instant;
@@ -207,22 +208,22 @@ mod tests {
         }
     }
 
-    /// An IPv4 echo request 10.0.0.1 → 10.0.0.2.
-    fn echo_request(seq: u16) -> RawPacket {
+    /// Adds an IPv4 echo request 10.0.0.1 → 10.0.0.2 to `batch`.
+    fn echo_request(seq: u16, batch: &mut Batch) {
         let mut p = vec![
             0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
         ];
         p.extend_from_slice(&[8, 0, 0, 0, 0, 7]);
         p.extend_from_slice(&seq.to_be_bytes());
-        RawPacket {
+        batch.push(RawPacket {
             drop: None,
             ts_ns: 1,
             mono_ns: None,
             direction: Direction::Out,
             ifindex: 0,
             orig_len: 28,
-            data: p,
-        }
+            data: &p,
+        });
     }
 
     impl Source for Fake {
@@ -244,12 +245,11 @@ mod tests {
                 Behaviour::Flood => {
                     let mut seq = 0u16;
                     while !stop.is_set() {
-                        let batch = (0..64)
-                            .map(|_| {
-                                seq = seq.wrapping_add(1);
-                                echo_request(seq)
-                            })
-                            .collect();
+                        let mut batch = sink.batch();
+                        for _ in 0..64 {
+                            seq = seq.wrapping_add(1);
+                            echo_request(seq, &mut batch);
+                        }
                         sink.send(batch);
                     }
                 }

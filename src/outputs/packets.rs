@@ -91,7 +91,7 @@ fn sll_frame<'a>(p: &RawPacket, frame: &'a mut Vec<u8>) -> &'a [u8] {
     frame.extend_from_slice(&0xfffe_u16.to_be_bytes());
     frame.extend_from_slice(&[0; 10]);
     frame.extend_from_slice(&protocol.to_be_bytes());
-    frame.extend_from_slice(&p.data);
+    frame.extend_from_slice(p.data);
     frame
 }
 

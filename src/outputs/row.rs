@@ -2,16 +2,19 @@
 //! 21 columns, then v2's `pid,comm,cgroup`, then v3's `drop_reason`, so
 //! readers of older versions that read by name keep working. JSON lines
 //! carry the same fields under the same names.
+//!
+//! Rows are the hot path of a flood: a row borrows what it shows (no
+//! `String` per field) and each format writes its cells straight into a
+//! reused line buffer (no serde: through it, CSV took a third of the
+//! aggregator thread's time).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 
-use serde::Serialize;
-
 use icmpmon_core::aggregate::Attribution;
-use icmpmon_core::event::IcmpEvent;
+use icmpmon_core::event::{IcmpEvent, Info};
 
 /// Column names of CSV schema v3, in order (v1: the first 21, v2: 24).
 pub(crate) const HEADER: [&str; 25] = [
@@ -42,10 +45,12 @@ pub(crate) const HEADER: [&str; 25] = [
     "drop_reason",
 ];
 
-/// One exported ICMP message; `None` is an empty cell.
-#[derive(Debug, Clone, Serialize)]
+/// One exported ICMP message, borrowing from its event; `None` is an
+/// empty cell.
+#[derive(Debug, Clone)]
 pub struct Row<'a> {
-    pub timestamp: String,
+    /// Wall clock, nanoseconds since the epoch (written RFC 3339).
+    pub ts_ns: u64,
     pub source: &'a str,
     pub direction: &'static str,
     /// None when the source gives no interface (capture files).
@@ -55,6 +60,7 @@ pub struct Row<'a> {
     pub dst: IpAddr,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// Borrowed for every known type; only an unknown one is formatted.
     pub kind: Cow<'static, str>,
     pub id: Option<u16>,
     pub seq: Option<u16>,
@@ -66,15 +72,37 @@ pub struct Row<'a> {
     pub inner_dst: Option<IpAddr>,
     pub inner_sport: Option<u16>,
     pub inner_dport: Option<u16>,
-    pub info: Option<String>,
+    pub info: Option<RowInfo<'a>>,
     /// Schema v2: the local process of the flow an error quotes, or of
     /// the socket an echo request left from (live sources, when found).
     pub pid: Option<u32>,
-    pub comm: Option<String>,
-    pub cgroup: Option<String>,
+    pub comm: Option<&'a str>,
+    pub cgroup: Option<&'a str>,
     /// Schema v3: on a `drop` row, the kernel's reason (`info` then names
     /// the function that dropped it).
     pub drop_reason: Option<&'a str>,
+}
+
+/// The `info` cell: what the message says beyond its type, or on a drop
+/// row the kernel function that dropped it.
+#[derive(Debug, Clone, Copy)]
+pub enum RowInfo<'a> {
+    Message(Info),
+    Function(&'a str),
+}
+
+/// One cell as the formats see it: each writes every kind its own way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cell<'a> {
+    Empty,
+    /// Text that may need quoting or escaping.
+    Text(&'a str),
+    Uint(u64),
+    Ip(IpAddr),
+    /// Nanoseconds since the epoch, written RFC 3339.
+    Time(u64),
+    /// ASCII without quotes, commas or escapes.
+    Info(Info),
 }
 
 impl<'a> Row<'a> {
@@ -84,15 +112,15 @@ impl<'a> Row<'a> {
         source: &'a str,
         ifname: Option<&'a str>,
         rtt_us: Option<u64>,
-        who: Option<&Attribution>,
+        who: Option<&'a Attribution>,
     ) -> Self {
         let q = ev.quoted.as_ref();
         let owner = match who {
-            Some(Attribution::Owner(o)) => Some(o),
+            Some(Attribution::Owner(o)) => Some(&**o),
             _ => None,
         };
         Self {
-            timestamp: rfc3339_nanos(ev.ts_ns),
+            ts_ns: ev.ts_ns,
             source,
             direction: ev.direction.as_str(),
             ifname,
@@ -113,14 +141,165 @@ impl<'a> Row<'a> {
             inner_sport: q.and_then(|q| q.sport),
             inner_dport: q.and_then(|q| q.dport),
             info: match &ev.drop {
-                Some(d) => Some(d.function.to_string()),
-                None => ev.info.map(|i| i.to_string()),
+                Some(d) => Some(RowInfo::Function(&d.function)),
+                None => ev.info.map(RowInfo::Message),
             },
             pid: owner.map(|o| o.pid),
-            comm: owner.map(|o| o.comm.clone()),
-            cgroup: owner.map(|o| o.cgroup.clone()),
+            comm: owner.map(|o| o.comm.as_str()),
+            cgroup: owner.map(|o| o.cgroup.as_str()),
             drop_reason: ev.drop.as_ref().map(|d| &*d.reason),
         }
+    }
+
+    /// The cells in `HEADER`'s order.
+    pub(crate) fn cells(&self) -> [Cell<'_>; 25] {
+        fn uint<T: Into<u64>>(v: Option<T>) -> Cell<'static> {
+            v.map_or(Cell::Empty, |v| Cell::Uint(v.into()))
+        }
+        fn text(v: Option<&str>) -> Cell<'_> {
+            v.map_or(Cell::Empty, Cell::Text)
+        }
+        fn ip(v: Option<IpAddr>) -> Cell<'static> {
+            v.map_or(Cell::Empty, Cell::Ip)
+        }
+        [
+            Cell::Time(self.ts_ns),
+            Cell::Text(self.source),
+            Cell::Text(self.direction),
+            text(self.ifname),
+            Cell::Uint(self.family.into()),
+            Cell::Ip(self.src),
+            Cell::Ip(self.dst),
+            Cell::Uint(self.icmp_type.into()),
+            Cell::Uint(self.icmp_code.into()),
+            Cell::Text(&self.kind),
+            uint(self.id),
+            uint(self.seq),
+            Cell::Uint(self.ttl.into()),
+            Cell::Uint(self.length.into()),
+            uint(self.rtt_us),
+            uint(self.inner_proto),
+            ip(self.inner_src),
+            ip(self.inner_dst),
+            uint(self.inner_sport),
+            uint(self.inner_dport),
+            match self.info {
+                Some(RowInfo::Message(i)) => Cell::Info(i),
+                Some(RowInfo::Function(f)) => Cell::Text(f),
+                None => Cell::Empty,
+            },
+            uint(self.pid),
+            text(self.comm),
+            text(self.cgroup),
+            text(self.drop_reason),
+        ]
+    }
+}
+
+/// Writes the parts of a cell that need no quoting or escaping in either
+/// format, into a line buffer; the text of a timestamp once per second.
+#[derive(Debug, Default)]
+pub(crate) struct CellWriter {
+    time: TimeText,
+}
+
+impl CellWriter {
+    pub fn uint(&mut self, v: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    pub fn ip(&mut self, ip: IpAddr, out: &mut Vec<u8>) {
+        match ip {
+            IpAddr::V4(a) => {
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    self.uint(o.into(), out);
+                }
+            }
+            // RFC 5952 text (zero compression) is std's.
+            IpAddr::V6(a) => {
+                use std::io::Write as _;
+                let _ = write!(out, "{a}");
+            }
+        }
+    }
+
+    pub fn time(&mut self, ts_ns: u64, out: &mut Vec<u8>) {
+        self.time.write(ts_ns, out);
+    }
+
+    pub fn info(&mut self, info: Info, out: &mut Vec<u8>) {
+        match info {
+            Info::Mtu(m) => {
+                out.extend_from_slice(b"mtu=");
+                self.uint(m.into(), out);
+            }
+            Info::Gateway(a) => {
+                out.extend_from_slice(b"gateway=");
+                self.ip(a, out);
+            }
+            Info::Target(a) => {
+                out.extend_from_slice(b"target=");
+                self.ip(a, out);
+            }
+            Info::Pointer(p) => {
+                out.extend_from_slice(b"pointer=");
+                self.uint(p.into(), out);
+            }
+        }
+    }
+}
+
+/// RFC 3339 UTC with nanoseconds; the date and time of day are formatted
+/// once per second: rows of one second differ in their nanoseconds only.
+#[derive(Debug)]
+struct TimeText {
+    secs: i64,
+    /// `2026-11-23T08:28:00.`, or empty for a time `time` cannot show.
+    prefix: String,
+}
+
+impl Default for TimeText {
+    fn default() -> Self {
+        Self {
+            secs: i64::MIN,
+            prefix: String::new(),
+        }
+    }
+}
+
+impl TimeText {
+    fn write(&mut self, ts_ns: u64, out: &mut Vec<u8>) {
+        use std::fmt::Write as _;
+        let secs = (ts_ns / 1_000_000_000) as i64;
+        let nanos = ts_ns % 1_000_000_000;
+        if self.secs != secs {
+            self.prefix.clear();
+            if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) {
+                let _ = write!(
+                    self.prefix,
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                );
+            }
+            self.secs = secs;
+        }
+        if self.prefix.is_empty() {
+            return;
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+        // Nine digits, zero-padded.
+        let mut num = itoa::Buffer::new();
+        let digits = num.format(nanos + 1_000_000_000);
+        out.extend_from_slice(&digits.as_bytes()[1..]);
+        out.push(b'Z');
     }
 }
 
@@ -134,41 +313,17 @@ pub trait RowSink: Send {
     }
 }
 
-/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T08:28:00.000000001Z`.
-/// The date and time of day are formatted once per second (a thread-local
-/// cache): rows of one second differ in their nanoseconds only.
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T08:28:00.000000001Z`,
+/// for the dashboard, alerts and the summary (rows write theirs in place).
 pub fn rfc3339_nanos(ts_ns: u64) -> String {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
     thread_local! {
-        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+        static TEXT: RefCell<(TimeText, Vec<u8>)> = RefCell::new(Default::default());
     }
-    let secs = (ts_ns / 1_000_000_000) as i64;
-    let nanos = ts_ns % 1_000_000_000;
-    LAST.with_borrow_mut(|(last, prefix)| {
-        if *last != secs {
-            prefix.clear();
-            if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) {
-                let _ = write!(
-                    prefix,
-                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                );
-            }
-            *last = secs;
-        }
-        if prefix.is_empty() {
-            return String::new();
-        }
-        let mut out = String::with_capacity(prefix.len() + 10);
-        out.push_str(prefix);
-        let _ = write!(out, "{nanos:09}Z");
-        out
+    TEXT.with_borrow_mut(|(text, buf)| {
+        buf.clear();
+        text.write(ts_ns, buf);
+        String::from_utf8_lossy(buf).into_owned()
     })
 }
 
@@ -241,6 +396,176 @@ pub(crate) mod tests {
             }),
             ..error_event()
         }
+    }
+
+    /// What a property test builds a row from: an event, its owner, its
+    /// interface name and round trip, with any text in every string.
+    #[derive(Debug, Clone)]
+    pub(crate) struct RowParts {
+        ev: IcmpEvent,
+        owner: Option<(u32, String, String)>,
+        ifname: Option<String>,
+        rtt_us: Option<u64>,
+    }
+
+    impl RowParts {
+        pub(crate) fn build(
+            &self,
+        ) -> (IcmpEvent, Option<Attribution>, Option<String>, Option<u64>) {
+            let who = self.owner.clone().map(|(pid, comm, cgroup)| {
+                Attribution::Owner(std::sync::Arc::new(icmpmon_core::aggregate::Owner {
+                    pid,
+                    comm,
+                    uid: 0,
+                    cgroup,
+                }))
+            });
+            (self.ev.clone(), who, self.ifname.clone(), self.rtt_us)
+        }
+    }
+
+    pub(crate) fn arb_row_parts() -> impl proptest::strategy::Strategy<Value = RowParts> {
+        use icmpmon_core::event::KernelDrop;
+        use proptest::prelude::*;
+        let ip = prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+        ];
+        let text = "\\PC*|[,\"\n\r a-z\\\t\u{1}-\u{1f}]{0,12}";
+        let info = prop_oneof![
+            any::<u32>().prop_map(Info::Mtu),
+            ip.clone().prop_map(Info::Gateway),
+            ip.clone().prop_map(Info::Target),
+            any::<u32>().prop_map(Info::Pointer),
+        ];
+        let quoted = (
+            any::<u8>(),
+            ip.clone(),
+            ip.clone(),
+            any::<Option<u16>>(),
+            any::<Option<u16>>(),
+        )
+            .prop_map(|(proto, src, dst, sport, dport)| Quoted {
+                proto,
+                src,
+                dst,
+                sport,
+                dport,
+                echo_id: None,
+            });
+        let echo = (any::<u16>(), any::<u16>()).prop_map(|(id, seq)| Echo {
+            id,
+            seq,
+            payload_len: 0,
+            payload_digest: 0,
+        });
+        (
+            (
+                any::<u64>(),
+                any::<bool>(),
+                ip.clone(),
+                ip,
+                any::<u8>(),
+                any::<u32>(),
+                any::<u8>(),
+                any::<u8>(),
+            ),
+            (
+                proptest::option::of(echo),
+                proptest::option::of(quoted),
+                proptest::option::of(info),
+            ),
+            proptest::option::of((text, text)),
+            proptest::option::of((any::<u32>(), text, text)),
+            proptest::option::of(text),
+            any::<Option<u64>>(),
+        )
+            .prop_map(
+                |(head, (echo, quoted, info), drop, owner, ifname, rtt_us)| {
+                    let (ts_ns, v6, src, dst, ttl, length, icmp_type, icmp_code) = head;
+                    let direction = if drop.is_some() {
+                        Direction::Drop
+                    } else {
+                        Direction::In
+                    };
+                    RowParts {
+                        ev: IcmpEvent {
+                            ts_ns,
+                            mono_ns: None,
+                            direction,
+                            ifindex: 0,
+                            family: if v6 { Family::V6 } else { Family::V4 },
+                            src,
+                            dst,
+                            ttl,
+                            length,
+                            icmp_type,
+                            icmp_code,
+                            echo,
+                            quoted,
+                            info,
+                            drop: drop.map(|(r, f): (String, String)| KernelDrop {
+                                reason: r.into(),
+                                function: f.into(),
+                            }),
+                        },
+                        owner,
+                        ifname,
+                        rtt_us,
+                    }
+                },
+            )
+    }
+
+    /// A row's cells as text, by other means than the writers' (std's
+    /// Display, the `time` crate), to check them against.
+    pub(crate) fn expected_cells(row: &Row) -> Vec<String> {
+        fn s<T: ToString>(v: Option<T>) -> String {
+            v.map_or_else(String::new, |v| v.to_string())
+        }
+        let secs = (row.ts_ns / 1_000_000_000) as i64;
+        let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+        let timestamp = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            row.ts_ns % 1_000_000_000
+        );
+        vec![
+            timestamp,
+            row.source.to_string(),
+            row.direction.to_string(),
+            s(row.ifname),
+            row.family.to_string(),
+            row.src.to_string(),
+            row.dst.to_string(),
+            row.icmp_type.to_string(),
+            row.icmp_code.to_string(),
+            row.kind.to_string(),
+            s(row.id),
+            s(row.seq),
+            row.ttl.to_string(),
+            row.length.to_string(),
+            s(row.rtt_us),
+            s(row.inner_proto),
+            s(row.inner_src),
+            s(row.inner_dst),
+            s(row.inner_sport),
+            s(row.inner_dport),
+            match row.info {
+                Some(RowInfo::Message(i)) => i.to_string(),
+                Some(RowInfo::Function(f)) => f.to_string(),
+                None => String::new(),
+            },
+            s(row.pid),
+            s(row.comm),
+            s(row.cgroup),
+            s(row.drop_reason),
+        ]
     }
 
     #[test]

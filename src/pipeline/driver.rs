@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use icmpmon_capture::pipeline::{Stop, StopReason};
+use icmpmon_capture::pipeline::{Batches, Stop, StopReason};
 use icmpmon_core::aggregate::{Aggregator, Config, Snapshot};
-use icmpmon_core::event::{now_ns, RawPacket};
+use icmpmon_core::batch::Batch;
+use icmpmon_core::event::now_ns;
 use icmpmon_core::filter::Filter;
 use icmpmon_core::parse::{parse, ParseError};
 
@@ -103,7 +104,7 @@ impl Stages {
 
 /// What the thread wakes up for.
 enum Got {
-    Batch(Vec<RawPacket>),
+    Batch(Batch),
     News(News),
     /// The attribution thread ended (it only does when told to, or failing).
     NewsGone,
@@ -146,8 +147,8 @@ impl Driver {
         self.record(&Record::Row(&r));
     }
 
-    fn batch(&mut self, batch: Vec<RawPacket>, filter: &Filter) {
-        for raw in batch {
+    fn batch(&mut self, batch: &Batch, filter: &Filter) {
+        for raw in batch.iter() {
             self.tally.packets += 1;
             let ev = match parse(&raw) {
                 Ok(ev) => ev,
@@ -204,11 +205,7 @@ impl Driver {
 /// Runs until the capture side hangs up; returns what it saw, the final
 /// snapshot and the stages, for the summary. A panic here stops the run
 /// (the capture side sees `stop`, and the receiver's drop).
-pub(crate) fn run(
-    rx: Receiver<Vec<RawPacket>>,
-    stages: Stages,
-    plan: Plan,
-) -> (Tally, Snapshot, Stages) {
+pub(crate) fn run(rx: Batches, stages: Stages, plan: Plan) -> (Tally, Snapshot, Stages) {
     let Plan {
         mut filter,
         config,
@@ -247,13 +244,16 @@ pub(crate) fn run(
         }
         let wait = wake.saturating_duration_since(Instant::now());
         let got = crossbeam_channel::select! {
-            recv(rx) -> m => m.map_or(Got::Closed, Got::Batch),
+            recv(rx.receiver()) -> m => m.map_or(Got::Closed, Got::Batch),
             recv(news) -> n => n.map_or(Got::NewsGone, Got::News),
             default(wait) => Got::Idle,
         };
         let (idle, closed) = (matches!(got, Got::Idle), matches!(got, Got::Closed));
         match got {
-            Got::Batch(batch) => d.batch(batch, &filter),
+            Got::Batch(batch) => {
+                d.batch(&batch, &filter);
+                rx.recycle(batch);
+            }
             Got::News(News::Answer(k, a)) => {
                 if let Some(j) = d.join.as_mut() {
                     j.answer(k, a);

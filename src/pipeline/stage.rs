@@ -20,7 +20,7 @@ pub(crate) enum Record<'a> {
     /// has answered).
     Event {
         ev: &'a IcmpEvent,
-        raw: &'a RawPacket,
+        raw: &'a RawPacket<'a>,
         seq: u64,
     },
     /// A message's row, complete: RTT and, when looked up, the process.

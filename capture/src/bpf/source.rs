@@ -20,7 +20,6 @@ use crate::kmod::abi::{self, DropFields};
 use crate::netlink::{self, Wait};
 use crate::pipeline::{PacketSink, Stop};
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
-use icmpmon_core::event::RawPacket;
 
 /// `BPF_F_NETFILTER_IP_DEFRAG` (uapi linux/bpf.h, 6.6): the hook sees
 /// reassembled datagrams.
@@ -237,7 +236,7 @@ impl BpfSource {
             what: "reading the BPF ring buffer",
             error: format!("{e:#}"),
         };
-        let batch: RefCell<Vec<RawPacket>> = RefCell::new(Vec::new());
+        let batch = RefCell::new(sink.batch());
         // CLOCK_REALTIME − CLOCK_MONOTONIC, taken before each read: BPF has
         // only the monotonic clock.
         let offset = Cell::new(0i128);
@@ -251,9 +250,9 @@ impl BpfSource {
                     Ok((rec, header, bytes)) => {
                         let real = (i128::from(rec.ts_mono_ns) + offset.get()).max(0);
                         let mut p = rec.to_raw(bytes, u64::try_from(real).unwrap_or(0));
-                        if let Some(d) = DropFields::read(&rec, header) {
-                            p.drop = Some(names.borrow_mut().name(d.reason, d.location));
-                        }
+                        let drop = DropFields::read(&rec, header)
+                            .map(|d| names.borrow_mut().name(d.reason, d.location));
+                        p.drop = drop.as_ref();
                         batch.borrow_mut().push(p);
                     }
                     Err(what) => {
@@ -268,7 +267,7 @@ impl BpfSource {
         let consume = || -> Result<(), BpfError> {
             offset.set(realtime_offset());
             ring.consume().map_err(ring_err)?;
-            sink.send(batch.take());
+            sink.send_take(&mut batch.borrow_mut());
             Ok(())
         };
 

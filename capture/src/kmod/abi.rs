@@ -176,7 +176,7 @@ impl IcmpmonRec {
     /// The packet as every source yields it; `ts_real_ns` replaces the
     /// record's when the writer has no wall clock (BPF). The caller sets
     /// `drop` on drop records.
-    pub fn to_raw(&self, data: &[u8], ts_real_ns: u64) -> RawPacket {
+    pub fn to_raw<'a>(&self, data: &'a [u8], ts_real_ns: u64) -> RawPacket<'a> {
         RawPacket {
             ts_ns: ts_real_ns,
             mono_ns: Some(self.ts_mono_ns),
@@ -188,7 +188,7 @@ impl IcmpmonRec {
             },
             ifindex: self.ifindex,
             orig_len: self.origlen,
-            data: data.to_vec(),
+            data,
             drop: None,
         }
     }

@@ -112,7 +112,7 @@ impl KmodSource {
         }
         self.next_batch = seq + 1;
 
-        let mut batch = Vec::new();
+        let mut batch = sink.batch();
         for rec in abi::records(data) {
             match rec {
                 Ok((rec, bytes)) => batch.push(rec.to_raw(bytes, rec.ts_real_ns)),

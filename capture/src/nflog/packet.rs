@@ -21,10 +21,10 @@ pub(super) const NF_INET_LOCAL_OUT: u8 = libc::NF_INET_LOCAL_OUT as u8;
 
 /// One logged packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Logged {
+pub(super) struct Logged<'a> {
     pub(super) group: u16,
     pub(super) seq: Option<u32>,
-    pub(super) packet: RawPacket,
+    pub(super) packet: RawPacket<'a>,
 }
 
 /// The packet's length on the wire, from its IP header (NFLOG sends no
@@ -44,7 +44,7 @@ pub(super) fn ip_length(data: &[u8]) -> Option<u32> {
 }
 
 /// Parses an NFULNL_MSG_PACKET payload (after the netlink header).
-pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged> {
+pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged<'_>> {
     let group = u16::from_be_bytes(payload.get(2..4)?.try_into().ok()?);
     let attrs = payload.get(4..)?; // nfgenmsg
     let (mut hook, mut seq, mut ts_ns) = (None, None, None);
@@ -52,10 +52,11 @@ pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged> {
     let be32 = |v: &[u8]| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?));
     for nla in NlasIterator::new(attrs) {
         let nla = nla.ok()?;
-        let v = nla.value();
-        match nla.kind() & 0x3fff {
+        let kind = nla.kind() & 0x3fff;
+        let v = netlink::nla_value(nla);
+        match kind {
             NFULA_PACKET_HDR if v.len() >= 3 => hook = Some(v[2]),
-            NFULA_PAYLOAD => data = Some(v.to_vec()),
+            NFULA_PAYLOAD => data = Some(v),
             NFULA_IFINDEX_INDEV => indev = be32(v).unwrap_or(0),
             NFULA_IFINDEX_OUTDEV => outdev = be32(v).unwrap_or(0),
             NFULA_SEQ => seq = be32(v),
@@ -80,7 +81,7 @@ pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged> {
             mono_ns: None,
             direction,
             ifindex,
-            orig_len: ip_length(&data).unwrap_or(data.len() as u32),
+            orig_len: ip_length(data).unwrap_or(data.len() as u32),
             data,
         },
     })
@@ -139,7 +140,8 @@ mod tests {
 
     #[test]
     fn in_packets_carry_the_kernel_time_and_in_device() {
-        let l = parse_packet(&packet_msg(40, NF_INET_PRE_ROUTING, 9, true), 99).unwrap();
+        let m = packet_msg(40, NF_INET_PRE_ROUTING, 9, true);
+        let l = parse_packet(&m, 99).unwrap();
         assert_eq!(l.group, 40);
         assert_eq!(l.seq, Some(9));
         assert_eq!(l.packet.direction, Direction::In);
@@ -151,7 +153,8 @@ mod tests {
 
     #[test]
     fn out_packets_take_the_receive_time_and_out_device() {
-        let l = parse_packet(&packet_msg(41, NF_INET_LOCAL_OUT, 0, false), 99).unwrap();
+        let m = packet_msg(41, NF_INET_LOCAL_OUT, 0, false);
+        let l = parse_packet(&m, 99).unwrap();
         assert_eq!(l.packet.direction, Direction::Out);
         assert_eq!(l.packet.ifindex, 5);
         assert_eq!(l.packet.ts_ns, 99);
@@ -160,15 +163,18 @@ mod tests {
     #[test]
     fn sequence_gaps_per_group() {
         let mut next = [None; 2];
-        let at = |group, seq| parse_packet(&packet_msg(group, 0, seq, true), 0).unwrap();
-        assert_eq!(count_gap(&mut next, 40, &at(40, 0)), 0);
-        assert_eq!(count_gap(&mut next, 40, &at(41, 0)), 0);
-        assert_eq!(count_gap(&mut next, 40, &at(40, 1)), 0);
-        assert_eq!(count_gap(&mut next, 40, &at(40, 5)), 3);
-        assert_eq!(count_gap(&mut next, 40, &at(41, 2)), 1);
+        let mut gap = |group, seq| {
+            let m = packet_msg(group, 0, seq, true);
+            count_gap(&mut next, 40, &parse_packet(&m, 0).unwrap())
+        };
+        assert_eq!(gap(40, 0), 0);
+        assert_eq!(gap(41, 0), 0);
+        assert_eq!(gap(40, 1), 0);
+        assert_eq!(gap(40, 5), 3);
+        assert_eq!(gap(41, 2), 1);
         // Another pair's group, and a number from the past.
-        assert_eq!(count_gap(&mut next, 40, &at(50, 9)), 0);
-        assert_eq!(count_gap(&mut next, 40, &at(40, 2)), 0);
+        assert_eq!(gap(50, 9), 0);
+        assert_eq!(gap(40, 2), 0);
     }
 
     #[test]

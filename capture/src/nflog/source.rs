@@ -286,7 +286,7 @@ impl NflogSource {
     /// Receives what is waiting and hands it on. Returns how many packets
     /// it took.
     fn drain(&mut self, sink: &PacketSink) -> Result<usize, NflogError> {
-        let mut batch = Vec::new();
+        let mut batch = sink.batch();
         while let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? {
             let received_ns = icmpmon_core::event::now_ns();
             for bytes in netlink::datagram_messages(datagram) {
@@ -314,10 +314,8 @@ impl NflogSource {
             }
         }
         let n = batch.len();
-        if n > 0 {
-            self.counters.packets.fetch_add(n as u64, Relaxed);
-            sink.send(batch);
-        }
+        self.counters.packets.fetch_add(n as u64, Relaxed);
+        sink.send(batch);
         Ok(n)
     }
 

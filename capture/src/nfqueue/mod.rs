@@ -127,18 +127,18 @@ impl NetlinkSerializable for NfqRequest {
 
 /// One packet as the kernel queued it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Queued {
+struct Queued<'a> {
     id: u32,
-    packet: RawPacket,
+    packet: RawPacket<'a>,
 }
 
 /// Parses an NFQNL_MSG_PACKET payload (after the netlink header).
 /// `None` when it has no packet header; the packet still gets its verdict
 /// with the next batch.
-fn parse_packet(payload: &[u8]) -> Option<Queued> {
+fn parse_packet(payload: &[u8]) -> Option<Queued<'_>> {
     let attrs = payload.get(4..)?; // skip nfgenmsg
     let (mut id, mut hook) = (None, 0);
-    let (mut data, mut cap_len, mut ts_ns) = (Vec::new(), None, None);
+    let (mut data, mut cap_len, mut ts_ns) = (&[][..], None, None);
     let (mut indev, mut outdev) = (0, 0);
     let be32 = |v: &[u8]| {
         v.get(..4)
@@ -146,13 +146,14 @@ fn parse_packet(payload: &[u8]) -> Option<Queued> {
     };
     for nla in NlasIterator::new(attrs) {
         let nla = nla.ok()?;
-        let v = nla.value();
-        match nla.kind() & 0x3fff {
+        let kind = nla.kind() & 0x3fff;
+        let v = netlink::nla_value(nla);
+        match kind {
             NFQA_PACKET_HDR if v.len() >= 7 => {
                 id = be32(v);
                 hook = v[6];
             }
-            NFQA_PAYLOAD => data = v.to_vec(),
+            NFQA_PAYLOAD => data = v,
             NFQA_CAP_LEN => cap_len = be32(v),
             NFQA_IFINDEX_INDEV => indev = be32(v).unwrap_or(0),
             NFQA_IFINDEX_OUTDEV => outdev = be32(v).unwrap_or(0),
@@ -299,7 +300,7 @@ impl NfqueueSource {
     /// Receives what is waiting (up to a burst), hands it on, and accepts
     /// it all with one batch verdict. Returns how many packets it took.
     fn drain(&mut self, sink: &PacketSink) -> Result<usize, NfqError> {
-        let mut batch = Vec::new();
+        let mut batch = sink.batch();
         let mut last_id = None;
         while batch.len() < BURST {
             let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? else {
@@ -496,12 +497,13 @@ mod tests {
 
     #[test]
     fn packet_message_fields() {
-        let q = parse_packet(&packet_msg(42, NF_INET_LOCAL_OUT)).unwrap();
+        let m = packet_msg(42, NF_INET_LOCAL_OUT);
+        let q = parse_packet(&m).unwrap();
         assert_eq!(q.id, 42);
         assert_eq!(q.packet.direction, Direction::Out);
         assert_eq!(q.packet.ifindex, 3);
         assert_eq!(q.packet.orig_len, 1500);
-        assert_eq!(q.packet.data, vec![0x45, 0, 0, 20]);
+        assert_eq!(q.packet.data, [0x45, 0, 0, 20]);
         assert_eq!(q.packet.ts_ns, 5_000_007_000);
     }
 

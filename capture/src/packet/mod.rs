@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use icmpmon_core::batch::Batch;
 use icmpmon_core::event::{Direction, RawPacket};
 
 use crate::pipeline::{PacketSink, Stop};
@@ -189,7 +190,7 @@ impl PacketSource {
             let Some(block) = self.ring.user_block(self.next_block) else {
                 break;
             };
-            let mut batch = Vec::new();
+            let mut batch = sink.batch();
             let skipped = read_block(block, &mut batch);
             self.ring.release(self.next_block);
             self.next_block = (self.next_block + 1) % self.ring.blocks();
@@ -254,7 +255,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// One frame of a block: (its packet, or why none; the next frame's offset).
-fn read_frame(block: &[u8], at: usize) -> Option<(Option<RawPacket>, u32)> {
+fn read_frame(block: &[u8], at: usize) -> Option<(Option<RawPacket<'_>>, u32)> {
     let hdr = block.get(at..at + HDR_LEN + SLL_LEN)?;
     let next = u32_at(hdr, 0)?;
     let (sec, nsec) = (u32_at(hdr, 4)?, u32_at(hdr, 8)?);
@@ -279,14 +280,14 @@ fn read_frame(block: &[u8], at: usize) -> Option<(Option<RawPacket>, u32)> {
         direction,
         ifindex,
         orig_len: len,
-        data: data.to_vec(),
+        data,
     };
     Some((Some(packet), next))
 }
 
 /// The packets of one block the kernel handed over, bounds-checked: a frame
 /// that does not fit ends the block (counted).
-fn read_block(block: &[u8], out: &mut Vec<RawPacket>) -> Skipped {
+fn read_block(block: &[u8], out: &mut Batch) -> Skipped {
     let mut skipped = Skipped::default();
     let (Some(n), Some(first)) = (
         u32_at(block, BLOCK_NUM_PKTS),
@@ -402,8 +403,9 @@ mod tests {
             (libc::PACKET_OUTGOING, libc::ARPHRD_LOOPBACK, 1, &[0x45]),
             (libc::PACKET_HOST, libc::ARPHRD_LOOPBACK, 1, &[0x45, 9]),
         ]);
-        let mut out = Vec::new();
-        let skipped = read_block(&b, &mut out);
+        let mut batch = Batch::default();
+        let skipped = read_block(&b, &mut batch);
+        let out: Vec<_> = batch.iter().collect();
         assert_eq!(
             skipped,
             Skipped {
@@ -414,11 +416,11 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].direction, Direction::In);
         assert_eq!(out[0].ifindex, 3);
-        assert_eq!(out[0].data, vec![0x45, 1, 2]);
+        assert_eq!(out[0].data, [0x45, 1, 2]);
         assert_eq!(out[0].orig_len, 1500);
         assert_eq!(out[0].ts_ns, 7_000_000_005);
         assert_eq!(out[1].direction, Direction::Out);
-        assert_eq!(out[2].data, vec![0x45, 9]);
+        assert_eq!(out[2].data, [0x45, 9]);
     }
 
     #[test]
@@ -429,7 +431,7 @@ mod tests {
         ]);
         // The first frame's next offset points out of the block.
         b[48..52].copy_from_slice(&4000u32.to_ne_bytes());
-        let mut out = Vec::new();
+        let mut out = Batch::default();
         assert_eq!(read_block(&b, &mut out).bad, 1);
         assert_eq!(out.len(), 1);
     }
@@ -437,7 +439,7 @@ mod tests {
     proptest! {
         #[test]
         fn any_block_bytes_are_safe(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let mut out = Vec::new();
+            let mut out = Batch::default();
             let _ = read_block(&bytes, &mut out);
         }
     }

@@ -8,6 +8,7 @@ use crossbeam_channel::select;
 
 use super::link::{strip_link, Interface, Skip};
 use crate::pipeline::{PacketSink, Stop};
+use icmpmon_core::batch::Batch;
 use icmpmon_core::event::{Direction, RawPacket};
 
 /// Packets handed on per batch, and bytes: with at most 8 batches in the
@@ -45,14 +46,12 @@ impl Pace {
 /// own time when replaying).
 pub(super) struct Batcher<'a> {
     pub(super) sink: &'a PacketSink,
-    pub(super) batch: Vec<RawPacket>,
+    pub(super) batch: Batch,
     pub(super) counters: &'a PcapCounters,
     pub(super) pace: Option<Pace>,
     pub(super) stop: &'a Stop,
     /// The consumer is gone, or the run stopped while handing on.
     pub(super) closed: bool,
-    /// Packet bytes in `batch`.
-    pub(super) batch_bytes: usize,
 }
 
 impl Batcher<'_> {
@@ -100,21 +99,19 @@ impl Batcher<'_> {
             direction,
             ifindex: 0,
             orig_len: orig_len.saturating_sub(at as u32),
-            data: data.to_vec(),
+            data,
         });
-        self.batch_bytes += data.len();
-        if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+        if self.batch.len() >= BATCH || self.batch.bytes() >= BATCH_BYTES {
             self.flush();
         }
     }
 
     pub(super) fn flush(&mut self) {
-        self.batch_bytes = 0;
-        if !self.batch.is_empty()
-            && !self
-                .sink
-                .send_wait(std::mem::take(&mut self.batch), self.stop)
-        {
+        if self.batch.is_empty() {
+            return;
+        }
+        let full = std::mem::replace(&mut self.batch, self.sink.batch());
+        if !self.sink.send_wait(full, self.stop) {
             self.closed = true;
         }
     }

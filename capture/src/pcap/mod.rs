@@ -26,7 +26,7 @@ use pcap_file::pcapng::{Block, PcapNgParser};
 use pcap_file::{DataLink, PcapError};
 
 use crate::pipeline::{PacketSink, Stop};
-use batch::{Batcher, Pace, BATCH};
+use batch::{Batcher, Pace};
 use classic::Format;
 use link::{interface_from_idb, Interface};
 use ngblock::Plain;
@@ -200,7 +200,7 @@ impl PcapSource {
         let counters = Arc::clone(&self.counters);
         let mut out = Batcher {
             sink: &sink,
-            batch: Vec::with_capacity(BATCH),
+            batch: sink.batch(),
             counters: &counters,
             pace: self.speed.map(|speed| Pace {
                 speed,
@@ -208,7 +208,6 @@ impl PcapSource {
             }),
             stop,
             closed: false,
-            batch_bytes: 0,
         };
         let result = if self.stream.bytes().starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
             self.read_pcapng(&mut out, stop)
@@ -488,7 +487,7 @@ mod tests {
         };
         let (sink, rx, _) = crate::pipeline::channel(1 << 16);
         let end = src.run(sink, &Stop::new().unwrap());
-        (end, rx.try_iter().map(|b| b.len()).sum())
+        (end, rx.receiver().try_iter().map(|b| b.len()).sum())
     }
 
     const PCAP_HEADER: [u8; 24] = [
@@ -528,7 +527,7 @@ mod tests {
         };
         let (sink, rx, _) = crate::pipeline::channel(1 << 16);
         let end = src.run(sink, &Stop::new().unwrap());
-        (end, rx.try_iter().map(|b| b.len()).sum())
+        (end, rx.receiver().try_iter().map(|b| b.len()).sum())
     }
 
     /// A pcap with `n` 40-byte raw IP records.

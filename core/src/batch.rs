@@ -1,0 +1,166 @@
+//! A batch of captured packets: their bytes back to back in one buffer and
+//! their heads in another. Batches are reused (see the capture pipeline's
+//! pool), so once their buffers have grown a flood allocates nothing per
+//! packet.
+
+use crate::event::{Direction, KernelDrop, RawPacket};
+
+/// A batch keeps at most this much buffer when cleared for reuse; a
+/// larger one (a burst of big packets) is let go.
+const KEEP_BYTES: usize = 4 << 20;
+
+/// Packets as sources hand them on; read back as `RawPacket`s.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    heads: Vec<Head>,
+}
+
+/// A packet's fields, and where its bytes are in `Batch::bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    ts_ns: u64,
+    mono_ns: Option<u64>,
+    direction: Direction,
+    ifindex: u32,
+    orig_len: u32,
+    start: usize,
+    len: usize,
+    drop: Option<KernelDrop>,
+}
+
+impl Batch {
+    /// Room for about `packets` packets of `bytes` bytes in all.
+    pub fn with_capacity(packets: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            heads: Vec::with_capacity(packets),
+        }
+    }
+
+    /// Copies `p` in.
+    pub fn push(&mut self, p: RawPacket<'_>) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(p.data);
+        self.heads.push(Head {
+            ts_ns: p.ts_ns,
+            mono_ns: p.mono_ns,
+            direction: p.direction,
+            ifindex: p.ifindex,
+            orig_len: p.orig_len,
+            start,
+            len: p.data.len(),
+            drop: p.drop.cloned(),
+        });
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// Packet bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RawPacket<'_>> + '_ {
+        self.heads.iter().map(|h| RawPacket {
+            ts_ns: h.ts_ns,
+            mono_ns: h.mono_ns,
+            direction: h.direction,
+            ifindex: h.ifindex,
+            orig_len: h.orig_len,
+            data: &self.bytes[h.start..h.start + h.len],
+            drop: h.drop.as_ref(),
+        })
+    }
+
+    /// Empties the batch for reuse; false when its buffer has grown past
+    /// what is worth keeping (drop it instead).
+    pub fn clear(&mut self) -> bool {
+        self.bytes.clear();
+        self.heads.clear();
+        self.bytes.capacity() <= KEEP_BYTES
+    }
+}
+
+impl<'a> Extend<RawPacket<'a>> for Batch {
+    fn extend<I: IntoIterator<Item = RawPacket<'a>>>(&mut self, iter: I) {
+        for p in iter {
+            self.push(p);
+        }
+    }
+}
+
+impl<'a> FromIterator<RawPacket<'a>> for Batch {
+    fn from_iter<I: IntoIterator<Item = RawPacket<'a>>>(iter: I) -> Self {
+        let mut b = Batch::default();
+        b.extend(iter);
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn packet<'a>(data: &'a [u8], n: u64, drop: Option<&'a KernelDrop>) -> RawPacket<'a> {
+        RawPacket {
+            ts_ns: n,
+            mono_ns: (n % 2 == 0).then_some(n * 3),
+            direction: if drop.is_some() {
+                Direction::Drop
+            } else {
+                Direction::ALL[(n % 3) as usize]
+            },
+            ifindex: n as u32,
+            orig_len: data.len() as u32 + 7,
+            data,
+            drop,
+        }
+    }
+
+    proptest! {
+        /// What goes in comes out, in order, through every reuse.
+        #[test]
+        fn packets_read_back_as_pushed(
+            rounds in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20),
+                1..4,
+            )
+        ) {
+            let drop = KernelDrop { reason: "NETFILTER_DROP".into(), function: "nft_do_chain".into() };
+            let mut b = Batch::default();
+            for round in &rounds {
+                prop_assert!(b.clear());
+                prop_assert!(b.is_empty());
+                let want: Vec<RawPacket> = round
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| packet(d, i as u64, (i % 5 == 4).then_some(&drop)))
+                    .collect();
+                b.extend(want.iter().copied());
+                prop_assert_eq!(b.len(), want.len());
+                prop_assert_eq!(b.bytes(), round.iter().map(Vec::len).sum::<usize>());
+                let got: Vec<RawPacket> = b.iter().collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_grown_buffer_is_not_kept() {
+        let big = vec![0u8; KEEP_BYTES + 1];
+        let mut b: Batch = std::iter::once(packet(&big, 1, None)).collect();
+        assert_eq!(b.len(), 1);
+        assert!(!b.clear());
+        let mut small: Batch = std::iter::once(packet(&[1, 2, 3], 1, None)).collect();
+        assert!(small.clear());
+    }
+}
