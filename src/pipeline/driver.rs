@@ -182,9 +182,12 @@ impl Driver {
                 seq,
                 who: None,
             };
-            match self.join.as_mut() {
+            let now = match self.join.as_mut() {
                 Some(j) => j.push(r),
-                None => self.emit(r),
+                None => Some(r),
+            };
+            if let Some(r) = now {
+                self.emit(r);
             }
         }
         self.alerts();

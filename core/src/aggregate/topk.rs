@@ -129,6 +129,15 @@ impl<K: Hash + Eq + Copy> SpaceSaving<K> {
     fn promote(&mut self, s: u32, count: u64) {
         let old = self.slots[s as usize].group;
         let next = self.groups[old as usize].next;
+        // Alone in its group and no group of `count` next: the group takes
+        // the new count in place (a key well ahead of the rest, the common
+        // case under a flood, moves nothing).
+        let slot = &self.slots[s as usize];
+        let alone = slot.prev == NIL && slot.next == NIL;
+        if alone && (next == NIL || self.groups[next as usize].count != count) {
+            self.groups[old as usize].count = count;
+            return;
+        }
         let target = if next != NIL && self.groups[next as usize].count == count {
             next
         } else {
