@@ -205,7 +205,10 @@ pub(crate) struct CellWriter {
 
 impl CellWriter {
     pub fn uint(&mut self, v: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        match u8::try_from(v) {
+            Ok(b) => byte(b, out),
+            Err(_) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        }
     }
 
     pub fn ip(&mut self, ip: IpAddr, out: &mut Vec<u8>) {
@@ -215,7 +218,7 @@ impl CellWriter {
                     if i > 0 {
                         out.push(b'.');
                     }
-                    self.uint(o.into(), out);
+                    byte(o, out);
                 }
             }
             // RFC 5952 text (zero compression) is std's.
@@ -250,6 +253,19 @@ impl CellWriter {
             }
         }
     }
+}
+
+/// A byte's decimal digits, pushed one by one: most numbers of a row
+/// (addresses' octets, types, codes, TTLs) are bytes, and a call to
+/// memcpy per two-byte number cost more than the digits.
+fn byte(v: u8, out: &mut Vec<u8>) {
+    if v >= 100 {
+        out.push(b'0' + v / 100);
+    }
+    if v >= 10 {
+        out.push(b'0' + v / 10 % 10);
+    }
+    out.push(b'0' + v % 10);
 }
 
 /// RFC 3339 UTC with nanoseconds; the date and time of day are formatted
@@ -294,12 +310,21 @@ impl TimeText {
         if self.prefix.is_empty() {
             return;
         }
-        out.extend_from_slice(self.prefix.as_bytes());
-        // Nine digits, zero-padded.
-        let mut num = itoa::Buffer::new();
-        let digits = num.format(nanos + 1_000_000_000);
-        out.extend_from_slice(&digits.as_bytes()[1..]);
-        out.push(b'Z');
+        // Fixed sizes, so the copies are inlined: `YYYY-MM-DDTHH:MM:SS.`
+        // (the `time` crate's years here have four digits), then nine
+        // digits and `Z`.
+        match <&[u8; 20]>::try_from(self.prefix.as_bytes()) {
+            Ok(p) => out.extend_from_slice(p),
+            Err(_) => out.extend_from_slice(self.prefix.as_bytes()),
+        }
+        let mut digits = [b'0'; 10];
+        digits[9] = b'Z';
+        let mut n = nanos;
+        for d in digits[..9].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend_from_slice(&digits);
     }
 }
 
