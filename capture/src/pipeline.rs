@@ -142,9 +142,11 @@ pub struct PacketSink {
     pool: Pool,
 }
 
+/// Batches kept for reuse beyond the two in hand.
+const POOLED: usize = 16;
+
 /// Batches the consumer has emptied, for the capture side to fill again:
-/// with as many as the channel holds and a few in hand, a flood allocates
-/// nothing once their buffers have grown.
+/// a flood allocates nothing once their buffers have grown.
 #[derive(Debug, Clone)]
 struct Pool {
     give: Sender<Batch>,
@@ -192,7 +194,13 @@ impl PacketSink {
     /// false once the consumer is gone or the run stops.
     pub fn send_wait(&self, batch: Batch, stop: &Stop) -> bool {
         select! {
-            send(self.tx, batch) -> r => r.is_ok(),
+            send(self.tx, batch) -> r => match r {
+                Ok(()) => true,
+                Err(e) => {
+                    self.pool.recycle(e.into_inner());
+                    false
+                }
+            },
             recv(stop.stopped()) -> _ => false,
         }
     }
@@ -220,8 +228,10 @@ impl Batches {
 /// A channel holding at most `capacity` batches, and its drop counter.
 pub fn channel(capacity: usize) -> (PacketSink, Batches, Arc<AtomicU64>) {
     let (tx, rx) = bounded(capacity);
-    // Those in the channel, one being filled, one being read.
-    let (give, take) = bounded(capacity + 2);
+    // One being filled, one being read, and a few in the channel: a deep
+    // channel that filled in a burst gives most of its batches back to
+    // the allocator rather than keep them for the rest of the run.
+    let (give, take) = bounded(capacity.min(POOLED) + 2);
     let pool = Pool { give, take };
     let dropped = Arc::new(AtomicU64::new(0));
     (

@@ -5,8 +5,8 @@
 
 use crate::event::{Direction, KernelDrop, RawPacket};
 
-/// A batch keeps at most this much buffer when cleared for reuse; a
-/// larger one (a burst of big packets) is let go.
+/// A batch keeps at most this much memory (bytes and heads) when cleared
+/// for reuse; a larger one (a burst of big packets) is let go.
 const KEEP_BYTES: usize = 4 << 20;
 
 /// Packets as sources hand them on; read back as `RawPacket`s.
@@ -30,14 +30,6 @@ struct Head {
 }
 
 impl Batch {
-    /// Room for about `packets` packets of `bytes` bytes in all.
-    pub fn with_capacity(packets: usize, bytes: usize) -> Self {
-        Self {
-            bytes: Vec::with_capacity(bytes),
-            heads: Vec::with_capacity(packets),
-        }
-    }
-
     /// Copies `p` in.
     pub fn push(&mut self, p: RawPacket<'_>) {
         let start = self.bytes.len();
@@ -80,12 +72,12 @@ impl Batch {
         })
     }
 
-    /// Empties the batch for reuse; false when its buffer has grown past
+    /// Empties the batch for reuse; false when its buffers have grown past
     /// what is worth keeping (drop it instead).
     pub fn clear(&mut self) -> bool {
         self.bytes.clear();
         self.heads.clear();
-        self.bytes.capacity() <= KEEP_BYTES
+        self.bytes.capacity() + self.heads.capacity() * std::mem::size_of::<Head>() <= KEEP_BYTES
     }
 }
 
@@ -160,6 +152,9 @@ mod tests {
         let mut b: Batch = std::iter::once(packet(&big, 1, None)).collect();
         assert_eq!(b.len(), 1);
         assert!(!b.clear());
+        // Heads count too: many empty packets.
+        let mut many: Batch = std::iter::repeat_n(packet(&[], 1, None), KEEP_BYTES / 16).collect();
+        assert!(!many.clear());
         let mut small: Batch = std::iter::once(packet(&[1, 2, 3], 1, None)).collect();
         assert!(small.clear());
     }

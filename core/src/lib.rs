@@ -1,6 +1,7 @@
 //! icmpmon's model, free of I/O and privileges: what a captured packet is
-//! (`event`) and the pooled batches that carry packets (`batch`), the one ICMP/ICMPv6 parser (`parse`), the `--filter`
-//! language (`filter`) and the aggregator that owns every statistic
+//! (`event`), the reused batches packets travel in (`batch`), the one
+//! ICMP/ICMPv6 parser (`parse`), the `--filter` language (`filter`) and
+//! the aggregator that owns every statistic
 //! (`aggregate`). Sources live in `icmpmon-capture`, front ends in the
 //! `icmpmon` binary and `icmpmon-tui`.
 

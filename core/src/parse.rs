@@ -313,10 +313,9 @@ mod tests {
     use crate::event::Direction;
     use proptest::prelude::*;
 
-    /// The parser on `data` as a source would hand it on (tests write
-    /// `parse(&raw(bytes))`).
-    fn parse(data: &[u8]) -> Result<IcmpEvent, ParseError> {
-        super::parse(&RawPacket {
+    /// The parser on `data` as a source would hand it on.
+    fn parse_bytes(data: &[u8]) -> Result<IcmpEvent, ParseError> {
+        parse(&RawPacket {
             drop: None,
             mono_ns: None,
             ts_ns: 1,
@@ -325,10 +324,6 @@ mod tests {
             orig_len: data.len() as u32,
             data,
         })
-    }
-
-    fn raw(data: Vec<u8>) -> Vec<u8> {
-        data
     }
 
     fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
@@ -356,7 +351,7 @@ mod tests {
     #[test]
     fn ipv4_echo_request() {
         let icmp = [8, 0, 0, 0, 0x12, 0x34, 0, 7, b'a', b'b'];
-        let ev = parse(&raw(ipv4(1, [127, 0, 0, 1], [127, 0, 0, 2], &icmp))).unwrap();
+        let ev = parse_bytes(&ipv4(1, [127, 0, 0, 1], [127, 0, 0, 2], &icmp)).unwrap();
         assert_eq!(ev.kind(), "echo-request");
         assert_eq!(ev.family, Family::V4);
         assert_eq!(ev.src, IpAddr::from([127, 0, 0, 1]));
@@ -380,7 +375,7 @@ mod tests {
         let inner = ipv4(17, [10, 0, 0, 1], [10, 0, 0, 2], &udp);
         let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&inner);
-        let ev = parse(&raw(ipv4(1, [10, 0, 0, 2], [10, 0, 0, 1], &icmp))).unwrap();
+        let ev = parse_bytes(&ipv4(1, [10, 0, 0, 2], [10, 0, 0, 1], &icmp)).unwrap();
         assert_eq!(ev.kind(), "port-unreachable");
         let q = ev.quoted.unwrap();
         assert_eq!(q.proto, 17);
@@ -394,14 +389,14 @@ mod tests {
         let inner = ipv4(6, [1, 1, 1, 1], [2, 2, 2, 2], &[0, 80, 1, 187, 0, 0, 0, 0]);
         let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
         icmp.extend_from_slice(&inner);
-        let ev = parse(&raw(ipv4(1, [3, 3, 3, 3], [1, 1, 1, 1], &icmp))).unwrap();
+        let ev = parse_bytes(&ipv4(1, [3, 3, 3, 3], [1, 1, 1, 1], &icmp)).unwrap();
         assert_eq!(ev.kind(), "frag-needed");
         assert_eq!(ev.info.unwrap().to_string(), "mtu=1400");
         assert_eq!(ev.quoted.unwrap().dport, Some(443));
 
         let mut icmp = vec![5, 1, 0, 0, 192, 0, 2, 1];
         icmp.extend_from_slice(&inner);
-        let ev = parse(&raw(ipv4(1, [3, 3, 3, 3], [1, 1, 1, 1], &icmp))).unwrap();
+        let ev = parse_bytes(&ipv4(1, [3, 3, 3, 3], [1, 1, 1, 1], &icmp)).unwrap();
         assert_eq!(ev.kind(), "redirect");
         assert_eq!(ev.info.unwrap().to_string(), "gateway=192.0.2.1");
     }
@@ -411,7 +406,7 @@ mod tests {
         // Hop-by-hop (8 bytes) then ICMPv6 echo reply.
         let mut payload = vec![58, 0, 1, 4, 0, 0, 0, 0];
         payload.extend_from_slice(&[129, 0, 0, 0, 0, 5, 0, 9]);
-        let ev = parse(&raw(ipv6(0, LO6, LO6, &payload))).unwrap();
+        let ev = parse_bytes(&ipv6(0, LO6, LO6, &payload)).unwrap();
         assert_eq!(ev.kind(), "echo-reply");
         assert_eq!(ev.echo.unwrap().id, 5);
         assert_eq!(ev.echo.unwrap().seq, 9);
@@ -422,7 +417,7 @@ mod tests {
         let inner = ipv6(6, LO6, LO6, &[0x1f, 0x90, 0, 22, 0, 0, 0, 0]);
         let mut icmp = vec![2, 0, 0, 0, 0, 0, 0x05, 0xdc];
         icmp.extend_from_slice(&inner);
-        let ev = parse(&raw(ipv6(58, LO6, LO6, &icmp))).unwrap();
+        let ev = parse_bytes(&ipv6(58, LO6, LO6, &icmp)).unwrap();
         assert_eq!(ev.kind(), "packet-too-big");
         assert_eq!(ev.info, Some(Info::Mtu(1500)));
         let q = ev.quoted.unwrap();
@@ -433,26 +428,26 @@ mod tests {
     fn ipv6_neighbor_solicitation_target() {
         let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&LO6);
-        let ev = parse(&raw(ipv6(58, LO6, LO6, &icmp))).unwrap();
+        let ev = parse_bytes(&ipv6(58, LO6, LO6, &icmp)).unwrap();
         assert_eq!(ev.kind(), "neighbor-solicitation");
         assert_eq!(ev.info.unwrap().to_string(), "target=::1");
     }
 
     #[test]
     fn errors_are_classified() {
-        assert_eq!(parse(&raw(vec![])), Err(ParseError::Empty));
-        assert_eq!(parse(&raw(vec![0x20; 30])), Err(ParseError::NotIp(2)));
-        assert_eq!(parse(&raw(vec![0x45; 10])), Err(ParseError::ShortIp));
+        assert_eq!(parse_bytes(&[]), Err(ParseError::Empty));
+        assert_eq!(parse_bytes(&[0x20; 30]), Err(ParseError::NotIp(2)));
+        assert_eq!(parse_bytes(&[0x45; 10]), Err(ParseError::ShortIp));
         let mut bad_ihl = ipv4(1, [1; 4], [2; 4], &[8, 0, 0, 0, 0, 0, 0, 0]);
         bad_ihl[0] = 0x43;
-        assert_eq!(parse(&raw(bad_ihl)), Err(ParseError::BadIhl));
+        assert_eq!(parse_bytes(&bad_ihl), Err(ParseError::BadIhl));
         let udp = ipv4(17, [1; 4], [2; 4], &[0; 8]);
-        assert_eq!(parse(&raw(udp)), Err(ParseError::NotIcmp(17)));
+        assert_eq!(parse_bytes(&udp), Err(ParseError::NotIcmp(17)));
         let short = ipv4(1, [1; 4], [2; 4], &[8, 0, 0]);
-        assert_eq!(parse(&raw(short)), Err(ParseError::ShortIcmp));
+        assert_eq!(parse_bytes(&short), Err(ParseError::ShortIcmp));
         let mut frag = ipv4(1, [1; 4], [2; 4], &[0; 8]);
         frag[7] = 10;
-        assert_eq!(parse(&raw(frag)), Err(ParseError::Fragment));
+        assert_eq!(parse_bytes(&frag), Err(ParseError::Fragment));
     }
 
     /// An error about a ping quotes the echo request: its identifier
@@ -467,14 +462,14 @@ mod tests {
         );
         let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&ping);
-        let ev = parse(&raw(ipv4(1, [10, 0, 0, 254], [10, 0, 0, 1], &icmp))).unwrap();
+        let ev = parse_bytes(&ipv4(1, [10, 0, 0, 254], [10, 0, 0, 1], &icmp)).unwrap();
         let q = ev.quoted.unwrap();
         assert_eq!((q.proto, q.echo_id, q.sport), (1, Some(0x1234), None));
 
         let ping6 = ipv6(58, LO6, LO6, &[128, 0, 0, 0, 0, 7, 0, 1]);
         let mut icmp = vec![1, 3, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&ping6);
-        let ev = parse(&raw(ipv6(58, LO6, LO6, &icmp))).unwrap();
+        let ev = parse_bytes(&ipv6(58, LO6, LO6, &icmp)).unwrap();
         assert_eq!(ev.quoted.unwrap().echo_id, Some(7));
 
         let reply = ipv4(
@@ -485,7 +480,7 @@ mod tests {
         );
         let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&reply);
-        let ev = parse(&raw(ipv4(1, [10, 0, 0, 254], [10, 0, 0, 1], &icmp))).unwrap();
+        let ev = parse_bytes(&ipv4(1, [10, 0, 0, 254], [10, 0, 0, 1], &icmp)).unwrap();
         assert_eq!(ev.quoted.unwrap().echo_id, None);
     }
 
@@ -495,7 +490,7 @@ mod tests {
         let inner = ipv4(17, [10, 0, 0, 1], [10, 0, 0, 2], &[0x9c, 0x40]);
         let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&inner);
-        let ev = parse(&raw(ipv4(1, [10, 0, 0, 2], [10, 0, 0, 1], &icmp))).unwrap();
+        let ev = parse_bytes(&ipv4(1, [10, 0, 0, 2], [10, 0, 0, 1], &icmp)).unwrap();
         let q = ev.quoted.unwrap();
         assert_eq!((q.proto, q.sport, q.dport), (17, None, None));
     }
@@ -504,7 +499,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(4096))]
         #[test]
         fn never_panics_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = parse(&raw(data));
+            let _ = parse_bytes(&data);
         }
 
         #[test]
@@ -513,7 +508,7 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..120),
         ) {
             let pkt = if v6 { ipv6(58, LO6, LO6, &body) } else { ipv4(1, [1; 4], [2; 4], &body) };
-            if let Ok(ev) = parse(&raw(pkt)) {
+            if let Ok(ev) = parse_bytes(&pkt) {
                 prop_assert!(body.len() >= ICMP_HEADER_LEN);
                 prop_assert_eq!(ev.icmp_type, body[0]);
             }

@@ -456,7 +456,9 @@ pub(crate) mod tests {
             any::<[u8; 4]>().prop_map(IpAddr::from),
             any::<[u8; 16]>().prop_map(IpAddr::from),
         ];
-        let text = "\\PC*|[,\"\n\r a-z\\\t\u{1}-\u{1f}]{0,12}";
+        // Any printable text, or the characters either format escapes
+        // (backslash and NUL included).
+        let text = "\\PC*|[,\"\\\\\n\r\t a-z\u{0}-\u{1f}]{0,12}";
         let info = prop_oneof![
             any::<u32>().prop_map(Info::Mtu),
             ip.clone().prop_map(Info::Gateway),

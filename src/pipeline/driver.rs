@@ -182,11 +182,11 @@ impl Driver {
                 seq,
                 who: None,
             };
-            let now = match self.join.as_mut() {
+            let passed = match self.join.as_mut() {
                 Some(j) => j.push(r),
                 None => Some(r),
             };
-            if let Some(r) = now {
+            if let Some(r) = passed {
                 self.emit(r);
             }
         }

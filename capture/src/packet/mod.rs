@@ -199,9 +199,8 @@ impl PacketSource {
             c.loopback_copies.fetch_add(skipped.loopback, Relaxed);
             c.bad_frames.fetch_add(skipped.bad, Relaxed);
             c.packets.fetch_add(batch.len() as u64, Relaxed);
-            if !batch.is_empty() {
-                sink.send(batch);
-            }
+            // An empty one goes back to the pool.
+            sink.send(batch);
         }
         self.counters.blocks.fetch_add(blocks as u64, Relaxed);
         blocks

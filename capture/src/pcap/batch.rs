@@ -12,7 +12,8 @@ use icmpmon_core::batch::Batch;
 use icmpmon_core::event::{Direction, RawPacket};
 
 /// Packets handed on per batch, and bytes: with at most 8 batches in the
-/// channel, what a file run holds stays near 8 × (1 MiB + one record).
+/// channel and as many reused ones kept, what a file run holds stays near
+/// 20 × (1 MiB + one record), buffers grown to twice that at worst.
 pub(super) const BATCH: usize = 512;
 pub(super) const BATCH_BYTES: usize = 1 << 20;
 

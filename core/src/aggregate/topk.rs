@@ -20,7 +20,8 @@ const NIL: u32 = u32::MAX;
 
 /// Counters with one count, in a doubly linked list of such groups kept in
 /// ascending count order ("stream summary"): an increment moves a counter
-/// to the next group, so every operation is O(1).
+/// to the next group (or, alone in its group, raises the group's count),
+/// so every operation is O(1).
 #[derive(Debug, Clone)]
 struct Group {
     count: u64,
@@ -125,7 +126,8 @@ impl<K: Hash + Eq + Copy> SpaceSaving<K> {
     }
 
     /// Moves slot `s` (count already raised to `count`) from its group to
-    /// the group of `count`, which follows it or is created.
+    /// the group of `count`, which follows it or is created; a slot alone
+    /// in its group takes its group along.
     fn promote(&mut self, s: u32, count: u64) {
         let old = self.slots[s as usize].group;
         let next = self.groups[old as usize].next;
