@@ -36,6 +36,7 @@
 #include <linux/proc_fs.h>
 #include <linux/seq_file.h>
 #include <linux/timer.h>
+#include <linux/timekeeping.h>
 #include <linux/delay.h>
 #include <linux/percpu.h>
 #include <linux/u64_stats_sync.h>
@@ -86,6 +87,13 @@
 /* Batches one call of icmpmon_sub_drain() sends; the timer does the rest. */
 #define ICMPMON_DRAIN_BUDGET 16
 #define ICMPMON_HOOK_MASK_ALL (ICMPMON_HOOK_F_PRE_ROUTING | ICMPMON_HOOK_F_LOCAL_OUT)
+/*
+ * The largest batch payload whose buffer stays within two pages: the hook
+ * allocates in softirq, where an order > 1 allocation may fail or stall
+ * reclaim.  A larger BATCH_BYTES is served in batches of this size.
+ */
+#define ICMPMON_BATCH_ALLOC_MAX \
+	(SKB_WITH_OVERHEAD(PAGE_SIZE << 1) - NLMSG_HDRLEN - GENL_HDRLEN)
 #define ICMPMON_FAMILY_MASK_ALL (ICMPMON_FAMILY_F_IPV4 | ICMPMON_FAMILY_F_IPV6)
 
 static unsigned int max_subscribers = 8;
@@ -140,6 +148,8 @@ struct icmpmon_sub {
 	u32 snaplen;
 	u32 batch_bytes;
 	unsigned long flush_jiffies;
+	unsigned long deadline;		/* when the open batch goes (jiffies) */
+	unsigned int limit;		/* skb->len the open batch may reach */
 
 	spinlock_t lock;		/* the open batch, unqueued, dead */
 	struct sk_buff *skb;		/* batch being filled, or NULL */
@@ -168,10 +178,10 @@ struct icmpmon_batch_cb {
 
 struct icmpmon_net {
 	struct net *net;
-	struct mutex lock;		/* subs, nsubs, hooks_on */
+	struct mutex lock;		/* subs, nsubs, ops_on */
 	struct icmpmon_sub __rcu *subs[ICMPMON_SUBS_LIMIT];
 	unsigned int nsubs;		/* also read locklessly */
-	bool hooks_on;
+	u32 ops_on;			/* icmpmon_nf_ops[] registered, as bits */
 	struct icmpmon_pcpu_stats __percpu *stats;
 };
 
@@ -206,17 +216,23 @@ static unsigned int icmpmon_rec_size(u32 caplen)
 
 /* ---- counters ---- */
 
-/* Any context but hard IRQ; BH is kept off so writers never nest. */
-static void icmpmon_stat_add(struct icmpmon_net *pn, enum icmpmon_stat s,
-			     u64 n)
+/* BH off (a hook, or under a subscriber's lock): writers never nest. */
+static void __icmpmon_stat_add(struct icmpmon_net *pn, enum icmpmon_stat s,
+			       u64 n)
 {
-	struct icmpmon_pcpu_stats *st;
+	struct icmpmon_pcpu_stats *st = this_cpu_ptr(pn->stats);
 
-	local_bh_disable();
-	st = this_cpu_ptr(pn->stats);
 	u64_stats_update_begin(&st->syncp);
 	u64_stats_add(&st->v[s], n);
 	u64_stats_update_end(&st->syncp);
+}
+
+/* Any context but hard IRQ. */
+static void icmpmon_stat_add(struct icmpmon_net *pn, enum icmpmon_stat s,
+			     u64 n)
+{
+	local_bh_disable();
+	__icmpmon_stat_add(pn, s, n);
 	local_bh_enable();
 }
 
@@ -302,17 +318,22 @@ static int icmpmon_unicast(struct icmpmon_sub *sub, struct sk_buff *skb)
 static int icmpmon_batch_open(struct icmpmon_sub *sub, unsigned int need)
 {
 	size_t min = 2 * NLA_HDRLEN + need + ICMPMON_BATCH_TRAILER;
-	size_t want = max_t(size_t, sub->batch_bytes, min);
+	size_t want = clamp_t(size_t, sub->batch_bytes, min,
+			      max_t(size_t, min, ICMPMON_BATCH_ALLOC_MAX));
 	struct icmpmon_batch_cb *cb;
 	struct sk_buff *skb;
 	void *hdr;
 
 	skb = genlmsg_new(want, GFP_ATOMIC | __GFP_NOWARN);
-	/* A large batch needs a high-order page: try one page, then the least. */
-	if (!skb && want > NLMSG_GOODSIZE && NLMSG_GOODSIZE >= min)
-		skb = genlmsg_new(NLMSG_GOODSIZE, GFP_ATOMIC | __GFP_NOWARN);
-	if (!skb && want > min)
-		skb = genlmsg_new(min, GFP_ATOMIC | __GFP_NOWARN);
+	/* Under memory pressure: one page, then the least. */
+	if (!skb && want > NLMSG_GOODSIZE && NLMSG_GOODSIZE >= min) {
+		want = NLMSG_GOODSIZE;
+		skb = genlmsg_new(want, GFP_ATOMIC | __GFP_NOWARN);
+	}
+	if (!skb && want > min) {
+		want = min;
+		skb = genlmsg_new(want, GFP_ATOMIC | __GFP_NOWARN);
+	}
 	if (!skb)
 		return -ENOMEM;
 
@@ -341,6 +362,11 @@ static int icmpmon_batch_open(struct icmpmon_sub *sub, unsigned int need)
 	cb->hdr = hdr;
 	sub->skb = skb;
 	sub->nrecs = 0;
+	/*
+	 * The size asked for, not the tailroom: kmalloc rounds up, and a
+	 * batch filled to the rounding would be twice BATCH_BYTES.
+	 */
+	sub->limit = NLMSG_HDRLEN + GENL_HDRLEN + want;
 	return 0;
 }
 
@@ -350,7 +376,8 @@ static bool icmpmon_batch_fits(const struct icmpmon_sub *sub,
 	const struct sk_buff *skb = sub->skb;
 	size_t attr_len = skb_tail_pointer(skb) - (unsigned char *)sub->records;
 
-	return skb_tailroom(skb) >= need + ICMPMON_BATCH_TRAILER &&
+	return skb->len + need + ICMPMON_BATCH_TRAILER <= sub->limit &&
+	       skb_tailroom(skb) >= need + ICMPMON_BATCH_TRAILER &&
 	       attr_len + need <= U16_MAX;
 }
 
@@ -366,7 +393,7 @@ static void icmpmon_batch_close(struct icmpmon_sub *sub)
 	sub->skb = NULL;
 	if (skb_queue_len(&sub->out) >= ICMPMON_OUT_MAX) {
 		sub->unqueued += sub->nrecs;
-		icmpmon_stat_add(sub->pn, ICMPMON_STAT_LOST_NOBUFS, sub->nrecs);
+		__icmpmon_stat_add(sub->pn, ICMPMON_STAT_LOST_NOBUFS, sub->nrecs);
 		sub->nrecs = 0;
 		kfree_skb(skb);
 		return;
@@ -460,7 +487,7 @@ static void icmpmon_sub_drain(struct icmpmon_sub *sub)
 	if (!skb_queue_empty_lockless(&sub->out)) {
 		spin_lock(&sub->lock);
 		if (!sub->dead)
-			mod_timer(&sub->timer, jiffies + 1);
+			timer_reduce(&sub->timer, jiffies + 1);
 		spin_unlock(&sub->lock);
 	}
 out:
@@ -472,8 +499,13 @@ static void icmpmon_sub_timer(struct timer_list *t)
 	struct icmpmon_sub *sub = timer_container_of(sub, t, timer);
 
 	spin_lock_bh(&sub->lock);
-	if (!sub->dead && sub->skb)
-		icmpmon_batch_close(sub);
+	if (!sub->dead && sub->skb) {
+		/* A drain retry fired first: the open batch keeps filling. */
+		if (time_after_eq(jiffies, sub->deadline))
+			icmpmon_batch_close(sub);
+		else
+			timer_reduce(&sub->timer, sub->deadline);
+	}
 	spin_unlock_bh(&sub->lock);
 	icmpmon_sub_drain(sub);
 }
@@ -491,7 +523,7 @@ static void icmpmon_sub_record(struct icmpmon_sub *sub,
 	spin_lock_bh(&sub->lock);
 	if (sub->dead)
 		goto out;
-	icmpmon_stat_add(pn, ICMPMON_STAT_SEEN, 1);
+	__icmpmon_stat_add(pn, ICMPMON_STAT_SEEN, 1);
 
 	if (sub->skb && !icmpmon_batch_fits(sub, need)) {
 		icmpmon_batch_close(sub);
@@ -500,10 +532,12 @@ static void icmpmon_sub_record(struct icmpmon_sub *sub,
 	if (!sub->skb) {
 		if (icmpmon_batch_open(sub, need)) {
 			sub->unqueued++;
-			icmpmon_stat_add(pn, ICMPMON_STAT_LOST_NOMEM, 1);
+			__icmpmon_stat_add(pn, ICMPMON_STAT_LOST_NOMEM, 1);
 			goto out;
 		}
-		mod_timer(&sub->timer, jiffies + sub->flush_jiffies);
+		/* Only ever earlier: a pending drain retry keeps its time. */
+		sub->deadline = jiffies + sub->flush_jiffies;
+		timer_reduce(&sub->timer, sub->deadline);
 	}
 
 	rec = skb_put_zero(sub->skb, need);
@@ -517,7 +551,7 @@ static void icmpmon_sub_record(struct icmpmon_sub *sub,
 	rec->ts_mono_ns = pkt->ts_mono_ns;
 	if (caplen < pkt->len) {
 		rec->flags |= ICMPMON_REC_F_TRUNCATED;
-		icmpmon_stat_add(pn, ICMPMON_STAT_TRUNCATED, 1);
+		__icmpmon_stat_add(pn, ICMPMON_STAT_TRUNCATED, 1);
 	}
 	data = (u8 *)rec + ICMPMON_REC_HDR_LEN;
 #if ICMPMON_TEST_HDR_EXTRA
@@ -585,8 +619,7 @@ static unsigned int icmpmon_nf_hook(void *priv, struct sk_buff *skb,
 	pkt.family = state->pf == NFPROTO_IPV4 ? ICMPMON_REC_FAMILY_IPV4 :
 						 ICMPMON_REC_FAMILY_IPV6;
 	pkt.skb = skb;
-	pkt.ts_real_ns = ktime_get_real_ns();
-	pkt.ts_mono_ns = ktime_get_ns();
+	pkt.ts_mono_ns = 0;		/* read once, for the first taker */
 	pkt.ifindex = dev ? dev->ifindex : 0;
 	pkt.len = skb->len - skb_network_offset(skb);
 	hook_bit = BIT(pkt.hook);
@@ -597,9 +630,17 @@ static unsigned int icmpmon_nf_hook(void *priv, struct sk_buff *skb,
 	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++) {
 		struct icmpmon_sub *sub = rcu_dereference(pn->subs[i]);
 
-		if (sub && (sub->hook_mask & hook_bit) &&
-		    (sub->family_mask & family_bit))
-			icmpmon_sub_record(sub, &pkt);
+		if (!sub || !(sub->hook_mask & hook_bit) ||
+		    !(sub->family_mask & family_bit))
+			continue;
+		if (!pkt.ts_mono_ns) {
+			/* One clock read: the wall clock is an offset of it. */
+			ktime_t mono = ktime_get();
+
+			pkt.ts_mono_ns = ktime_to_ns(mono);
+			pkt.ts_real_ns = ktime_to_ns(ktime_mono_to_real(mono));
+		}
+		icmpmon_sub_record(sub, &pkt);
 	}
 	return NF_ACCEPT;
 }
@@ -635,53 +676,106 @@ static const struct nf_hook_ops icmpmon_nf_ops[] = {
 	},
 };
 
+/* icmpmon_nf_ops[] bits of each family. */
+#define ICMPMON_OPS_V4 (BIT(0) | BIT(1))
+#define ICMPMON_OPS_V6 (BIT(2) | BIT(3))
+
+/* The icmpmon_nf_ops[] a subscription's masks need, as bits. */
+static u32 icmpmon_ops_of(u32 hook_mask, u32 family_mask)
+{
+	u32 ops = 0;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(icmpmon_nf_ops); i++) {
+		const struct nf_hook_ops *o = &icmpmon_nf_ops[i];
+		u32 fam = o->pf == NFPROTO_IPV4 ? ICMPMON_FAMILY_F_IPV4 :
+						  ICMPMON_FAMILY_F_IPV6;
+		u32 hook = o->hooknum == NF_INET_PRE_ROUTING ?
+			   ICMPMON_HOOK_F_PRE_ROUTING : ICMPMON_HOOK_F_LOCAL_OUT;
+
+		if ((family_mask & fam) && (hook_mask & hook))
+			ops |= BIT(i);
+	}
+	return ops;
+}
+
+/* What the namespace's subscribers need together. */
+static u32 icmpmon_ops_wanted(struct icmpmon_net *pn)
+{
+	u32 ops = 0;
+	int i;
+
+	lockdep_assert_held(&pn->lock);
+	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++) {
+		const struct icmpmon_sub *sub = rcu_dereference_protected(
+			pn->subs[i], lockdep_is_held(&pn->lock));
+
+		if (sub)
+			ops |= icmpmon_ops_of(sub->hook_mask, sub->family_mask);
+	}
+	return ops;
+}
+
 /*
- * Hooks (and defragmentation) are on in a namespace only while it has
- * subscribers, so an idle module costs nothing per packet.  Turning
+ * Registers the hooks in @want and only those, each family's
+ * defragmentation with its first hook: an idle module costs nothing per
+ * packet, and an IPv4-only monitor leaves IPv6 alone.  Turning
  * defragmentation on changes forwarding in that namespace as conntrack
  * does: fragments are reassembled (and refragmented) on their way through.
+ * On error nothing has changed.  Hooks still running after an unregister
+ * finish under RCU; callers wait for a grace period before freeing
+ * anything a hook can reach.
  */
-static int icmpmon_hooks_on(struct icmpmon_net *pn)
+static int icmpmon_hooks_set(struct icmpmon_net *pn, u32 want)
 {
+	u32 on = pn->ops_on;
+	bool v4 = want & ICMPMON_OPS_V4, v4_on = on & ICMPMON_OPS_V4;
+	bool v6 = want & ICMPMON_OPS_V6, v6_on = on & ICMPMON_OPS_V6;
+	unsigned int i;
 	int err;
 
 	lockdep_assert_held(&pn->lock);
-	if (pn->hooks_on)
-		return 0;
-	err = nf_defrag_ipv4_enable(pn->net);
-	if (err)
-		return err;
-	err = nf_defrag_ipv6_enable(pn->net);
-	if (err)
-		goto err_v4;
-	err = nf_register_net_hooks(pn->net, icmpmon_nf_ops,
-				    ARRAY_SIZE(icmpmon_nf_ops));
-	if (err)
-		goto err_v6;
-	pn->hooks_on = true;
+	if (v4 && !v4_on) {
+		err = nf_defrag_ipv4_enable(pn->net);
+		if (err)
+			return err;
+	}
+	if (v6 && !v6_on) {
+		err = nf_defrag_ipv6_enable(pn->net);
+		if (err)
+			goto err_v4;
+	}
+	for (i = 0; i < ARRAY_SIZE(icmpmon_nf_ops); i++) {
+		if (!(want & ~on & BIT(i)))
+			continue;
+		err = nf_register_net_hook(pn->net, &icmpmon_nf_ops[i]);
+		if (err)
+			goto err_hooks;
+		pn->ops_on |= BIT(i);
+	}
+	for (i = 0; i < ARRAY_SIZE(icmpmon_nf_ops); i++) {
+		if (!(on & ~want & BIT(i)))
+			continue;
+		nf_unregister_net_hook(pn->net, &icmpmon_nf_ops[i]);
+		pn->ops_on &= ~BIT(i);
+	}
+	if (v6_on && !v6)
+		nf_defrag_ipv6_disable(pn->net);
+	if (v4_on && !v4)
+		nf_defrag_ipv4_disable(pn->net);
 	return 0;
 
-err_v6:
-	nf_defrag_ipv6_disable(pn->net);
+err_hooks:
+	for (i = 0; i < ARRAY_SIZE(icmpmon_nf_ops); i++)
+		if (pn->ops_on & ~on & BIT(i))
+			nf_unregister_net_hook(pn->net, &icmpmon_nf_ops[i]);
+	pn->ops_on = on;
+	if (v6 && !v6_on)
+		nf_defrag_ipv6_disable(pn->net);
 err_v4:
-	nf_defrag_ipv4_disable(pn->net);
+	if (v4 && !v4_on)
+		nf_defrag_ipv4_disable(pn->net);
 	return err;
-}
-
-static void icmpmon_hooks_off(struct icmpmon_net *pn)
-{
-	lockdep_assert_held(&pn->lock);
-	if (!pn->hooks_on)
-		return;
-	/*
-	 * Hooks still running finish under RCU; callers wait for a grace
-	 * period before freeing anything a hook can reach.
-	 */
-	nf_unregister_net_hooks(pn->net, icmpmon_nf_ops,
-				ARRAY_SIZE(icmpmon_nf_ops));
-	nf_defrag_ipv6_disable(pn->net);
-	nf_defrag_ipv4_disable(pn->net);
-	pn->hooks_on = false;
 }
 
 /* ---- subscriber table (pn->lock held) ---- */
@@ -725,7 +819,7 @@ enum icmpmon_unsub_how {
 
 /*
  * Takes slot @i out of the table, sends (or drops) what it still holds and
- * frees it.  Turns the hooks off with the last subscriber.  Sleeps.
+ * frees it.  Turns off the hooks no other subscriber needs.  Sleeps.
  */
 static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 				enum icmpmon_unsub_how how)
@@ -762,8 +856,8 @@ static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 	}
 	if (how == ICMPMON_UNSUB_BYE)
 		icmpmon_send_bye(sub, ICMPMON_BYE_UNLOAD);
-	if (!pn->nsubs)
-		icmpmon_hooks_off(pn);
+	/* Only the hooks the others still need: cannot fail. */
+	icmpmon_hooks_set(pn, icmpmon_ops_wanted(pn));
 	sock_put(sub->sk);
 	kfree_rcu(sub, rcu);
 }
@@ -778,7 +872,7 @@ static void icmpmon_net_clear(struct net *net, enum icmpmon_unsub_how how)
 	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++)
 		if (rcu_access_pointer(pn->subs[i]))
 			icmpmon_unsubscribe(pn, i, how);
-	icmpmon_hooks_off(pn);
+	icmpmon_hooks_set(pn, 0);
 	mutex_unlock(&pn->lock);
 }
 
@@ -899,7 +993,8 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 		err = -EBUSY;
 		goto err_unlock;
 	}
-	err = icmpmon_hooks_on(pn);
+	err = icmpmon_hooks_set(pn, pn->ops_on |
+				icmpmon_ops_of(sub->hook_mask, sub->family_mask));
 	if (err) {
 		NL_SET_ERR_MSG(info->extack, "cannot register netfilter hooks");
 		goto err_unlock;

@@ -6,7 +6,9 @@
  *   vmhelper flood ADDR SECONDS   ICMP echo ping-pong as fast as replies come
  *   vmhelper udp ADDR PORT        one UDP datagram (to a closed port)
  *   vmhelper runas UID CMD...     drop to UID/GID (no capabilities) and exec
- *   vmhelper hold N SECONDS       REGISTER N sockets with icmpmon, then sleep
+ *   vmhelper hold N SECONDS [FAMILIES]
+ *                                 REGISTER N sockets with icmpmon (with
+ *                                 FAMILY_MASK FAMILIES when given), then sleep
  *   vmhelper badmsg               malformed netlink battery (error acks only)
  *   vmhelper statsloop STOPFILE   STATS as fast as answered, through module
  *                                 unloads, until STOPFILE exists; fails on
@@ -302,7 +304,7 @@ static int family_id(int fd)
 	return -ENOENT;
 }
 
-static int cmd_hold(int n, int seconds)
+static int cmd_hold(int n, int seconds, uint32_t families)
 {
 	int i;
 
@@ -315,6 +317,8 @@ static int cmd_hold(int n, int seconds)
 		if (fam < 0)
 			return fprintf(stderr, "hold: family: %s\n", strerror(-fam)), 1;
 		init_req(&r, fam, ICMPMON_CMD_REGISTER);
+		if (families)
+			put_attr(&r, ICMPMON_A_FAMILY_MASK, &families, sizeof(families));
 		err = transact(fd, &r, 0, msg, sizeof(msg), NULL, 0);
 		if (err)
 			return fprintf(stderr, "hold: REGISTER %d: %s %s\n", i, strerror(-err), msg), 1;
@@ -865,7 +869,8 @@ int main(int argc, char **argv)
 	if (argc >= 4 && !strcmp(argv[1], "runas"))
 		return cmd_runas(atoi(argv[2]), argv + 3);
 	if (argc >= 4 && !strcmp(argv[1], "hold"))
-		return cmd_hold(atoi(argv[2]), atoi(argv[3]));
+		return cmd_hold(atoi(argv[2]), atoi(argv[3]),
+				argc >= 5 ? strtoul(argv[4], NULL, 0) : 0);
 	if (argc >= 2 && !strcmp(argv[1], "badmsg"))
 		return cmd_badmsg();
 	if (argc >= 3 && !strcmp(argv[1], "statsloop"))

@@ -255,6 +255,33 @@ scenario_table_full() {
 	fi
 }
 
+# Hooks per need (issue 22): a subscriber of IPv4 only gets only the IPv4
+# hooks, so ICMPv6 never reaches the module (its packets counter counts
+# what the hooks saw); ending it takes the hooks away again.
+scenario_hooks_per_need() {
+	$H hold 1 30 1 >/tmp/hold4.out 2>&1 &
+	holder=$!
+	i=0
+	while ! grep -q held /tmp/hold4.out && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	p0=$(stat packets)
+	s0=$(($(snmp InEchos) + $(snmp InEchoReps) + $(snmp OutEchos) + $(snmp OutEchoReps)))
+	ping -c 3 -i 0.2 127.0.0.1 >/dev/null
+	ping6 -c 3 -i 0.2 ::1 >/dev/null
+	s4=$(($(snmp InEchos) + $(snmp InEchoReps) + $(snmp OutEchos) + $(snmp OutEchoReps) - s0))
+	p4=$(($(stat packets) - p0))
+	kill $holder
+	wait $holder 2>/dev/null
+	sleep 0.2
+	p1=$(stat packets)
+	ping -c 2 -i 0.2 127.0.0.1 >/dev/null
+	idle=$(($(stat packets) - p1))
+	if [ "$s4" = 12 ] && [ "$p4" = 12 ] && [ "$idle" = 0 ]; then
+		pass hooks-per-need "IPv4-only subscriber: the hooks saw the 12 IPv4 messages and none of the 12 IPv6; none once it left"
+	else
+		fail hooks-per-need "hooks saw $p4 (want the $s4 IPv4 messages, no IPv6), $idle after the subscriber left: $(cat /tmp/hold4.out)"
+	fi
+}
+
 scenario_bad_netlink() {
 	if $H badmsg >/tmp/badmsg.out 2>&1 && [ "$(stat subscribers)" = 0 ]; then
 		pass bad-netlink "$(grep -c ' ok ' /tmp/badmsg.out) malformed/invalid requests answered with error acks"
@@ -554,6 +581,7 @@ scenario_unprivileged
 scenario_sigkill
 scenario_two_monitors
 scenario_table_full
+scenario_hooks_per_need
 scenario_bad_netlink
 # The dashboard on a pseudo-terminal (no tmux here): it draws the kmod
 # source and the pinging pair, and q leaves with CLOSE done.
