@@ -94,6 +94,9 @@
  */
 #define ICMPMON_BATCH_ALLOC_MAX \
 	(SKB_WITH_OVERHEAD(PAGE_SIZE << 1) - NLMSG_HDRLEN - GENL_HDRLEN)
+/* The largest batch payload whose buffer fits one page. */
+#define ICMPMON_BATCH_ALLOC_PAGE \
+	(SKB_WITH_OVERHEAD(PAGE_SIZE) - NLMSG_HDRLEN - GENL_HDRLEN)
 #define ICMPMON_FAMILY_MASK_ALL (ICMPMON_FAMILY_F_IPV4 | ICMPMON_FAMILY_F_IPV6)
 
 static unsigned int max_subscribers = 8;
@@ -148,13 +151,13 @@ struct icmpmon_sub {
 	u32 snaplen;
 	u32 batch_bytes;
 	unsigned long flush_jiffies;
-	unsigned long deadline;		/* when the open batch goes (jiffies) */
-	unsigned int limit;		/* skb->len the open batch may reach */
 
 	spinlock_t lock;		/* the open batch, unqueued, dead */
 	struct sk_buff *skb;		/* batch being filled, or NULL */
 	struct nlattr *records;		/* its open ICMPMON_A_RECORDS */
 	u32 nrecs;			/* records in it */
+	unsigned int limit;		/* skb->len it may reach */
+	unsigned long deadline;		/* when it goes (jiffies) */
 	u64 unqueued;			/* records lost before the open batch */
 	bool dead;			/* unsubscribed: queue nothing more */
 
@@ -216,7 +219,12 @@ static unsigned int icmpmon_rec_size(u32 caplen)
 
 /* ---- counters ---- */
 
-/* BH off (a hook, or under a subscriber's lock): writers never nest. */
+/*
+ * Under a subscriber's lock (spin_lock_bh): BH is off, so this CPU's
+ * counters are not updated from another context meanwhile.  The hooks
+ * themselves may run with BH on (LOCAL_OUT from process context): they use
+ * icmpmon_stat_add().
+ */
 static void __icmpmon_stat_add(struct icmpmon_net *pn, enum icmpmon_stat s,
 			       u64 n)
 {
@@ -326,8 +334,9 @@ static int icmpmon_batch_open(struct icmpmon_sub *sub, unsigned int need)
 
 	skb = genlmsg_new(want, GFP_ATOMIC | __GFP_NOWARN);
 	/* Under memory pressure: one page, then the least. */
-	if (!skb && want > NLMSG_GOODSIZE && NLMSG_GOODSIZE >= min) {
-		want = NLMSG_GOODSIZE;
+	if (!skb && want > ICMPMON_BATCH_ALLOC_PAGE &&
+	    ICMPMON_BATCH_ALLOC_PAGE >= min) {
+		want = ICMPMON_BATCH_ALLOC_PAGE;
 		skb = genlmsg_new(want, GFP_ATOMIC | __GFP_NOWARN);
 	}
 	if (!skb && want > min) {
@@ -620,6 +629,7 @@ static unsigned int icmpmon_nf_hook(void *priv, struct sk_buff *skb,
 						 ICMPMON_REC_FAMILY_IPV6;
 	pkt.skb = skb;
 	pkt.ts_mono_ns = 0;		/* read once, for the first taker */
+	pkt.ts_real_ns = 0;
 	pkt.ifindex = dev ? dev->ifindex : 0;
 	pkt.len = skb->len - skb_network_offset(skb);
 	hook_bit = BIT(pkt.hook);
@@ -676,10 +686,6 @@ static const struct nf_hook_ops icmpmon_nf_ops[] = {
 	},
 };
 
-/* icmpmon_nf_ops[] bits of each family. */
-#define ICMPMON_OPS_V4 (BIT(0) | BIT(1))
-#define ICMPMON_OPS_V6 (BIT(2) | BIT(3))
-
 /* The icmpmon_nf_ops[] a subscription's masks need, as bits. */
 static u32 icmpmon_ops_of(u32 hook_mask, u32 family_mask)
 {
@@ -728,9 +734,11 @@ static u32 icmpmon_ops_wanted(struct icmpmon_net *pn)
  */
 static int icmpmon_hooks_set(struct icmpmon_net *pn, u32 want)
 {
+	u32 ops4 = icmpmon_ops_of(ICMPMON_HOOK_MASK_ALL, ICMPMON_FAMILY_F_IPV4);
+	u32 ops6 = icmpmon_ops_of(ICMPMON_HOOK_MASK_ALL, ICMPMON_FAMILY_F_IPV6);
 	u32 on = pn->ops_on;
-	bool v4 = want & ICMPMON_OPS_V4, v4_on = on & ICMPMON_OPS_V4;
-	bool v6 = want & ICMPMON_OPS_V6, v6_on = on & ICMPMON_OPS_V6;
+	bool v4 = want & ops4, v4_on = on & ops4;
+	bool v6 = want & ops6, v6_on = on & ops6;
 	unsigned int i;
 	int err;
 
@@ -856,8 +864,8 @@ static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 	}
 	if (how == ICMPMON_UNSUB_BYE)
 		icmpmon_send_bye(sub, ICMPMON_BYE_UNLOAD);
-	/* Only the hooks the others still need: cannot fail. */
-	icmpmon_hooks_set(pn, icmpmon_ops_wanted(pn));
+	/* Only the hooks the others still need: fewer, so it cannot fail. */
+	WARN_ON_ONCE(icmpmon_hooks_set(pn, icmpmon_ops_wanted(pn)));
 	sock_put(sub->sk);
 	kfree_rcu(sub, rcu);
 }

@@ -272,8 +272,9 @@ pub struct RunArgs {
     pub snaplen: u32,
     /// Kernel batch size in bytes (kmod source).
     ///
-    /// The module sends at most two pages per batch (about 7.9 KiB with
-    /// 4 KiB pages): it allocates them where it may not sleep.
+    /// The module sends at most two pages per batch (7852 bytes of records
+    /// with 4 KiB pages; larger sizes, the default too, are served in
+    /// batches of that size): it allocates them where it may not sleep.
     #[arg(long, value_name = "BYTES", default_value_t = proto::BATCH_BYTES_DEFAULT,
           value_parser = clap::value_parser!(u32).range(i64::from(proto::BATCH_BYTES_MIN)..=i64::from(proto::BATCH_BYTES_MAX)),
           help_heading = "Kernel module")]

@@ -255,30 +255,61 @@ scenario_table_full() {
 	fi
 }
 
-# Hooks per need (issue 22): a subscriber of IPv4 only gets only the IPv4
-# hooks, so ICMPv6 never reaches the module (its packets counter counts
-# what the hooks saw); ending it takes the hooks away again.
-scenario_hooks_per_need() {
-	$H hold 1 30 1 >/tmp/hold4.out 2>&1 &
-	holder=$!
-	i=0
-	while ! grep -q held /tmp/hold4.out && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-	p0=$(stat packets)
-	s0=$(($(snmp InEchos) + $(snmp InEchoReps) + $(snmp OutEchos) + $(snmp OutEchoReps)))
+# Hooks per need (issue 22): the module registers only the hooks its
+# subscribers' masks need, and unregisters those none needs any more. Its
+# packets counter counts ICMP messages at the hooks registered (on lo
+# each message passes two: 3 pings are 12 passes per family).
+# icmp_passes / icmp6_passes: echo messages of each family, sent and
+# received (/proc/net/snmp and snmp6).
+icmp_passes() {
+	echo $(($(snmp InEchos) + $(snmp InEchoReps) + $(snmp OutEchos) + $(snmp OutEchoReps)))
+}
+icmp6_passes() {
+	echo $(($(snmp6 Icmp6InEchos) + $(snmp6 Icmp6InEchoReplies) + $(snmp6 Icmp6OutEchos) + $(snmp6 Icmp6OutEchoReplies)))
+}
+# pings_seen: hook passes counted while 3 pings and 3 ping6 go on lo,
+# with the snmp deltas: "hooks v4 v6".
+pings_seen() {
+	p0=$(stat packets); a0=$(icmp_passes); b0=$(icmp6_passes)
 	ping -c 3 -i 0.2 127.0.0.1 >/dev/null
 	ping6 -c 3 -i 0.2 ::1 >/dev/null
-	s4=$(($(snmp InEchos) + $(snmp InEchoReps) + $(snmp OutEchos) + $(snmp OutEchoReps) - s0))
-	p4=$(($(stat packets) - p0))
-	kill $holder
-	wait $holder 2>/dev/null
-	sleep 0.2
-	p1=$(stat packets)
-	ping -c 2 -i 0.2 127.0.0.1 >/dev/null
-	idle=$(($(stat packets) - p1))
-	if [ "$s4" = 12 ] && [ "$p4" = 12 ] && [ "$idle" = 0 ]; then
-		pass hooks-per-need "IPv4-only subscriber: the hooks saw the 12 IPv4 messages and none of the 12 IPv6; none once it left"
+	echo "$(($(stat packets) - p0)) $(($(icmp_passes) - a0)) $(($(icmp6_passes) - b0))"
+}
+# hold_sub NAME FAMILIES: a subscriber socket of those families; its PID.
+hold_sub() {
+	$H hold 1 60 "$2" >"/tmp/$1.out" 2>&1 &
+	i=0
+	while ! grep -q held "/tmp/$1.out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	HELD=$!
+}
+scenario_hooks_per_need() {
+	hold_sub hold4 1
+	h4=$HELD
+	subs=$(stat subscribers)
+	# One subscriber of IPv4 alone: IPv4's hooks only.
+	set -- $(pings_seen)
+	only4="$1 of $2 v4 + $3 v6"
+	ok=$([ "$subs" = 1 ] && [ "$2" = 12 ] && [ "$3" = 12 ] && [ "$1" = 12 ] && echo y)
+	# Another of both families, then it leaves: IPv6's hooks go with it.
+	hold_sub hold46 3
+	h46=$HELD
+	set -- $(pings_seen)
+	both="$1 of $2 v4 + $3 v6"
+	[ "$1" = 24 ] && [ "$2" = 12 ] && [ "$3" = 12 ] || ok=
+	kill $h46
+	wait $h46 2>/dev/null
+	set -- $(pings_seen)
+	after="$1 of $2 v4 + $3 v6"
+	[ "$1" = 12 ] && [ "$2" = 12 ] && [ "$3" = 12 ] || ok=
+	kill $h4
+	wait $h4 2>/dev/null
+	set -- $(pings_seen)
+	none="$1"
+	[ "$1" = 0 ] || ok=
+	if [ -n "$ok" ]; then
+		pass hooks-per-need "hook passes counted: IPv4 subscriber $only4; with an IPv4+IPv6 one $both; once it left $after; none left $none"
 	else
-		fail hooks-per-need "hooks saw $p4 (want the $s4 IPv4 messages, no IPv6), $idle after the subscriber left: $(cat /tmp/hold4.out)"
+		fail hooks-per-need "subscribers=$subs; hook passes: IPv4 subscriber $only4 (want 12 of 12 + 12), both $both (24), after $after (12), none $none (0): $(cat /tmp/hold4.out /tmp/hold46.out)"
 	fi
 }
 
