@@ -67,12 +67,8 @@ impl<W: Write + Send> RowSink for CsvExport<W> {
                 line.push(b',');
             }
             match cell {
-                Cell::Empty => {}
                 Cell::Text(s) => text(s, line),
-                Cell::Uint(v) => cells.uint(v, line),
-                Cell::Ip(a) => cells.ip(a, line),
-                Cell::Time(t) => cells.time(t, line),
-                Cell::Info(i) => cells.info(i, line),
+                other => cells.plain(other, line),
             }
         }
         line.push(b'\n');

@@ -67,21 +67,16 @@ impl<W: Write + Send> RowSink for JsonlExport<W> {
             line.push(b'"');
             line.extend_from_slice(name.as_bytes());
             line.extend_from_slice(b"\":");
-            // Addresses, times and info hold nothing to escape.
-            let quoted = matches!(cell, Cell::Ip(_) | Cell::Time(_) | Cell::Info(_));
-            if quoted {
-                line.push(b'"');
-            }
             match cell {
                 Cell::Empty => line.extend_from_slice(b"null"),
                 Cell::Text(s) => string(s, line),
-                Cell::Uint(v) => cells.uint(v, line),
-                Cell::Ip(a) => cells.ip(a, line),
-                Cell::Time(t) => cells.time(t, line),
-                Cell::Info(i) => cells.info(i, line),
-            }
-            if quoted {
-                line.push(b'"');
+                Cell::Uint(_) => cells.plain(cell, line),
+                // Addresses, times and info hold nothing to escape.
+                Cell::Ip(_) | Cell::Time(_) | Cell::Info(_) => {
+                    line.push(b'"');
+                    cells.plain(cell, line);
+                    line.push(b'"');
+                }
             }
         }
         line.extend_from_slice(b"}\n");

@@ -196,22 +196,39 @@ impl<'a> Row<'a> {
     }
 }
 
-/// Writes the parts of a cell that need no quoting or escaping in either
-/// format, into a line buffer; the text of a timestamp once per second.
+/// Writes the cells that need no quoting or escaping in either format
+/// (numbers, addresses, times, info) into a line buffer; the formats write
+/// empty and text cells themselves. The text of a timestamp is made once
+/// per second.
 #[derive(Debug, Default)]
 pub(crate) struct CellWriter {
     time: TimeText,
 }
 
 impl CellWriter {
-    pub fn uint(&mut self, v: u64, out: &mut Vec<u8>) {
+    /// `cell`'s text, unquoted; nothing for `Empty` and `Text`.
+    pub fn plain(&mut self, cell: Cell, out: &mut Vec<u8>) {
+        match cell {
+            Cell::Empty | Cell::Text(_) => {}
+            Cell::Uint(v) => self.uint(v, out),
+            Cell::Ip(a) => self.ip(a, out),
+            Cell::Time(t) => self.time.write(t, out),
+            // Rare (errors, redirects, neighbour discovery): core's text.
+            Cell::Info(i) => {
+                use std::io::Write as _;
+                let _ = write!(out, "{i}");
+            }
+        }
+    }
+
+    fn uint(&mut self, v: u64, out: &mut Vec<u8>) {
         match u8::try_from(v) {
             Ok(b) => byte(b, out),
             Err(_) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
         }
     }
 
-    pub fn ip(&mut self, ip: IpAddr, out: &mut Vec<u8>) {
+    fn ip(&mut self, ip: IpAddr, out: &mut Vec<u8>) {
         match ip {
             IpAddr::V4(a) => {
                 for (i, o) in a.octets().into_iter().enumerate() {
@@ -225,31 +242,6 @@ impl CellWriter {
             IpAddr::V6(a) => {
                 use std::io::Write as _;
                 let _ = write!(out, "{a}");
-            }
-        }
-    }
-
-    pub fn time(&mut self, ts_ns: u64, out: &mut Vec<u8>) {
-        self.time.write(ts_ns, out);
-    }
-
-    pub fn info(&mut self, info: Info, out: &mut Vec<u8>) {
-        match info {
-            Info::Mtu(m) => {
-                out.extend_from_slice(b"mtu=");
-                self.uint(m.into(), out);
-            }
-            Info::Gateway(a) => {
-                out.extend_from_slice(b"gateway=");
-                self.ip(a, out);
-            }
-            Info::Target(a) => {
-                out.extend_from_slice(b"target=");
-                self.ip(a, out);
-            }
-            Info::Pointer(p) => {
-                out.extend_from_slice(b"pointer=");
-                self.uint(p.into(), out);
             }
         }
     }
