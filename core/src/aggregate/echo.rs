@@ -12,16 +12,15 @@
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroUsize;
 
-use foldhash::fast::RandomState;
 use foldhash::HashMap;
-use lru::LruCache;
 use serde::Serialize;
 
 use super::addr::Addr;
 use super::groups::{GroupPair, Groups};
+use super::recall::Recall;
 use super::rtt::{Histogram, RttStats};
+use super::slab::SlabLru;
 use crate::event::{Direction, Echo, IcmpEvent};
 
 /// Who pinged whom.
@@ -39,28 +38,31 @@ impl Hash for PeerKey {
     }
 }
 
+/// One request: its pair by the pair's serial (unique for the run, so an
+/// entry left by a pair pushed out of the peer table never matches the
+/// pair that takes its slot), its identifier and sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct EchoKey {
+    serial: u64,
+    id: u16,
+    seq: u16,
+}
+
+/// A request counted lost, by its pair's addresses: its late reply is
+/// recognised even after the pair has left the peer table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LostKey {
     peer: PeerKey,
     id: u16,
     seq: u16,
 }
 
-impl EchoKey {
-    fn new(requester: IpAddr, responder: IpAddr, echo: &Echo) -> Self {
-        Self {
-            peer: PeerKey {
-                requester,
-                responder,
-            },
-            id: echo.id,
-            seq: echo.seq,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Pending {
+    peer: PeerKey,
+    /// The pair's slot in the peer table (its `serial` says whether the
+    /// pair is still there).
+    slot: u32,
     /// Directions of the request copies seen (bit per `Direction::index`).
     copies: u8,
     /// Wall-clock time of the first copy: expiry order.
@@ -193,8 +195,9 @@ pub struct EchoTracker {
     /// ... and their keys in arrival order, which is expiry order.
     arrivals: VecDeque<(EchoKey, u64)>,
     /// Recently lost requests, to tell a late reply from an unsolicited one.
-    expired: LruCache<EchoKey, (), RandomState>,
-    peers: LruCache<PeerKey, PeerStats, RandomState>,
+    expired: Recall,
+    /// Found once per event; requests hold their pair's slot.
+    peers: SlabLru<PeerKey, PeerStats>,
     totals: EchoTotals,
     groups: Groups,
     departed: HashMap<GroupPair, Departed>,
@@ -202,22 +205,18 @@ pub struct EchoTracker {
     serials: u64,
 }
 
-fn cap(n: usize) -> NonZeroUsize {
-    NonZeroUsize::new(n.max(1)).expect("max(1)")
-}
-
 impl EchoTracker {
     pub fn new(timeout_ns: u64, max_pending: usize, max_peers: usize) -> Self {
         Self {
             timeout_ns,
             max_pending: max_pending.max(1),
-            pending: HashMap::with_capacity_and_hasher(
-                max_pending.min(1 << 16),
-                Default::default(),
-            ),
-            arrivals: VecDeque::with_capacity(max_pending.min(1 << 16)),
-            expired: LruCache::with_hasher(cap(max_pending / 4), RandomState::default()),
-            peers: LruCache::with_hasher(cap(max_peers), RandomState::default()),
+            // Grown as needed, not sized for the bound: a table sized for a
+            // flood spreads a calm host's few requests over megabytes, a
+            // cache miss (and a TLB miss) per probe.
+            pending: HashMap::default(),
+            arrivals: VecDeque::new(),
+            expired: Recall::new(max_pending / 4),
+            peers: SlabLru::new(max_peers),
             totals: EchoTotals::default(),
             groups: Groups::default(),
             departed: HashMap::default(),
@@ -225,26 +224,34 @@ impl EchoTracker {
         }
     }
 
-    fn peer(&mut self, key: PeerKey, ts_ns: u64) -> &mut PeerStats {
-        // One lookup when present (the common case); `get_mut` promotes it.
-        if self.peers.get_mut(&key).is_none() {
-            self.serials += 1;
-            let fresh = PeerStats {
-                serial: self.serials,
-                first_ns: ts_ns,
-                groups: self.groups.pair(key.requester, key.responder),
-                ..PeerStats::default()
-            };
-            if let Some((_, gone)) = self.peers.push(key, fresh) {
-                self.totals.peers_evicted += 1;
-                let d = self.departed.entry(gone.groups).or_default();
-                d.counts.add(&gone.counts);
-                d.rtt.merge(gone.rtt.histogram());
-            }
+    /// The pair's slot and serial, the pair made the most recently used
+    /// (entered, pushing the least recently used out, if new).
+    fn peer(&mut self, key: PeerKey, ts_ns: u64) -> (u32, u64) {
+        let next = self.serials + 1;
+        let (slot, gone) = self.peers.slot_or_insert(key, || PeerStats {
+            serial: next,
+            first_ns: ts_ns,
+            groups: self.groups.pair(key.requester, key.responder),
+            ..PeerStats::default()
+        });
+        if let Some((_, gone)) = gone {
+            self.totals.peers_evicted += 1;
+            let d = self.departed.entry(gone.groups).or_default();
+            d.counts.add(&gone.counts);
+            d.rtt.merge(gone.rtt.histogram());
         }
-        let p = self.peers.peek_mut(&key).expect("present or just inserted");
+        let p = self.peers.at_mut(slot);
+        if p.serial == next {
+            self.serials = next;
+        }
         p.last_ns = p.last_ns.max(ts_ns);
-        p
+        (slot, p.serial)
+    }
+
+    /// The pair of a request, if it is still in the table.
+    fn pair_of(&mut self, key: &EchoKey, slot: u32) -> Option<&mut PeerStats> {
+        let p = self.peers.at_mut(slot);
+        (p.serial == key.serial).then_some(p)
     }
 
     /// Counts `key` lost (timeout or eviction) and remembers it for late
@@ -255,10 +262,14 @@ impl EchoTracker {
         }
         self.totals.lost += 1;
         self.totals.pending -= 1;
-        if let Some(peer) = self.peers.peek_mut(&key.peer) {
+        if let Some(peer) = self.pair_of(&key, p.slot) {
             peer.counts.lost += 1;
         }
-        self.expired.put(key, ());
+        self.expired.insert(&LostKey {
+            peer: p.peer,
+            id: key.id,
+            seq: key.seq,
+        });
     }
 
     /// Ends the wait of every request older than the timeout at `now_ns`.
@@ -289,8 +300,16 @@ impl EchoTracker {
     /// `IcmpEvent::rtt_clock_ns`.
     pub fn request(&mut self, ev: &IcmpEvent, echo: &Echo) {
         let (dir, ts_ns, clock_ns) = (ev.direction, ev.ts_ns, ev.rtt_clock_ns());
-        let key = EchoKey::new(ev.src, ev.dst, echo);
-        let peer = key.peer;
+        let peer = PeerKey {
+            requester: ev.src,
+            responder: ev.dst,
+        };
+        let (slot, serial) = self.peer(peer, ts_ns);
+        let key = EchoKey {
+            serial,
+            id: echo.id,
+            seq: echo.seq,
+        };
         if let Some(p) = self.pending.get_mut(&key) {
             let bit = 1 << dir.index();
             if p.copies & bit == 0 && dir != Direction::Unknown {
@@ -299,10 +318,11 @@ impl EchoTracker {
             } else {
                 self.totals.duplicate_requests += 1;
             }
-            self.peer(peer, ts_ns);
             return;
         }
         let entry = Pending {
+            peer,
+            slot,
             copies: 1 << dir.index(),
             first_ns: ts_ns,
             first_clock: clock_ns.max(1),
@@ -312,7 +332,7 @@ impl EchoTracker {
         };
         self.totals.requests += 1;
         self.totals.pending += 1;
-        self.peer(peer, ts_ns).counts.requests += 1;
+        self.peers.at_mut(slot).counts.requests += 1;
         // Full: the oldest request makes room (counted lost if unanswered).
         let lost = self.totals.lost;
         while self.pending.len() >= self.max_pending && !self.arrivals.is_empty() {
@@ -327,22 +347,36 @@ impl EchoTracker {
     /// nothing waiting (late, unsolicited or duplicate).
     pub fn reply(&mut self, ev: &IcmpEvent, echo: &Echo) -> Option<Paired> {
         let (dir, ts_ns, clock_ns) = (ev.direction, ev.ts_ns, ev.rtt_clock_ns());
-        let key = EchoKey::new(ev.dst, ev.src, echo);
-        let peer = key.peer;
+        let peer = PeerKey {
+            requester: ev.dst,
+            responder: ev.src,
+        };
+        let (slot, serial) = self.peer(peer, ts_ns);
+        let key = EchoKey {
+            serial,
+            id: echo.id,
+            seq: echo.seq,
+        };
         let Some(p) = self.pending.get_mut(&key) else {
-            if self.expired.contains(&key) {
+            let counts = &mut self.peers.at_mut(slot).counts;
+            let lost = LostKey {
+                peer,
+                id: echo.id,
+                seq: echo.seq,
+            };
+            if self.expired.contains(&lost) {
                 self.totals.late += 1;
-                self.peer(peer, ts_ns).counts.late += 1;
+                counts.late += 1;
             } else {
                 self.totals.unsolicited += 1;
-                self.peer(peer, ts_ns).counts.unsolicited += 1;
+                counts.unsolicited += 1;
             }
             return None;
         };
         let bit = 1 << dir.index();
         if p.replies & bit != 0 || (dir == Direction::Unknown && p.answered()) {
             self.totals.duplicate_replies += 1;
-            self.peer(peer, ts_ns).counts.duplicate_replies += 1;
+            self.peers.at_mut(slot).counts.duplicate_replies += 1;
             return None;
         }
         let first = !p.answered();
@@ -355,8 +389,8 @@ impl EchoTracker {
         } else {
             self.totals.copies += 1;
         }
-        let stats = self.peer(peer, ts_ns);
         if let Some(rtt_ns) = rtt_ns {
+            let stats = self.peers.at_mut(slot);
             stats.counts.replies += 1;
             stats.rtt.add(super::addr::ns_to_us(rtt_ns));
         }
@@ -400,7 +434,10 @@ impl EchoTracker {
         self.peers.peek(key)
     }
 
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        (self.arrivals.len(), self.expired.len(), self.peers.len())
+    /// Requests waiting, lost requests remembered (and room for them),
+    /// peer pairs.
+    pub fn sizes(&self) -> (usize, (usize, usize), usize) {
+        let expired = (self.expired.len, self.expired.capacity());
+        (self.arrivals.len(), expired, self.peers.len())
     }
 }

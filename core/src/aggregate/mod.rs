@@ -18,7 +18,9 @@ mod kernel;
 mod mtu;
 mod owners;
 mod rates;
+mod recall;
 mod rtt;
+mod slab;
 mod snapshot;
 mod topk;
 

@@ -355,7 +355,7 @@ impl Aggregator {
             alerts_suppressed: self.anomalies.alerts_suppressed,
             tables: TableSizes {
                 pending: (pending, cfg.max_pending),
-                expired: (expired, (cfg.max_pending / 4).max(1)),
+                expired,
                 peers: (npeers, cfg.max_peers),
                 flows: (flows, cfg.max_flows),
                 reporters: (reporters, cfg.max_reporters),
