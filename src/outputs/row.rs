@@ -9,7 +9,6 @@
 //! aggregator thread's time).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 
@@ -344,9 +343,10 @@ pub fn rfc3339_nanos(ts_ns: u64) -> String {
     })
 }
 
-/// Interface names by index, looked up once each.
+/// Interface names by index, asked of the kernel once each; found once
+/// per row through foldhash (seeded per process), cheaper than SipHash.
 #[derive(Debug, Default)]
-pub struct IfNames(HashMap<u32, String>);
+pub struct IfNames(foldhash::HashMap<u32, String>);
 
 impl IfNames {
     /// None for index 0 (no interface known).
