@@ -104,6 +104,11 @@ module_param(max_subscribers, uint, 0444);
 MODULE_PARM_DESC(max_subscribers,
 		 "subscribers per network namespace (1-16, default 8)");
 
+static bool userns_subscribe;
+module_param(userns_subscribe, bool, 0644);
+MODULE_PARM_DESC(userns_subscribe,
+		 "let root of a user namespace (CAP_NET_ADMIN over its network namespace) subscribe and read STATS (default N: CAP_NET_ADMIN in the initial user namespace)");
+
 /* Per-CPU counters; the names are those of STATS and /proc/net/icmpmon. */
 enum icmpmon_stat {
 	ICMPMON_STAT_PACKETS,
@@ -159,6 +164,7 @@ struct icmpmon_sub {
 	unsigned int limit;		/* skb->len it may reach */
 	unsigned long deadline;		/* when it goes (jiffies) */
 	u64 unqueued;			/* records lost before the open batch */
+	u64 seen;			/* records made for it in all */
 	bool dead;			/* unsubscribed: queue nothing more */
 
 	struct sk_buff_head out;	/* closed batches, oldest first */
@@ -186,6 +192,7 @@ struct icmpmon_net {
 	unsigned int nsubs;		/* also read locklessly */
 	u32 ops_on;			/* icmpmon_nf_ops[] registered, as bits */
 	struct icmpmon_pcpu_stats __percpu *stats;
+	struct list_head unload;	/* icmpmon_exit()'s list */
 };
 
 /* What the hook learned about one packet; shared by every subscriber. */
@@ -266,7 +273,16 @@ static void icmpmon_stats_read(struct icmpmon_net *pn,
 	}
 }
 
-/* get_file_active() came with 6.7, when files became SLAB_TYPESAFE_BY_RCU. */
+/*
+ * get_file_active() came with 6.7, when files became SLAB_TYPESAFE_BY_RCU.
+ * It takes the address of the pointer it read the file from, to see after
+ * taking a reference that the slot still holds that file and the memory
+ * was not reused for another; we pass a copy on the stack, which always
+ * does.  That is safe only because the caller holds sk_callback_lock with
+ * the socket not yet orphaned: the file's release cannot get past
+ * sock_orphan(), so its memory is not freed, let alone reused, meanwhile;
+ * the reference fails cleanly if its count already dropped to zero.
+ */
 static struct file *icmpmon_get_file_active(struct file *file)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
@@ -532,6 +548,7 @@ static void icmpmon_sub_record(struct icmpmon_sub *sub,
 	spin_lock_bh(&sub->lock);
 	if (sub->dead)
 		goto out;
+	sub->seen++;
 	__icmpmon_stat_add(pn, ICMPMON_STAT_SEEN, 1);
 
 	if (sub->skb && !icmpmon_batch_fits(sub, need)) {
@@ -802,21 +819,91 @@ static int icmpmon_sub_find(struct icmpmon_net *pn, u32 portid)
 	return -ENOENT;
 }
 
-static void icmpmon_send_bye(struct icmpmon_sub *sub, u32 reason)
+/* Whether portid subscribes, without the namespace's mutex. */
+static bool icmpmon_sub_exists(struct icmpmon_net *pn, u32 portid)
+{
+	struct icmpmon_sub *sub;
+	bool found = false;
+	int i;
+
+	rcu_read_lock();
+	for (i = 0; i < ICMPMON_SUBS_LIMIT && !found; i++) {
+		sub = rcu_dereference(pn->subs[i]);
+		found = sub && sub->portid == portid;
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+/*
+ * What a subscription's end tells its reader (CLOSE's reply, BYE): losses
+ * after the last delivered batch reach it no other way.
+ */
+struct icmpmon_tail {
+	u64 seq;			/* SEQ the next batch would have had */
+	u64 lost;			/* records lost since the last delivery */
+	u64 seen;			/* records made for it in all */
+};
+
+#define ICMPMON_TAIL_SIZE (3 * nla_total_size_64bit(sizeof(u64)))
+
+static int icmpmon_put_tail(struct sk_buff *skb, const struct icmpmon_tail *t)
+{
+	if (nla_put_u64_64bit(skb, ICMPMON_A_SEQ, t->seq, ICMPMON_A_PAD) ||
+	    nla_put_u64_64bit(skb, ICMPMON_A_LOST, t->lost, ICMPMON_A_PAD) ||
+	    nla_put_u64_64bit(skb, ICMPMON_A_SEEN, t->seen, ICMPMON_A_PAD))
+		return -EMSGSIZE;
+	return 0;
+}
+
+static void icmpmon_send_bye(struct icmpmon_sub *sub, u32 reason,
+			     const struct icmpmon_tail *tail)
 {
 	struct sk_buff *skb;
 	void *hdr;
 
-	skb = genlmsg_new(nla_total_size(sizeof(u32)), GFP_KERNEL);
+	skb = genlmsg_new(nla_total_size(sizeof(u32)) + ICMPMON_TAIL_SIZE,
+			  GFP_KERNEL);
 	if (!skb)
 		return;
 	hdr = genlmsg_put(skb, 0, 0, &icmpmon_family, 0, ICMPMON_CMD_BYE);
-	if (!hdr || nla_put_u32(skb, ICMPMON_A_BYE_REASON, reason)) {
+	if (!hdr || nla_put_u32(skb, ICMPMON_A_BYE_REASON, reason) ||
+	    icmpmon_put_tail(skb, tail)) {
 		kfree_skb(skb);
 		return;
 	}
 	genlmsg_end(skb, hdr);
 	icmpmon_unicast(sub, skb);
+}
+
+/* A closed batch that is not sent: its records are lost. */
+static void icmpmon_batch_drop(struct icmpmon_sub *sub, struct sk_buff *skb,
+			       enum icmpmon_stat why)
+{
+	const struct icmpmon_batch_cb *cb = ICMPMON_BATCH_CB(skb);
+
+	sub->lost += cb->unqueued + cb->nrecs;
+	icmpmon_stat_add(sub->pn, why, cb->nrecs);
+	kfree_skb(skb);
+}
+
+/* More than a tail message's truesize, whatever the allocator rounds to. */
+#define ICMPMON_TAIL_TRUESIZE SKB_TRUESIZE(1024)
+
+/*
+ * Whether @skb can go with room left for the tail.  Netlink refuses a
+ * message while the receive queue is over the socket's buffer, so a flush
+ * that filled it would lose the tail, and with it the count of what the
+ * flush lost.  A reader that empties its socket before CLOSE always gets
+ * the tail; batches that do not fit are counted in it.
+ */
+static bool icmpmon_room_for_tail(const struct sock *sk,
+				  const struct sk_buff *skb)
+{
+	unsigned int queued = atomic_read(&sk->sk_rmem_alloc);
+
+	return (u64)queued + skb->truesize + ICMPMON_TAIL_TRUESIZE <=
+	       (unsigned int)READ_ONCE(sk->sk_rcvbuf);
 }
 
 enum icmpmon_unsub_how {
@@ -827,13 +914,16 @@ enum icmpmon_unsub_how {
 
 /*
  * Takes slot @i out of the table, sends (or drops) what it still holds and
- * frees it.  Turns off the hooks no other subscriber needs.  Sleeps.
+ * frees it.  Turns off the hooks no other subscriber needs.  Fills @tail
+ * when given.  Sleeps.
  */
 static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
-				enum icmpmon_unsub_how how)
+				enum icmpmon_unsub_how how,
+				struct icmpmon_tail *tail)
 {
 	struct icmpmon_sub *sub = rcu_dereference_protected(pn->subs[i],
 				lockdep_is_held(&pn->lock));
+	struct icmpmon_tail t;
 	struct sk_buff *skb;
 
 	RCU_INIT_POINTER(pn->subs[i], NULL);
@@ -854,16 +944,23 @@ static void icmpmon_unsubscribe(struct icmpmon_net *pn, int i,
 	while (test_and_set_bit_lock(ICMPMON_SUB_SENDING, &sub->flags))
 		usleep_range(20, 100);
 	while ((skb = skb_dequeue(&sub->out))) {
-		if (how == ICMPMON_UNSUB_DISCARD) {
-			icmpmon_stat_add(pn, ICMPMON_STAT_LOST_CLOSED,
-					 ICMPMON_BATCH_CB(skb)->nrecs);
-			kfree_skb(skb);
-		} else {
+		if (how == ICMPMON_UNSUB_DISCARD)
+			icmpmon_batch_drop(sub, skb, ICMPMON_STAT_LOST_CLOSED);
+		else if (!icmpmon_room_for_tail(sub->sk, skb))
+			icmpmon_batch_drop(sub, skb, ICMPMON_STAT_LOST_NOBUFS);
+		else
 			icmpmon_batch_send(sub, skb);
-		}
 	}
+	/* Dead, unsent and ours alone: nothing changes these any more. */
+	t = (struct icmpmon_tail) {
+		.seq = sub->seq,
+		.lost = sub->lost + sub->unqueued,
+		.seen = sub->seen,
+	};
+	if (tail)
+		*tail = t;
 	if (how == ICMPMON_UNSUB_BYE)
-		icmpmon_send_bye(sub, ICMPMON_BYE_UNLOAD);
+		icmpmon_send_bye(sub, ICMPMON_BYE_UNLOAD, &t);
 	/* Only the hooks the others still need: fewer, so it cannot fail. */
 	WARN_ON_ONCE(icmpmon_hooks_set(pn, icmpmon_ops_wanted(pn)));
 	sock_put(sub->sk);
@@ -879,7 +976,7 @@ static void icmpmon_net_clear(struct net *net, enum icmpmon_unsub_how how)
 	mutex_lock(&pn->lock);
 	for (i = 0; i < ICMPMON_SUBS_LIMIT; i++)
 		if (rcu_access_pointer(pn->subs[i]))
-			icmpmon_unsubscribe(pn, i, how);
+			icmpmon_unsubscribe(pn, i, how, NULL);
 	icmpmon_hooks_set(pn, 0);
 	mutex_unlock(&pn->lock);
 }
@@ -916,6 +1013,25 @@ static const struct nla_policy icmpmon_register_policy[ICMPMON_A_MAX + 1] = {
  */
 static const struct nla_policy icmpmon_noattr_policy[ICMPMON_A_MAX + 1] = {};
 
+/*
+ * Who may subscribe and read STATS: CAP_NET_ADMIN in the initial user
+ * namespace, held by the socket's opener and by the sender alike
+ * (netlink_capable), so a socket handed to an unprivileged process carries
+ * no right; root of the namespace's own user namespace only where the
+ * administrator allows it.  A subscriber's packets cost the host softirq
+ * time and GFP_ATOMIC memory charged to no one: an unprivileged user
+ * (unshare -rn) must not be able to ask for them.
+ */
+static bool icmpmon_allowed(const struct sk_buff *skb, struct net *net)
+{
+	return netlink_capable(skb, CAP_NET_ADMIN) ||
+	       (READ_ONCE(userns_subscribe) &&
+		netlink_ns_capable(skb, net->user_ns, CAP_NET_ADMIN));
+}
+
+#define ICMPMON_PERM_MSG \
+	"needs CAP_NET_ADMIN in the initial user namespace (module parameter userns_subscribe=1 admits root of a user namespace)"
+
 static u32 icmpmon_attr_u32(struct genl_info *info, int type, u32 def)
 {
 	return info->attrs[type] ? nla_get_u32(info->attrs[type]) : def;
@@ -929,6 +1045,10 @@ static int icmpmon_cmd_register(struct sk_buff *skb, struct genl_info *info)
 	unsigned int i;
 	int slot = -1, err;
 
+	if (!icmpmon_allowed(skb, genl_info_net(info))) {
+		NL_SET_ERR_MSG(info->extack, "REGISTER " ICMPMON_PERM_MSG);
+		return -EPERM;
+	}
 	sub = kzalloc(sizeof(*sub), GFP_KERNEL);
 	if (!sub) {
 		NL_SET_ERR_MSG(info->extack, "out of memory");
@@ -1021,17 +1141,42 @@ err_free:
 	return err;
 }
 
+/*
+ * The tail, as CLOSE's reply: sent before the ACK, after the last batch.
+ * A reply that cannot be made or delivered leaves the reader with what
+ * the batches said (the ACK goes all the same).
+ */
+static void icmpmon_reply_tail(struct genl_info *info,
+			       const struct icmpmon_tail *tail)
+{
+	struct sk_buff *msg;
+	void *hdr;
+
+	msg = genlmsg_new(ICMPMON_TAIL_SIZE, GFP_KERNEL);
+	if (!msg)
+		return;
+	hdr = genlmsg_put_reply(msg, info, &icmpmon_family, 0,
+				ICMPMON_CMD_CLOSE);
+	if (!hdr || icmpmon_put_tail(msg, tail)) {
+		nlmsg_free(msg);
+		return;
+	}
+	genlmsg_end(msg, hdr);
+	genlmsg_reply(msg, info);
+}
+
 /* Ends the caller's own subscription: needs no privilege. */
 static int icmpmon_cmd_close(struct sk_buff *skb, struct genl_info *info)
 {
 	struct icmpmon_net *pn = icmpmon_pernet(genl_info_net(info));
+	struct icmpmon_tail tail = {};
 	int i, err = 0;
 
 	mutex_lock(&pn->lock);
 	i = icmpmon_sub_find(pn, info->snd_portid);
 	if (i >= 0) {
-		/* The last batch is sent before the ACK. */
-		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_FLUSH);
+		/* Its last batch goes before the tail, both before the ACK. */
+		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_FLUSH, &tail);
 	} else if (READ_ONCE(icmpmon_unloading)) {
 		NL_SET_ERR_MSG(info->extack,
 			       "icmpmon module is unloading: wait for BYE");
@@ -1041,21 +1186,21 @@ static int icmpmon_cmd_close(struct sk_buff *skb, struct genl_info *info)
 		err = -ENOENT;
 	}
 	mutex_unlock(&pn->lock);
+	if (i >= 0)
+		icmpmon_reply_tail(info, &tail);
 	return err;
 }
 
+/*
+ * Without pn->lock: a STATS loop must not hold up REGISTER or URELEASE.
+ * The subscriber count is read once, so it may be a change behind.
+ */
 static int icmpmon_put_stats(struct sk_buff *skb, struct icmpmon_net *pn,
-			     u32 portid)
+			     bool subscribed)
 {
+	u32 nsubs = READ_ONCE(pn->nsubs);
 	u64 sum[__ICMPMON_STAT_MAX];
-	bool subscribed;
-	u32 nsubs;
 	int i;
-
-	mutex_lock(&pn->lock);
-	nsubs = pn->nsubs;
-	subscribed = icmpmon_sub_find(pn, portid) >= 0;
-	mutex_unlock(&pn->lock);
 
 	icmpmon_stats_read(pn, sum);
 	for (i = 0; i < __ICMPMON_STAT_MAX; i++)
@@ -1068,12 +1213,24 @@ static int icmpmon_put_stats(struct sk_buff *skb, struct icmpmon_net *pn,
 	return 0;
 }
 
+/*
+ * The counters are /proc/net/icmpmon's (mode 0440): the same right as
+ * REGISTER, or being a subscriber (which had it), whose liveness probe
+ * asks after privileges are dropped.
+ */
 static int icmpmon_cmd_stats(struct sk_buff *skb, struct genl_info *info)
 {
-	struct icmpmon_net *pn = icmpmon_pernet(genl_info_net(info));
+	struct net *net = genl_info_net(info);
+	struct icmpmon_net *pn = icmpmon_pernet(net);
 	struct sk_buff *msg;
+	bool subscribed;
 	void *hdr;
 
+	subscribed = icmpmon_sub_exists(pn, info->snd_portid);
+	if (!subscribed && !icmpmon_allowed(skb, net)) {
+		NL_SET_ERR_MSG(info->extack, "STATS " ICMPMON_PERM_MSG);
+		return -EPERM;
+	}
 	msg = genlmsg_new(NLMSG_GOODSIZE, GFP_KERNEL);
 	if (!msg) {
 		NL_SET_ERR_MSG(info->extack, "out of memory");
@@ -1081,7 +1238,7 @@ static int icmpmon_cmd_stats(struct sk_buff *skb, struct genl_info *info)
 	}
 	hdr = genlmsg_put_reply(msg, info, &icmpmon_family, 0,
 				ICMPMON_CMD_STATS);
-	if (!hdr || icmpmon_put_stats(msg, pn, info->snd_portid)) {
+	if (!hdr || icmpmon_put_stats(msg, pn, subscribed)) {
 		nlmsg_free(msg);
 		NL_SET_ERR_MSG(info->extack, "STATS reply too large");
 		return -EMSGSIZE;
@@ -1096,7 +1253,7 @@ static const struct genl_ops icmpmon_ops[] = {
 		.doit	 = icmpmon_cmd_register,
 		.policy	 = icmpmon_register_policy,
 		.maxattr = ICMPMON_A_MAX,
-		.flags	 = GENL_UNS_ADMIN_PERM,
+		/* icmpmon_allowed(), with its own message. */
 	},
 	{
 		.cmd	 = ICMPMON_CMD_CLOSE,
@@ -1105,7 +1262,6 @@ static const struct genl_ops icmpmon_ops[] = {
 		.maxattr = ICMPMON_A_MAX,
 	},
 	{
-		/* Counters only: readable without privileges. */
 		.cmd	 = ICMPMON_CMD_STATS,
 		.doit	 = icmpmon_cmd_stats,
 		.policy	 = icmpmon_noattr_policy,
@@ -1150,7 +1306,7 @@ static int icmpmon_netlink_event(struct notifier_block *nb,
 	i = icmpmon_sub_find(pn, n->portid);
 	/* Its portid may be reused at once: never send to it again. */
 	if (i >= 0)
-		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_DISCARD);
+		icmpmon_unsubscribe(pn, i, ICMPMON_UNSUB_DISCARD, NULL);
 	mutex_unlock(&pn->lock);
 	return NOTIFY_DONE;
 }
@@ -1263,6 +1419,8 @@ err_pernet:
 
 static void __exit icmpmon_exit(void)
 {
+	struct icmpmon_net *pn, *next;
+	LIST_HEAD(nets);
 	struct net *net;
 
 	/*
@@ -1274,16 +1432,28 @@ static void __exit icmpmon_exit(void)
 	/*
 	 * Flush and say BYE to every subscriber while the family can still
 	 * send.  URELEASE keeps working meanwhile, so a subscriber that dies
-	 * now is dropped, never sent to.
+	 * now is dropped, never sent to.  The namespaces are gathered, each
+	 * held, under net_rwsem and cleared after it is released: the sends
+	 * and waits must not hold up namespace creation on the whole host.  A
+	 * namespace created after the walk sees icmpmon_unloading (its
+	 * creator takes net_rwsem for writing after our read side ends) and
+	 * so never gets a subscriber.
 	 */
 	down_read(&net_rwsem);
 	for_each_net(net)
-		icmpmon_net_clear(net, ICMPMON_UNSUB_BYE);
+		if (maybe_get_net(net))
+			list_add_tail(&icmpmon_pernet(net)->unload, &nets);
 	up_read(&net_rwsem);
+	list_for_each_entry_safe(pn, next, &nets, unload) {
+		list_del(&pn->unload);
+		icmpmon_net_clear(pn->net, ICMPMON_UNSUB_BYE);
+		put_net(pn->net);
+	}
 
 	/*
-	 * nfnetlink_log's order: no command can run once the family is gone,
-	 * so no handler ever sees the per-namespace state freed last.
+	 * The family goes first: no command can run once it is gone, so no
+	 * handler ever sees the per-namespace state freed last.  (nfnetlink_log
+	 * needs no such order: it pins itself while it has instances.)
 	 */
 	genl_unregister_family(&icmpmon_family);
 	netlink_unregister_notifier(&icmpmon_netlink_notifier);
@@ -1296,4 +1466,8 @@ module_exit(icmpmon_exit);
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("icmpmon developers");
 MODULE_DESCRIPTION("ICMP/ICMPv6 monitor: netfilter hook with generic netlink records");
-MODULE_ALIAS_GENL_FAMILY(ICMPMON_GENL_NAME);
+/*
+ * No MODULE_ALIAS_GENL_FAMILY: resolving the family needs no privilege, so
+ * the alias would let any user load the module.  The administrator loads
+ * it (modprobe, modules-load.d).
+ */

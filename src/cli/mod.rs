@@ -132,6 +132,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the kernel module's counters for this network namespace.
+    ///
+    /// Run it as root: like /proc/net/icmpmon, the module answers only
+    /// CAP_NET_ADMIN in the initial user namespace.
     Stats,
     /// Print the manual page (roff) on standard output, e.g.
     /// `icmpmon man > /usr/share/man/man8/icmpmon.8`.

@@ -18,6 +18,10 @@
  *   vmhelper steal TRIALS         a subscriber SIGKILLed as rmmod starts while
  *                                 an unprivileged socket binds its portid:
  *                                 that socket must receive nothing
+ *   vmhelper policy [userns]      as the caller (with "userns": as root of a
+ *                                 new user and network namespace), print
+ *                                 what resolving the family, REGISTER and
+ *                                 STATS answer: "family=0 register=E stats=E"
  *   vmhelper records SECONDS      a C reader: REGISTER, cast the records
  *                                 (8-byte aligned), print one CSV line each
  *   vmhelper pty OUT GO KEYS CMD...
@@ -611,6 +615,51 @@ static int cmd_nschurn(const char *stopfile)
 	return 0;
 }
 
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY), ok;
+
+	ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : -1;
+}
+
+static int cmd_policy(int userns)
+{
+	char msg[256], reply[4096], map[64];
+	int fd, fam, reg, st;
+	struct nlreq r;
+
+	if (userns) {
+		unsigned int uid = getuid(), gid = getgid();
+
+		if (unshare(CLONE_NEWUSER | CLONE_NEWNET))
+			return perror("policy: unshare"), 1;
+		snprintf(map, sizeof(map), "0 %u 1", uid);
+		if (write_file("/proc/self/uid_map", map) ||
+		    write_file("/proc/self/setgroups", "deny"))
+			return perror("policy: uid_map"), 1;
+		snprintf(map, sizeof(map), "0 %u 1", gid);
+		if (write_file("/proc/self/gid_map", map))
+			return perror("policy: gid_map"), 1;
+	}
+	fd = nl_open();
+	if (fd < 0)
+		return perror("policy: socket"), 1;
+	fam = family_id(fd);
+	if (fam < 0) {
+		printf("family=%d\n", fam);
+		return 0;
+	}
+	init_req(&r, fam, ICMPMON_CMD_REGISTER);
+	reg = transact(fd, &r, 0, msg, sizeof(msg), NULL, 0);
+	init_req(&r, fam, ICMPMON_CMD_STATS);
+	st = transact(fd, &r, 0, NULL, 0, reply, sizeof(reply));
+	printf("family=0 register=%d stats=%d extack=\"%s\"\n", reg, st, msg);
+	return 0;
+}
+
 /*
  * The thief's verdict (its exit status): never bound, or which messages it
  * received (bit 0 RECORDS, 1 BYE, 2 anything else; 0: nothing).
@@ -879,10 +928,12 @@ int main(int argc, char **argv)
 		return cmd_nschurn(argv[2]);
 	if (argc >= 3 && !strcmp(argv[1], "steal"))
 		return cmd_steal(atoi(argv[2]));
+	if (argc >= 2 && !strcmp(argv[1], "policy"))
+		return cmd_policy(argc >= 3 && !strcmp(argv[2], "userns"));
 	if (argc >= 3 && !strcmp(argv[1], "records"))
 		return cmd_records(atof(argv[2]));
 	if (argc >= 6 && !strcmp(argv[1], "pty"))
 		return cmd_pty(argv[2], argv[3], argv[4], argv + 5);
-	fprintf(stderr, "usage: vmhelper flood|udp|runas|hold|badmsg|statsloop|nschurn|steal|records|pty ...\n");
+	fprintf(stderr, "usage: vmhelper flood|udp|runas|hold|badmsg|statsloop|nschurn|steal|policy|records|pty ...\n");
 	return 2;
 }

@@ -52,7 +52,8 @@ pub mod attr {
     pub const PAD: u16 = 18;
     pub const STAT_LOST_OTHER: u16 = 19;
     pub const STAT_SUBSCRIBED: u16 = 20;
-    pub const MAX: u16 = 20;
+    pub const SEEN: u16 = 21;
+    pub const MAX: u16 = 21;
 }
 
 /// `enum icmpmon_hook`
@@ -249,6 +250,8 @@ pub enum IcmpmonAttr {
     FlushMs(u32),
     Seq(u64),
     Lost(u64),
+    /// CLOSE's reply and BYE: records made for this subscriber in all.
+    Seen(u64),
     Records(Vec<u8>),
     ByeReason(u32),
     /// Any u64 STATS counter, by its attribute number.
@@ -265,7 +268,7 @@ impl Nla for IcmpmonAttr {
         match self {
             HookMask(_) | FamilyMask(_) | Snaplen(_) | BatchBytes(_) | FlushMs(_)
             | ByeReason(_) | Subscribers(_) | Subscribed(_) => 4,
-            Seq(_) | Lost(_) | Counter(..) => 8,
+            Seq(_) | Lost(_) | Seen(_) | Counter(..) => 8,
             Records(v) => v.len(),
             Other(nla) => nla.value_len(),
         }
@@ -281,6 +284,7 @@ impl Nla for IcmpmonAttr {
             FlushMs(_) => attr::FLUSH_MS,
             Seq(_) => attr::SEQ,
             Lost(_) => attr::LOST,
+            Seen(_) => attr::SEEN,
             Records(_) => attr::RECORDS,
             ByeReason(_) => attr::BYE_REASON,
             Counter(kind, _) => *kind,
@@ -296,7 +300,9 @@ impl Nla for IcmpmonAttr {
             HookMask(v) | FamilyMask(v) | Snaplen(v) | BatchBytes(v) | FlushMs(v)
             | ByeReason(v) | Subscribers(v) => buf[..4].copy_from_slice(&v.to_ne_bytes()),
             Subscribed(v) => buf[..4].copy_from_slice(&u32::from(*v).to_ne_bytes()),
-            Seq(v) | Lost(v) | Counter(_, v) => buf[..8].copy_from_slice(&v.to_ne_bytes()),
+            Seq(v) | Lost(v) | Seen(v) | Counter(_, v) => {
+                buf[..8].copy_from_slice(&v.to_ne_bytes())
+            }
             Records(v) => buf[..v.len()].copy_from_slice(v),
             Other(nla) => nla.emit_value(buf),
         }
@@ -326,6 +332,7 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&'a T>> for IcmpmonAttr {
             attr::FLUSH_MS => Self::FlushMs(nla_u32(v)?),
             attr::SEQ => Self::Seq(nla_u64(v)?),
             attr::LOST => Self::Lost(nla_u64(v)?),
+            attr::SEEN => Self::Seen(nla_u64(v)?),
             attr::RECORDS => Self::Records(v.to_vec()),
             attr::BYE_REASON => Self::ByeReason(nla_u32(v)?),
             k @ (attr::STAT_PACKETS..=attr::STAT_TRUNCATED | attr::STAT_LOST_OTHER) => {
@@ -538,6 +545,84 @@ mod tests {
         )
         .unwrap();
         assert_eq!(back, msg);
+    }
+
+    /// A real RECORDS message (three records) as the module sends it: the
+    /// seed the mutation tests below damage.
+    fn records_message() -> Vec<u8> {
+        let mut recs = record(rec(1, 28), &[0x45; 28]);
+        recs.extend(record(rec(2, 64), &[0x60; 64]));
+        recs.extend(record(rec(3, 8), &[8; 8]));
+        let msg = IcmpmonMsg::new(
+            cmd::RECORDS,
+            vec![
+                IcmpmonAttr::Seq(4),
+                IcmpmonAttr::Lost(1),
+                IcmpmonAttr::Records(recs),
+            ],
+        );
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        buf
+    }
+
+    /// Decodes a generic netlink payload (what follows the genl header)
+    /// and walks its records as the kmod reader does.
+    fn decode(cmd: u8, payload: &[u8]) -> usize {
+        let header = GenlHeader {
+            cmd,
+            version: GENL_VERSION,
+        };
+        let Ok(msg) = IcmpmonMsg::parse_with_param(payload, header) else {
+            return 0;
+        };
+        let mut n = 0;
+        for a in &msg.attrs {
+            if let IcmpmonAttr::Records(data) = a {
+                n += records(data).count();
+            }
+        }
+        n
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// The module's messages (and BPF ring records, read by the same
+        /// `record`) are untrusted bytes: any payload decodes or is refused,
+        /// never a panic, and the walk ends within the payload.
+        #[test]
+        fn arbitrary_payloads_never_panic(
+            cmd in 0u8..8,
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        ) {
+            let n = decode(cmd, &payload);
+            proptest::prop_assert!(n <= payload.len() / REC_ALIGN + 1);
+            let walked = records(&payload).count();
+            proptest::prop_assert!(walked <= payload.len() / REC_ALIGN + 1);
+            let _ = super::record(&payload);
+        }
+
+        /// A real message with bytes changed, cut short or grown: the same.
+        #[test]
+        fn damaged_real_messages_never_panic(
+            flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8),
+            cut in 0usize..400,
+        ) {
+            let mut buf = records_message();
+            for (at, v) in flips {
+                let i = at % buf.len();
+                buf[i] = v;
+            }
+            buf.truncate(cut.max(1));
+            decode(cmd::RECORDS, &buf);
+            let _ = records(&buf).count();
+        }
+    }
+
+    #[test]
+    fn the_seed_message_decodes() {
+        assert_eq!(decode(cmd::RECORDS, &records_message()), 3);
     }
 
     #[test]

@@ -37,10 +37,11 @@ pub enum KmodError {
     )]
     WrongVersion(Option<u32>),
     #[error(
-        "registering with the icmpmon kernel module needs CAP_NET_ADMIN in this network \
-         namespace: run icmpmon with sudo (or give it cap_net_admin)"
+        "{0} needs CAP_NET_ADMIN in the initial user namespace: run icmpmon with sudo (or \
+         give it cap_net_admin); root of a container's user namespace only where the \
+         administrator allows it (`echo 1 > /sys/module/icmpmon/parameters/userns_subscribe`)"
     )]
-    NeedsCapNetAdmin,
+    NeedsCapNetAdmin(&'static str),
     #[error(
         "the icmpmon kernel module already serves its maximum number of monitors in this \
          network namespace: stop another icmpmon, or reload the module with a larger \
@@ -124,6 +125,37 @@ impl KmodStats {
     }
 }
 
+/// What the module says of a subscription as it ends (CLOSE's reply, BYE):
+/// losses after the last delivered batch reach us only this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tail {
+    /// SEQ the next batch would have had: batches sent in all.
+    pub seq: u64,
+    /// Records lost since the last delivered batch.
+    pub lost: u64,
+    /// Records made for this subscriber in all.
+    pub seen: u64,
+}
+
+impl Tail {
+    fn from_attrs(attrs: &[IcmpmonAttr]) -> Option<Self> {
+        let (mut seq, mut lost, mut seen) = (None, None, None);
+        for a in attrs {
+            match *a {
+                IcmpmonAttr::Seq(v) => seq = Some(v),
+                IcmpmonAttr::Lost(v) => lost = Some(v),
+                IcmpmonAttr::Seen(v) => seen = Some(v),
+                _ => {}
+            }
+        }
+        Some(Self {
+            seq: seq?,
+            lost: lost?,
+            seen: seen?,
+        })
+    }
+}
+
 /// What one incoming message means to us.
 pub(super) enum Incoming {
     Records {
@@ -131,7 +163,10 @@ pub(super) enum Incoming {
         lost: u64,
         data: Vec<u8>,
     },
-    Bye(u32),
+    /// The kernel ended the subscription (the reason), with its tail.
+    Bye(u32, Option<Tail>),
+    /// CLOSE's reply, before its ACK: the tail.
+    Closed(Tail),
     Stats(KmodStats),
     /// ACK (None) or error for the request with this netlink sequence.
     Done(u32, Option<Refusal>),
@@ -320,9 +355,10 @@ impl KmodClient {
                 Some(Some(mut r)) => {
                     r.what = what;
                     return Err(match r.errno() {
-                        Some(libc::EPERM) if command == cmd::REGISTER => {
-                            KmodError::NeedsCapNetAdmin
-                        }
+                        Some(libc::EPERM) => KmodError::NeedsCapNetAdmin(match command {
+                            cmd::REGISTER => "registering with the icmpmon kernel module",
+                            _ => "reading the icmpmon kernel module's counters",
+                        }),
                         Some(libc::EBUSY) if command == cmd::REGISTER => KmodError::Busy,
                         _ => KmodError::Refused(r),
                     });
@@ -380,7 +416,9 @@ pub(super) fn classify(msg: IcmpmonMsg) -> Incoming {
                     _ => None,
                 })
                 .unwrap_or(0),
+            Tail::from_attrs(&msg.attrs),
         ),
+        cmd::CLOSE => Tail::from_attrs(&msg.attrs).map_or(Incoming::Undecodable, Incoming::Closed),
         cmd::STATS => Incoming::Stats(KmodStats::from_attrs(&msg.attrs)),
         // Our family, a command this version does not know.
         _ => Incoming::Undecodable,
@@ -425,5 +463,34 @@ mod tests {
             (10, 8, 2, 3)
         );
         assert_eq!((s.subscribers, s.subscribed), (1, true));
+    }
+
+    /// CLOSE's reply and BYE carry the tail; a reply without it is damaged.
+    #[test]
+    fn the_tail_of_close_and_bye() {
+        let tail = vec![
+            IcmpmonAttr::Seq(7),
+            IcmpmonAttr::Lost(3),
+            IcmpmonAttr::Seen(40),
+        ];
+        let want = Tail {
+            seq: 7,
+            lost: 3,
+            seen: 40,
+        };
+        let closed = classify(IcmpmonMsg::new(cmd::CLOSE, tail.clone()));
+        assert!(matches!(closed, Incoming::Closed(t) if t == want));
+        let mut bye = tail.clone();
+        bye.push(IcmpmonAttr::ByeReason(abi::BYE_UNLOAD));
+        let bye = classify(IcmpmonMsg::new(cmd::BYE, bye));
+        assert!(matches!(bye, Incoming::Bye(abi::BYE_UNLOAD, Some(t)) if t == want));
+        // An older module's BYE: the reason alone.
+        let old = classify(IcmpmonMsg::new(
+            cmd::BYE,
+            vec![IcmpmonAttr::ByeReason(abi::BYE_UNLOAD)],
+        ));
+        assert!(matches!(old, Incoming::Bye(abi::BYE_UNLOAD, None)));
+        let cut = classify(IcmpmonMsg::new(cmd::CLOSE, tail[..2].to_vec()));
+        assert!(matches!(cut, Incoming::Undecodable));
     }
 }

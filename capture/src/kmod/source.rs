@@ -4,7 +4,7 @@
 //! the run) and says CLOSE on the way out.
 
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,18 @@ use super::abi::{self, cmd, IcmpmonAttr};
 use crate::netlink::{self, Wait};
 use crate::pipeline::{PacketSink, Stop};
 
-use super::client::{Incoming, KmodClient, KmodError, KmodOptions, REPLY_TIMEOUT};
+use super::client::{Incoming, KmodClient, KmodError, KmodOptions, Tail, REPLY_TIMEOUT};
+
+/// Why the run ends when a liveness probe finds us gone.
+const UNSUBSCRIBED: &str =
+    "the icmpmon kernel module no longer has our subscription (reloaded, and its BYE was lost)";
 
 /// How often a running subscription checks that the module still has it.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Messages kept that arrive before REGISTER's ACK (about 4 MB of batches).
 const MAX_EARLY: usize = 256;
+/// Datagrams read at most before CLOSE (about 64 MB of batches).
+const DRAIN_MAX: usize = 8192;
 /// How long to wait for BYE when CLOSE finds the module unloading.
 const BYE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -36,6 +42,10 @@ pub struct KmodCounters {
     pub bad_batches: AtomicU64,
     /// Messages from the module that could not be decoded at all.
     pub bad_messages: AtomicU64,
+    /// Records the module made for us in all, from CLOSE's reply or BYE
+    /// (0 until then): then it equals `records + kernel_lost`.
+    pub kernel_seen: AtomicU64,
+    pub settled: AtomicBool,
 }
 
 impl KmodClient {
@@ -126,6 +136,20 @@ impl KmodSource {
         sink.send(batch);
     }
 
+    /// Counts what the module says of the end: losses after the last
+    /// delivered batch, and batches sent after it that never came.
+    fn settle(&mut self, tail: &Tail) {
+        let c = &self.counters;
+        c.kernel_lost.fetch_add(tail.lost, Relaxed);
+        if tail.seq > self.next_batch {
+            c.missing_batches
+                .fetch_add(tail.seq - self.next_batch, Relaxed);
+            self.next_batch = tail.seq;
+        }
+        c.kernel_seen.store(tail.seen, Relaxed);
+        c.settled.store(true, Relaxed);
+    }
+
     /// Handles one message outside a request; `Some` ends the capture.
     fn handle(&mut self, msg: Incoming, sink: &PacketSink) -> Option<SourceEnd> {
         match msg {
@@ -144,15 +168,22 @@ impl KmodSource {
                 self.counters.bad_messages.fetch_add(1, Relaxed);
                 None
             }
-            Incoming::Bye(reason) => Some(SourceEnd::Ended(match reason {
-                abi::BYE_UNLOAD => "the icmpmon kernel module was unloaded".into(),
-                r => format!("the kernel ended the subscription (BYE reason {r})"),
-            })),
-            Incoming::Stats(s) if self.probe.is_some() && !s.subscribed => Some(SourceEnd::Ended(
-                "the icmpmon kernel module no longer has our subscription \
-                     (reloaded, and its BYE was lost)"
-                    .into(),
-            )),
+            Incoming::Closed(tail) => {
+                self.settle(&tail);
+                None
+            }
+            Incoming::Bye(reason, tail) => {
+                if let Some(t) = tail {
+                    self.settle(&t);
+                }
+                Some(SourceEnd::Ended(match reason {
+                    abi::BYE_UNLOAD => "the icmpmon kernel module was unloaded".into(),
+                    r => format!("the kernel ended the subscription (BYE reason {r})"),
+                }))
+            }
+            Incoming::Stats(s) if self.probe.is_some() && !s.subscribed => {
+                Some(SourceEnd::Ended(UNSUBSCRIBED.into()))
+            }
             Incoming::Done(seq, refusal) if self.probe.is_some_and(|(s, _)| s == seq) => {
                 self.probe = None;
                 match refusal {
@@ -164,6 +195,10 @@ impl KmodSource {
                             "the icmpmon kernel module went away without a BYE ({})",
                             r.errno
                         )))
+                    }
+                    // Refused: only a subscriber may ask without privilege.
+                    Some(r) if r.errno() == Some(libc::EPERM) => {
+                        Some(SourceEnd::Ended(UNSUBSCRIBED.into()))
                     }
                     Some(r) => {
                         tracing::warn!("the liveness STATS request failed: {r}");
@@ -217,6 +252,11 @@ impl KmodSource {
     /// and says BYE on its own: wait for that (for a while) instead of
     /// closing the socket on it.
     fn close(mut self, sink: &PacketSink) -> Result<SourceEnd, KmodError> {
+        // What is queued is read first: the module sends the tail (CLOSE's
+        // reply) only into room left after its last batches.
+        if let Some(end) = self.drain(sink)? {
+            return Ok(end);
+        }
         let mut pending = Vec::new();
         let result = self
             .client
@@ -247,6 +287,23 @@ impl KmodSource {
                 Ok(end)
             }
         }
+    }
+
+    /// Reads what the socket holds now (a bounded number of datagrams:
+    /// a flood keeps refilling it); `Some` when the kernel ended the
+    /// subscription meanwhile.
+    fn drain(&mut self, sink: &PacketSink) -> Result<Option<SourceEnd>, KmodError> {
+        for _ in 0..DRAIN_MAX {
+            if !netlink::readable_within(&self.client.sock, Duration::ZERO)? {
+                break;
+            }
+            for msg in self.client.receive()? {
+                if let Some(end) = self.handle(msg, sink) {
+                    return Ok(Some(end));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn wait_for_bye(&mut self, sink: &PacketSink) -> SourceEnd {
@@ -307,7 +364,7 @@ impl Source for KmodSource {
 
 impl Counters for KmodCounters {
     fn fields(&self) -> Vec<(&'static str, u64)> {
-        vec![
+        let mut v = vec![
             ("records", self.records.load(Relaxed)),
             ("batches", self.batches.load(Relaxed)),
             ("kernel_lost", self.kernel_lost.load(Relaxed)),
@@ -315,7 +372,12 @@ impl Counters for KmodCounters {
             ("socket_overruns", self.socket_overruns.load(Relaxed)),
             ("bad_batches", self.bad_batches.load(Relaxed)),
             ("bad_messages", self.bad_messages.load(Relaxed)),
-        ]
+        ];
+        // Only once the module has said it: a guess would look exact.
+        if self.settled.load(Relaxed) {
+            v.push(("kernel_seen", self.kernel_seen.load(Relaxed)));
+        }
+        v
     }
     fn losses(&self) -> Vec<(&'static str, u64)> {
         vec![

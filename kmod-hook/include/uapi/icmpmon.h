@@ -21,10 +21,13 @@
 enum icmpmon_cmd {
 	ICMPMON_CMD_UNSPEC,
 	ICMPMON_CMD_REGISTER,	/* user -> kernel: subscribe the sender's portid */
-	ICMPMON_CMD_CLOSE,	/* user -> kernel: flush, then unsubscribe */
+	ICMPMON_CMD_CLOSE,	/* user -> kernel: flush, then unsubscribe;
+				 * kernel -> user: the reply, before the ACK,
+				 * carries SEQ, LOST and SEEN (the tail) */
 	ICMPMON_CMD_RECORDS,	/* kernel -> user: one batch of records */
 	ICMPMON_CMD_STATS,	/* both: request / reply with counters */
-	ICMPMON_CMD_BYE,	/* kernel -> user: subscription ended by the kernel */
+	ICMPMON_CMD_BYE,	/* kernel -> user: subscription ended by the kernel
+				 * (BYE_REASON and the tail) */
 	__ICMPMON_CMD_MAX,
 };
 #define ICMPMON_CMD_MAX (__ICMPMON_CMD_MAX - 1)
@@ -36,8 +39,9 @@ enum icmpmon_attr {
 	ICMPMON_A_SNAPLEN,	/* u32, REGISTER: bytes kept from the IP header */
 	ICMPMON_A_BATCH_BYTES,	/* u32, REGISTER: target batch size */
 	ICMPMON_A_FLUSH_MS,	/* u32, REGISTER: flush a partial batch after */
-	ICMPMON_A_SEQ,		/* u64, RECORDS: per subscriber, +1 per batch */
-	ICMPMON_A_LOST,		/* u64, RECORDS: records lost since the last delivered batch */
+	ICMPMON_A_SEQ,		/* u64, RECORDS: per subscriber, +1 per batch;
+				 * tail: the SEQ the next batch would have had */
+	ICMPMON_A_LOST,		/* u64, RECORDS and tail: records lost since the last delivered batch */
 	ICMPMON_A_RECORDS,	/* binary, RECORDS: packed records, see below */
 	ICMPMON_A_BYE_REASON,	/* u32, BYE: enum icmpmon_bye_reason */
 	ICMPMON_A_STAT_PACKETS,	/* u64, STATS: ICMP packets seen by the hooks */
@@ -52,6 +56,7 @@ enum icmpmon_attr {
 	/* Version 2 */
 	ICMPMON_A_STAT_LOST_OTHER,	/* u64, STATS: records netlink refused for another reason */
 	ICMPMON_A_STAT_SUBSCRIBED,	/* u32, STATS: 1 if the asking socket is a subscriber */
+	ICMPMON_A_SEEN,		/* u64, tail: records made for this subscriber in all */
 	__ICMPMON_A_MAX,
 };
 #define ICMPMON_A_MAX (__ICMPMON_A_MAX - 1)
