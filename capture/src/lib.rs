@@ -6,6 +6,7 @@
 //! NFLOG and NFQUEUE (`rules`) and the capability drop (`privilege`).
 
 pub mod bpf;
+pub mod clock;
 pub mod kmod;
 mod netlink;
 pub mod nflog;

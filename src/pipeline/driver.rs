@@ -102,6 +102,12 @@ impl Stages {
     }
 }
 
+/// Wall clock less monotonic clock now (never below 0): echo timeouts of a
+/// live run count on the monotonic clock (`Aggregator::set_wall_offset`).
+fn wall_offset() -> u64 {
+    u64::try_from(icmpmon_capture::clock::wall_offset_ns().max(0)).unwrap_or(u64::MAX)
+}
+
 /// What the thread wakes up for.
 enum Got {
     Batch(Batch),
@@ -254,6 +260,9 @@ pub(crate) fn run(rx: Batches, stages: Stages, plan: Plan) -> (Tally, Snapshot, 
         let (idle, closed) = (matches!(got, Got::Idle), matches!(got, Got::Closed));
         match got {
             Got::Batch(batch) => {
+                if live {
+                    d.agg.set_wall_offset(wall_offset());
+                }
                 d.batch(&batch, &filter);
                 rx.recycle(batch);
             }
@@ -277,6 +286,7 @@ pub(crate) fn run(rx: Batches, stages: Stages, plan: Plan) -> (Tally, Snapshot, 
         if ticked.elapsed() >= IDLE_TICK || idle {
             if live {
                 let now = now_ns();
+                d.agg.set_wall_offset(wall_offset());
                 d.agg.tick(now);
                 clock_ns = Some(now);
             }
@@ -336,6 +346,7 @@ pub(crate) fn run(rx: Batches, stages: Stages, plan: Plan) -> (Tally, Snapshot, 
         d.tally.proc_scans = work.scans.load(Relaxed);
     }
     if live {
+        d.agg.set_wall_offset(wall_offset());
         d.agg.tick(now_ns());
     }
     d.alerts();

@@ -265,7 +265,7 @@ impl BpfSource {
             .map_err(ring_err)?;
         let ring = builder.build().map_err(ring_err)?;
         let consume = || -> Result<(), BpfError> {
-            offset.set(realtime_offset());
+            offset.set(crate::clock::wall_offset_ns());
             ring.consume().map_err(ring_err)?;
             sink.send_take(&mut batch.borrow_mut());
             Ok(())
@@ -383,15 +383,6 @@ fn netns_inode() -> Result<u32, BpfError> {
         what: "reading /proc/self/ns/net",
         error: "inode number out of range".into(),
     })
-}
-
-fn realtime_offset() -> i128 {
-    use rustix::time::{clock_gettime, ClockId};
-    let ns =
-        |t: rustix::time::Timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
-    let mono = clock_gettime(ClockId::Monotonic);
-    let real = clock_gettime(ClockId::Realtime);
-    ns(real) - ns(mono)
 }
 
 impl Source for BpfSource {

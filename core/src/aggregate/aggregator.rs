@@ -23,9 +23,10 @@ use super::kernel::{KernelSample, KernelWatch, Silence};
 use super::mtu::PathMtu;
 use super::owners::{Attribution, OwnerTracker};
 use super::rates::SecondSeries;
+use super::recent::RecentEvent;
 use super::rtt::{Histogram, RttStats};
 use super::topk::SpaceSaving;
-use crate::event::{kind_name, Direction, Family, IcmpEvent, Info, KernelDrop};
+use crate::event::{kind_name, Direction, Family, IcmpEvent, Info};
 
 use super::addr::{ns_to_us, Addr};
 use super::config::Config;
@@ -35,27 +36,6 @@ use super::config::Config;
 pub struct Outcome {
     /// Set on an echo reply paired with its request.
     pub rtt_us: Option<u64>,
-}
-
-/// An event as the recent-events list keeps it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecentEvent {
-    pub ts_ns: u64,
-    pub direction: Direction,
-    pub family: Family,
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub icmp_type: u8,
-    pub icmp_code: u8,
-    pub echo: Option<(u16, u16)>,
-    pub rtt_us: Option<u64>,
-    pub flow: Option<FlowKey>,
-    pub info: Option<Info>,
-    /// The local process of the flow (errors) or socket (echo requests
-    /// sent), once the attribution thread has answered.
-    pub attribution: Option<Attribution>,
-    /// Why the kernel dropped it (a `drop` event).
-    pub drop: Option<KernelDrop>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,6 +100,11 @@ pub struct Aggregator {
     pub(super) by_direction: [u64; Direction::COUNT],
     pub(super) first_ns: Option<u64>,
     pub(super) now_ns: u64,
+    /// The expiry clock's newest reading (see `expiry_clock`).
+    pub(super) clock_ns: u64,
+    /// Wall clock minus monotonic clock, as last measured by a live run
+    /// (0: time is the events' own, as in a capture file).
+    pub(super) wall_offset_ns: u64,
 }
 
 impl Aggregator {
@@ -153,6 +138,8 @@ impl Aggregator {
             by_direction: [0; Direction::COUNT],
             first_ns: None,
             now_ns: 0,
+            clock_ns: 0,
+            wall_offset_ns: 0,
             cfg,
         }
     }
@@ -167,12 +154,33 @@ impl Aggregator {
         self.events
     }
 
+    /// A live run's wall clock minus its monotonic clock, measured anew
+    /// before each batch and tick: echo timeouts then run on the monotonic
+    /// clock, and a step of the wall clock (NTP, an administrator) neither
+    /// expires waiting requests nor keeps them.
+    pub fn set_wall_offset(&mut self, ns: u64) {
+        self.wall_offset_ns = ns;
+    }
+
+    pub fn wall_offset(&self) -> u64 {
+        self.wall_offset_ns
+    }
+
+    /// The clock echo timeouts run on, at an event: the source's monotonic
+    /// timestamp (module, BPF), else its wall-clock one less the offset
+    /// (the packets' own time in a file, where the offset is 0).
+    fn expiry_clock(&self, ev: &IcmpEvent) -> u64 {
+        ev.mono_ns
+            .unwrap_or_else(|| ev.ts_ns.saturating_sub(self.wall_offset_ns))
+    }
+
     /// Takes one event (in capture order) and says what it adds to the row.
     pub fn ingest(&mut self, ev: &IcmpEvent) -> Outcome {
         let ts = ev.ts_ns;
         self.now_ns = self.now_ns.max(ts);
         self.first_ns.get_or_insert(ts);
-        self.echo.expire(self.now_ns);
+        self.clock_ns = self.clock_ns.max(self.expiry_clock(ev));
+        self.echo.expire(self.clock_ns);
         // Every row counts as an event of its family and direction.
         self.events += 1;
         self.by_family[usize::from(ev.family == Family::V6)] += 1;
@@ -190,21 +198,7 @@ impl Aggregator {
             if self.recent.len() == self.cfg.recent_events {
                 self.recent.pop_front();
             }
-            self.recent.push_back(RecentEvent {
-                ts_ns: ts,
-                direction: ev.direction,
-                family: ev.family,
-                src: ev.src,
-                dst: ev.dst,
-                icmp_type: ev.icmp_type,
-                icmp_code: ev.icmp_code,
-                echo: ev.echo.map(|e| (e.id, e.seq)),
-                rtt_us: out.rtt_us,
-                flow: ev.quoted.as_ref().map(FlowKey::from),
-                info: ev.info,
-                attribution: None,
-                drop: ev.drop.clone(),
-            });
+            self.recent.push_back(RecentEvent::new(ev, out.rtt_us));
         }
         out
     }
@@ -244,7 +238,7 @@ impl Aggregator {
     }
 
     fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) {
-        self.echo.request(ev, e);
+        self.echo.request(ev, e, self.expiry_clock(ev));
         self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
     }
 
@@ -296,10 +290,14 @@ impl Aggregator {
     }
 
     /// Moves the clock on without an event (a live source while idle):
-    /// requests past their timeout become lost.
+    /// requests past their timeout become lost. `now_ns` is wall-clock
+    /// time; the expiry clock is it less the offset.
     pub fn tick(&mut self, now_ns: u64) {
         self.now_ns = self.now_ns.max(now_ns);
-        self.echo.expire(self.now_ns);
+        self.clock_ns = self
+            .clock_ns
+            .max(now_ns.saturating_sub(self.wall_offset_ns));
+        self.echo.expire(self.clock_ns);
     }
 
     /// Peer groups (`--config`'s `[peer-groups]`), from the next pair on;
@@ -661,6 +659,47 @@ mod tests {
             Some((1, 2)),
         ));
         assert_eq!(out.rtt_us, Some(250));
+    }
+
+    /// Echo timeouts count on the monotonic clock: a step of the wall clock
+    /// (NTP, an administrator) neither expires waiting requests nor keeps
+    /// them, for sources with a monotonic timestamp (module, BPF) and
+    /// without (AF_PACKET, NFLOG: their wall time less the offset).
+    #[test]
+    fn a_wall_clock_step_neither_expires_nor_keeps_requests() {
+        const S: u64 = 1_000_000_000;
+        const HOUR: u64 = 3600 * S;
+        let (wall0, mono0) = (1_800_000_000 * S, 50 * S);
+        for with_mono in [true, false] {
+            let at = |wall: u64, mono: u64, e: IcmpEvent| IcmpEvent {
+                ts_ns: wall,
+                mono_ns: with_mono.then_some(mono),
+                ..e
+            };
+            let req = |seq| ev(0, Direction::Out, host(1), host(2), 8, Some((1, seq)));
+            let rep = |seq| ev(0, Direction::In, host(2), host(1), 0, Some((1, seq)));
+            let mut agg = Aggregator::new(Config::default());
+            agg.set_wall_offset(wall0 - mono0);
+            agg.ingest(&at(wall0, mono0, req(1)));
+            // An hour forward, half a second later.
+            agg.set_wall_offset(wall0 - mono0 + HOUR);
+            agg.tick(wall0 + HOUR + S / 2);
+            let t = agg.echo_totals();
+            assert_eq!((t.lost, t.pending), (0, 1), "mono {with_mono}");
+            // Its reply, a second after it; the round trip is the same
+            // second on either clock once the offset is known.
+            let out = agg.ingest(&at(wall0 + HOUR + S, mono0 + S, rep(1)));
+            if with_mono {
+                assert_eq!(out.rtt_us, Some(1_000_000));
+            }
+            assert_eq!(agg.echo_totals().answered, 1);
+            // An hour back: a request still expires 2 s later.
+            agg.ingest(&at(wall0 + HOUR + 2 * S, mono0 + 2 * S, req(2)));
+            agg.set_wall_offset(wall0 - mono0 - HOUR);
+            agg.tick(wall0 - HOUR + 4 * S + S / 10);
+            let t = agg.echo_totals();
+            assert_eq!((t.lost, t.pending), (1, 0), "mono {with_mono}");
+        }
     }
 
     /// (reply?, pair, id, seq, direction, µs since the previous event)

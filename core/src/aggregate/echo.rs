@@ -65,8 +65,10 @@ struct Pending {
     slot: u32,
     /// Directions of the request copies seen (bit per `Direction::index`).
     copies: u8,
-    /// Wall-clock time of the first copy: expiry order.
-    first_ns: u64,
+    /// The first copy on the expiry clock (`Aggregator::expiry_clock`:
+    /// monotonic, so a step of the wall clock neither expires a request
+    /// nor keeps it).
+    since_ns: u64,
     /// The first copy on the round-trip clock.
     first_clock: u64,
     /// Directions of the reply copies seen (bit per `Direction::index`).
@@ -272,10 +274,11 @@ impl EchoTracker {
         });
     }
 
-    /// Ends the wait of every request older than the timeout at `now_ns`.
+    /// Ends the wait of every request older than the timeout at `now_ns`
+    /// on the expiry clock.
     pub fn expire(&mut self, now_ns: u64) {
-        while let Some(&(_, first_ns)) = self.arrivals.front() {
-            if first_ns.saturating_add(self.timeout_ns) > now_ns {
+        while let Some(&(_, since_ns)) = self.arrivals.front() {
+            if since_ns.saturating_add(self.timeout_ns) > now_ns {
                 break;
             }
             self.pop_oldest();
@@ -284,10 +287,10 @@ impl EchoTracker {
 
     /// Ends the wait of the oldest request.
     fn pop_oldest(&mut self) {
-        if let Some((k, first_ns)) = self.arrivals.pop_front() {
+        if let Some((k, since_ns)) = self.arrivals.pop_front() {
             // The key may have been reused by a later request. One lookup.
             if let std::collections::hash_map::Entry::Occupied(e) = self.pending.entry(k) {
-                if e.get().first_ns == first_ns {
+                if e.get().since_ns == since_ns {
                     let p = e.remove();
                     self.lose(k, &p);
                 }
@@ -295,10 +298,10 @@ impl EchoTracker {
         }
     }
 
-    /// Takes a request. Wall-clock time (`ts_ns`) orders expiry and says
-    /// when a peer was last seen; round trips are measured on
-    /// `IcmpEvent::rtt_clock_ns`.
-    pub fn request(&mut self, ev: &IcmpEvent, echo: &Echo) {
+    /// Takes a request seen at `since_ns` on the expiry clock, which
+    /// orders expiry; wall-clock time (`ts_ns`) says when a peer was last
+    /// seen, and round trips are measured on `IcmpEvent::rtt_clock_ns`.
+    pub fn request(&mut self, ev: &IcmpEvent, echo: &Echo, since_ns: u64) {
         let (dir, ts_ns, clock_ns) = (ev.direction, ev.ts_ns, ev.rtt_clock_ns());
         let peer = PeerKey {
             requester: ev.src,
@@ -324,7 +327,7 @@ impl EchoTracker {
             peer,
             slot,
             copies: 1 << dir.index(),
-            first_ns: ts_ns,
+            since_ns,
             first_clock: clock_ns.max(1),
             replies: 0,
             payload_len: echo.payload_len,
@@ -340,7 +343,7 @@ impl EchoTracker {
         }
         self.totals.evicted += self.totals.lost - lost;
         self.pending.insert(key, entry);
-        self.arrivals.push_back((key, ts_ns));
+        self.arrivals.push_back((key, since_ns));
     }
 
     /// Pairs a reply (from `ev.src` to `ev.dst`); `None` when it answers

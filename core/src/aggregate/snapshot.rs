@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::aggregator::{Aggregator, RecentEvent};
+use super::aggregator::Aggregator;
 use super::anomaly::{Flag, FlagKind};
 use super::drops::DropRow;
 use super::echo::{EchoTotals, PeerCounts, PeerKey, PeerStats};
@@ -15,6 +15,7 @@ use super::flow::FlowKey;
 use super::kernel::KernelView;
 use super::owners::{AttributionTotals, HurtRow};
 use super::rates::WindowRates;
+use super::recent::RecentEvent;
 use super::rtt::RttSummary;
 use crate::event::kind_name;
 
