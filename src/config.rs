@@ -374,6 +374,39 @@ mod tests {
         f
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// A config file is untrusted text: any bytes, and the shipped
+        /// example with bytes changed, are read or refused with a message,
+        /// never a panic.
+        #[test]
+        fn arbitrary_and_damaged_files_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 0..6),
+        ) {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(&bytes).unwrap();
+            let _ = read(f.path());
+            let mut example = include_bytes!("../dist/icmpmon.toml").to_vec();
+            for (at, v) in flips {
+                let i = at % example.len();
+                example[i] = v;
+            }
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(&example).unwrap();
+            if let Err(e) = read(f.path()) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_reads() {
+        let f = file(std::str::from_utf8(include_bytes!("../dist/icmpmon.toml")).unwrap());
+        read(f.path()).unwrap();
+    }
+
     #[test]
     fn errors_name_the_line_and_the_key() {
         for (text, line, key, says) in [
