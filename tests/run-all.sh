@@ -27,6 +27,7 @@ tests/netns/passive.sh
 tests/netns/drops.sh
 tests/netns/metrics.sh
 tests/netns/attribution.sh
+tests/netns/soak.sh
 tests/bench/sources.sh
 tests/bench/metrics.sh
 tests/dkms.sh
