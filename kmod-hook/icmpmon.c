@@ -819,8 +819,13 @@ static int icmpmon_sub_find(struct icmpmon_net *pn, u32 portid)
 	return -ENOENT;
 }
 
-/* Whether portid subscribes, without the namespace's mutex. */
-static bool icmpmon_sub_exists(struct icmpmon_net *pn, u32 portid)
+/*
+ * Whether the socket that sent @skb subscribes, without the namespace's
+ * mutex.  Its socket, not only its portid: a closing subscriber's portid
+ * may be bound by another process before URELEASE drops it.
+ */
+static bool icmpmon_sub_exists(struct icmpmon_net *pn,
+			       const struct sk_buff *skb, u32 portid)
 {
 	struct icmpmon_sub *sub;
 	bool found = false;
@@ -829,7 +834,8 @@ static bool icmpmon_sub_exists(struct icmpmon_net *pn, u32 portid)
 	rcu_read_lock();
 	for (i = 0; i < ICMPMON_SUBS_LIMIT && !found; i++) {
 		sub = rcu_dereference(pn->subs[i]);
-		found = sub && sub->portid == portid;
+		found = sub && sub->portid == portid &&
+			sub->sk == NETLINK_CB(skb).sk;
 	}
 	rcu_read_unlock();
 	return found;
@@ -894,8 +900,11 @@ static void icmpmon_batch_drop(struct icmpmon_sub *sub, struct sk_buff *skb,
  * Whether @skb can go with room left for the tail.  Netlink refuses a
  * message while the receive queue is over the socket's buffer, so a flush
  * that filled it would lose the tail, and with it the count of what the
- * flush lost.  A reader that empties its socket before CLOSE always gets
- * the tail; batches that do not fit are counted in it.
+ * flush lost; batches that do not fit are counted in the tail instead.  A
+ * reader that empties its socket before CLOSE gets the tail unless the
+ * hooks fill it again first (a flood still running).  Only the flush
+ * keeps the room: in the hooks it would cost a batch whenever the reader
+ * is behind.
  */
 static bool icmpmon_room_for_tail(const struct sock *sk,
 				  const struct sk_buff *skb)
@@ -1226,7 +1235,7 @@ static int icmpmon_cmd_stats(struct sk_buff *skb, struct genl_info *info)
 	bool subscribed;
 	void *hdr;
 
-	subscribed = icmpmon_sub_exists(pn, info->snd_portid);
+	subscribed = icmpmon_sub_exists(pn, skb, info->snd_portid);
 	if (!subscribed && !icmpmon_allowed(skb, net)) {
 		NL_SET_ERR_MSG(info->extack, "STATS " ICMPMON_PERM_MSG);
 		return -EPERM;

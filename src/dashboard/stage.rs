@@ -61,9 +61,9 @@ pub(crate) struct Dashboard {
     kept: u64,
     /// Changes with every new dashboard filter.
     view_generation: u64,
-    /// The run's wall-clock offset (`Aggregator::set_wall_offset`), for
-    /// the filtered statistics: their timeouts count as the run's do.
-    wall_offset_ns: u64,
+    /// The run's clocks (`Aggregator::set_clocks`), for the filtered
+    /// statistics: their timeouts count as the run's do.
+    clocks: (u64, u64),
     /// Events the filtered statistics took whose rows have not come yet:
     /// (number in the run's aggregator, filter generation, number in the
     /// filtered one), in capture order, as rows come.
@@ -100,7 +100,7 @@ impl Dashboard {
             seen: VecDeque::new(),
             kept: 0,
             view_generation: 0,
-            wall_offset_ns: 0,
+            clocks: (0, u64::MAX),
             awaiting_rows: VecDeque::new(),
             last: None,
             last_events: u64::MAX,
@@ -182,7 +182,7 @@ impl Dashboard {
                     // What was already seen first (the newest `SEEN`
                     // messages; said when older ones are left out).
                     let mut a = Aggregator::new(self.config.clone());
-                    a.set_wall_offset(self.wall_offset_ns);
+                    a.set_clocks(self.clocks.0, self.clocks.1);
                     for ev in self.seen.iter().filter(|ev| f.matches(ev)) {
                         a.ingest(ev);
                     }
@@ -205,7 +205,7 @@ impl Dashboard {
 
 impl Stage for Dashboard {
     fn on_record(&mut self, record: &Record, agg: &Aggregator) -> Flow {
-        self.wall_offset_ns = agg.wall_offset();
+        self.clocks = agg.clocks();
         if let Record::Event { ev, .. } = record {
             if self.seen.len() == SEEN {
                 self.seen.pop_front();
@@ -220,7 +220,7 @@ impl Stage for Dashboard {
         match record {
             // Also counted under the dashboard's filter, if it takes it.
             Record::Event { ev, seq, .. } if f.matches(ev) => {
-                a.set_wall_offset(self.wall_offset_ns);
+                a.set_clocks(self.clocks.0, self.clocks.1);
                 a.ingest(ev);
                 a.take_alerts();
                 self.awaiting_rows
@@ -250,8 +250,8 @@ impl Stage for Dashboard {
 
     fn on_tick(&mut self, tick: Tick, agg: &Aggregator) -> Flow {
         if let (Some(now), Some((_, a))) = (tick.clock_ns, &mut self.view_filter) {
-            self.wall_offset_ns = agg.wall_offset();
-            a.set_wall_offset(self.wall_offset_ns);
+            self.clocks = agg.clocks();
+            a.set_clocks(self.clocks.0, self.clocks.1);
             a.tick(now);
             a.take_alerts();
         }

@@ -102,10 +102,12 @@ impl Stages {
     }
 }
 
-/// Wall clock less monotonic clock now (never below 0): echo timeouts of a
-/// live run count on the monotonic clock (`Aggregator::set_wall_offset`).
-fn wall_offset() -> u64 {
-    u64::try_from(icmpmon_capture::clock::wall_offset_ns().max(0)).unwrap_or(u64::MAX)
+/// Gives the aggregator a live run's clocks (`Aggregator::set_clocks`):
+/// echo timeouts count on the monotonic clock.
+fn read_clocks(agg: &mut Aggregator) {
+    use icmpmon_capture::clock::{monotonic_ns, wall_offset_ns};
+    let offset = u64::try_from(wall_offset_ns().max(0)).unwrap_or(u64::MAX);
+    agg.set_clocks(offset, monotonic_ns());
 }
 
 /// What the thread wakes up for.
@@ -261,7 +263,7 @@ pub(crate) fn run(rx: Batches, stages: Stages, plan: Plan) -> (Tally, Snapshot, 
         match got {
             Got::Batch(batch) => {
                 if live {
-                    d.agg.set_wall_offset(wall_offset());
+                    read_clocks(&mut d.agg);
                 }
                 d.batch(&batch, &filter);
                 rx.recycle(batch);
@@ -286,7 +288,7 @@ pub(crate) fn run(rx: Batches, stages: Stages, plan: Plan) -> (Tally, Snapshot, 
         if ticked.elapsed() >= IDLE_TICK || idle {
             if live {
                 let now = now_ns();
-                d.agg.set_wall_offset(wall_offset());
+                read_clocks(&mut d.agg);
                 d.agg.tick(now);
                 clock_ns = Some(now);
             }
@@ -346,7 +348,7 @@ pub(crate) fn run(rx: Batches, stages: Stages, plan: Plan) -> (Tally, Snapshot, 
         d.tally.proc_scans = work.scans.load(Relaxed);
     }
     if live {
-        d.agg.set_wall_offset(wall_offset());
+        read_clocks(&mut d.agg);
         d.agg.tick(now_ns());
     }
     d.alerts();

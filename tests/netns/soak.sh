@@ -109,10 +109,11 @@ wait $pinger $udp
 kill -INT $pid
 wait $pid
 rc=$?
+# The tallies still running first: each removes its file when done.
+wait
 for f in "$work"/rows.csv*; do
 	case $f in *.tally) ;; *) tally "$f" ;; esac
 done
-wait
 
 check exit "SIGINT after ${secs}s: exit $rc" [ "$rc" = 0 ]
 

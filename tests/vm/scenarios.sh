@@ -442,9 +442,6 @@ scenario_register_under_load() {
 	fi
 }
 
-# A BYE lost to a full socket buffer (the monitor is stopped while a flood
-# fills it, then the module is removed): once running again the monitor
-# notices the module is gone by its periodic STATS, and ends cleanly.
 # Losses after the last delivered batch reach the monitor only in CLOSE's
 # reply (the tail): a monitor stopped (SIGSTOP) through a flood with a small
 # buffer loses the end of it, and its own summary still balances:
@@ -470,6 +467,9 @@ scenario_close_tail() {
 	fi
 }
 
+# A BYE lost to a full socket buffer (the monitor is stopped while a flood
+# fills it, then the module is removed): once running again the monitor
+# notices the module is gone by its periodic STATS, and ends cleanly.
 scenario_lost_bye() {
 	start_mon lostbye --socket-buffer 65536 || { fail lost-bye "monitor did not start"; return; }
 	kill -STOP $MON_PID

@@ -102,9 +102,11 @@ pub struct Aggregator {
     pub(super) now_ns: u64,
     /// The expiry clock's newest reading (see `expiry_clock`).
     pub(super) clock_ns: u64,
-    /// Wall clock minus monotonic clock, as last measured by a live run
-    /// (0: time is the events' own, as in a capture file).
+    /// Wall clock minus monotonic clock, and the monotonic clock, as last
+    /// read by a live run (0 and unknown: time is the events' own, as in a
+    /// capture file).
     pub(super) wall_offset_ns: u64,
+    pub(super) mono_now_ns: u64,
 }
 
 impl Aggregator {
@@ -140,6 +142,7 @@ impl Aggregator {
             now_ns: 0,
             clock_ns: 0,
             wall_offset_ns: 0,
+            mono_now_ns: u64::MAX,
             cfg,
         }
     }
@@ -154,24 +157,31 @@ impl Aggregator {
         self.events
     }
 
-    /// A live run's wall clock minus its monotonic clock, measured anew
-    /// before each batch and tick: echo timeouts then run on the monotonic
-    /// clock, and a step of the wall clock (NTP, an administrator) neither
-    /// expires waiting requests nor keeps them.
-    pub fn set_wall_offset(&mut self, ns: u64) {
-        self.wall_offset_ns = ns;
+    /// A live run's clocks, read anew before each batch and tick: the wall
+    /// clock less the monotonic clock, and the monotonic clock now. Echo
+    /// timeouts then run on the monotonic clock, and a step of the wall
+    /// clock (NTP, an administrator) neither expires waiting requests nor
+    /// keeps them.
+    pub fn set_clocks(&mut self, wall_offset_ns: u64, mono_now_ns: u64) {
+        self.wall_offset_ns = wall_offset_ns;
+        self.mono_now_ns = mono_now_ns;
     }
 
-    pub fn wall_offset(&self) -> u64 {
-        self.wall_offset_ns
+    /// What `set_clocks` was last given.
+    pub fn clocks(&self) -> (u64, u64) {
+        (self.wall_offset_ns, self.mono_now_ns)
     }
 
     /// The clock echo timeouts run on, at an event: the source's monotonic
     /// timestamp (module, BPF), else its wall-clock one less the offset
-    /// (the packets' own time in a file, where the offset is 0).
+    /// (the packets' own time in a file, where the offset is 0), kept
+    /// between the clock so far and now: a packet stamped before a step
+    /// but read after it would otherwise land an hour off.
     fn expiry_clock(&self, ev: &IcmpEvent) -> u64 {
-        ev.mono_ns
-            .unwrap_or_else(|| ev.ts_ns.saturating_sub(self.wall_offset_ns))
+        ev.mono_ns.unwrap_or_else(|| {
+            let at = ev.ts_ns.saturating_sub(self.wall_offset_ns);
+            at.clamp(self.clock_ns, self.mono_now_ns.max(self.clock_ns))
+        })
     }
 
     /// Takes one event (in capture order) and says what it adds to the row.
@@ -294,9 +304,8 @@ impl Aggregator {
     /// time; the expiry clock is it less the offset.
     pub fn tick(&mut self, now_ns: u64) {
         self.now_ns = self.now_ns.max(now_ns);
-        self.clock_ns = self
-            .clock_ns
-            .max(now_ns.saturating_sub(self.wall_offset_ns));
+        let at = now_ns.saturating_sub(self.wall_offset_ns);
+        self.clock_ns = self.clock_ns.max(at.min(self.mono_now_ns));
         self.echo.expire(self.clock_ns);
     }
 
@@ -473,7 +482,7 @@ impl Aggregator {
 mod tests {
     use super::*;
     use crate::aggregate::snapshot::{PeerOrder, PeerQuery, Snapshot};
-    use crate::event::{Echo, Quoted};
+    use crate::event::{Echo, KernelDrop, Quoted};
     use proptest::prelude::*;
     use std::collections::HashMap as StdMap;
 
@@ -661,10 +670,46 @@ mod tests {
         assert_eq!(out.rtt_us, Some(250));
     }
 
+    /// A flood of new pairs pushes a pair out of the peer table while its
+    /// request waits: the reply still pairs, with its round trip.
+    #[test]
+    fn a_reply_pairs_after_its_pair_left_the_peer_table() {
+        let mut agg = Aggregator::new(Config {
+            max_peers: 16,
+            ..Config::default()
+        });
+        let t = 1_000_000_000;
+        agg.ingest(&ev(t, Direction::Out, host(1), host(2), 8, Some((1, 1))));
+        for n in 0..64u8 {
+            let e = ev(
+                t + 1000,
+                Direction::In,
+                host(100 + n),
+                host(1),
+                8,
+                Some((9, 1)),
+            );
+            agg.ingest(&e);
+        }
+        let out = agg.ingest(&ev(
+            t + 500_000,
+            Direction::In,
+            host(2),
+            host(1),
+            0,
+            Some((1, 1)),
+        ));
+        assert_eq!(out.rtt_us, Some(500));
+        let e = agg.echo_totals();
+        assert!(e.peers_evicted >= 48, "{e:?}");
+        assert_eq!((e.answered, e.unsolicited, e.lost), (1, 0, 0), "{e:?}");
+    }
+
     /// Echo timeouts count on the monotonic clock: a step of the wall clock
     /// (NTP, an administrator) neither expires waiting requests nor keeps
     /// them, for sources with a monotonic timestamp (module, BPF) and
-    /// without (AF_PACKET, NFLOG: their wall time less the offset).
+    /// without (AF_PACKET, NFLOG: their wall time less the offset), even
+    /// for packets stamped before a step and read after it.
     #[test]
     fn a_wall_clock_step_neither_expires_nor_keeps_requests() {
         const S: u64 = 1_000_000_000;
@@ -679,26 +724,37 @@ mod tests {
             let req = |seq| ev(0, Direction::Out, host(1), host(2), 8, Some((1, seq)));
             let rep = |seq| ev(0, Direction::In, host(2), host(1), 0, Some((1, seq)));
             let mut agg = Aggregator::new(Config::default());
-            agg.set_wall_offset(wall0 - mono0);
+            agg.set_clocks(wall0 - mono0, mono0);
             agg.ingest(&at(wall0, mono0, req(1)));
             // An hour forward, half a second later.
-            agg.set_wall_offset(wall0 - mono0 + HOUR);
+            agg.set_clocks(wall0 - mono0 + HOUR, mono0 + S / 2);
             agg.tick(wall0 + HOUR + S / 2);
             let t = agg.echo_totals();
             assert_eq!((t.lost, t.pending), (0, 1), "mono {with_mono}");
             // Its reply, a second after it; the round trip is the same
             // second on either clock once the offset is known.
+            agg.set_clocks(wall0 - mono0 + HOUR, mono0 + S);
             let out = agg.ingest(&at(wall0 + HOUR + S, mono0 + S, rep(1)));
             if with_mono {
                 assert_eq!(out.rtt_us, Some(1_000_000));
             }
             assert_eq!(agg.echo_totals().answered, 1);
-            // An hour back: a request still expires 2 s later.
+            // An hour back, read with a packet stamped before it: nothing
+            // expires early, and a request still expires 2 s later.
+            agg.set_clocks(wall0 - mono0 + HOUR, mono0 + 2 * S);
             agg.ingest(&at(wall0 + HOUR + 2 * S, mono0 + 2 * S, req(2)));
-            agg.set_wall_offset(wall0 - mono0 - HOUR);
+            agg.set_clocks(wall0 - mono0 - HOUR, mono0 + 2 * S + S / 10);
+            agg.ingest(&at(
+                wall0 + HOUR + 2 * S + S / 20,
+                mono0 + 2 * S + S / 20,
+                req(3),
+            ));
+            let t = agg.echo_totals();
+            assert_eq!((t.lost, t.pending), (0, 2), "mono {with_mono}");
+            agg.set_clocks(wall0 - mono0 - HOUR, mono0 + 4 * S + S / 10);
             agg.tick(wall0 - HOUR + 4 * S + S / 10);
             let t = agg.echo_totals();
-            assert_eq!((t.lost, t.pending), (1, 0), "mono {with_mono}");
+            assert_eq!((t.lost, t.pending), (2, 0), "mono {with_mono}");
         }
     }
 

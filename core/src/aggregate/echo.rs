@@ -38,20 +38,11 @@ impl Hash for PeerKey {
     }
 }
 
-/// One request: its pair by the pair's serial (unique for the run, so an
-/// entry left by a pair pushed out of the peer table never matches the
-/// pair that takes its slot), its identifier and sequence number.
+/// One request: who pinged whom, its identifier and sequence number. By
+/// address, not by the pair's slot in the peer table: a reply still pairs
+/// when a flood of new pairs has pushed its pair out meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct EchoKey {
-    serial: u64,
-    id: u16,
-    seq: u16,
-}
-
-/// A request counted lost, by its pair's addresses: its late reply is
-/// recognised even after the pair has left the peer table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct LostKey {
     peer: PeerKey,
     id: u16,
     seq: u16,
@@ -59,10 +50,6 @@ struct LostKey {
 
 #[derive(Debug, Clone)]
 struct Pending {
-    peer: PeerKey,
-    /// The pair's slot in the peer table (its `serial` says whether the
-    /// pair is still there).
-    slot: u32,
     /// Directions of the request copies seen (bit per `Direction::index`).
     copies: u8,
     /// The first copy on the expiry clock (`Aggregator::expiry_clock`:
@@ -198,7 +185,7 @@ pub struct EchoTracker {
     arrivals: VecDeque<(EchoKey, u64)>,
     /// Recently lost requests, to tell a late reply from an unsolicited one.
     expired: Recall,
-    /// Found once per event; requests hold their pair's slot.
+    /// Found once per event (a lost request's pair, once more).
     peers: SlabLru<PeerKey, PeerStats>,
     totals: EchoTotals,
     groups: Groups,
@@ -226,9 +213,9 @@ impl EchoTracker {
         }
     }
 
-    /// The pair's slot and serial, the pair made the most recently used
-    /// (entered, pushing the least recently used out, if new).
-    fn peer(&mut self, key: PeerKey, ts_ns: u64) -> (u32, u64) {
+    /// The pair's slot, the pair made the most recently used (entered,
+    /// pushing the least recently used out, if new).
+    fn peer(&mut self, key: PeerKey, ts_ns: u64) -> u32 {
         let next = self.serials + 1;
         let (slot, gone) = self.peers.slot_or_insert(key, || PeerStats {
             serial: next,
@@ -247,13 +234,7 @@ impl EchoTracker {
             self.serials = next;
         }
         p.last_ns = p.last_ns.max(ts_ns);
-        (slot, p.serial)
-    }
-
-    /// The pair of a request, if it is still in the table.
-    fn pair_of(&mut self, key: &EchoKey, slot: u32) -> Option<&mut PeerStats> {
-        let p = self.peers.at_mut(slot);
-        (p.serial == key.serial).then_some(p)
+        slot
     }
 
     /// Counts `key` lost (timeout or eviction) and remembers it for late
@@ -264,14 +245,10 @@ impl EchoTracker {
         }
         self.totals.lost += 1;
         self.totals.pending -= 1;
-        if let Some(peer) = self.pair_of(&key, p.slot) {
+        if let Some(peer) = self.peers.peek_mut(&key.peer) {
             peer.counts.lost += 1;
         }
-        self.expired.insert(&LostKey {
-            peer: p.peer,
-            id: key.id,
-            seq: key.seq,
-        });
+        self.expired.insert(&key);
     }
 
     /// Ends the wait of every request older than the timeout at `now_ns`
@@ -307,9 +284,9 @@ impl EchoTracker {
             requester: ev.src,
             responder: ev.dst,
         };
-        let (slot, serial) = self.peer(peer, ts_ns);
+        let slot = self.peer(peer, ts_ns);
         let key = EchoKey {
-            serial,
+            peer,
             id: echo.id,
             seq: echo.seq,
         };
@@ -324,8 +301,6 @@ impl EchoTracker {
             return;
         }
         let entry = Pending {
-            peer,
-            slot,
             copies: 1 << dir.index(),
             since_ns,
             first_clock: clock_ns.max(1),
@@ -354,20 +329,15 @@ impl EchoTracker {
             requester: ev.dst,
             responder: ev.src,
         };
-        let (slot, serial) = self.peer(peer, ts_ns);
+        let slot = self.peer(peer, ts_ns);
         let key = EchoKey {
-            serial,
+            peer,
             id: echo.id,
             seq: echo.seq,
         };
         let Some(p) = self.pending.get_mut(&key) else {
             let counts = &mut self.peers.at_mut(slot).counts;
-            let lost = LostKey {
-                peer,
-                id: echo.id,
-                seq: echo.seq,
-            };
-            if self.expired.contains(&lost) {
+            if self.expired.contains(&key) {
                 self.totals.late += 1;
                 counts.late += 1;
             } else {

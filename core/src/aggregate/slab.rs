@@ -123,6 +123,12 @@ impl<K: Hash + Eq + Copy, V> SlabLru<K, V> {
         Some(&self.entries[s as usize].value)
     }
 
+    /// `key`'s value to change, without touching its recency.
+    pub(super) fn peek_mut(&mut self, key: &K) -> Option<&mut V> {
+        let s = *self.index.get(key)?;
+        Some(&mut self.entries[s as usize].value)
+    }
+
     /// Every entry, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|e| (&e.key, &e.value))
