@@ -174,6 +174,9 @@ pub struct Paired {
     pub mismatch: bool,
 }
 
+/// Requests waiting beyond which the pending table is sized for its bound.
+const GROW_AT: usize = 4096;
+
 #[derive(Debug)]
 pub struct EchoTracker {
     timeout_ns: u64,
@@ -317,6 +320,11 @@ impl EchoTracker {
             self.pop_oldest();
         }
         self.totals.evicted += self.totals.lost - lost;
+        if self.pending.len() == GROW_AT {
+            // Busy: the table goes to its bound at once, one rehash instead
+            // of a doubling every few thousand requests.
+            self.pending.reserve(self.max_pending.saturating_sub(GROW_AT));
+        }
         self.pending.insert(key, entry);
         self.arrivals.push_back((key, since_ns));
     }
