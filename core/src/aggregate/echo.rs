@@ -323,7 +323,8 @@ impl EchoTracker {
         if self.pending.len() == GROW_AT {
             // Busy: the table goes to its bound at once, one rehash instead
             // of a doubling every few thousand requests.
-            self.pending.reserve(self.max_pending.saturating_sub(GROW_AT));
+            self.pending
+                .reserve(self.max_pending.saturating_sub(GROW_AT));
         }
         self.pending.insert(key, entry);
         self.arrivals.push_back((key, since_ns));
