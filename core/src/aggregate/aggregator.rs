@@ -189,7 +189,8 @@ impl Aggregator {
         let ts = ev.ts_ns;
         self.now_ns = self.now_ns.max(ts);
         self.first_ns.get_or_insert(ts);
-        self.clock_ns = self.clock_ns.max(self.expiry_clock(ev));
+        let at = self.expiry_clock(ev);
+        self.clock_ns = self.clock_ns.max(at);
         self.echo.expire(self.clock_ns);
         // Every row counts as an event of its family and direction.
         self.events += 1;
@@ -202,7 +203,7 @@ impl Aggregator {
             // not the rates, types, echo pairing, errors or talkers.
             (Direction::Drop, Some(d)) => self.drops.add(ev, d),
             (Direction::Drop, None) => {}
-            _ => out = self.message(ev),
+            _ => out = self.message(ev, at),
         }
         if self.cfg.recent_events > 0 {
             if self.recent.len() == self.cfg.recent_events {
@@ -213,8 +214,8 @@ impl Aggregator {
         out
     }
 
-    /// A message seen passing (not a drop).
-    fn message(&mut self, ev: &IcmpEvent) -> Outcome {
+    /// A message seen passing (not a drop), at `at` on the expiry clock.
+    fn message(&mut self, ev: &IcmpEvent, at: u64) -> Outcome {
         let sec = ev.ts_ns / 1_000_000_000;
         self.series.add(sec);
         let key = (ev.family, ev.icmp_type, ev.icmp_code);
@@ -237,8 +238,8 @@ impl Aggregator {
             _ => {}
         }
         match (ev.icmp_type, ev.echo) {
-            (8, Some(e)) if v4 => self.request(ev, &e),
-            (128, Some(e)) if !v4 => self.request(ev, &e),
+            (8, Some(e)) if v4 => self.request(ev, &e, at),
+            (128, Some(e)) if !v4 => self.request(ev, &e, at),
             (0, Some(e)) if v4 => out.rtt_us = self.reply(ev, &e),
             (129, Some(e)) if !v4 => out.rtt_us = self.reply(ev, &e),
             (t, _) if is_error(ev.family, t) => self.error(ev),
@@ -247,8 +248,8 @@ impl Aggregator {
         out
     }
 
-    fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) {
-        self.echo.request(ev, e, self.expiry_clock(ev));
+    fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo, at: u64) {
+        self.echo.request(ev, e, at);
         self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
     }
 

@@ -240,6 +240,27 @@ impl EchoTracker {
         slot
     }
 
+    /// The pair's slot (see `peer`) and the request's key, for an echo
+    /// message between `requester` and `responder` seen at `ts_ns`.
+    fn lookup(
+        &mut self,
+        requester: IpAddr,
+        responder: IpAddr,
+        echo: &Echo,
+        ts_ns: u64,
+    ) -> (u32, EchoKey) {
+        let peer = PeerKey {
+            requester,
+            responder,
+        };
+        let key = EchoKey {
+            peer,
+            id: echo.id,
+            seq: echo.seq,
+        };
+        (self.peer(peer, ts_ns), key)
+    }
+
     /// Counts `key` lost (timeout or eviction) and remembers it for late
     /// replies.
     fn lose(&mut self, key: EchoKey, p: &Pending) {
@@ -282,17 +303,8 @@ impl EchoTracker {
     /// orders expiry; wall-clock time (`ts_ns`) says when a peer was last
     /// seen, and round trips are measured on `IcmpEvent::rtt_clock_ns`.
     pub fn request(&mut self, ev: &IcmpEvent, echo: &Echo, since_ns: u64) {
-        let (dir, ts_ns, clock_ns) = (ev.direction, ev.ts_ns, ev.rtt_clock_ns());
-        let peer = PeerKey {
-            requester: ev.src,
-            responder: ev.dst,
-        };
-        let slot = self.peer(peer, ts_ns);
-        let key = EchoKey {
-            peer,
-            id: echo.id,
-            seq: echo.seq,
-        };
+        let (dir, clock_ns) = (ev.direction, ev.rtt_clock_ns());
+        let (slot, key) = self.lookup(ev.src, ev.dst, echo, ev.ts_ns);
         if let Some(p) = self.pending.get_mut(&key) {
             let bit = 1 << dir.index();
             if p.copies & bit == 0 && dir != Direction::Unknown {
@@ -333,17 +345,8 @@ impl EchoTracker {
     /// Pairs a reply (from `ev.src` to `ev.dst`); `None` when it answers
     /// nothing waiting (late, unsolicited or duplicate).
     pub fn reply(&mut self, ev: &IcmpEvent, echo: &Echo) -> Option<Paired> {
-        let (dir, ts_ns, clock_ns) = (ev.direction, ev.ts_ns, ev.rtt_clock_ns());
-        let peer = PeerKey {
-            requester: ev.dst,
-            responder: ev.src,
-        };
-        let slot = self.peer(peer, ts_ns);
-        let key = EchoKey {
-            peer,
-            id: echo.id,
-            seq: echo.seq,
-        };
+        let (dir, clock_ns) = (ev.direction, ev.rtt_clock_ns());
+        let (slot, key) = self.lookup(ev.dst, ev.src, echo, ev.ts_ns);
         let Some(p) = self.pending.get_mut(&key) else {
             let counts = &mut self.peers.at_mut(slot).counts;
             if self.expired.contains(&key) {
