@@ -17,6 +17,7 @@ mod dashboard;
 mod metrics;
 mod outputs;
 mod pipeline;
+mod privsep;
 mod report;
 mod stderr;
 

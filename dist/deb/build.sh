@@ -37,6 +37,7 @@ install -d "$p/usr/share/bash-completion/completions" "$p/usr/share/zsh/vendor-c
 "$bin" completions zsh >"$p/usr/share/zsh/vendor-completions/_icmpmon"
 "$bin" completions fish >"$p/usr/share/fish/vendor_completions.d/icmpmon.fish"
 install -D -m 0644 "$repo/dist/icmpmon.service" "$p/lib/systemd/system/icmpmon.service"
+install -D -m 0644 "$repo/dist/icmpmon.socket" "$p/lib/systemd/system/icmpmon.socket"
 install -D -m 0644 "$repo/dist/icmpmon.toml" "$p/etc/icmpmon/icmpmon.toml"
 install -D -m 0644 "$repo/dist/prometheus/rules.yml" "$p/usr/share/doc/icmpmon/examples/prometheus-rules.yml"
 install -D -m 0644 "$repo/dist/grafana/icmpmon.json" "$p/usr/share/doc/icmpmon/examples/grafana-icmpmon.json"
@@ -76,8 +77,8 @@ cat >"$p/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
-	systemctl stop icmpmon.service || true
-	systemctl disable icmpmon.service || true
+	systemctl stop icmpmon.service icmpmon.socket || true
+	systemctl disable icmpmon.service icmpmon.socket || true
 fi
 SCRIPT
 cat >"$p/DEBIAN/postrm" <<'SCRIPT'

@@ -10,11 +10,21 @@ use anyhow::Context;
 use super::run::run;
 use crate::cli::{Cli, Command};
 use crate::config::{FileConfig, Layered};
+use crate::privsep::Role;
 use crate::stderr::say;
 use icmpmon_capture::kmod::KmodClient;
 use icmpmon_capture::rules::Ledger;
 
 pub fn main() -> ExitCode {
+    // A helper process (privsep) serves its role and nothing else.
+    match crate::privsep::as_helper(&std::env::args_os().collect::<Vec<_>>()) {
+        Some(Ok((Role::Attribution, served))) => {
+            crate::attribution::serve(&served);
+            return ExitCode::SUCCESS;
+        }
+        Some(Err(code)) => return code,
+        None => {}
+    }
     let (cli, layered) = command_line();
     // A panic anywhere must not leave our firewall rules behind.
     let ledger = Ledger::new();

@@ -22,6 +22,7 @@ use crate::metrics::{self, http, Publisher};
 use crate::outputs::alerts::AlertSink;
 use crate::outputs::{self, Format, Outputs, PacketFile, RowSink};
 use crate::pipeline::Plan;
+use crate::privsep::{Helper, Role};
 use crate::report;
 use crate::stderr::say;
 use icmpmon_capture::bpf::BpfOptions;
@@ -154,13 +155,23 @@ pub(super) fn run(
         .transpose()?
         .map(|(w, _)| AlertSink::new(w));
     let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
-    let metrics = args
-        .metrics_listen
-        .map(|addr| anyhow::Ok((http::bind(addr)?, Arc::new(metrics::Shared::default()))))
-        .transpose()?;
+    // A socket passed by the service manager is the endpoint: the packaged
+    // unit listens for icmpmon, which then makes no Internet socket.
+    let passed = metrics::passed_listener()?;
+    let by_manager = passed.is_some();
+    let listener = match passed {
+        Some(l) => Some(l),
+        None => args.metrics_listen.map(http::bind).transpose()?,
+    };
+    let metrics = listener.map(|l| (l, Arc::new(metrics::Shared::default())));
     if let Some(Ok(addr)) = metrics.as_ref().map(|(l, _)| l.local_addr()) {
         // The address bound, port 0 resolved: what to scrape.
-        say!("icmpmon: metrics at http://{addr}/metrics");
+        let how = if by_manager {
+            " (the socket the service manager passed)"
+        } else {
+            ""
+        };
+        say!("icmpmon: metrics at http://{addr}/metrics{how}");
     }
     // The dashboard's header names the namespace, which reads
     // /proc/1/ns/net: before any drop.
@@ -189,18 +200,35 @@ pub(super) fn run(
         );
         return Ok(ExitCode::SUCCESS);
     };
-    // Live sources only: a file's packets are not this host's now.
-    let host = source
-        .live()
+    // Live sources only: a file's packets are not this host's now. The
+    // helper is started while the capabilities it keeps are still held.
+    let helper = (source.live() && !args.no_attribution)
         .then(|| {
-            crate::attribution::Host::start(!args.no_attribution)
-                .map_err(|e| say!("icmpmon: no kernel counters nor attribution: {e}"))
+            Helper::spawn(Role::Attribution)
+                .map_err(|e| say!("icmpmon: no attribution: cannot start its helper: {e}"))
                 .ok()
         })
         .flatten();
     if let Some(s) = signals.take() {
         drop_privileges(source.capabilities_kept())?;
         handle_signals(s, stop.clone(), ledger.clone(), on_hup.take())?;
+    }
+    let helpers: Vec<u32> = helper.iter().map(Helper::pid).collect();
+    let host = source
+        .live()
+        .then(|| {
+            crate::attribution::Host::start(helper)
+                .map_err(|e| say!("icmpmon: no kernel counters nor attribution: {e}"))
+                .ok()
+        })
+        .flatten();
+    // Everything is open: from here on this process (every thread) makes
+    // only the system calls `sandbox` allows. Sources with firewall rules
+    // still run nft/iptables at the end, so they are not confined yet.
+    if source.capabilities_kept().is_empty() {
+        outputs::open_name_socket();
+        crate::privsep::sandbox::apply(&helpers)?;
+        tracing::info!("seccomp filter applied");
     }
     let source_name = source.name();
     let described = source.describe();

@@ -5,7 +5,12 @@
 //! One thread does all of it, off the capture path: the aggregator thread
 //! asks through a bounded channel (`Join`, in join.rs; a full channel is a
 //! counted skip, never a wait) and gets answers and a kernel sample a
-//! second back on another. Everything is read in the network namespace
+//! second back on another. The thread holds no capability: it passes each
+//! lookup to the attribution helper, a process of its own that keeps the
+//! two capabilities reading other users' /proc/PID/fd needs (`privsep`;
+//! `wire` is their protocol, `serve` the helper's loop). A helper that
+//! dies is reported once, and its lookups are counted as skipped from
+//! then on. Everything is read in the network namespace
 //! icmpmon runs in: flows of other namespaces (containers with their own
 //! netns, seen on a bridge or veth) find no socket here and are counted as
 //! such. Live sources only: a capture file makes no lookups.
@@ -15,9 +20,11 @@ pub(crate) mod join;
 mod kernel;
 mod procs;
 mod sockets;
+mod wire;
 
 pub(crate) use ask::{Ask, LookupKey};
 
+use crate::privsep::{Helper, Served};
 use crate::stderr::say;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -58,32 +65,18 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    /// Starts the thread: it samples the kernel's counters, and looks up
-    /// what it is asked (when `attribute`). Started before the run drops
-    /// its privileges (capabilities are per thread): it keeps what reading
-    /// another user's /proc/PID/fd needs, CAP_DAC_READ_SEARCH (to list the
-    /// directory) and CAP_SYS_PTRACE (to read its links), if the process
-    /// has them; it reads no packet.
-    pub fn start(attribute: bool) -> std::io::Result<Self> {
+    /// Starts the thread: it samples the kernel's counters each second, and
+    /// passes what it is asked to the attribution helper (`None`: nothing
+    /// is looked up). Started after the run has dropped its capabilities:
+    /// it holds none, and reads no packet.
+    pub fn start(helper: Option<Helper>) -> std::io::Result<Self> {
         let (asks, asked) = bounded::<Ask>(ASKS);
         let (tell, news) = bounded(ASKS * 4);
         let work = Arc::new(Work::default());
         let w = work.clone();
         let thread = std::thread::Builder::new()
             .name("icmpmon-host".into())
-            .spawn(move || {
-                use icmpmon_capture::privilege::{drop_all_but, Capability};
-                let keep: &[Capability] = if attribute {
-                    &[Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_PTRACE]
-                } else {
-                    &[]
-                };
-                if let Err(e) = drop_all_but(keep) {
-                    say!("icmpmon: attribution thread: cannot drop capabilities: {e}");
-                    return;
-                }
-                run(&asked, &tell, &w)
-            })?;
+            .spawn(move || run(&asked, &tell, &w, helper))?;
         Ok(Self {
             asks,
             news,
@@ -105,25 +98,13 @@ impl Host {
     }
 }
 
-fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work) {
+fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work, mut helper: Option<Helper>) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut diag = match sockets::SockDiag::new() {
-        Ok(d) => Some(d),
-        Err(e) => {
-            say!("icmpmon: no sock_diag socket ({e}): TCP and UDP flows are not attributed");
-            None
-        }
-    };
-    let mut procs = procs::Processes::default();
-    let mut local = sockets::local_addresses().unwrap_or_default();
     let mut next_sample = Instant::now();
     loop {
         if Instant::now() >= next_sample {
             // From now: a stalled thread does not send a burst to catch up.
             next_sample = Instant::now() + SAMPLE_EVERY;
-            if let Some(l) = sockets::local_addresses() {
-                local = l;
-            }
             if tell.send(News::Kernel(kernel::sample())).is_err() {
                 return;
             }
@@ -133,21 +114,72 @@ fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work) {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if ask.at.elapsed() >= join::WAIT {
-            // Its rows have gone (counted skipped): told so, so that the
-            // flow's next row asks again.
-            if tell
-                .send(News::Answer(ask.key, Attribution::Skipped))
-                .is_err()
-            {
-                return;
+        // Not asked: its rows have gone (counted skipped) or the helper is
+        // gone. Told so, so that the flow's next row asks again.
+        let mut answer = Attribution::Skipped;
+        if let Some(h) = helper.as_mut().filter(|_| ask.at.elapsed() < join::WAIT) {
+            work.lookups.fetch_add(1, Relaxed);
+            match ask_helper(h, &ask.key) {
+                Ok(Some((a, scans))) => {
+                    answer = a;
+                    work.scans.store(scans, Relaxed);
+                }
+                // Malformed: counted skipped, and the helper is not trusted
+                // with more.
+                Ok(None) => {
+                    say!(
+                        "icmpmon: the attribution helper sent a malformed answer: no more lookups"
+                    );
+                    helper = None;
+                }
+                Err(e) => {
+                    say!(
+                        "icmpmon: {}: flows are no longer attributed (counted as skipped)",
+                        h.ended(&e)
+                    );
+                    helper = None;
+                }
             }
-            continue;
         }
-        work.lookups.fetch_add(1, Relaxed);
-        let a = lookup(ask.key, &local, diag.as_mut(), &mut procs);
-        work.scans.store(procs.scans, Relaxed);
-        if tell.send(News::Answer(ask.key, a)).is_err() {
+        if tell.send(News::Answer(ask.key, answer)).is_err() {
+            return;
+        }
+    }
+}
+
+fn ask_helper(h: &mut Helper, key: &LookupKey) -> std::io::Result<Option<(Attribution, u64)>> {
+    let mut answer = [0u8; wire::ANSWER];
+    let n = h.call(&wire::encode_request(key), &mut answer)?;
+    Ok(wire::decode_answer(&answer[..n]))
+}
+
+/// The attribution helper's loop (in its own process, with the
+/// capabilities `Role::Attribution` keeps): one lookup per request, until
+/// the monitor closes the socket or sends something malformed.
+pub(crate) fn serve(served: &Served) {
+    let mut diag = match sockets::SockDiag::new() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            say!("icmpmon: no sock_diag socket ({e}): TCP and UDP flows are not attributed");
+            None
+        }
+    };
+    let mut procs = procs::Processes::default();
+    let mut local = sockets::local_addresses().unwrap_or_default();
+    let mut local_read = Instant::now();
+    let mut buf = [0u8; wire::REQUEST];
+    while let Some(request) = served.next(&mut buf, wire::REQUEST) {
+        let Some(key) = wire::decode_request(request) else {
+            return;
+        };
+        if local_read.elapsed() >= SAMPLE_EVERY {
+            local_read = Instant::now();
+            if let Some(l) = sockets::local_addresses() {
+                local = l;
+            }
+        }
+        let a = lookup(key, &local, diag.as_mut(), &mut procs);
+        if !served.answer(&wire::encode_answer(&a, procs.scans)) {
             return;
         }
     }

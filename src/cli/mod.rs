@@ -243,10 +243,10 @@ pub struct RunArgs {
     pub write: Option<Output>,
     /// Do not name the local process (pid, comm, cgroup) of the flow an
     /// ICMP error quotes or of the socket an echo request left from. With
-    /// it on (live sources), rows wait up to 0.5 s for the lookup, made in
-    /// a thread of its own from the kernel's socket tables and /proc;
-    /// other users' processes need CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH
-    /// (root has them; else: "hidden").
+    /// it on (live sources), rows wait up to 0.5 s for the lookup, made by
+    /// a helper process from the kernel's socket tables and /proc; other
+    /// users' processes need CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (root
+    /// has them; else: "hidden"), which only the helper keeps.
     #[arg(long)]
     pub no_attribution: bool,
     /// Write the end-of-run summary as JSON to PATH (- for stdout).

@@ -11,7 +11,7 @@ mod stage;
 
 pub(crate) use file::{open, sink, Format};
 pub(crate) use packets::PacketFile;
-pub(crate) use row::{rfc3339_nanos, RowSink};
+pub(crate) use row::{open_name_socket, rfc3339_nanos, RowSink};
 #[cfg(test)]
 pub(crate) use row::{Row, HEADER};
 pub(crate) use stage::{Opened, Outputs};

@@ -348,6 +348,26 @@ pub fn rfc3339_nanos(ts_ns: u64) -> String {
 #[derive(Debug, Default)]
 pub struct IfNames(foldhash::HashMap<u32, String>);
 
+/// The socket interface names are asked on (SIOCGIFNAME), in the network
+/// namespace icmpmon runs in: one per process, made before the sandbox,
+/// which allows no new socket (the C library's if_indextoname makes one
+/// per call). AF_UNIX: every unit allows it.
+static NAME_SOCKET: std::sync::OnceLock<Option<std::os::fd::OwnedFd>> = std::sync::OnceLock::new();
+
+/// Makes the socket interface names are asked on, if not yet made.
+pub(crate) fn open_name_socket() {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    NAME_SOCKET.get_or_init(|| {
+        rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .ok()
+    });
+}
+
 impl IfNames {
     /// None for index 0 (no interface known).
     pub fn get(&mut self, ifindex: u32) -> Option<&str> {
@@ -355,11 +375,13 @@ impl IfNames {
             return None;
         }
         let name = self.0.entry(ifindex).or_insert_with(|| {
-            nix::net::if_::if_indextoname(ifindex).map_or_else(
+            open_name_socket();
+            NAME_SOCKET
+                .get()
+                .and_then(Option::as_ref)
+                .and_then(|s| rustix::net::netdevice::index_to_name(s, ifindex).ok())
                 // Gone (or in another namespace): keep the number.
-                |_| format!("if{ifindex}"),
-                |n| n.to_string_lossy().into_owned(),
-            )
+                .unwrap_or_else(|| format!("if{ifindex}"))
         });
         Some(name)
     }

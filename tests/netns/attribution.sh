@@ -104,6 +104,18 @@ ip netns exec "$a" "$bin" --source packet --headless --csv "$work/a.csv" --summa
 	--duration 8 2>"$work/a.err" &
 mon=$!
 for _ in $(seq 100); do grep -q "capturing from" "$work/a.err" && break; sleep 0.1; done
+# Privilege separation: every thread of the monitor (the process that
+# parses) and its attribution helper, as the kernel shows them.
+caps_of() {
+	local t
+	for t in /proc/"$1"/task/*; do
+		echo "$(cat "$t/comm") $(awk '/^(CapPrm|CapEff|Seccomp):/ { printf "%s%s ", $1, $2 }' "$t/status")"
+	done
+}
+sleep 0.5
+caps_of "$mon" >"$work/monitor.caps"
+helper=$(pgrep -P "$mon" -f privsep-helper)
+[ -n "$helper" ] && caps_of "$helper" >"$work/helper.caps"
 
 # UDP to a closed port of c, three datagrams, then the process lingers.
 client udpclient cg "
@@ -148,6 +160,35 @@ rc=$?
 udp_pid=$(cat "$work/udpclient.pid" 2>/dev/null)
 tcp_pid=$(cat "$work/tcpclient.pid" 2>/dev/null)
 check run "icmpmon in a ran and ended by itself: exit $rc" test "$rc" = 0
+check monitor-unprivileged "every thread of the monitor has empty CapPrm and CapEff, under seccomp (mode 2): $(tr '\n' ';' <"$work/monitor.caps")" \
+	sh -c "test \$(wc -l <'$work/monitor.caps') -ge 4 && ! grep -v 'CapPrm:0000000000000000 CapEff:0000000000000000 Seccomp:2 ' '$work/monitor.caps'"
+# CAP_DAC_READ_SEARCH is bit 2, CAP_SYS_PTRACE bit 19: 0x80004, no more.
+check helper-caps "the attribution helper (pid ${helper:-none}, a child of the monitor) keeps CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE only: $(tr '\n' ';' <"$work/helper.caps" 2>/dev/null)" \
+	grep -qx "icmpmon-attrib CapPrm:0000000000080004 CapEff:0000000000080004 Seccomp:0 " "$work/helper.caps"
+check helper-gone "the helper ended with the monitor" sh -c "! kill -0 ${helper:-0} 2>/dev/null"
+
+# A helper killed mid-run: said once, its lookups counted as skipped, the
+# run goes on to its end and exits 0.
+ip netns exec "$a" "$bin" --source packet --headless --csv "$work/k.csv" --summary-json "$work/k.json" \
+	--duration 4 2>"$work/k.err" &
+kmon=$!
+for _ in $(seq 100); do grep -q "capturing from" "$work/k.err" && break; sleep 0.1; done
+khelper=$(pgrep -P "$kmon" -f privsep-helper)
+kill -9 "$khelper"
+client udpkilled host "
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(('10.81.2.2', 11))
+for _ in range(3):
+    try: s.send(b'x')
+    except OSError: pass
+    time.sleep(0.2)
+time.sleep(2)"
+wait $kmon
+krc=$?
+ksaid=$(grep -c "attribution helper (pid $khelper) stopped answering" "$work/k.err")
+kskipped=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['snapshot']['attribution']['skipped'])" "$work/k.json" 2>/dev/null)
+check helper-killed "helper $khelper killed: exit $krc, said $ksaid times ($(grep 'stopped answering' "$work/k.err")), skipped ${kskipped:-?}" \
+	sh -c "test '$krc' = 0 && test '$ksaid' = 1 && test '${kskipped:-0}' -ge 1"
 
 # The rows of kind $1 (and quoted destination port $2, if given) as
 # "pid comm cgroup inner_proto inner_sport info", by column name (schema

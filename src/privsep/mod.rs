@@ -1,0 +1,234 @@
+//! Privilege separation, in the manner of OpenSSH's privsep and `tcpdump
+//! -Z`: the process that parses packets keeps no capability once its
+//! source is open (and runs under `sandbox`'s seccomp filter); what needs a
+//! capability later runs in a small helper process of its own, started
+//! before the drop, which keeps only that capability and answers fixed-size
+//! requests over a SOCK_SEQPACKET socketpair. Each side treats the other's
+//! messages as untrusted.
+//!
+//! A helper is this same binary run again (`/proc/self/exe`, so a fresh
+//! address space, not a fork of a multithreaded one) with `HELPER_FLAG` and
+//! its role; the socket is its standard input. It ends when the monitor's
+//! end of the socket closes, whichever way the monitor ends (even killed),
+//! and ignores the terminal's and the service manager's signals meanwhile.
+
+pub(crate) mod sandbox;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use icmpmon_capture::privilege::{self, Capability};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+use crate::stderr::say;
+
+/// argv[1] of a helper: not an option of the command line (clap never sees
+/// it), and refused unless standard input is a helper's socket.
+pub(crate) const HELPER_FLAG: &str = "--privsep-helper";
+
+/// How long the monitor waits for one answer before it calls the helper
+/// stuck (a /proc scan of a host with 100 000 processes takes about a second).
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// What a helper does, and the capabilities it keeps for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Names the process behind a socket: lists other users'
+    /// /proc/PID/fd (CAP_DAC_READ_SEARCH) and reads their links
+    /// (CAP_SYS_PTRACE; also what shows them under hidepid).
+    Attribution,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Attribution => "attribution",
+        }
+    }
+
+    /// Its command name in ps and top (run as /proc/self/exe, it would be
+    /// "exe"): at most 15 bytes.
+    fn comm(self) -> &'static std::ffi::CStr {
+        match self {
+            Role::Attribution => c"icmpmon-attrib",
+        }
+    }
+
+    pub(crate) fn capabilities(self) -> &'static [Capability] {
+        match self {
+            Role::Attribution => &[Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_PTRACE],
+        }
+    }
+}
+
+/// The monitor's end of a running helper.
+#[derive(Debug)]
+pub(crate) struct Helper {
+    role: Role,
+    sock: Option<OwnedFd>,
+    child: Child,
+}
+
+impl Helper {
+    /// Starts a helper for `role`. Called while the process still holds
+    /// its capabilities: those of the role are raised into the ambient set
+    /// first, so that they survive the exec when icmpmon is not uid 0 (a
+    /// service given ambient capabilities). The run's drop clears them.
+    pub(crate) fn spawn(role: Role) -> io::Result<Self> {
+        if let Err(e) = privilege::pass_to_children(role.capabilities()) {
+            tracing::warn!(
+                "cannot pass capabilities to the {} helper: {e}",
+                role.name()
+            );
+        }
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rustix::net::sockopt::set_socket_timeout(
+            &ours,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(ANSWER_WAIT),
+        )?;
+        let child = Command::new("/proc/self/exe")
+            .arg0("icmpmon")
+            .args([HELPER_FLAG, role.name()])
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            // Out of the terminal's process group: Ctrl-C stops the monitor,
+            // which then closes the socket.
+            .process_group(0)
+            .spawn()?;
+        Ok(Self {
+            role,
+            sock: Some(ours),
+            child,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one request and reads its answer into `answer`; returns the
+    /// answer's length. An error means the helper is gone or stuck: the
+    /// caller reports `ended` and stops asking.
+    pub(crate) fn call(&mut self, request: &[u8], answer: &mut [u8]) -> io::Result<usize> {
+        let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+        rustix::net::send(sock, request, SendFlags::NOSIGNAL)?;
+        let (n, _) = rustix::net::recv(sock, answer, RecvFlags::empty())?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(n)
+    }
+
+    /// Why it stopped answering, for the one message that says so: its
+    /// exit status once it has ended (it is killed first if it is stuck).
+    pub(crate) fn ended(&mut self, why: &io::Error) -> String {
+        self.sock = None;
+        let status = match self.child.try_wait() {
+            Ok(Some(s)) => Some(s),
+            _ => {
+                let _ = self.child.kill();
+                self.child.wait().ok()
+            }
+        };
+        let status = status.map_or_else(|| "status unknown".to_string(), |s| s.to_string());
+        format!(
+            "the {} helper (pid {}) stopped answering ({why}; {status})",
+            self.role.name(),
+            self.child.id()
+        )
+    }
+}
+
+impl Drop for Helper {
+    /// Closes the socket, which ends the helper, and reaps it (killed if it
+    /// has not ended within a second: stuck in a scan).
+    fn drop(&mut self) {
+        self.sock = None;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The helper's side of its socket: standard input, which must be a
+/// SOCK_SEQPACKET socket (run by hand, it is not).
+#[derive(Debug)]
+pub(crate) struct Served {
+    sock: OwnedFd,
+    /// The signals it disregards, for as long as it serves.
+    _signals: Option<signal_hook::iterator::Signals>,
+}
+
+impl Served {
+    /// Receives one request of exactly `len` bytes into `buf`; `None` once
+    /// the monitor has gone. A request of another length ends the helper.
+    pub(crate) fn next<'b>(&self, buf: &'b mut [u8], len: usize) -> Option<&'b [u8]> {
+        let (n, full) = rustix::net::recv(&self.sock, &mut *buf, RecvFlags::TRUNC).ok()?;
+        (n == len && full == len).then_some(&buf[..len])
+    }
+
+    pub(crate) fn answer(&self, bytes: &[u8]) -> bool {
+        rustix::net::send(&self.sock, bytes, SendFlags::NOSIGNAL).is_ok()
+    }
+}
+
+/// When argv[1] is `HELPER_FLAG`, this process is a helper: its role and
+/// its socket, with the role's capabilities kept and the rest dropped
+/// (`Err`: the exit status of a helper that cannot serve). `None`: it is
+/// not a helper.
+pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Served), ExitCode>> {
+    if args.get(1).and_then(|a| a.to_str()) != Some(HELPER_FLAG) {
+        return None;
+    }
+    let role = match args.get(2).and_then(|a| a.to_str()) {
+        Some("attribution") => Role::Attribution,
+        _ => return Some(Err(not_by_hand())),
+    };
+    let sock = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(s) if rustix::net::sockopt::socket_type(&s).ok() == Some(SocketType::SEQPACKET) => s,
+        _ => return Some(Err(not_by_hand())),
+    };
+    // Caught and left unread: the helper ends when the monitor closes the
+    // socket, not when the terminal or the service manager signals the
+    // whole group (the monitor may still be asking as it drains).
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ]);
+    let _ = rustix::thread::set_name(role.comm());
+    if let Err(e) = privilege::drop_all_but(role.capabilities()) {
+        say!(
+            "icmpmon: {} helper: cannot drop capabilities: {e}",
+            role.name()
+        );
+        return Some(Err(ExitCode::FAILURE));
+    }
+    Some(Ok((
+        role,
+        Served {
+            sock,
+            _signals: signals.ok(),
+        },
+    )))
+}
+
+fn not_by_hand() -> ExitCode {
+    say!("icmpmon: {HELPER_FLAG} starts one of icmpmon's own helper processes; it is not run by hand");
+    ExitCode::from(2)
+}

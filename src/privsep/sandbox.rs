@@ -1,0 +1,381 @@
+//! The seccomp filter of the process that parses packets, applied to all
+//! its threads (TSYNC) once its source is open, its outputs are open and
+//! its capabilities are gone. An allowlist: what the capture, aggregator,
+//! output, metrics and dashboard threads call, and nothing else; any other
+//! system call fails with EPERM (an error the code reports, rather than a
+//! SIGSYS with no message).
+//!
+//! Built with `seccompiler` (rust-vmm's, Firecracker's): pure Rust, so
+//! there is no libseccomp to install or link, and arguments can be
+//! compared, which narrows the broad calls:
+//!
+//! - no exec, no new process (`clone` only with CLONE_THREAD; `clone3`,
+//!   whose flags a filter cannot read, answers ENOSYS so that the C
+//!   library falls back to `clone`), no ptrace, no module or mount calls;
+//! - no new socket (`socket`, `connect`, `bind` are absent: every socket
+//!   is made before), no `bpf` but reading a map or an object's
+//!   information (the BPF source's counters and ring buffers), `ioctl` only for the terminal and non-blocking I/O,
+//!   `kill` only for the helpers' pids (a stuck helper is killed), `prctl`
+//!   only to name a thread (or set no_new_privs);
+//! - `openat` stays, without arguments checked: SIGHUP reopens the output
+//!   files at their paths and rereads the config file, and the kernel
+//!   counters are read from /proc each second. With no capability left,
+//!   the kernel's permission checks on the files are the user's own: run
+//!   icmpmon as a dedicated user (the packaged service does) and it can
+//!   open no more than that user may. That is the allowance, and the
+//!   reason for it (docs/security.md).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
+    SeccompFilter, SeccompRule,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SandboxError {
+    #[error("cannot build the seccomp filter")]
+    Build(#[from] seccompiler::BackendError),
+    #[error("cannot apply the seccomp filter")]
+    Apply(#[from] seccompiler::Error),
+}
+
+/// System calls allowed whatever their arguments.
+const ALLOWED: &[libc::c_long] = &[
+    // Memory.
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    // Threads, their stacks and their waits.
+    libc::SYS_futex,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_sigaltstack,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_restart_syscall,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_getrandom,
+    libc::SYS_capget,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_uname,
+    libc::SYS_wait4,
+    // Time.
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_getres,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_gettimeofday,
+    // Files that are open, and opening one (see above).
+    libc::SYS_read,
+    libc::SYS_readv,
+    libc::SYS_pread64,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_pwrite64,
+    libc::SYS_lseek,
+    libc::SYS_close,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_fcntl,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_openat,
+    libc::SYS_getdents64,
+    libc::SYS_readlinkat,
+    libc::SYS_dup,
+    libc::SYS_dup3,
+    libc::SYS_pipe2,
+    libc::SYS_eventfd2,
+    // Waiting on them.
+    libc::SYS_ppoll,
+    libc::SYS_pselect6,
+    libc::SYS_epoll_create1,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_pwait2,
+    // Sockets that are open: capture, netlink, the metrics listener and
+    // its connections, the helpers'.
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_recvmmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_sendmmsg,
+    libc::SYS_accept4,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+];
+
+/// Older calls that x86_64 has and arm64 does not.
+#[cfg(target_arch = "x86_64")]
+const ALLOWED_X86_64: &[libc::c_long] = &[
+    libc::SYS_poll,
+    libc::SYS_select,
+    libc::SYS_epoll_wait,
+    libc::SYS_stat,
+    libc::SYS_lstat,
+    libc::SYS_open,
+    libc::SYS_readlink,
+    libc::SYS_access,
+    libc::SYS_pipe,
+    libc::SYS_dup2,
+    libc::SYS_accept,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const ALLOWED_X86_64: &[libc::c_long] = &[];
+
+/// The terminal's requests (the dashboard) and non-blocking I/O. (The
+/// constants' type differs between C libraries: the casts are for musl.)
+#[allow(clippy::unnecessary_cast)]
+const IOCTLS: &[u64] = &[
+    libc::TCGETS as u64,
+    libc::TCSETS as u64,
+    libc::TCSETSW as u64,
+    libc::TCSETSF as u64,
+    // termios2, which rustix (under crossterm) uses.
+    libc::TCGETS2 as u64,
+    libc::TCSETS2 as u64,
+    libc::TCSETSW2 as u64,
+    libc::TCSETSF2 as u64,
+    libc::TIOCGWINSZ as u64,
+    libc::FIONBIO as u64,
+    libc::FIONREAD as u64,
+    libc::FIOCLEX as u64,
+    // An interface's name by its index (rows' ifname), on a socket made
+    // before the filter.
+    libc::SIOCGIFNAME as u64,
+];
+
+/// The BPF source's counters (a map lookup) and its ring buffers, whose
+/// reader asks the size of a map it holds.
+const BPF_COMMANDS: &[u64] = &[
+    1,  // BPF_MAP_LOOKUP_ELEM
+    15, // BPF_OBJ_GET_INFO_BY_FD
+];
+
+fn arg_is(index: u8, len: Len, value: u64) -> Result<SeccompRule, seccompiler::BackendError> {
+    SeccompRule::new(vec![SeccompCondition::new(index, len, Op::Eq, value)?])
+}
+
+/// The filter: `helpers` are the pids `kill` may signal.
+fn program(helpers: &[u32]) -> Result<BpfProgram, SandboxError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
+        .iter()
+        .chain(ALLOWED_X86_64)
+        .map(|&n| (n, Vec::new()))
+        .collect();
+    let clone_thread = SeccompRule::new(vec![SeccompCondition::new(
+        0,
+        Len::Qword,
+        Op::MaskedEq(libc::CLONE_THREAD as u64),
+        libc::CLONE_THREAD as u64,
+    )?])?;
+    rules.insert(libc::SYS_clone, vec![clone_thread]);
+    rules.insert(
+        libc::SYS_ioctl,
+        IOCTLS
+            .iter()
+            .map(|&r| arg_is(1, Len::Dword, r))
+            .collect::<Result<_, _>>()?,
+    );
+    rules.insert(
+        libc::SYS_bpf,
+        BPF_COMMANDS
+            .iter()
+            .map(|&c| arg_is(0, Len::Dword, c))
+            .collect::<Result<_, _>>()?,
+    );
+    // Naming a thread; no_new_privs, which applying a filter sets again.
+    rules.insert(
+        libc::SYS_prctl,
+        vec![
+            arg_is(0, Len::Dword, libc::PR_SET_NAME as u64)?,
+            arg_is(0, Len::Dword, libc::PR_SET_NO_NEW_PRIVS as u64)?,
+        ],
+    );
+    // Adding a filter, which can only take more away: the clone3 one
+    // below is installed after this one.
+    rules.insert(
+        libc::SYS_seccomp,
+        vec![arg_is(0, Len::Dword, libc::SECCOMP_SET_MODE_FILTER as u64)?],
+    );
+    // tgkill(own pid, ...): abort() raising SIGABRT on a panic.
+    let own = u64::from(std::process::id());
+    rules.insert(libc::SYS_tgkill, vec![arg_is(0, Len::Dword, own)?]);
+    if !helpers.is_empty() {
+        rules.insert(
+            libc::SYS_kill,
+            helpers
+                .iter()
+                .map(|&p| arg_is(0, Len::Dword, u64::from(p)))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
+        arch(),
+    )?;
+    Ok(filter.try_into()?)
+}
+
+/// clone3 answers ENOSYS: of two filters' errors the kernel returns the
+/// later one's, so this one, installed second, overrides the allowlist's
+/// EPERM for it alone.
+fn clone3_program() -> Result<BpfProgram, SandboxError> {
+    let filter = SeccompFilter::new(
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch(),
+    )?;
+    Ok(filter.try_into()?)
+}
+
+fn arch() -> seccompiler::TargetArch {
+    #[cfg(target_arch = "x86_64")]
+    return seccompiler::TargetArch::x86_64;
+    #[cfg(target_arch = "aarch64")]
+    return seccompiler::TargetArch::aarch64;
+    #[cfg(target_arch = "riscv64")]
+    return seccompiler::TargetArch::riscv64;
+}
+
+/// Applies the filter to every thread of this process (and those it
+/// starts later); sets no_new_privs. Irreversible.
+pub(crate) fn apply(helpers: &[u32]) -> Result<(), SandboxError> {
+    let allow = program(helpers)?;
+    let clone3 = clone3_program()?;
+    seccompiler::apply_filter_all_threads(&allow)?;
+    seccompiler::apply_filter_all_threads(&clone3)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// What the filter must never let through, whatever else is added to
+    /// its allowlist.
+    const REFUSED: &[libc::c_long] = &[
+        libc::SYS_execve,
+        libc::SYS_execveat,
+        libc::SYS_socket,
+        libc::SYS_socketpair,
+        libc::SYS_connect,
+        libc::SYS_bind,
+        libc::SYS_listen,
+        libc::SYS_ptrace,
+        libc::SYS_process_vm_readv,
+        libc::SYS_process_vm_writev,
+        libc::SYS_init_module,
+        libc::SYS_finit_module,
+        libc::SYS_delete_module,
+        libc::SYS_mount,
+        libc::SYS_umount2,
+        libc::SYS_setuid,
+        libc::SYS_setns,
+        libc::SYS_unshare,
+        libc::SYS_capset,
+        libc::SYS_kexec_load,
+        libc::SYS_perf_event_open,
+        libc::SYS_pidfd_open,
+        libc::SYS_pidfd_getfd,
+    ];
+
+    #[test]
+    fn the_allowlist_holds_none_of_the_refused_calls() {
+        for n in REFUSED {
+            assert!(
+                !ALLOWED.contains(n) && !ALLOWED_X86_64.contains(n),
+                "system call {n} is allowed"
+            );
+            assert!(
+                ![
+                    libc::SYS_clone,
+                    libc::SYS_ioctl,
+                    libc::SYS_bpf,
+                    libc::SYS_prctl,
+                    libc::SYS_seccomp,
+                    libc::SYS_tgkill,
+                    libc::SYS_kill
+                ]
+                .contains(n),
+                "system call {n} is allowed with arguments"
+            );
+        }
+    }
+
+    /// Run in a child process (the filter cannot be taken off again): under
+    /// the filter, threads start and files open, but no program runs, no
+    /// process is forked and no socket is made.
+    #[test]
+    fn under_the_filter_no_exec_fork_or_socket() {
+        const CHILD: &str = "ICMPMON_SANDBOX_CHILD";
+        const NAME: &str = "privsep::sandbox::tests::under_the_filter_no_exec_fork_or_socket";
+        if std::env::var_os(CHILD).is_some() {
+            apply(&[]).expect("applies");
+            // After libtest's "test NAME ... " on the same line.
+            println!();
+            let thread = std::thread::spawn(|| 7).join();
+            println!("thread {:?}", thread.ok());
+            println!(
+                "open {}",
+                std::fs::read_to_string("/proc/self/status").is_ok()
+            );
+            println!("exec {}", Command::new("/bin/true").status().is_ok());
+            println!("udp {}", std::net::UdpSocket::bind("127.0.0.1:0").is_ok());
+            println!(
+                "tcp {}",
+                std::net::TcpStream::connect("127.0.0.1:9").is_ok()
+            );
+            let pair = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::STREAM,
+                rustix::net::SocketFlags::empty(),
+                None,
+            );
+            println!("socketpair {}", pair.is_ok());
+            return;
+        }
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in [
+            "thread Some(7)",
+            "open true",
+            "exec false",
+            "udp false",
+            "tcp false",
+            "socketpair false",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from the child's output:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
