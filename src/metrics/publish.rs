@@ -138,13 +138,15 @@ impl Publisher {
     }
 
     fn choose(&mut self, agg: &Aggregator) {
-        let now = agg.now_ns();
-        let idle = |last_ns: u64| now.saturating_sub(last_ns) >= IDLE_NS;
+        // On the expiry clock: a step of the wall clock neither idles
+        // every pair at once nor keeps idle ones.
+        let now = agg.clock_ns();
+        let idle = |last_at: u64| now.saturating_sub(last_at) >= IDLE_NS;
         // Gone from the aggregator's table (or replaced by a new pair of the
         // same addresses), or idle: the labels are free.
         self.exported.retain(|k, b| {
             agg.peer(k)
-                .is_some_and(|p| p.serial == b.serial && !idle(p.last_ns))
+                .is_some_and(|p| p.serial == b.serial && !idle(p.last_at))
         });
         let room = self.limit.saturating_sub(self.exported.len());
         if room == 0 {
@@ -152,7 +154,7 @@ impl Publisher {
         }
         let mut candidates: Vec<_> = agg
             .peers()
-            .filter(|(k, p)| !self.exported.contains_key(k) && !idle(p.last_ns))
+            .filter(|(k, p)| !self.exported.contains_key(k) && !idle(p.last_at))
             .collect();
         if candidates.len() > room {
             candidates.select_nth_unstable_by(room - 1, |a, b| {

@@ -13,7 +13,7 @@ use foldhash::fast::RandomState;
 use foldhash::HashMap;
 use lru::LruCache;
 
-use super::anomaly::{Anomalies, Flag, FlagKind, Thresholds};
+use super::anomaly::{Anomalies, Flag, FlagKind, Thresholds, When};
 use super::drops::DropTracker;
 use super::echo::{Departed, EchoTotals, EchoTracker, PeerKey, PeerStats};
 use super::errors::ErrorTracker;
@@ -167,6 +167,12 @@ impl Aggregator {
         self.mono_now_ns = mono_now_ns;
     }
 
+    /// The expiry clock now (monotonic in a live run, the packets' own
+    /// time in a file): what timeouts and idleness are measured on.
+    pub fn clock_ns(&self) -> u64 {
+        self.clock_ns
+    }
+
     /// What `set_clocks` was last given.
     pub fn clocks(&self) -> (u64, u64) {
         (self.wall_offset_ns, self.mono_now_ns)
@@ -240,9 +246,9 @@ impl Aggregator {
         match (ev.icmp_type, ev.echo) {
             (8, Some(e)) if v4 => self.request(ev, &e, at),
             (128, Some(e)) if !v4 => self.request(ev, &e, at),
-            (0, Some(e)) if v4 => out.rtt_us = self.reply(ev, &e),
-            (129, Some(e)) if !v4 => out.rtt_us = self.reply(ev, &e),
-            (t, _) if is_error(ev.family, t) => self.error(ev),
+            (0, Some(e)) if v4 => out.rtt_us = self.reply(ev, &e, at),
+            (129, Some(e)) if !v4 => out.rtt_us = self.reply(ev, &e, at),
+            (t, _) if is_error(ev.family, t) => self.error(ev, at),
             _ => {}
         }
         out
@@ -250,22 +256,24 @@ impl Aggregator {
 
     fn request(&mut self, ev: &IcmpEvent, e: &crate::event::Echo, at: u64) {
         self.echo.request(ev, e, at);
-        self.anomalies.echo_request(ev.src, e.payload_len, ev.ts_ns);
+        let when = When::new(ev.ts_ns, at);
+        self.anomalies.echo_request(ev.src, e.payload_len, when);
     }
 
     /// A reply's round trip: on its first sighting only (its copies get
     /// none), so the RTT column and the statistics count each once.
-    fn reply(&mut self, ev: &IcmpEvent, e: &crate::event::Echo) -> Option<u64> {
-        let p = self.echo.reply(ev, e)?;
+    fn reply(&mut self, ev: &IcmpEvent, e: &crate::event::Echo, at: u64) -> Option<u64> {
+        let p = self.echo.reply(ev, e, at)?;
         let us = ns_to_us(p.rtt_ns?);
         if p.mismatch {
-            self.anomalies.payload_mismatch(ev.dst, ev.src, ev.ts_ns);
+            let when = When::new(ev.ts_ns, at);
+            self.anomalies.payload_mismatch(ev.dst, ev.src, when);
         }
         self.rtt.add(us);
         Some(us)
     }
 
-    fn error(&mut self, ev: &IcmpEvent) {
+    fn error(&mut self, ev: &IcmpEvent, at: u64) {
         self.errors.ingest(ev);
         let kind = match kind_name(ev.family, ev.icmp_type, ev.icmp_code) {
             Cow::Borrowed(k) => k,
@@ -279,25 +287,26 @@ impl Aggregator {
             super::mtu::reported(&mut self.path_mtu, q.dst, mtu, ev.src, ev.ts_ns);
         }
         let v4 = ev.family == Family::V4;
+        let when = When::new(ev.ts_ns, at);
         match ev.icmp_type {
-            3 if v4 => self.anomalies.unreachable(ev.ts_ns),
-            1 if !v4 => self.anomalies.unreachable(ev.ts_ns),
-            5 if v4 => self.redirect(ev),
-            137 if !v4 => self.redirect(ev),
+            3 if v4 => self.anomalies.unreachable(when),
+            1 if !v4 => self.anomalies.unreachable(when),
+            5 if v4 => self.redirect(ev, when),
+            137 if !v4 => self.redirect(ev, when),
             // Code 0: the hop limit ran out in transit (traceroute's answer);
             // the error goes back to the prober.
-            11 if v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
-            3 if !v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, ev.ts_ns),
+            11 if v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, when),
+            3 if !v4 && ev.icmp_code == 0 => self.anomalies.ttl_exceeded(ev.dst, when),
             _ => {}
         }
     }
 
-    fn redirect(&mut self, ev: &IcmpEvent) {
+    fn redirect(&mut self, ev: &IcmpEvent, when: When) {
         let gw = match ev.info {
             Some(Info::Gateway(g) | Info::Target(g)) => Some(g),
             _ => None,
         };
-        self.anomalies.redirect(ev.src, gw, ev.ts_ns);
+        self.anomalies.redirect(ev.src, gw, when);
     }
 
     /// Moves the clock on without an event (a live source while idle):
@@ -390,7 +399,7 @@ impl Aggregator {
     pub fn active_flags(&self) -> [(FlagKind, u64); FlagKind::ALL.len()] {
         let mut n = FlagKind::ALL.map(|k| (k, 0));
         for f in self.anomalies.flags() {
-            if self.now_ns.saturating_sub(f.last_ns) < super::anomaly::QUIET_NS {
+            if self.clock_ns.saturating_sub(f.last_at) < super::anomaly::QUIET_NS {
                 if let Some(slot) = n.iter_mut().find(|(k, _)| *k == f.flag) {
                     slot.1 += 1;
                 }
@@ -453,7 +462,8 @@ impl Aggregator {
                 "this host (ipv6)"
             };
             if let Some((flag, detail)) = self.kernel.why(silence) {
-                self.anomalies.raise(flag, subject.into(), ts, detail);
+                let when = When::new(ts, self.clock_ns);
+                self.anomalies.raise(flag, subject.into(), when, detail);
             }
         }
     }
@@ -757,6 +767,51 @@ mod tests {
             let t = agg.echo_totals();
             assert_eq!((t.lost, t.pending), (2, 0), "mono {with_mono}");
         }
+    }
+
+    /// The anomaly flags' quiet period and a peer pair's idleness count on
+    /// the expiry clock too: an hour's step forward does not end a quiet
+    /// period (a second alert) or age a pair; an hour back does not keep a
+    /// flag quiet for an hour.
+    #[test]
+    fn a_wall_clock_step_neither_ends_nor_stretches_a_quiet_period() {
+        const S: u64 = 1_000_000_000;
+        const HOUR: u64 = 3600 * S;
+        let (wall0, mono0) = (1_800_000_000 * S, 50 * S);
+        let redirect = |wall: u64| ev(wall, Direction::In, host(9), host(1), 5, None);
+        let mut agg = Aggregator::new(Config::default());
+        agg.set_clocks(wall0 - mono0, mono0);
+        agg.ingest(&redirect(wall0));
+        agg.ingest(&ev(
+            wall0,
+            Direction::Out,
+            host(1),
+            host(2),
+            8,
+            Some((1, 1)),
+        ));
+        assert_eq!(agg.take_alerts().len(), 1);
+        // An hour forward, a second later: the same flag, still quiet.
+        agg.set_clocks(wall0 - mono0 + HOUR, mono0 + S);
+        agg.ingest(&redirect(wall0 + HOUR + S));
+        assert!(agg.take_alerts().is_empty(), "a step forward ended it");
+        let active = |agg: &Aggregator| {
+            agg.active_flags()
+                .iter()
+                .find(|(k, _)| *k == FlagKind::Redirect)
+                .map_or(0, |(_, n)| *n)
+        };
+        assert_eq!(active(&agg), 1);
+        let pair = PeerKey {
+            requester: host(1),
+            responder: host(2),
+        };
+        let last_at = agg.peer(&pair).expect("the pair").last_at;
+        assert_eq!(agg.clock_ns() - last_at, S, "the pair aged by the step");
+        // Then an hour back, 31 s on: the quiet period is over.
+        agg.set_clocks(wall0 - mono0 - HOUR, mono0 + 32 * S);
+        agg.ingest(&redirect(wall0 - HOUR + 32 * S));
+        assert_eq!(agg.take_alerts().len(), 1, "a step back kept it quiet");
     }
 
     /// (reply?, pair, id, seq, direction, µs since the previous event)

@@ -96,6 +96,22 @@ impl FlagKind {
     }
 }
 
+/// When something happened: wall-clock time (`ts_ns`) for what is shown,
+/// and the aggregator's expiry clock (`at`, monotonic in a live run) for
+/// how long ago, so that a step of the wall clock neither ends a flag's
+/// quiet period early nor stretches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct When {
+    pub ts_ns: u64,
+    pub at: u64,
+}
+
+impl When {
+    pub fn new(ts_ns: u64, at: u64) -> Self {
+        Self { ts_ns, at }
+    }
+}
+
 /// A raised flag. `subject` says who (a source, a peer pair, "all").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Flag {
@@ -103,6 +119,9 @@ pub struct Flag {
     pub subject: String,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// `last_ns` on the expiry clock: what the quiet period counts from.
+    #[serde(skip)]
+    pub last_at: u64,
     /// Times it triggered while active.
     pub count: u64,
     pub detail: String,
@@ -142,8 +161,8 @@ impl Anomalies {
         }
     }
 
-    fn roll(&mut self, ts_ns: u64) {
-        let sec = ts_ns / 1_000_000_000;
+    fn roll(&mut self, at: u64) {
+        let sec = at / 1_000_000_000;
         if sec != self.second {
             self.second = sec;
             self.echo_sources.clear();
@@ -153,11 +172,12 @@ impl Anomalies {
         }
     }
 
-    pub(crate) fn raise(&mut self, flag: FlagKind, subject: String, ts_ns: u64, detail: String) {
+    pub(crate) fn raise(&mut self, flag: FlagKind, subject: String, when: When, detail: String) {
         let key = (flag, subject);
         if let Some(f) = self.flags.get_mut(&key) {
-            if ts_ns.saturating_sub(f.last_ns) < QUIET_NS {
-                f.last_ns = f.last_ns.max(ts_ns);
+            if when.at.saturating_sub(f.last_at) < QUIET_NS {
+                f.last_ns = f.last_ns.max(when.ts_ns);
+                f.last_at = f.last_at.max(when.at);
                 f.count += 1;
                 f.detail = detail;
                 return;
@@ -166,13 +186,14 @@ impl Anomalies {
         let f = Flag {
             flag,
             subject: key.1.clone(),
-            first_ns: ts_ns,
-            last_ns: ts_ns,
+            first_ns: when.ts_ns,
+            last_ns: when.ts_ns,
+            last_at: when.at,
             count: 1,
             detail,
         };
         self.raised += 1;
-        self.roll(ts_ns);
+        self.roll(when.at);
         if self.alerts_this_second < ALERTS_PER_SECOND {
             self.alerts_this_second += 1;
             self.alerts.push(f.clone());
@@ -182,8 +203,8 @@ impl Anomalies {
         self.flags.put(key, f);
     }
 
-    pub fn echo_request(&mut self, src: IpAddr, payload_len: u32, ts_ns: u64) {
-        self.roll(ts_ns);
+    pub fn echo_request(&mut self, src: IpAddr, payload_len: u32, when: When) {
+        self.roll(when.at);
         let c = self.echo_sources.add(Addr(src));
         let t = self.thresholds.echo_flood_pps;
         // Raise when the guaranteed count crosses the threshold: once per
@@ -192,7 +213,7 @@ impl Anomalies {
             self.raise(
                 FlagKind::EchoFlood,
                 src.to_string(),
-                ts_ns,
+                when,
                 format!("more than {t} echo requests within one second"),
             );
         }
@@ -200,7 +221,7 @@ impl Anomalies {
             self.raise(
                 FlagKind::OversizedEcho,
                 src.to_string(),
-                ts_ns,
+                when,
                 format!(
                     "echo request with {payload_len} data bytes (> {})",
                     self.thresholds.oversize_bytes
@@ -209,49 +230,49 @@ impl Anomalies {
         }
     }
 
-    pub fn payload_mismatch(&mut self, requester: IpAddr, responder: IpAddr, ts_ns: u64) {
+    pub fn payload_mismatch(&mut self, requester: IpAddr, responder: IpAddr, when: When) {
         self.raise(
             FlagKind::PayloadMismatch,
             format!("{requester} → {responder}"),
-            ts_ns,
+            when,
             "echo reply data differs from its request's (tunnel or rewriting middlebox?)".into(),
         );
     }
 
-    pub fn redirect(&mut self, reporter: IpAddr, gateway: Option<IpAddr>, ts_ns: u64) {
+    pub fn redirect(&mut self, reporter: IpAddr, gateway: Option<IpAddr>, when: When) {
         let gw = gateway.map_or_else(|| "?".into(), |g| g.to_string());
         self.raise(
             FlagKind::Redirect,
             reporter.to_string(),
-            ts_ns,
+            when,
             format!("redirect to gateway {gw}"),
         );
     }
 
-    pub fn unreachable(&mut self, ts_ns: u64) {
-        self.roll(ts_ns);
+    pub fn unreachable(&mut self, when: When) {
+        self.roll(when.at);
         self.unreachables += 1;
         let t = self.thresholds.unreachable_pps;
         if just_crossed(self.unreachables, t) {
             self.raise(
                 FlagKind::UnreachableStorm,
                 "all".into(),
-                ts_ns,
+                when,
                 format!("more than {t} destination-unreachable messages within one second"),
             );
         }
     }
 
     /// A time-exceeded message about a packet sent by `prober`.
-    pub fn ttl_exceeded(&mut self, prober: IpAddr, ts_ns: u64) {
-        self.roll(ts_ns);
+    pub fn ttl_exceeded(&mut self, prober: IpAddr, when: When) {
+        self.roll(when.at);
         let c = self.probers.add(Addr(prober));
         let t = self.thresholds.ttl_exceeded_pps;
         if just_crossed(c.count - c.error, t) {
             self.raise(
                 FlagKind::TracerouteSeen,
                 prober.to_string(),
-                ts_ns,
+                when,
                 format!("more than {t} time-exceeded replies within one second"),
             );
         }

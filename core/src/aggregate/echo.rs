@@ -125,6 +125,9 @@ pub struct PeerStats {
     pub serial: u64,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// When last seen on the expiry clock (monotonic in a live run): what
+    /// idleness is measured on, whatever the wall clock does.
+    pub last_at: u64,
     pub rtt: RttStats,
     /// The groups of requester and responder, found when the pair came.
     pub groups: GroupPair,
@@ -218,7 +221,7 @@ impl EchoTracker {
 
     /// The pair's slot, the pair made the most recently used (entered,
     /// pushing the least recently used out, if new).
-    fn peer(&mut self, key: PeerKey, ts_ns: u64) -> u32 {
+    fn peer(&mut self, key: PeerKey, ts_ns: u64, at: u64) -> u32 {
         let next = self.serials + 1;
         let (slot, gone) = self.peers.slot_or_insert(key, || PeerStats {
             serial: next,
@@ -237,6 +240,7 @@ impl EchoTracker {
             self.serials = next;
         }
         p.last_ns = p.last_ns.max(ts_ns);
+        p.last_at = p.last_at.max(at);
         slot
     }
 
@@ -247,7 +251,7 @@ impl EchoTracker {
         requester: IpAddr,
         responder: IpAddr,
         echo: &Echo,
-        ts_ns: u64,
+        (ts_ns, at): (u64, u64),
     ) -> (u32, EchoKey) {
         let peer = PeerKey {
             requester,
@@ -258,7 +262,7 @@ impl EchoTracker {
             id: echo.id,
             seq: echo.seq,
         };
-        (self.peer(peer, ts_ns), key)
+        (self.peer(peer, ts_ns, at), key)
     }
 
     /// Counts `key` lost (timeout or eviction) and remembers it for late
@@ -304,7 +308,7 @@ impl EchoTracker {
     /// seen, and round trips are measured on `IcmpEvent::rtt_clock_ns`.
     pub fn request(&mut self, ev: &IcmpEvent, echo: &Echo, since_ns: u64) {
         let (dir, clock_ns) = (ev.direction, ev.rtt_clock_ns());
-        let (slot, key) = self.lookup(ev.src, ev.dst, echo, ev.ts_ns);
+        let (slot, key) = self.lookup(ev.src, ev.dst, echo, (ev.ts_ns, since_ns));
         if let Some(p) = self.pending.get_mut(&key) {
             let bit = 1 << dir.index();
             if p.copies & bit == 0 && dir != Direction::Unknown {
@@ -342,11 +346,12 @@ impl EchoTracker {
         self.arrivals.push_back((key, since_ns));
     }
 
-    /// Pairs a reply (from `ev.src` to `ev.dst`); `None` when it answers
-    /// nothing waiting (late, unsolicited or duplicate).
-    pub fn reply(&mut self, ev: &IcmpEvent, echo: &Echo) -> Option<Paired> {
+    /// Pairs a reply (from `ev.src` to `ev.dst`), seen at `at` on the
+    /// expiry clock; `None` when it answers nothing waiting (late,
+    /// unsolicited or duplicate).
+    pub fn reply(&mut self, ev: &IcmpEvent, echo: &Echo, at: u64) -> Option<Paired> {
         let (dir, clock_ns) = (ev.direction, ev.rtt_clock_ns());
-        let (slot, key) = self.lookup(ev.dst, ev.src, echo, ev.ts_ns);
+        let (slot, key) = self.lookup(ev.dst, ev.src, echo, (ev.ts_ns, at));
         let Some(p) = self.pending.get_mut(&key) else {
             let counts = &mut self.peers.at_mut(slot).counts;
             if self.expired.contains(&key) {
