@@ -16,5 +16,6 @@ pub mod packet;
 pub mod pcap;
 pub mod pipeline;
 pub mod privilege;
+pub mod privileged;
 pub mod rules;
 pub mod source;

@@ -136,6 +136,16 @@ pub fn wait_ack(
     }
 }
 
+/// `msg` as the bytes that go on the socket.
+pub(crate) fn encode<T: NetlinkSerializable + std::fmt::Debug>(
+    mut msg: NetlinkMessage<T>,
+) -> Vec<u8> {
+    msg.finalize();
+    let mut out = vec![0; msg.buffer_len()];
+    msg.serialize(&mut out);
+    out
+}
+
 /// A netfilter netlink socket (NFQUEUE, NFLOG): numbered requests, their
 /// ACKs, and non-blocking reads of what the kernel sends.
 #[derive(Debug)]
@@ -171,10 +181,7 @@ impl NetfilterSocket {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         msg.header.sequence_number = seq;
-        msg.finalize();
-        let mut out = vec![0; msg.buffer_len()];
-        msg.serialize(&mut out);
-        self.sock.send(&out, 0)?;
+        self.sock.send(&encode(msg), 0)?;
         Ok(seq)
     }
 

@@ -1,9 +1,11 @@
 //! Dropping capabilities once a live source is set up.
 //!
-//! What remains is what the way out needs. The kernel checks CAP_NET_ADMIN
-//! on nfnetlink messages against both the socket opener and the *current*
-//! task (`netlink_ns_capable` ends in `ns_capable`), so NFQUEUE keeps it;
-//! removing the NFQUEUE rules runs iptables/nft as a child, and
+//! What remains is what the way out needs, and the run gives it to helper
+//! processes rather than keep it (the binary's privsep): the kernel checks
+//! CAP_NET_ADMIN on nfnetlink messages against both the socket opener and
+//! the *current* task (`netlink_ns_capable` ends in `ns_capable`), so
+//! NFQUEUE verdicts and NFLOG configuration need it in the task that sends
+//! them; removing the rules runs iptables/nft as a child, and
 //! iptables-legacy's raw socket also needs CAP_NET_RAW. The module's CLOSE
 //! needs no capability (version 2), so the kmod source keeps none.
 //! Everything else goes.

@@ -51,10 +51,20 @@ pub trait Source: Send + std::fmt::Debug {
     fn caveat(&self) -> Option<&'static str> {
         None
     }
-    /// Capabilities the source still needs once open (see `privilege`).
+    /// Capabilities the source still needs once open (see `privilege`):
+    /// kept by its rules helper once it has one (`hand_over`), else by
+    /// the process.
     fn capabilities_kept(&self) -> &'static [caps::Capability] {
         &[]
     }
+    /// A source with firewall rules: what a rules helper needs to act for
+    /// it once this process holds no capability (the rules as installed,
+    /// and the netlink socket to send its verdicts or configuration on).
+    fn handoff(&self) -> Option<(crate::rules::Handoff, std::os::fd::BorrowedFd<'_>)> {
+        None
+    }
+    /// From now on, what needs a capability goes through `helper`.
+    fn hand_over(&mut self, _helper: Arc<dyn crate::rules::Privileged>) {}
     /// Whether time moves on between packets (a live capture) rather than
     /// being the packets' own (a file).
     fn live(&self) -> bool {

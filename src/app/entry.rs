@@ -22,6 +22,10 @@ pub fn main() -> ExitCode {
             crate::attribution::serve(&served);
             return ExitCode::SUCCESS;
         }
+        Some(Ok((Role::Rules, served))) => {
+            crate::privsep::rules::serve(&served);
+            return ExitCode::SUCCESS;
+        }
         Some(Err(code)) => return code,
         None => {}
     }

@@ -22,6 +22,7 @@ use crate::metrics::{self, http, Publisher};
 use crate::outputs::alerts::AlertSink;
 use crate::outputs::{self, Format, Outputs, PacketFile, RowSink};
 use crate::pipeline::Plan;
+use crate::privsep::rules::RulesHelper;
 use crate::privsep::{Helper, Role};
 use crate::report;
 use crate::stderr::say;
@@ -190,7 +191,7 @@ pub(super) fn run(
             .transpose()?;
     }
     let notice = &mut |n: String| say!("icmpmon: {n}");
-    let Some(source) = args
+    let Some(mut source) = args
         .source
         .open(&open_options(args), &stop, ledger, notice)?
     else {
@@ -199,6 +200,24 @@ pub(super) fn run(
             stop.reason().map_or("stopped", StopReason::describe)
         );
         return Ok(ExitCode::SUCCESS);
+    };
+    // A source with firewall rules hands them to a rules helper, which keeps
+    // what they need (verdicts, configuration, removal): this process then
+    // keeps nothing either.
+    let rules_helper = RulesHelper::start(&*source).unwrap_or_else(|e| {
+        say!(
+            "icmpmon: cannot start the rules helper ({e}): keeping CAP_NET_ADMIN and \
+             CAP_NET_RAW, without the seccomp filter"
+        );
+        None
+    });
+    if let Some(h) = &rules_helper {
+        source.hand_over(h.clone());
+        ledger.delegate(h.clone());
+    }
+    let keep = match rules_helper {
+        Some(_) => &[],
+        None => source.capabilities_kept(),
     };
     // Live sources only: a file's packets are not this host's now. The
     // helper is started while the capabilities it keeps are still held.
@@ -210,10 +229,14 @@ pub(super) fn run(
         })
         .flatten();
     if let Some(s) = signals.take() {
-        drop_privileges(source.capabilities_kept())?;
+        drop_privileges(keep)?;
         handle_signals(s, stop.clone(), ledger.clone(), on_hup.take())?;
     }
-    let helpers: Vec<u32> = helper.iter().map(Helper::pid).collect();
+    let helpers: Vec<u32> = helper
+        .iter()
+        .map(Helper::pid)
+        .chain(rules_helper.iter().map(|h| h.pid()))
+        .collect();
     let host = source
         .live()
         .then(|| {
@@ -223,9 +246,9 @@ pub(super) fn run(
         })
         .flatten();
     // Everything is open: from here on this process (every thread) makes
-    // only the system calls `sandbox` allows. Sources with firewall rules
-    // still run nft/iptables at the end, so they are not confined yet.
-    if source.capabilities_kept().is_empty() {
+    // only the system calls `sandbox` allows. (Without its rules helper, a
+    // source with rules runs nft/iptables itself at the end: not confined.)
+    if keep.is_empty() {
         outputs::open_name_socket();
         crate::privsep::sandbox::apply(&helpers)?;
         tracing::info!("seccomp filter applied");

@@ -12,16 +12,21 @@
 //! end of the socket closes, whichever way the monitor ends (even killed),
 //! and ignores the terminal's and the service manager's signals meanwhile.
 
+pub(crate) mod rules;
 pub(crate) mod sandbox;
 
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use icmpmon_capture::privilege::{self, Capability};
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
 
 use crate::stderr::say;
 
@@ -40,12 +45,18 @@ pub(crate) enum Role {
     /// /proc/PID/fd (CAP_DAC_READ_SEARCH) and reads their links
     /// (CAP_SYS_PTRACE; also what shows them under hidepid).
     Attribution,
+    /// Acts for a source with firewall rules (`rules`): sends NFQUEUE
+    /// verdicts and NFLOG configuration (the kernel checks CAP_NET_ADMIN
+    /// in the sending task) and removes the rules (nft, iptables: also
+    /// CAP_NET_RAW), at the end or when the monitor goes away.
+    Rules,
 }
 
 impl Role {
     fn name(self) -> &'static str {
         match self {
             Role::Attribution => "attribution",
+            Role::Rules => "rules",
         }
     }
 
@@ -54,12 +65,14 @@ impl Role {
     fn comm(self) -> &'static std::ffi::CStr {
         match self {
             Role::Attribution => c"icmpmon-attrib",
+            Role::Rules => c"icmpmon-rules",
         }
     }
 
     pub(crate) fn capabilities(self) -> &'static [Capability] {
         match self {
             Role::Attribution => &[Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_PTRACE],
+            Role::Rules => icmpmon_capture::rules::CAPABILITIES,
         }
     }
 }
@@ -113,6 +126,22 @@ impl Helper {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends the first message, with a copy of `fd` (SCM_RIGHTS).
+    pub(crate) fn hand(&mut self, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+        let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [fd];
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+        Ok(())
     }
 
     /// Sends one request and reads its answer into `answer`; returns the
@@ -182,6 +211,32 @@ impl Served {
         (n == len && full == len).then_some(&buf[..len])
     }
 
+    /// Receives the first message, of exactly `len` bytes, with the one
+    /// descriptor it carries; `None` for anything else.
+    pub(crate) fn first_with_fd(&self, len: usize) -> Option<(Vec<u8>, OwnedFd)> {
+        let mut buf = vec![0u8; len + 1];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            &self.sock,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let mut fds: Vec<OwnedFd> = control
+            .drain()
+            .flat_map(|m| match m {
+                RecvAncillaryMessage::ScmRights(fds) => fds.collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        (got.bytes == len && fds.len() == 1).then(|| {
+            buf.truncate(len);
+            (buf, fds.remove(0))
+        })
+    }
+
     pub(crate) fn answer(&self, bytes: &[u8]) -> bool {
         rustix::net::send(&self.sock, bytes, SendFlags::NOSIGNAL).is_ok()
     }
@@ -197,6 +252,7 @@ pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Ser
     }
     let role = match args.get(2).and_then(|a| a.to_str()) {
         Some("attribution") => Role::Attribution,
+        Some("rules") => Role::Rules,
         _ => return Some(Err(not_by_hand())),
     };
     let sock = match io::stdin().as_fd().try_clone_to_owned() {

@@ -414,10 +414,41 @@ for source in packet nflog bpf; do
 	fi
 done
 
-# --- SIGKILL (nflog): ICMP is not delayed by the rules left; the next start
-# removes them ---
+# --- privilege separation (nflog): the monitor holds no capability in any
+# thread and runs under seccomp; its rules helper keeps CAP_NET_ADMIN and
+# CAP_NET_RAW (0x3000) and nothing else. Killed, the monitor leaves no rule:
+# its helper removes them at once ---
 if start_icmpmon killed nflog; then
+	rhelper=$(pgrep -P "$PID" -f 'privsep-helper rules')
+	mon_caps=$(for t in /proc/"$PID"/task/*; do awk '/^(CapPrm|CapEff|Seccomp):/ { printf "%s%s ", $1, $2 }' "$t/status"; echo; done | sort | uniq -c | tr '\n' ';')
+	helper_caps=$(awk '/^(CapPrm|CapEff):/ { printf "%s%s ", $1, $2 }' "/proc/${rhelper:-0}/status" 2>/dev/null)
+	if [ -n "$mon_caps" ] && ! echo "$mon_caps" | tr ';' '\n' | grep -v '^$' | grep -vq 'CapPrm:0000000000000000 CapEff:0000000000000000 Seccomp:2 $' &&
+		[ "$helper_caps" = "CapPrm:0000000000003000 CapEff:0000000000003000 " ]; then
+		ok nflog-privsep "monitor threads: $mon_caps rules helper $rhelper: $helper_caps"
+	else
+		ko nflog-privsep "monitor threads: [$mon_caps] rules helper ${rhelper:-none}: [$helper_caps]"
+	fi
+	before=$(rules_left)
 	kill -KILL "$PID"
+	wait "$PID" 2>/dev/null
+	for _ in $(seq 50); do
+		[ "$(rules_left)" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null && break
+		sleep 0.1
+	done
+	left=$(rules_left)
+	if [ "$before" -gt 0 ] && [ "$left" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null; then
+		ok nflog-sigkill-helper "monitor SIGKILLed: its rules helper removed the rules ($before lines) and ended"
+	else
+		ko nflog-sigkill-helper "rules before $before, after $left; helper ${rhelper:-none} $(kill -0 "${rhelper:-0}" 2>/dev/null && echo running)"
+	fi
+else
+	ko nflog-privsep "icmpmon did not start"
+fi
+
+# --- SIGKILL of monitor and helper (nflog): ICMP is not delayed by the
+# rules left; the next start removes them ---
+if start_icmpmon killed2 nflog; then
+	kill -KILL $(pgrep -P "$PID") "$PID"
 	wait "$PID" 2>/dev/null
 	stale=$(rules_left)
 	worst=$(in_a ping -c 5 -i 0.2 -W 1 10.96.1.1 | sed -n 's|.*= [0-9.]*/[0-9.]*/\([0-9.]*\)/.*|\1|p')

@@ -73,9 +73,15 @@ if start_icmpmon traffic; then
 	in_peer "$helper" udp 10.99.0.1 33434
 	in_peer "$helper" udp fd99::1 33435
 	sleep 0.5
-	# Set up, it keeps only what removing its rules needs: CAP_NET_ADMIN
-	# (bit 12) and CAP_NET_RAW (bit 13), in every set, with no_new_privs.
-	caps=$(awk '/^Cap(Eff|Prm|Bnd)|^NoNewPrivs/ { printf "%s%s ", $1, $2 }' "/proc/$PID/status")
+	# Set up, it keeps nothing, in every thread, with no_new_privs and
+	# under seccomp; its rules helper (which sends the verdicts and removes
+	# the rules) keeps CAP_NET_ADMIN (bit 12) and CAP_NET_RAW (bit 13) only.
+	caps=$(for t in /proc/"$PID"/task/*; do
+		awk '/^Cap(Eff|Prm|Bnd)|^NoNewPrivs|^Seccomp:/ { printf "%s%s ", $1, $2 }' "$t/status"
+		echo
+	done | sort -u | tr -d '\n')
+	rhelper=$(pgrep -P "$PID" -f 'privsep-helper rules')
+	helper_caps=$(awk '/^Cap(Eff|Prm)/ { printf "%s%s ", $1, $2 }' "/proc/${rhelper:-0}/status" 2>/dev/null)
 	kill -INT "$PID"
 	wait "$PID"
 	rc=$?
@@ -96,8 +102,13 @@ if start_icmpmon traffic; then
 	else
 		ko traffic "rc=$rc icmpmon [$got] tcpdump [$want]: $(tail -n 3 "$work/traffic.err")"
 	fi
-	want_caps="CapPrm:0000000000003000 CapEff:0000000000003000 CapBnd:0000000000003000 NoNewPrivs:1 "
-	if [ "$caps" = "$want_caps" ]; then ok privileges-dropped "$caps"; else ko privileges-dropped "got [$caps]"; fi
+	want_caps="CapPrm:0000000000000000 CapEff:0000000000000000 CapBnd:0000000000000000 NoNewPrivs:1 Seccomp:2 "
+	want_helper="CapPrm:0000000000003000 CapEff:0000000000003000 "
+	if [ "$caps" = "$want_caps" ] && [ "$helper_caps" = "$want_helper" ]; then
+		ok privileges-dropped "every thread: $caps; rules helper $rhelper: $helper_caps"
+	else
+		ko privileges-dropped "got [$caps], rules helper ${rhelper:-none} [$helper_caps]"
+	fi
 	n=$(rules_left)
 	if [ "$n" = 0 ]; then ok sigint-rules-removed "no icmpmon rule in iptables/ip6tables/nft"; else ko sigint-rules-removed "$n lines mention icmpmon"; fi
 	# The aggregator paired every echo live: rtt_us on each reply row, and
@@ -144,9 +155,31 @@ else
 	ko sigterm "icmpmon did not start"
 fi
 
-# --- SIGKILL: pings still answered (bypass); the next start cleans up ---
-if start_icmpmon killed; then
+# --- SIGKILL of icmpmon: its rules helper removes the rules at once ---
+if start_icmpmon killed-mon; then
+	rhelper=$(pgrep -P "$PID" -f 'privsep-helper rules')
+	before=$(rules_left)
 	kill -KILL "$PID"
+	wait "$PID" 2>/dev/null
+	for _ in $(seq 50); do
+		[ "$(rules_left)" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null && break
+		sleep 0.1
+	done
+	n=$(rules_left)
+	if [ "$before" -gt 0 ] && [ "$n" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null &&
+		in_peer ping -c 2 -i 0.2 -W 1 10.99.0.1 >/dev/null; then
+		ok sigkill-helper "icmpmon SIGKILLed: its rules helper removed the rules ($before lines) and ended; pings answered"
+	else
+		ko sigkill-helper "rules before $before, after $n; helper ${rhelper:-none}"
+	fi
+else
+	ko sigkill-helper "icmpmon did not start"
+fi
+
+# --- SIGKILL of icmpmon and its helpers: pings still answered (bypass);
+# the next start cleans up ---
+if start_icmpmon killed; then
+	kill -KILL $(pgrep -P "$PID") "$PID"
 	wait "$PID" 2>/dev/null
 	stale=$(rules_left)
 	if in_peer ping -c 3 -i 0.2 -W 1 10.99.0.1 >/dev/null && in_peer ping -c 3 -i 0.2 -W 1 fd99::1 >/dev/null; then

@@ -73,6 +73,12 @@ impl Source for WithDrops {
     fn capabilities_kept(&self) -> &'static [caps::Capability] {
         self.inner.capabilities_kept()
     }
+    fn handoff(&self) -> Option<(crate::rules::Handoff, std::os::fd::BorrowedFd<'_>)> {
+        self.inner.handoff()
+    }
+    fn hand_over(&mut self, helper: Arc<dyn crate::rules::Privileged>) {
+        self.inner.hand_over(helper);
+    }
     fn counters(&self) -> Arc<dyn Counters> {
         Arc::new(BothCounters {
             inner: self.inner.counters(),

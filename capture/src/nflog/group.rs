@@ -3,6 +3,12 @@
 
 use std::time::Duration;
 
+use netlink_packet_core::NLM_F_REQUEST;
+use netlink_packet_netfilter::nflog::{config_request, ConfigNla, Timeout};
+use netlink_packet_netfilter::NetfilterProtoFamily;
+
+use crate::netlink;
+
 /// nfnetlink_log's bounds on a group's message buffer: about NLMSG_GOODSIZE
 /// (a page less the skb overhead) and 128 KiB. Every message takes a buffer
 /// this size, one packet or a batch.
@@ -25,4 +31,22 @@ pub(super) fn batch_bytes(threshold: u32, snaplen: u32) -> u32 {
 pub(super) fn out_threshold(rate: f64, max: u32) -> u32 {
     let n = rate * OUT_BATCH_SPAN.as_secs_f64();
     (n as u32).clamp(1, max.max(1))
+}
+
+/// The configuration that makes `out_group` send batches of `packets`, as
+/// sent (also by the rules helper, which makes it itself). No ACK: an
+/// error would come back among the packets.
+pub(crate) fn out_batch_message(out_group: u16, packets: u32, snaplen: u32) -> Vec<u8> {
+    let mut msg = config_request(
+        NetfilterProtoFamily::Unspec,
+        out_group,
+        vec![
+            ConfigNla::QThresh(packets),
+            Timeout::new(u32::from(packets > 1)).into(),
+            // A batch must fit: the kernel sends when the buffer is full too.
+            ConfigNla::NlBufSiz(batch_bytes(packets, snaplen)),
+        ],
+    );
+    msg.header.flags = NLM_F_REQUEST;
+    netlink::encode(msg)
 }

@@ -28,6 +28,7 @@ mod group;
 mod packet;
 mod source;
 
+pub(crate) use group::out_batch_message;
 pub use source::{
     NflogCounters, NflogError, NflogOptions, NflogSource, DEFAULT_GROUP, THRESHOLD_DEFAULT,
     TIMEOUT_MS_DEFAULT,

@@ -26,6 +26,7 @@
 
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,10 +40,10 @@ use netlink_packet_netfilter::NetfilterProtoFamily;
 use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
 use crate::privilege::Capability::CAP_NET_ADMIN;
-use crate::rules::{self, Ledger, Rules, Target};
+use crate::rules::{self, Answer, Handoff, Ledger, Privileged, Request, Rules, Target};
 use icmpmon_core::event::Direction;
 
-use super::group::{batch_bytes, out_threshold};
+use super::group::{batch_bytes, out_batch_message, out_threshold};
 use super::packet::{count_gap, parse_packet, MSG_PACKET};
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the `out` rate is measured.
@@ -129,6 +130,8 @@ pub struct NflogSource {
     snaplen: u32,
     out_seen: u64,
     window: Instant,
+    /// Once the monitor holds no capability: what resizes the `out` batches.
+    privileged: Option<Arc<dyn Privileged>>,
 }
 
 impl NflogSource {
@@ -158,6 +161,7 @@ impl NflogSource {
             snaplen: opts.snaplen,
             out_seen: 0,
             window: Instant::now(),
+            privileged: None,
         };
         let group = match opts.group {
             Some(g) => {
@@ -340,21 +344,27 @@ impl NflogSource {
         if want != self.out_batch
             && (want == 1 || want >= 2 * self.out_batch || 2 * want <= self.out_batch)
         {
-            let mut msg = config_request(
-                NetfilterProtoFamily::Unspec,
-                self.group.wrapping_add(1),
-                vec![
-                    ConfigNla::QThresh(want),
-                    Timeout::new(u32::from(want > 1)).into(),
-                    // A batch must fit: the kernel sends when the buffer
-                    // is full too.
-                    ConfigNla::NlBufSiz(batch_bytes(want, self.snaplen)),
-                ],
-            );
-            // No ACK: an error would come back among the packets.
-            msg.header.flags = NLM_F_REQUEST;
-            match self.nl.send(msg) {
-                Ok(_) => {
+            // The kernel checks CAP_NET_ADMIN: without it, the rules
+            // helper sends it.
+            let sent = match &self.privileged {
+                None => rustix::net::send(
+                    self.nl.socket(),
+                    &out_batch_message(self.group.wrapping_add(1), want, self.snaplen),
+                    rustix::net::SendFlags::empty(),
+                )
+                .map(drop)
+                .map_err(io::Error::from),
+                Some(p) => match p.call(Request::OutBatch { packets: want }) {
+                    Ok(Answer::Sent) => Ok(()),
+                    Ok(Answer::Refused(errno)) => Err(io::Error::from_raw_os_error(errno)),
+                    Ok(other) => Err(io::Error::other(format!(
+                        "the rules helper answered {other:?}"
+                    ))),
+                    Err(e) => Err(e),
+                },
+            };
+            match sent {
+                Ok(()) => {
                     tracing::debug!("out group: {rate:.0} packets/s, batches of {want}");
                     self.out_batch = want;
                 }
@@ -383,8 +393,12 @@ impl NflogSource {
         }
         let matched = self.rules.take().map(Rules::remove);
         let drained = self.drain_last(&sink);
-        for g in [self.group, self.group.wrapping_add(1)] {
-            self.unbind(g);
+        // Without CAP_NET_ADMIN the kernel refuses an unbind; closing the
+        // socket (when this returns) unbinds the groups as well.
+        if self.privileged.is_none() {
+            for g in [self.group, self.group.wrapping_add(1)] {
+                self.unbind(g);
+            }
         }
         // Rules left behind are the worse news: reported first.
         let hits = match matched {
@@ -442,6 +456,13 @@ impl Source for NflogSource {
     /// through the ambient set, with CAP_NET_RAW for iptables).
     fn capabilities_kept(&self) -> &'static [caps::Capability] {
         rules::CAPABILITIES
+    }
+    fn handoff(&self) -> Option<(Handoff, std::os::fd::BorrowedFd<'_>)> {
+        let h = self.rules.as_ref()?.handoff()?;
+        Some((h, self.nl.socket().as_fd()))
+    }
+    fn hand_over(&mut self, helper: Arc<dyn Privileged>) {
+        self.privileged = Some(helper);
     }
     fn counters(&self) -> Arc<dyn Counters> {
         self.counters()

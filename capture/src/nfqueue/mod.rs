@@ -12,26 +12,28 @@
 
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NetlinkSerializable, NlasIterator, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
+    DefaultNla, ErrorBuffer, NetlinkBuffer, NetlinkMessage, NlasIterator, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_REQUEST,
 };
 
 use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
-use crate::rules::{self, Ledger, Rules, Target};
+use crate::rules::{self, Answer, Handoff, Ledger, Privileged, Request, Rules, Target};
 use icmpmon_core::event::{Direction, RawPacket};
+pub(crate) use request::verdict_message;
+use request::{request_message, NfqRequest, NFNL_SUBSYS_QUEUE};
 
-const NFNL_SUBSYS_QUEUE: u16 = libc::NFNL_SUBSYS_QUEUE as u16;
+mod request;
+
 const NFQNL_MSG_PACKET: u16 = libc::NFQNL_MSG_PACKET as u16;
 const NFQNL_MSG_CONFIG: u16 = libc::NFQNL_MSG_CONFIG as u16;
-const NFQNL_MSG_VERDICT_BATCH: u16 = libc::NFQNL_MSG_VERDICT_BATCH as u16;
 const NFQA_PACKET_HDR: u16 = libc::NFQA_PACKET_HDR as u16;
-const NFQA_VERDICT_HDR: u16 = libc::NFQA_VERDICT_HDR as u16;
 const NFQA_TIMESTAMP: u16 = libc::NFQA_TIMESTAMP as u16;
 const NFQA_IFINDEX_INDEV: u16 = libc::NFQA_IFINDEX_INDEV as u16;
 const NFQA_IFINDEX_OUTDEV: u16 = libc::NFQA_IFINDEX_OUTDEV as u16;
@@ -46,7 +48,6 @@ const NFQNL_CFG_CMD_BIND: u8 = libc::NFQNL_CFG_CMD_BIND as u8;
 const NFQNL_CFG_CMD_UNBIND: u8 = libc::NFQNL_CFG_CMD_UNBIND as u8;
 const NFQNL_COPY_PACKET: u8 = libc::NFQNL_COPY_PACKET as u8;
 const NFQA_CFG_F_FAIL_OPEN: u32 = libc::NFQA_CFG_F_FAIL_OPEN as u32;
-const NF_ACCEPT: u32 = libc::NF_ACCEPT as u32;
 const NF_INET_PRE_ROUTING: u8 = libc::NF_INET_PRE_ROUTING as u8;
 const NF_INET_FORWARD: u8 = libc::NF_INET_FORWARD as u8;
 const NF_INET_LOCAL_OUT: u8 = libc::NF_INET_LOCAL_OUT as u8;
@@ -84,6 +85,10 @@ pub enum NfqError {
     Timeout(&'static str),
     #[error("netfilter netlink socket: {0}")]
     Io(#[from] io::Error),
+    /// The rules helper, which sends the verdicts once icmpmon holds no
+    /// capability, is gone: packets now pass unseen (fail-open).
+    #[error("the rules helper stopped answering ({0}): the queue's packets pass unseen until the rules go")]
+    Helper(io::Error),
 }
 
 /// What the receive side saw; shared with the summary.
@@ -99,30 +104,6 @@ pub struct NfqCounters {
     pub bad_messages: AtomicU64,
     /// Verdicts the kernel answered with an error.
     pub verdict_errors: AtomicU64,
-}
-
-/// An outgoing nfnetlink_queue message: nfgenmsg, then attributes.
-#[derive(Debug)]
-struct NfqRequest {
-    msg: u16,
-    queue: u16,
-    attrs: Vec<DefaultNla>,
-}
-
-impl NetlinkSerializable for NfqRequest {
-    fn message_type(&self) -> u16 {
-        (NFNL_SUBSYS_QUEUE << 8) | self.msg
-    }
-    fn buffer_len(&self) -> usize {
-        4 + self.attrs.as_slice().buffer_len()
-    }
-    fn serialize(&self, buf: &mut [u8]) {
-        // nfgenmsg: family AF_UNSPEC, version 0, res_id = queue (big endian).
-        buf[0] = 0;
-        buf[1] = 0;
-        buf[2..4].copy_from_slice(&self.queue.to_be_bytes());
-        self.attrs.as_slice().emit(&mut buf[4..]);
-    }
 }
 
 /// One packet as the kernel queued it.
@@ -194,6 +175,8 @@ pub struct NfqueueSource {
     rules: Option<Rules>,
     counters: Arc<NfqCounters>,
     next_id: u32,
+    /// Once the monitor holds no capability: what sends the verdicts.
+    privileged: Option<Arc<dyn Privileged>>,
 }
 
 impl NfqueueSource {
@@ -211,6 +194,7 @@ impl NfqueueSource {
             rules: None,
             counters: Arc::default(),
             next_id: 1,
+            privileged: None,
         };
         let cmd = |c: u8| DefaultNla::new(NFQA_CFG_CMD, vec![c, 0, 0, 0]);
         src.request(
@@ -269,16 +253,7 @@ impl NfqueueSource {
     }
 
     fn message(&self, msg: u16, attrs: Vec<DefaultNla>, flags: u16) -> NetlinkMessage<NfqRequest> {
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        NetlinkMessage::new(
-            header,
-            NetlinkPayload::InnerMessage(NfqRequest {
-                msg,
-                queue: self.queue,
-                attrs,
-            }),
-        )
+        request_message(self.queue, msg, attrs, flags)
     }
 
     /// A config request and its ACK. Packets cannot arrive before the
@@ -349,15 +324,30 @@ impl NfqueueSource {
             }
         }
         if let Some(id) = last_id {
-            // Accepts every queued packet with an id up to this one.
-            let mut hdr = NF_ACCEPT.to_be_bytes().to_vec();
-            hdr.extend_from_slice(&id.to_be_bytes());
-            let verdict = self.message(
-                NFQNL_MSG_VERDICT_BATCH,
-                vec![DefaultNla::new(NFQA_VERDICT_HDR, hdr)],
-                NLM_F_REQUEST,
-            );
-            self.nl.send(verdict)?;
+            // Accepts every queued packet with an id up to this one. The
+            // kernel checks CAP_NET_ADMIN on each: without it, the rules
+            // helper sends it.
+            match &self.privileged {
+                None => {
+                    rustix::net::send(
+                        self.nl.socket(),
+                        &verdict_message(self.queue, id),
+                        rustix::net::SendFlags::empty(),
+                    )
+                    .map_err(io::Error::from)?;
+                }
+                Some(p) => match p.call(Request::Verdict { id }).map_err(NfqError::Helper)? {
+                    Answer::Sent => {}
+                    Answer::Refused(errno) => {
+                        return Err(io::Error::from_raw_os_error(errno).into());
+                    }
+                    other => {
+                        return Err(NfqError::Helper(io::Error::other(format!(
+                            "the rules helper answered a verdict with {other:?}"
+                        ))))
+                    }
+                },
+            }
         }
         let n = batch.len();
         self.counters.packets.fetch_add(n as u64, Relaxed);
@@ -412,9 +402,13 @@ impl NfqueueSource {
             let lost = hits.saturating_sub(seen);
             self.counters.queue_lost.fetch_max(lost, Relaxed);
         }
-        let cmd = DefaultNla::new(NFQA_CFG_CMD, vec![NFQNL_CFG_CMD_UNBIND, 0, 0, 0]);
-        let unbind = self.message(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST);
-        self.nl.send(unbind)?;
+        // Without CAP_NET_ADMIN the kernel refuses the unbind; closing the
+        // socket (when this returns) unbinds it as well.
+        if self.privileged.is_none() {
+            let cmd = DefaultNla::new(NFQA_CFG_CMD, vec![NFQNL_CFG_CMD_UNBIND, 0, 0, 0]);
+            let unbind = self.message(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST);
+            self.nl.send(unbind)?;
+        }
         Ok(SourceEnd::Stopped)
     }
 }
@@ -440,6 +434,13 @@ impl Source for NfqueueSource {
     /// NFQUEUE messages need CAP_NET_ADMIN; so does removing the rules.
     fn capabilities_kept(&self) -> &'static [caps::Capability] {
         rules::CAPABILITIES
+    }
+    fn handoff(&self) -> Option<(Handoff, std::os::fd::BorrowedFd<'_>)> {
+        let h = self.rules.as_ref()?.handoff()?;
+        Some((h, self.nl.socket().as_fd()))
+    }
+    fn hand_over(&mut self, helper: Arc<dyn Privileged>) {
+        self.privileged = Some(helper);
     }
     fn counters(&self) -> Arc<dyn Counters> {
         self.counters()
@@ -470,6 +471,7 @@ impl Counters for NfqCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::NetlinkSerializable;
     use proptest::prelude::*;
 
     fn nla(kind: u16, value: &[u8]) -> Vec<u8> {

@@ -29,7 +29,10 @@
 //! ambient set (see `privilege`), so removal works the same for root, for
 //! a service with ambient capabilities and for a binary with file
 //! capabilities. A failed removal is returned (or, from `Drop`, logged),
-//! never silent.
+//! never silent. Once the run has dropped its capabilities, the rules
+//! belong to its rules helper, a process that kept them (`remote`): the
+//! `Ledger` then asks it, and it removes them by itself if icmpmon goes
+//! away without asking.
 //!
 //! What is installed is kept in a `Ledger` the caller creates and shares
 //! with its exit paths (panic hook, second interrupt): no global state.
@@ -37,11 +40,12 @@
 //! the two forms of the rules; this module installs and removes them.
 
 mod nft;
+mod remote;
 mod target;
 mod tool;
 mod xtables;
 
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use nft::{nft_packets, nft_ruleset, nft_table_exists, Defrag};
@@ -49,6 +53,7 @@ use target::{Kind, OLD_CHAIN};
 use tool::{run, ToolError};
 use xtables::{remove_empty_tables, unhook, xtables_install, xtables_packets, XTABLES};
 
+pub use remote::{Answer, Handoff, Privileged, Request, ANSWER_LEN, HANDOFF_LEN, REQUEST_LEN};
 pub use target::{Backend, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,16 @@ pub enum RemoveError {
     Failed(Vec<ToolError>),
     #[error("another thread is still removing the rules")]
     Busy,
+    /// From the rules helper (privilege separation).
+    #[error("{0}")]
+    Helper(String),
+}
+
+/// A rules helper that did not answer.
+impl From<std::io::Error> for RemoveError {
+    fn from(e: std::io::Error) -> Self {
+        RemoveError::Helper(format!("the rules helper stopped answering: {e}"))
+    }
 }
 
 fn join(failures: &[ToolError]) -> String {
@@ -95,7 +110,7 @@ fn join(failures: &[ToolError]) -> String {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Installed {
+pub(crate) struct Installed {
     backend: Backend,
     kind: Kind,
     number: u16,
@@ -207,15 +222,31 @@ fn remove_stale(kind: Kind, ours: u16, bound: &dyn Fn(u16) -> bool) -> (Vec<Stri
     xtables.retain(|n| !stale(*n));
     (removed, xtables)
 }
+
 /// What this process installed, for every cleanup path to find: the run
 /// creates one, hands it to the source that installs rules and keeps
-/// clones for its panic hook and its second-interrupt exit.
+/// clones for its panic hook and its second-interrupt exit. Once the run
+/// has handed the rules to a helper (`delegate`), removing them is asked
+/// of it.
 #[derive(Debug, Clone, Default)]
-pub struct Ledger(Arc<Mutex<Option<Installed>>>);
+pub struct Ledger {
+    installed: Arc<Mutex<Option<Installed>>>,
+    helper: Arc<OnceLock<Arc<dyn Privileged>>>,
+}
 
 impl Ledger {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on, `remove` and `Rules::stop_sending` are asked of
+    /// `helper`, which holds the rules (see `remote`).
+    pub fn delegate(&self, helper: Arc<dyn Privileged>) {
+        let _ = self.helper.set(helper);
+    }
+
+    fn helper(&self) -> Option<&Arc<dyn Privileged>> {
+        self.helper.get()
     }
 
     /// Removes what was installed, if anything (idempotent; safe from a
@@ -226,7 +257,7 @@ impl Ledger {
         // them already: wait for it a while, not forever.
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut installed = loop {
-            match self.0.try_lock() {
+            match self.installed.try_lock() {
                 Ok(g) => break g,
                 Err(TryLockError::Poisoned(e)) => break e.into_inner(),
                 Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
@@ -236,18 +267,32 @@ impl Ledger {
             }
         };
         let ours = installed.take()?;
-        let result = remove_rules(ours.kind, Some(ours.number)).map(|(_, packets)| packets);
+        let result = match self.helper() {
+            Some(h) => match h.call(Request::Remove) {
+                Ok(Answer::Removed(packets)) => Ok(packets),
+                Ok(Answer::NotRemoved(why)) => Err(RemoveError::Helper(why)),
+                Ok(other) => Err(RemoveError::Helper(format!(
+                    "the rules helper answered {other:?}"
+                ))),
+                Err(e) => Err(e.into()),
+            },
+            None => remove_rules(ours.kind, Some(ours.number)).map(|(_, packets)| packets),
+        };
         if result.is_err() {
             // Still there: a later path (panic hook, exit) may try again.
             *installed = Some(ours);
-        } else if ours.backend == Backend::Xtables {
+        } else if ours.backend == Backend::Xtables && self.helper().is_none() {
             remove_empty_tables(ours.tables_existed);
         }
         Some(result)
     }
 
     fn record(&self, installed: Installed) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(installed);
+        *self.installed.lock().unwrap_or_else(|e| e.into_inner()) = Some(installed);
+    }
+
+    pub(crate) fn installed(&self) -> Option<Installed> {
+        *self.installed.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -336,6 +381,34 @@ impl Rules {
         })
     }
 
+    /// Rules installed by another process, taken over (the rules helper),
+    /// and recorded in `ledger`.
+    pub(crate) fn adopt(handoff: Handoff, ledger: &Ledger) -> Self {
+        ledger.record(Installed {
+            backend: handoff.backend,
+            kind: handoff.target.kind(),
+            number: handoff.target.number(),
+            tables_existed: handoff.tables_existed,
+        });
+        Self {
+            backend: handoff.backend,
+            target: handoff.target,
+            ledger: Some(ledger.clone()),
+            stale: Vec::new(),
+            matched: 0,
+        }
+    }
+
+    /// What a helper needs to take them over, while they are installed.
+    pub fn handoff(&self) -> Option<Handoff> {
+        let installed = self.ledger.as_ref()?.installed()?;
+        Some(Handoff {
+            backend: installed.backend,
+            target: self.target,
+            tables_existed: installed.tables_existed,
+        })
+    }
+
     /// What installing them did that the user should hear of: each stale
     /// rule set removed (once).
     pub fn take_notices(&mut self) -> Vec<String> {
@@ -366,6 +439,9 @@ impl Rules {
     /// True when that was done: the caller drains its queue, then calls
     /// `remove`; false: remove them first (no new packets then), then drain.
     pub fn stop_sending(&mut self) -> bool {
+        if let Some(h) = self.ledger.as_ref().and_then(Ledger::helper) {
+            return matches!(h.call(Request::StopSending), Ok(Answer::Stopping(true)));
+        }
         let (kind, number) = (self.target.kind(), self.target.number());
         if self.backend == Backend::Xtables {
             // The chains stay (with their counts) until `remove`; the
