@@ -95,16 +95,19 @@ caps=$(sed -n 's/^AmbientCapabilities=//p' "$unit" | tr 'A-Z ' 'a-z\n' | sed 's/
 listen=$(sed -n 's/^ListenStream=//p' "$socket_unit")
 ip netns add "$ns"
 ip -n "$ns" link set lo up
-ip netns exec "$ns" unshare --mount --propagation private sh -c '
+# Under strace: every system call icmpmon and its helpers make must be one
+# the unit's SystemCallFilter= allows (checked below).
+strace -f -qq -o "$work/service.strace" \
+	ip netns exec "$ns" unshare --mount --propagation private sh -c '
 	mount -t proc -o hidepid=invisible proc /proc && exec "$@"' sh \
 	setpriv --reuid=65534 --regid=65534 --clear-groups \
 	--inh-caps=-all,$caps --ambient-caps=-all,$caps --bounding-set=-all,$caps --no-new-privs \
 	systemd-socket-activate -l "$listen" \
 	$(sed -n 's/^ExecStart=//p' "$unit") >"$work/service.out" 2>"$work/service.err" &
 svc=$!
-sleep 0.5
-# The first connection starts it.
-ip netns exec "$ns" curl -s -o /dev/null "http://$listen/metrics"
+# The first connection starts it (once the socket listens).
+ip netns exec "$ns" curl -s -o /dev/null --retry-connrefused --retry 30 --retry-delay 1 \
+	--max-time 40 "http://$listen/metrics"
 for _ in $(seq 100); do
 	grep -q "capturing from" "$work/service.err" && break
 	sleep 0.1
@@ -118,7 +121,9 @@ s.send(b'x')
 time.sleep(1.5)"
 n=$(ip netns exec "$ns" curl -s "http://$listen/metrics" |
 	sed -n 's/^icmpmon_echo_requests_total{requester="127.0.0.1",responder="127.0.0.1"} //p')
-kill -TERM $svc
+# To icmpmon itself (strace -o holds fatal signals back): strace exits
+# with its status.
+kill -TERM "$(pgrep -P $svc -f /usr/bin/icmpmon)"
 wait $svc
 rc=$?
 check service "the unit's command as nobody with the unit's capabilities ($caps), its metrics socket passed: ${n:-no} requests in /metrics, exit $rc" \
@@ -128,6 +133,55 @@ check service-socket "icmpmon served the socket it was passed: $(grep 'metrics a
 check service-attribution "a root process's flow is named under hidepid: $(grep 'attribution:' "$work/service.err")" \
 	grep -q "attribution: 1 messages asked about: 1 to a process" "$work/service.err"
 check service-quiet "the service writes nothing on stdout" test ! -s "$work/service.out"
+# The unit's syscall filter, groups expanded (systemd-analyze), against
+# the calls of every process that ran /usr/bin/icmpmon (and its helpers).
+outside=$(python3 - "$unit" "$work/service.strace" <<'PYEOF'
+import re, subprocess, sys
+unit, trace = sys.argv[1], sys.argv[2]
+def expand(name, seen=set()):
+    if not name.startswith("@"):
+        return {name}
+    if name in seen:
+        return set()
+    seen.add(name)
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True).stdout
+    names = set()
+    for line in out.splitlines()[1:]:
+        w = line.strip()
+        if w and not w.startswith("#"):
+            names |= expand(w, seen)
+    return names
+allowed, denied = set(), set()
+for line in open(unit):
+    if line.startswith("SystemCallFilter="):
+        v = line.split("=", 1)[1].strip()
+        deny = v.startswith("~")
+        for w in v.lstrip("~").split():
+            (denied if deny else allowed).update(expand(w))
+allowed -= denied
+ours, used = set(), set()
+for line in open(trace):
+    m = re.match(r"(\d+)\s+(.*)", line)
+    if not m:
+        continue
+    pid, rest = m.groups()
+    if rest.startswith('execve("/usr/bin/icmpmon"') or rest.startswith('execve("/proc/self/exe"'):
+        if not rest.rstrip().endswith("= -1 ENOENT (No such file or directory)"):
+            ours.add(pid)
+    if pid not in ours:
+        continue
+    c = re.search(r"^(?:<\.\.\. )?(?:clone3?|fork|vfork)\b.*= (\d+)$", rest.strip())
+    if c:
+        ours.add(c.group(1))
+    n = re.match(r"([a-z0-9_]+)\(", rest)
+    if n and not rest.startswith("+++") and not rest.startswith("---"):
+        used.add(n.group(1))
+print(len(ours), len(used), " ".join(sorted(used - allowed)))
+PYEOF
+)
+read -r traced ncalls missing <<<"$outside"
+check unit-syscalls "the unit's SystemCallFilter= allows all ${ncalls:-?} system calls of icmpmon's ${traced:-?} processes and threads: ${missing:-none outside}" \
+	sh -c "[ '${traced:-0}' -ge 3 ] && [ -z '$missing' ]"
 
 apt_get purge icmpmon icmpmon-dkms >"$work/purge.log" 2>&1 || ko purge "$(tail -n 20 "$work/purge.log")"
 left=$(ls -d /usr/bin/icmpmon /etc/icmpmon "$unit" /usr/src/icmpmon-* /var/lib/dkms/icmpmon \

@@ -9,7 +9,7 @@ apt-get install -y -q --no-install-recommends \
 	clang zlib1g-dev pkgconf bpftool \
 	busybox-static qemu-system-x86 iproute2 ca-certificates tshark \
 	tcpdump iputils-ping iptables nftables tmux debootstrap dkms \
-	python3 python3-yaml libcap2-bin util-linux sudo curl prometheus man-db systemd time
+	python3 python3-yaml libcap2-bin util-linux sudo curl prometheus man-db systemd time strace
 # clippy and rustfmt are part of the checks.
 if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
 	rustup component add clippy rustfmt

@@ -18,7 +18,8 @@ pub struct Executor {
     /// The rules' record, kept past a failed removal for the next try.
     ledger: Ledger,
     target: Target,
-    sock: OwnedFd,
+    /// The source's socket, until `Request::Release`.
+    sock: Option<OwnedFd>,
 }
 
 impl Executor {
@@ -29,7 +30,7 @@ impl Executor {
             rules: Some(rules),
             ledger,
             target: handoff.target,
-            sock,
+            sock: Some(sock),
         }
     }
 
@@ -49,6 +50,10 @@ impl Executor {
             (Request::StopSending, _) => {
                 Answer::Stopping(self.rules.as_mut().is_some_and(Rules::stop_sending))
             }
+            (Request::Release, _) => {
+                self.sock = None;
+                Answer::Sent
+            }
             (Request::Remove, _) => {
                 let removed = match self.rules.take() {
                     Some(r) => r.remove(),
@@ -65,7 +70,10 @@ impl Executor {
     }
 
     fn send(&self, message: &[u8]) -> Answer {
-        match rustix::net::send(&self.sock, message, rustix::net::SendFlags::NOSIGNAL) {
+        let Some(sock) = &self.sock else {
+            return Answer::Refused(libc::EBADF);
+        };
+        match rustix::net::send(sock, message, rustix::net::SendFlags::NOSIGNAL) {
             Ok(_) => Answer::Sent,
             Err(e) => Answer::Refused(e.raw_os_error()),
         }

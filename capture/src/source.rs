@@ -65,6 +65,12 @@ pub trait Source: Send + std::fmt::Debug {
     }
     /// From now on, what needs a capability goes through `helper`.
     fn hand_over(&mut self, _helper: Arc<dyn crate::rules::Privileged>) {}
+    /// Descriptors that could put packets on a network (an AF_PACKET
+    /// socket: the kernel checks CAP_NET_RAW only when it is made), which
+    /// the sandbox then refuses to write to.
+    fn senders(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        Vec::new()
+    }
     /// Whether time moves on between packets (a live capture) rather than
     /// being the packets' own (a file).
     fn live(&self) -> bool {

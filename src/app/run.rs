@@ -250,7 +250,9 @@ pub(super) fn run(
     // source with rules runs nft/iptables itself at the end: not confined.)
     if keep.is_empty() {
         outputs::open_name_socket();
-        crate::privsep::sandbox::apply(&helpers)?;
+        use std::os::fd::AsRawFd;
+        let senders: Vec<i32> = source.senders().iter().map(|f| f.as_raw_fd()).collect();
+        crate::privsep::sandbox::apply(&helpers, &senders)?;
         tracing::info!("seccomp filter applied");
     }
     let source_name = source.name();

@@ -36,6 +36,9 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use icmpmon_core::aggregate::Attribution;
 use icmpmon_core::aggregate::KernelSample;
 
+/// How long a lookup may take before the helper is called stuck (a /proc
+/// scan of a host with 100 000 processes takes about a second).
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// Lookups waiting for the thread; more are skipped (and counted).
 const ASKS: usize = 1024;
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -149,7 +152,7 @@ fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work, mut helper: Opti
 
 fn ask_helper(h: &mut Helper, key: &LookupKey) -> std::io::Result<Option<(Attribution, u64)>> {
     let mut answer = [0u8; wire::ANSWER];
-    let n = h.call(&wire::encode_request(key), &mut answer)?;
+    let n = h.call(&wire::encode_request(key), &mut answer, ANSWER_WAIT)?;
     Ok(wire::decode_answer(&answer[..n]))
 }
 

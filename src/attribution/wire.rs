@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use icmpmon_capture::rules::cut_at_char;
 use icmpmon_core::aggregate::{Attribution, Owner};
 
 use super::ask::LookupKey;
@@ -98,22 +99,13 @@ pub(crate) fn decode_request(m: &[u8]) -> Option<LookupKey> {
     }
 }
 
-/// The longest prefix of `s` that fits `max` bytes, cut at a character.
-fn cut(s: &str, max: usize) -> &[u8] {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s.as_bytes()[..end]
-}
-
 pub(crate) fn encode_answer(a: &Attribution, scans: u64) -> [u8; ANSWER] {
     let mut m = [0u8; ANSWER];
     m[12..20].copy_from_slice(&scans.to_le_bytes());
     m[0] = match a {
         Attribution::Owner(o) => {
-            let comm = cut(&o.comm, COMM);
-            let cgroup = cut(&o.cgroup, CGROUP);
+            let comm = cut_at_char(&o.comm, COMM).as_bytes();
+            let cgroup = cut_at_char(&o.cgroup, CGROUP).as_bytes();
             m[1] = comm.len() as u8;
             m[2..4].copy_from_slice(&(cgroup.len() as u16).to_le_bytes());
             m[4..8].copy_from_slice(&o.pid.to_le_bytes());

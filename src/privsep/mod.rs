@@ -34,10 +34,6 @@ use crate::stderr::say;
 /// it), and refused unless standard input is a helper's socket.
 pub(crate) const HELPER_FLAG: &str = "--privsep-helper";
 
-/// How long the monitor waits for one answer before it calls the helper
-/// stuck (a /proc scan of a host with 100 000 processes takes about a second).
-const ANSWER_WAIT: Duration = Duration::from_secs(10);
-
 /// What a helper does, and the capabilities it keeps for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -103,11 +99,6 @@ impl Helper {
             SocketFlags::CLOEXEC,
             None,
         )?;
-        rustix::net::sockopt::set_socket_timeout(
-            &ours,
-            rustix::net::sockopt::Timeout::Recv,
-            Some(ANSWER_WAIT),
-        )?;
         let child = Command::new("/proc/self/exe")
             .arg0("icmpmon")
             .args([HELPER_FLAG, role.name()])
@@ -144,36 +135,98 @@ impl Helper {
         Ok(())
     }
 
-    /// Sends one request and reads its answer into `answer`; returns the
-    /// answer's length. An error means the helper is gone or stuck: the
-    /// caller reports `ended` and stops asking.
-    pub(crate) fn call(&mut self, request: &[u8], answer: &mut [u8]) -> io::Result<usize> {
+    /// Sends one request and reads its answer into `answer`, waiting up to
+    /// `wait`; returns the answer's length. After any error the socket is
+    /// closed (an answer still on its way must never be read as the next
+    /// one's): the helper, seeing it closed, ends (the rules helper after
+    /// removing what it holds), and later calls fail at once.
+    pub(crate) fn call(
+        &mut self,
+        request: &[u8],
+        answer: &mut [u8],
+        wait: Duration,
+    ) -> io::Result<usize> {
         let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
-        rustix::net::send(sock, request, SendFlags::NOSIGNAL)?;
-        let (n, _) = rustix::net::recv(sock, answer, RecvFlags::empty())?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        let result = exchange(sock, request, answer, wait);
+        if result.is_err() {
+            self.sock = None;
         }
-        Ok(n)
+        result
     }
 
     /// Why it stopped answering, for the one message that says so: its
     /// exit status once it has ended (it is killed first if it is stuck).
     pub(crate) fn ended(&mut self, why: &io::Error) -> String {
-        self.sock = None;
-        let status = match self.child.try_wait() {
-            Ok(Some(s)) => Some(s),
-            _ => {
-                let _ = self.child.kill();
-                self.child.wait().ok()
-            }
-        };
-        let status = status.map_or_else(|| "status unknown".to_string(), |s| s.to_string());
+        let status = self
+            .reap(Duration::ZERO)
+            .map_or_else(|| "status unknown".to_string(), |s| s.to_string());
         format!(
             "the {} helper (pid {}) stopped answering ({why}; {status})",
             self.role.name(),
             self.child.id()
         )
+    }
+
+    /// Closes the socket, which ends the helper, and reaps it: killed if
+    /// it has not ended within `grace` (stuck).
+    fn reap(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.sock = None;
+        let deadline = Instant::now() + grace;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => return Some(s),
+                Err(_) => return None,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(None) => break,
+            }
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+/// One request and its answer. Signals interrupt the wait (EINTR) and it
+/// goes on until `wait` has passed.
+fn exchange(
+    sock: &OwnedFd,
+    request: &[u8],
+    answer: &mut [u8],
+    wait: Duration,
+) -> io::Result<usize> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let deadline = Instant::now() + wait;
+    loop {
+        match rustix::net::send(sock, request, SendFlags::NOSIGNAL) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => {
+                r?;
+                break;
+            }
+        }
+    }
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let left = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, Some(&left)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match rustix::net::recv(sock, &mut *answer, RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -181,16 +234,7 @@ impl Drop for Helper {
     /// Closes the socket, which ends the helper, and reaps it (killed if it
     /// has not ended within a second: stuck in a scan).
     fn drop(&mut self) {
-        self.sock = None;
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.reap(Duration::from_secs(1));
     }
 }
 
@@ -259,6 +303,9 @@ pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Ser
         Ok(s) if rustix::net::sockopt::socket_type(&s).ok() == Some(SocketType::SEQPACKET) => s,
         _ => return Some(Err(not_by_hand())),
     };
+    if !from_monitor(&sock) {
+        return Some(Err(not_by_hand()));
+    }
     // Caught and left unread: the helper ends when the monitor closes the
     // socket, not when the terminal or the service manager signals the
     // whole group (the monitor may still be asking as it drains).
@@ -282,6 +329,32 @@ pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Ser
             _signals: signals.ok(),
         },
     )))
+}
+
+/// Whether the other end of `sock` is this process's parent running this
+/// same binary: a helper keeps capabilities (from root, or from the
+/// binary's file capabilities), so one started by anything but icmpmon,
+/// with a handoff of someone's making, must not serve. (A parent that is
+/// not dumpable, as icmpmon with file capabilities is, hides its exe from a
+/// helper without CAP_SYS_PTRACE; a user cannot make a program of their
+/// own not dumpable, so that is accepted.)
+fn from_monitor(sock: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(peer) = rustix::net::sockopt::socket_peercred(sock) else {
+        return false;
+    };
+    if rustix::process::getppid() != Some(peer.pid) {
+        return false;
+    }
+    let parent = format!("/proc/{}/exe", peer.pid.as_raw_nonzero());
+    match (
+        std::fs::metadata("/proc/self/exe"),
+        std::fs::metadata(parent),
+    ) {
+        (Ok(me), Ok(them)) => me.dev() == them.dev() && me.ino() == them.ino(),
+        (Ok(_), Err(e)) => e.kind() == io::ErrorKind::PermissionDenied,
+        _ => false,
+    }
 }
 
 fn not_by_hand() -> ExitCode {

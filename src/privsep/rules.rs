@@ -6,12 +6,13 @@
 //! away without asking, however it ends, the helper removes the rules.
 
 use std::io;
-use std::sync::{Arc, Mutex, TryLockError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use icmpmon_capture::privileged::Executor;
 use icmpmon_capture::rules::{
-    Answer, Handoff, Privileged, Request, ANSWER_LEN, HANDOFF_LEN, REQUEST_LEN,
+    lock_within, Answer, Handoff, Privileged, Request, ANSWER_LEN, EXIT_WAIT, HANDOFF_LEN,
+    REQUEST_LEN,
 };
 use icmpmon_capture::source::Source;
 
@@ -50,19 +51,15 @@ impl Privileged for RulesHelper {
     fn call(&self, request: Request) -> io::Result<Answer> {
         // A while, not forever: an exit path (a second interrupt, the
         // panic hook) may ask while a verdict is on its way.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut helper = loop {
-            match self.helper.try_lock() {
-                Ok(h) => break h,
-                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(TryLockError::WouldBlock) => return Err(io::ErrorKind::WouldBlock.into()),
-            }
+        let mut helper = lock_within(&self.helper, EXIT_WAIT).ok_or(io::ErrorKind::WouldBlock)?;
+        // Removing or emptying the rules runs nft or iptables, which may
+        // wait for the xtables lock: those get long.
+        let wait = match request {
+            Request::Remove | Request::StopSending => Duration::from_secs(120),
+            _ => Duration::from_secs(10),
         };
         let mut answer = [0u8; ANSWER_LEN];
-        let n = helper.call(&request.encode(), &mut answer)?;
+        let n = helper.call(&request.encode(), &mut answer, wait)?;
         Answer::decode(&answer[..n]).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -15,6 +15,8 @@
 //! - no new socket (`socket`, `connect`, `bind` are absent: every socket
 //!   is made before), no `bpf` but reading a map or an object's
 //!   information (the BPF source's counters and ring buffers), `ioctl` only for the terminal and non-blocking I/O,
+//!   `fcntl` only for descriptor and status flags, no write or send on
+//!   the source's AF_PACKET socket (frames could be injected through it),
 //!   `kill` only for the helpers' pids (a stuck helper is killed), `prctl`
 //!   only to name a thread (or set no_new_privs);
 //! - `openat` stays, without arguments checked: SIGHUP reopens the output
@@ -78,19 +80,16 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,
     libc::SYS_gettimeofday,
-    // Files that are open, and opening one (see above).
+    // Files that are open, and opening one (see above). Writes: below.
     libc::SYS_read,
     libc::SYS_readv,
     libc::SYS_pread64,
-    libc::SYS_write,
-    libc::SYS_writev,
     libc::SYS_pwrite64,
     libc::SYS_lseek,
     libc::SYS_close,
     libc::SYS_fstat,
     libc::SYS_newfstatat,
     libc::SYS_statx,
-    libc::SYS_fcntl,
     libc::SYS_fsync,
     libc::SYS_fdatasync,
     libc::SYS_openat,
@@ -112,9 +111,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
     libc::SYS_recvmmsg,
-    libc::SYS_sendto,
-    libc::SYS_sendmsg,
-    libc::SYS_sendmmsg,
     libc::SYS_accept4,
     libc::SYS_shutdown,
     libc::SYS_getsockopt,
@@ -165,6 +161,27 @@ const IOCTLS: &[u64] = &[
 
 /// The BPF source's counters (a map lookup) and its ring buffers, whose
 /// reader asks the size of a map it holds.
+/// What `fcntl` may do: descriptor and status flags, and a copy (no
+/// F_SETOWN/F_SETSIG, which would let SIGIO signal any process).
+const FCNTLS: &[u64] = &[
+    libc::F_GETFD as u64,
+    libc::F_SETFD as u64,
+    libc::F_GETFL as u64,
+    libc::F_SETFL as u64,
+    libc::F_DUPFD_CLOEXEC as u64,
+];
+
+/// What writes or sends: allowed on any descriptor but the source's
+/// `senders` (an AF_PACKET socket, which would put frames on the wire
+/// without CAP_NET_RAW: the kernel checks it only when the socket is made).
+const WRITES: &[libc::c_long] = &[
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_sendmmsg,
+];
+
 const BPF_COMMANDS: &[u64] = &[
     1,  // BPF_MAP_LOOKUP_ELEM
     15, // BPF_OBJ_GET_INFO_BY_FD
@@ -174,8 +191,9 @@ fn arg_is(index: u8, len: Len, value: u64) -> Result<SeccompRule, seccompiler::B
     SeccompRule::new(vec![SeccompCondition::new(index, len, Op::Eq, value)?])
 }
 
-/// The filter: `helpers` are the pids `kill` may signal.
-fn program(helpers: &[u32]) -> Result<BpfProgram, SandboxError> {
+/// The filter: `helpers` are the pids `kill` may signal; `senders` the
+/// descriptors nothing may be written to.
+fn program(helpers: &[u32], senders: &[i32]) -> Result<BpfProgram, SandboxError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
         .chain(ALLOWED_X86_64)
@@ -188,6 +206,25 @@ fn program(helpers: &[u32]) -> Result<BpfProgram, SandboxError> {
         libc::CLONE_THREAD as u64,
     )?])?;
     rules.insert(libc::SYS_clone, vec![clone_thread]);
+    rules.insert(
+        libc::SYS_fcntl,
+        FCNTLS
+            .iter()
+            .map(|&c| arg_is(1, Len::Dword, c))
+            .collect::<Result<_, _>>()?,
+    );
+    for &call in WRITES {
+        let rule = if senders.is_empty() {
+            Vec::new()
+        } else {
+            let not_a_sender = senders
+                .iter()
+                .map(|&fd| SeccompCondition::new(0, Len::Dword, Op::Ne, fd as u64))
+                .collect::<Result<Vec<_>, _>>()?;
+            vec![SeccompRule::new(not_a_sender)?]
+        };
+        rules.insert(call, rule);
+    }
     rules.insert(
         libc::SYS_ioctl,
         IOCTLS
@@ -261,8 +298,8 @@ fn arch() -> seccompiler::TargetArch {
 
 /// Applies the filter to every thread of this process (and those it
 /// starts later); sets no_new_privs. Irreversible.
-pub(crate) fn apply(helpers: &[u32]) -> Result<(), SandboxError> {
-    let allow = program(helpers)?;
+pub(crate) fn apply(helpers: &[u32], senders: &[i32]) -> Result<(), SandboxError> {
+    let allow = program(helpers, senders)?;
     let clone3 = clone3_program()?;
     seccompiler::apply_filter_all_threads(&allow)?;
     seccompiler::apply_filter_all_threads(&clone3)?;
@@ -312,6 +349,7 @@ mod tests {
             assert!(
                 ![
                     libc::SYS_clone,
+                    libc::SYS_fcntl,
                     libc::SYS_ioctl,
                     libc::SYS_bpf,
                     libc::SYS_prctl,
@@ -333,7 +371,18 @@ mod tests {
         const CHILD: &str = "ICMPMON_SANDBOX_CHILD";
         const NAME: &str = "privsep::sandbox::tests::under_the_filter_no_exec_fork_or_socket";
         if std::env::var_os(CHILD).is_some() {
-            apply(&[]).expect("applies");
+            let (guarded, other) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::DGRAM,
+                rustix::net::SocketFlags::empty(),
+                None,
+            )
+            .expect("a socketpair");
+            use std::os::fd::AsRawFd;
+            apply(&[], &[guarded.as_raw_fd()]).expect("applies");
+            // The guarded end takes no write; the other end does.
+            let to_guarded = rustix::io::write(&guarded, b"x").is_ok();
+            let to_other = rustix::io::write(&other, b"x").is_ok();
             // After libtest's "test NAME ... " on the same line.
             println!();
             let thread = std::thread::spawn(|| 7).join();
@@ -355,6 +404,8 @@ mod tests {
                 None,
             );
             println!("socketpair {}", pair.is_ok());
+            println!("write guarded {to_guarded} other {to_other}");
+            println!("getfl {}", rustix::fs::fcntl_getfl(&other).is_ok());
             return;
         }
         let out = Command::new(std::env::current_exe().expect("test binary"))
@@ -370,6 +421,8 @@ mod tests {
             "udp false",
             "tcp false",
             "socketpair false",
+            "write guarded false other true",
+            "getfl true",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

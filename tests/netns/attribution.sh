@@ -165,7 +165,20 @@ check monitor-unprivileged "every thread of the monitor has empty CapPrm and Cap
 # CAP_DAC_READ_SEARCH is bit 2, CAP_SYS_PTRACE bit 19: 0x80004, no more.
 check helper-caps "the attribution helper (pid ${helper:-none}, a child of the monitor) keeps CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE only: $(tr '\n' ';' <"$work/helper.caps" 2>/dev/null)" \
 	grep -qx "icmpmon-attrib CapPrm:0000000000080004 CapEff:0000000000080004 Seccomp:0 " "$work/helper.caps"
-check helper-gone "the helper ended with the monitor" sh -c "! kill -0 ${helper:-0} 2>/dev/null"
+gone=yes
+alive "${helper:-0}" && gone=no
+check helper-gone "the helper ended with the monitor" [ $gone = yes ]
+# A helper keeps capabilities: started by anything but icmpmon (here a
+# Python parent with a socketpair of its own), it refuses to serve.
+byhand=$(python3 - "$bin" <<'PYEOF'
+import socket, subprocess, sys
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+for role in ("rules", "attribution"):
+    p = subprocess.run([sys.argv[1], "--privsep-helper", role], stdin=b, capture_output=True, timeout=10)
+    print(role, p.returncode, end="; ")
+PYEOF
+)
+check helper-by-hand "helpers started by another program exit 2: $byhand" [ "$byhand" = "rules 2; attribution 2; " ]
 
 # A helper killed mid-run: said once, its lookups counted as skipped, the
 # run goes on to its end and exits 0.

@@ -60,3 +60,10 @@ screen_wait() {
 	done
 	return 1
 }
+
+# alive PID: whether the process runs (a zombie does not: an orphaned
+# helper waits for a PID 1 that may never reap it).
+alive() {
+	local state
+	state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) && [ -n "$state" ] && [ "$state" != Z ]
+}

@@ -432,14 +432,14 @@ if start_icmpmon killed nflog; then
 	kill -KILL "$PID"
 	wait "$PID" 2>/dev/null
 	for _ in $(seq 50); do
-		[ "$(rules_left)" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null && break
+		[ "$(rules_left)" = 0 ] && ! alive "${rhelper:-0}" && break
 		sleep 0.1
 	done
 	left=$(rules_left)
-	if [ "$before" -gt 0 ] && [ "$left" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null; then
+	if [ "$before" -gt 0 ] && [ "$left" = 0 ] && ! alive "${rhelper:-0}"; then
 		ok nflog-sigkill-helper "monitor SIGKILLed: its rules helper removed the rules ($before lines) and ended"
 	else
-		ko nflog-sigkill-helper "rules before $before, after $left; helper ${rhelper:-none} $(kill -0 "${rhelper:-0}" 2>/dev/null && echo running)"
+		ko nflog-sigkill-helper "rules before $before, after $left; helper ${rhelper:-none} $(alive "${rhelper:-0}" && echo running)"
 	fi
 else
 	ko nflog-privsep "icmpmon did not start"

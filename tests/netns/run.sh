@@ -162,11 +162,11 @@ if start_icmpmon killed-mon; then
 	kill -KILL "$PID"
 	wait "$PID" 2>/dev/null
 	for _ in $(seq 50); do
-		[ "$(rules_left)" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null && break
+		[ "$(rules_left)" = 0 ] && ! alive "${rhelper:-0}" && break
 		sleep 0.1
 	done
 	n=$(rules_left)
-	if [ "$before" -gt 0 ] && [ "$n" = 0 ] && ! kill -0 "${rhelper:-0}" 2>/dev/null &&
+	if [ "$before" -gt 0 ] && [ "$n" = 0 ] && ! alive "${rhelper:-0}" &&
 		in_peer ping -c 2 -i 0.2 -W 1 10.99.0.1 >/dev/null; then
 		ok sigkill-helper "icmpmon SIGKILLed: its rules helper removed the rules ($before lines) and ended; pings answered"
 	else

@@ -79,6 +79,9 @@ impl Source for WithDrops {
     fn hand_over(&mut self, helper: Arc<dyn crate::rules::Privileged>) {
         self.inner.hand_over(helper);
     }
+    fn senders(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.inner.senders()
+    }
     fn counters(&self) -> Arc<dyn Counters> {
         Arc::new(BothCounters {
             inner: self.inner.counters(),

@@ -393,11 +393,17 @@ impl NflogSource {
         }
         let matched = self.rules.take().map(Rules::remove);
         let drained = self.drain_last(&sink);
-        // Without CAP_NET_ADMIN the kernel refuses an unbind; closing the
-        // socket (when this returns) unbinds the groups as well.
-        if self.privileged.is_none() {
-            for g in [self.group, self.group.wrapping_add(1)] {
-                self.unbind(g);
+        // Without CAP_NET_ADMIN the kernel refuses an unbind: the rules
+        // helper lets its copy of the socket go, and closing this one (when
+        // the source is dropped) unbinds the groups.
+        match &self.privileged {
+            Some(p) => {
+                let _ = p.call(Request::Release);
+            }
+            None => {
+                for g in [self.group, self.group.wrapping_add(1)] {
+                    self.unbind(g);
+                }
             }
         }
         // Rules left behind are the worse news: reported first.

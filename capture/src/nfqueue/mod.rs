@@ -402,12 +402,18 @@ impl NfqueueSource {
             let lost = hits.saturating_sub(seen);
             self.counters.queue_lost.fetch_max(lost, Relaxed);
         }
-        // Without CAP_NET_ADMIN the kernel refuses the unbind; closing the
-        // socket (when this returns) unbinds it as well.
-        if self.privileged.is_none() {
-            let cmd = DefaultNla::new(NFQA_CFG_CMD, vec![NFQNL_CFG_CMD_UNBIND, 0, 0, 0]);
-            let unbind = self.message(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST);
-            self.nl.send(unbind)?;
+        // Without CAP_NET_ADMIN the kernel refuses the unbind: the rules
+        // helper lets its copy of the socket go, and closing this one (when
+        // the source is dropped) unbinds the queue.
+        match &self.privileged {
+            Some(p) => {
+                let _ = p.call(Request::Release);
+            }
+            None => {
+                let cmd = DefaultNla::new(NFQA_CFG_CMD, vec![NFQNL_CFG_CMD_UNBIND, 0, 0, 0]);
+                let unbind = self.message(NFQNL_MSG_CONFIG, vec![cmd], NLM_F_REQUEST);
+                self.nl.send(unbind)?;
+            }
         }
         Ok(SourceEnd::Stopped)
     }

@@ -39,21 +39,24 @@
 //! `target` names things, `tool` runs the tools, `nft` and `xtables` are
 //! the two forms of the rules; this module installs and removes them.
 
+mod exit;
 mod nft;
 mod remote;
 mod target;
 mod tool;
 mod xtables;
 
-use std::sync::{Arc, Mutex, OnceLock, TryLockError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use nft::{nft_packets, nft_ruleset, nft_table_exists, Defrag};
 use target::{Kind, OLD_CHAIN};
 use tool::{run, ToolError};
 use xtables::{remove_empty_tables, unhook, xtables_install, xtables_packets, XTABLES};
 
-pub use remote::{Answer, Handoff, Privileged, Request, ANSWER_LEN, HANDOFF_LEN, REQUEST_LEN};
+pub use exit::{lock_within, EXIT_WAIT};
+pub use remote::{
+    cut_at_char, Answer, Handoff, Privileged, Request, ANSWER_LEN, HANDOFF_LEN, REQUEST_LEN,
+};
 pub use target::{Backend, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -255,16 +258,8 @@ impl Ledger {
     pub fn remove(&self) -> Option<Result<u64, RemoveError>> {
         // The exit path of a second Ctrl-C may find another thread removing
         // them already: wait for it a while, not forever.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut installed = loop {
-            match self.installed.try_lock() {
-                Ok(g) => break g,
-                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(TryLockError::WouldBlock) => return Some(Err(RemoveError::Busy)),
-            }
+        let Some(mut installed) = lock_within(&self.installed, EXIT_WAIT) else {
+            return Some(Err(RemoveError::Busy));
         };
         let ours = installed.take()?;
         let result = match self.helper() {

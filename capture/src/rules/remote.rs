@@ -31,6 +31,9 @@ pub enum Request {
     StopSending,
     /// `Rules::remove`.
     Remove,
+    /// The source is done: the helper closes its copy of the socket, so
+    /// that closing the source's own unbinds the queue or groups.
+    Release,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +63,7 @@ impl Request {
             Request::OutBatch { packets } => (2, packets),
             Request::StopSending => (3, 0),
             Request::Remove => (4, 0),
+            Request::Release => (5, 0),
         };
         let mut m = [0u8; REQUEST_LEN];
         m[0] = tag;
@@ -80,9 +84,20 @@ impl Request {
             }
             (3, 0) => Some(Request::StopSending),
             (4, 0) => Some(Request::Remove),
+            (5, 0) => Some(Request::Release),
             _ => None,
         }
     }
+}
+
+/// The longest prefix of `s` within `max` bytes, cut at a character (for
+/// text in a fixed-size message).
+pub fn cut_at_char(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The largest `out` batch the NFLOG source asks for (`group::out_threshold`
@@ -108,12 +123,9 @@ impl Answer {
             }
             Answer::NotRemoved(why) => {
                 m[0] = 5;
-                let mut end = why.len().min(ANSWER_LEN - 16);
-                while !why.is_char_boundary(end) {
-                    end -= 1;
-                }
-                m[2..4].copy_from_slice(&(end as u16).to_le_bytes());
-                m[16..16 + end].copy_from_slice(&why.as_bytes()[..end]);
+                let why = cut_at_char(why, ANSWER_LEN - 16);
+                m[2..4].copy_from_slice(&(why.len() as u16).to_le_bytes());
+                m[16..16 + why.len()].copy_from_slice(why.as_bytes());
             }
         }
         m
@@ -213,6 +225,7 @@ mod tests {
             (1..=MAX_OUT_BATCH).prop_map(|packets| Request::OutBatch { packets }),
             Just(Request::StopSending),
             Just(Request::Remove),
+            Just(Request::Release),
         ]
     }
 
