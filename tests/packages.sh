@@ -138,7 +138,7 @@ check service-quiet "the service writes nothing on stdout" test ! -s "$work/serv
 outside=$(python3 - "$unit" "$work/service.strace" <<'PYEOF'
 import re, subprocess, sys
 unit, trace = sys.argv[1], sys.argv[2]
-def expand(name, seen=set()):
+def expand(name, seen):
     if not name.startswith("@"):
         return {name}
     if name in seen:
@@ -157,25 +157,37 @@ for line in open(unit):
         v = line.split("=", 1)[1].strip()
         deny = v.startswith("~")
         for w in v.lstrip("~").split():
-            (denied if deny else allowed).update(expand(w))
+            (denied if deny else allowed).update(expand(w, set()))
 allowed -= denied
-ours, used = set(), set()
-for line in open(trace):
+# Two passes: who ran icmpmon (from its exec on: the same pid ran the
+# wrappers before) and whom they started, then their calls (a child's
+# first calls can come before its parent's clone returns).
+start, edges, calls = {}, [], []
+for i, line in enumerate(open(trace)):
     m = re.match(r"(\d+)\s+(.*)", line)
     if not m:
         continue
     pid, rest = m.groups()
-    if rest.startswith('execve("/usr/bin/icmpmon"') or rest.startswith('execve("/proc/self/exe"'):
-        if not rest.rstrip().endswith("= -1 ENOENT (No such file or directory)"):
-            ours.add(pid)
-    if pid not in ours:
-        continue
-    c = re.search(r"^(?:<\.\.\. )?(?:clone3?|fork|vfork)\b.*= (\d+)$", rest.strip())
+    rest = rest.strip()
+    if re.match(r'execve\("(/usr/bin/icmpmon|/proc/self/exe)"', rest) and rest.endswith("= 0"):
+        start.setdefault(pid, i)
+    c = re.search(r"^(?:<\.\.\. )?(?:clone3?|fork|vfork)\b.*= (\d+)$", rest)
     if c:
-        ours.add(c.group(1))
+        edges.append((pid, c.group(1), i))
     n = re.match(r"([a-z0-9_]+)\(", rest)
-    if n and not rest.startswith("+++") and not rest.startswith("---"):
-        used.add(n.group(1))
+    if n:
+        calls.append((pid, n.group(1), i))
+grew = True
+while grew:
+    grew = False
+    for parent, child, i in edges:
+        # A child counts from its fork (its calls before an exec run
+        # under the unit's filter too).
+        if parent in start and i >= start[parent] and start.get(child) != 0:
+            start[child] = 0
+            grew = True
+ours = set(start)
+used = {name for pid, name, i in calls if pid in start and i >= start[pid]}
 print(len(ours), len(used), " ".join(sorted(used - allowed)))
 PYEOF
 )

@@ -67,8 +67,10 @@ pub trait Source: Send + std::fmt::Debug {
     fn hand_over(&mut self, _helper: Arc<dyn crate::rules::Privileged>) {}
     /// Descriptors that could put packets on a network (an AF_PACKET
     /// socket: the kernel checks CAP_NET_RAW only when it is made), which
-    /// the sandbox then refuses to write to.
-    fn senders(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+    /// the sandbox then refuses to write to, by number. The caller keeps
+    /// them open until the process ends, so that no file or connection
+    /// opened later gets one of those numbers.
+    fn senders(&self) -> Vec<Arc<std::os::fd::OwnedFd>> {
         Vec::new()
     }
     /// Whether time moves on between packets (a live capture) rather than

@@ -245,14 +245,17 @@ pub(super) fn run(
                 .ok()
         })
         .flatten();
+    // Held to the end of the run (past the source's own end): their numbers
+    // stay taken while the sandbox refuses writes to them.
+    let senders = source.senders();
     // Everything is open: from here on this process (every thread) makes
     // only the system calls `sandbox` allows. (Without its rules helper, a
     // source with rules runs nft/iptables itself at the end: not confined.)
     if keep.is_empty() {
         outputs::open_name_socket();
         use std::os::fd::AsRawFd;
-        let senders: Vec<i32> = source.senders().iter().map(|f| f.as_raw_fd()).collect();
-        crate::privsep::sandbox::apply(&helpers, &senders)?;
+        let numbers: Vec<i32> = senders.iter().map(|f| f.as_raw_fd()).collect();
+        crate::privsep::sandbox::apply(&helpers, &numbers)?;
         tracing::info!("seccomp filter applied");
     }
     let source_name = source.name();

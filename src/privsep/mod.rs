@@ -99,6 +99,15 @@ impl Helper {
             SocketFlags::CLOEXEC,
             None,
         )?;
+        // The helper checks that its parent runs this binary: a process
+        // with file capabilities is not dumpable, and would hide that from
+        // it. Dumpable again until the helper has greeted (what else could
+        // look needs the capabilities this process holds, or CAP_SYS_PTRACE).
+        let dumpable = rustix::process::dumpable_behavior().ok();
+        if dumpable != Some(rustix::process::DumpableBehavior::Dumpable) {
+            let _ =
+                rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable);
+        }
         let child = Command::new("/proc/self/exe")
             .arg0("icmpmon")
             .args([HELPER_FLAG, role.name()])
@@ -107,12 +116,33 @@ impl Helper {
             // Out of the terminal's process group: Ctrl-C stops the monitor,
             // which then closes the socket.
             .process_group(0)
-            .spawn()?;
-        Ok(Self {
-            role,
-            sock: Some(ours),
-            child,
-        })
+            .spawn();
+        let helper = child.and_then(|child| {
+            let mut h = Self {
+                role,
+                sock: Some(ours),
+                child,
+            };
+            h.greet()?;
+            Ok(h)
+        });
+        if let Some(d) = dumpable.filter(|d| *d != rustix::process::DumpableBehavior::Dumpable) {
+            let _ = rustix::process::set_dumpable_behavior(d);
+        }
+        helper
+    }
+
+    /// The helper's first message is a random challenge, sent once it has
+    /// checked its parent; answered, it serves. (A request queued before
+    /// it, by a program that then ran icmpmon, cannot carry it.) A helper
+    /// that refused is reaped (`Drop`) and this fails.
+    fn greet(&mut self) -> io::Result<()> {
+        let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+        let mut challenge = [0u8; CHALLENGE];
+        match receive(sock, &mut challenge, Duration::from_secs(10))? {
+            CHALLENGE => send(sock, &challenge),
+            _ => Err(io::ErrorKind::InvalidData.into()),
+        }
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -187,6 +217,9 @@ impl Helper {
     }
 }
 
+/// The length of the helper's challenge.
+const CHALLENGE: usize = 16;
+
 /// One request and its answer. Signals interrupt the wait (EINTR) and it
 /// goes on until `wait` has passed.
 fn exchange(
@@ -195,17 +228,23 @@ fn exchange(
     answer: &mut [u8],
     wait: Duration,
 ) -> io::Result<usize> {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let deadline = Instant::now() + wait;
+    send(sock, request)?;
+    receive(sock, answer, wait)
+}
+
+fn send(sock: &OwnedFd, message: &[u8]) -> io::Result<()> {
     loop {
-        match rustix::net::send(sock, request, SendFlags::NOSIGNAL) {
+        match rustix::net::send(sock, message, SendFlags::NOSIGNAL) {
             Err(rustix::io::Errno::INTR) => continue,
-            r => {
-                r?;
-                break;
-            }
+            r => return r.map(drop).map_err(Into::into),
         }
     }
+}
+
+/// One message, within `wait`; its length.
+fn receive(sock: &OwnedFd, answer: &mut [u8], wait: Duration) -> io::Result<usize> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -303,7 +342,7 @@ pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Ser
         Ok(s) if rustix::net::sockopt::socket_type(&s).ok() == Some(SocketType::SEQPACKET) => s,
         _ => return Some(Err(not_by_hand())),
     };
-    if !from_monitor(&sock) {
+    if !from_monitor(&sock) || !challenged(&sock) {
         return Some(Err(not_by_hand()));
     }
     // Caught and left unread: the helper ends when the monitor closes the
@@ -334,10 +373,8 @@ pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Ser
 /// Whether the other end of `sock` is this process's parent running this
 /// same binary: a helper keeps capabilities (from root, or from the
 /// binary's file capabilities), so one started by anything but icmpmon,
-/// with a handoff of someone's making, must not serve. (A parent that is
-/// not dumpable, as icmpmon with file capabilities is, hides its exe from a
-/// helper without CAP_SYS_PTRACE; a user cannot make a program of their
-/// own not dumpable, so that is accepted.)
+/// with a handoff of someone's making, must not serve. (The monitor makes
+/// itself dumpable while it starts a helper, so that its exe can be read.)
 fn from_monitor(sock: &OwnedFd) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(peer) = rustix::net::sockopt::socket_peercred(sock) else {
@@ -352,9 +389,26 @@ fn from_monitor(sock: &OwnedFd) -> bool {
         std::fs::metadata(parent),
     ) {
         (Ok(me), Ok(them)) => me.dev() == them.dev() && me.ino() == them.ino(),
-        (Ok(_), Err(e)) => e.kind() == io::ErrorKind::PermissionDenied,
         _ => false,
     }
+}
+
+/// Sends a random challenge and waits for it back: what the parent sent
+/// before the helper ran (a program that queued requests, then ran
+/// icmpmon, which passes `from_monitor`) cannot carry it.
+fn challenged(sock: &OwnedFd) -> bool {
+    let mut challenge = [0u8; CHALLENGE];
+    if rustix::rand::getrandom(&mut challenge, rustix::rand::GetRandomFlags::empty()).ok()
+        != Some(CHALLENGE)
+        || send(sock, &challenge).is_err()
+    {
+        return false;
+    }
+    let mut back = [0u8; CHALLENGE + 1];
+    matches!(
+        rustix::net::recv(sock, &mut back, RecvFlags::TRUNC),
+        Ok((CHALLENGE, CHALLENGE)) if back[..CHALLENGE] == challenge
+    )
 }
 
 fn not_by_hand() -> ExitCode {

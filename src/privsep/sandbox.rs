@@ -15,8 +15,9 @@
 //! - no new socket (`socket`, `connect`, `bind` are absent: every socket
 //!   is made before), no `bpf` but reading a map or an object's
 //!   information (the BPF source's counters and ring buffers), `ioctl` only for the terminal and non-blocking I/O,
-//!   `fcntl` only for descriptor and status flags, no write or send on
-//!   the source's AF_PACKET socket (frames could be injected through it),
+//!   `fcntl` only for descriptor and status flags, no write, send or copy
+//!   of the source's AF_PACKET socket (frames could be injected through
+//!   it) and no `sendmsg` (which could pass it on),
 //!   `kill` only for the helpers' pids (a stuck helper is killed), `prctl`
 //!   only to name a thread (or set no_new_privs);
 //! - `openat` stays, without arguments checked: SIGHUP reopens the output
@@ -95,8 +96,6 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_openat,
     libc::SYS_getdents64,
     libc::SYS_readlinkat,
-    libc::SYS_dup,
-    libc::SYS_dup3,
     libc::SYS_pipe2,
     libc::SYS_eventfd2,
     // Waiting on them.
@@ -131,11 +130,15 @@ const ALLOWED_X86_64: &[libc::c_long] = &[
     libc::SYS_readlink,
     libc::SYS_access,
     libc::SYS_pipe,
-    libc::SYS_dup2,
     libc::SYS_accept,
 ];
 #[cfg(not(target_arch = "x86_64"))]
 const ALLOWED_X86_64: &[libc::c_long] = &[];
+
+#[cfg(target_arch = "x86_64")]
+const DUPS_X86_64: &[libc::c_long] = &[libc::SYS_dup2];
+#[cfg(not(target_arch = "x86_64"))]
+const DUPS_X86_64: &[libc::c_long] = &[];
 
 /// The terminal's requests (the dashboard) and non-blocking I/O. (The
 /// constants' type differs between C libraries: the casts are for musl.)
@@ -159,29 +162,28 @@ const IOCTLS: &[u64] = &[
     libc::SIOCGIFNAME as u64,
 ];
 
-/// The BPF source's counters (a map lookup) and its ring buffers, whose
-/// reader asks the size of a map it holds.
-/// What `fcntl` may do: descriptor and status flags, and a copy (no
-/// F_SETOWN/F_SETSIG, which would let SIGIO signal any process).
+/// What `fcntl` may do: descriptor and status flags (no F_SETOWN/F_SETSIG,
+/// which would let SIGIO signal any process); a copy (F_DUPFD_CLOEXEC) is
+/// a `DUPS` call.
 const FCNTLS: &[u64] = &[
     libc::F_GETFD as u64,
     libc::F_SETFD as u64,
     libc::F_GETFL as u64,
     libc::F_SETFL as u64,
-    libc::F_DUPFD_CLOEXEC as u64,
 ];
 
-/// What writes or sends: allowed on any descriptor but the source's
-/// `senders` (an AF_PACKET socket, which would put frames on the wire
-/// without CAP_NET_RAW: the kernel checks it only when the socket is made).
-const WRITES: &[libc::c_long] = &[
-    libc::SYS_write,
-    libc::SYS_writev,
-    libc::SYS_sendto,
-    libc::SYS_sendmsg,
-    libc::SYS_sendmmsg,
-];
+/// What writes, sends or copies a descriptor: allowed on any descriptor
+/// but the source's `senders` (an AF_PACKET socket, which would put frames
+/// on the wire without CAP_NET_RAW: the kernel checks it only when the
+/// socket is made). A copy would be a sender under another number, so
+/// copies of one are refused too; and `sendmsg`, which could pass one
+/// (SCM_RIGHTS) to a socket this process reads, is not allowed at all
+/// (every send after set-up is a `sendto` or a `write`).
+const WRITES: &[libc::c_long] = &[libc::SYS_write, libc::SYS_writev, libc::SYS_sendto];
+const DUPS: &[libc::c_long] = &[libc::SYS_dup, libc::SYS_dup3];
 
+/// The BPF source's counters (a map lookup) and its ring buffers, whose
+/// reader asks the size of a map it holds.
 const BPF_COMMANDS: &[u64] = &[
     1,  // BPF_MAP_LOOKUP_ELEM
     15, // BPF_OBJ_GET_INFO_BY_FD
@@ -206,22 +208,30 @@ fn program(helpers: &[u32], senders: &[i32]) -> Result<BpfProgram, SandboxError>
         libc::CLONE_THREAD as u64,
     )?])?;
     rules.insert(libc::SYS_clone, vec![clone_thread]);
-    rules.insert(
-        libc::SYS_fcntl,
-        FCNTLS
-            .iter()
-            .map(|&c| arg_is(1, Len::Dword, c))
-            .collect::<Result<_, _>>()?,
-    );
-    for &call in WRITES {
+    // arg0 is none of the senders (with `more` conditions, if any).
+    let not_a_sender = |more: Vec<SeccompCondition>| -> Result<SeccompRule, SandboxError> {
+        let mut conditions = more;
+        for &fd in senders {
+            conditions.push(SeccompCondition::new(0, Len::Dword, Op::Ne, fd as u64)?);
+        }
+        Ok(SeccompRule::new(conditions)?)
+    };
+    let mut fcntl: Vec<SeccompRule> = FCNTLS
+        .iter()
+        .map(|&c| arg_is(1, Len::Dword, c))
+        .collect::<Result<_, _>>()?;
+    fcntl.push(not_a_sender(vec![SeccompCondition::new(
+        1,
+        Len::Dword,
+        Op::Eq,
+        libc::F_DUPFD_CLOEXEC as u64,
+    )?])?);
+    rules.insert(libc::SYS_fcntl, fcntl);
+    for &call in WRITES.iter().chain(DUPS).chain(DUPS_X86_64) {
         let rule = if senders.is_empty() {
             Vec::new()
         } else {
-            let not_a_sender = senders
-                .iter()
-                .map(|&fd| SeccompCondition::new(0, Len::Dword, Op::Ne, fd as u64))
-                .collect::<Result<Vec<_>, _>>()?;
-            vec![SeccompRule::new(not_a_sender)?]
+            vec![not_a_sender(Vec::new())?]
         };
         rules.insert(call, rule);
     }
@@ -337,6 +347,8 @@ mod tests {
         libc::SYS_perf_event_open,
         libc::SYS_pidfd_open,
         libc::SYS_pidfd_getfd,
+        libc::SYS_sendmsg,
+        libc::SYS_sendmmsg,
     ];
 
     #[test]
@@ -383,6 +395,10 @@ mod tests {
             // The guarded end takes no write; the other end does.
             let to_guarded = rustix::io::write(&guarded, b"x").is_ok();
             let to_other = rustix::io::write(&other, b"x").is_ok();
+            let dup_guarded = rustix::io::dup(&guarded).is_ok()
+                || rustix::io::fcntl_dupfd_cloexec(&guarded, 0).is_ok();
+            let dup_other = rustix::io::dup(&other).is_ok()
+                && rustix::io::fcntl_dupfd_cloexec(&other, 0).is_ok();
             // After libtest's "test NAME ... " on the same line.
             println!();
             let thread = std::thread::spawn(|| 7).join();
@@ -405,6 +421,7 @@ mod tests {
             );
             println!("socketpair {}", pair.is_ok());
             println!("write guarded {to_guarded} other {to_other}");
+            println!("dup guarded {dup_guarded} other {dup_other}");
             println!("getfl {}", rustix::fs::fcntl_getfl(&other).is_ok());
             return;
         }
@@ -422,6 +439,7 @@ mod tests {
             "tcp false",
             "socketpair false",
             "write guarded false other true",
+            "dup guarded false other true",
             "getfl true",
         ] {
             assert!(

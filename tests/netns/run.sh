@@ -263,11 +263,18 @@ fi
 cp "$bin" "$work/icmpmon-fcap"
 chmod 755 "$work" "$work/icmpmon-fcap"
 if setcap cap_net_admin,cap_net_raw+ep "$work/icmpmon-fcap"; then
-	setpriv_run filecaps "$work/icmpmon-fcap"
+	# Under /proc mounted hidepid=invisible (as ProtectProc=invisible
+	# mounts it): the rules helper must still find its parent, which file
+	# capabilities make not dumpable, and serve it.
+	in_mon unshare --mount --propagation private sh -c \
+		'mount -t proc -o hidepid=invisible proc /proc && exec "$@"' sh \
+		setpriv --reuid=65534 --regid=65534 --clear-groups "$work/icmpmon-fcap" --source nfqueue \
+		--duration 2 --csv /dev/null 2>"$work/filecaps.err"
 	rc=$?
 	left=$(rules_left)
-	if [ "$rc" = 0 ] && [ "$left" = 0 ] && grep -q "capturing from nfqueue" "$work/filecaps.err"; then
-		ok file-caps "uid 65534, setcap net_admin,net_raw+ep: exit 0, no rules left"
+	if [ "$rc" = 0 ] && [ "$left" = 0 ] && grep -q "capturing from nfqueue" "$work/filecaps.err" &&
+		! grep -q "rules helper" "$work/filecaps.err"; then
+		ok file-caps "uid 65534, setcap net_admin,net_raw+ep, hidepid: exit 0, its rules helper served, no rules left"
 	else
 		ko file-caps "rc=$rc rules=$left: $(cat "$work/filecaps.err")"
 	fi

@@ -79,7 +79,7 @@ impl Source for WithDrops {
     fn hand_over(&mut self, helper: Arc<dyn crate::rules::Privileged>) {
         self.inner.hand_over(helper);
     }
-    fn senders(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+    fn senders(&self) -> Vec<Arc<std::os::fd::OwnedFd>> {
         self.inner.senders()
     }
     fn counters(&self) -> Arc<dyn Counters> {

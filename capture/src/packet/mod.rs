@@ -333,8 +333,8 @@ impl Source for PacketSource {
     }
     // Open and bound, the socket needs no capability to read its ring and
     // statistics: everything is dropped.
-    fn senders(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
-        vec![self.ring.fd()]
+    fn senders(&self) -> Vec<Arc<std::os::fd::OwnedFd>> {
+        vec![self.ring.keeper()]
     }
     fn counters(&self) -> Arc<dyn Counters> {
         self.counters()

@@ -21,6 +21,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// Offset of `hdr.bh1.block_status` in `struct tpacket_block_desc`.
 const BLOCK_STATUS: usize = 8;
@@ -123,7 +124,9 @@ pub(crate) struct Ring {
     len: usize,
     block_size: usize,
     blocks: usize,
-    fd: OwnedFd,
+    /// Shared with whoever must keep the socket's number taken until the
+    /// process ends (the sandbox, which refuses writes to that number).
+    fd: Arc<OwnedFd>,
 }
 
 // SAFETY: the mapping is owned by `Ring` alone (no aliasing handles), and
@@ -167,12 +170,17 @@ impl Ring {
             len,
             block_size,
             blocks,
-            fd,
+            fd: Arc::new(fd),
         })
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// The socket, kept open for as long as the caller holds it.
+    pub(crate) fn keeper(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.fd)
     }
 
     pub(crate) fn blocks(&self) -> usize {
