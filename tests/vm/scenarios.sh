@@ -605,7 +605,9 @@ soak_rows() {
 # the monitor's side, one icmpmon stays subscribed throughout (stress-soak):
 # its CSV is renamed and reopened (SIGHUP) every 2 s; its resident memory
 # and open descriptors after a third of the time must hold to the end
-# (memory within +10 %), its rows in all files must be its summary's, and
+# (memory within +10 % or 2 MiB, whichever is more: its resident set is
+# about 7 MB, and the allocator's growth under the churn alone is near
+# 1 MB), its rows in all files must be its summary's, and
 # it must exit 0 with its kernel tail balanced. Its channel and tables are
 # small (--channel-capacity 8, --max-peers 64: 1 024 pending requests):
 # under TCG it cannot keep up with the flood, so unanswered requests pile
@@ -678,7 +680,7 @@ scenario_stress() {
 	soak_detail="exit $soak_rc; rows $soak_counted in $((rotations + 1)) files, summary ${soak_want:-?}; resident ${rss0:-?} kB after $((secs / 3))s, at most $rssmax kB after; descriptors ${fd0:-?} then $fd1; kernel_seen ${soak_seen:-?} = records ${soak_records:-?} + kernel_lost ${soak_lost:-?}"
 	if [ "$soak_rc" = 0 ] && [ -n "$soak_want" ] && [ "$soak_counted" = "$soak_want" ] &&
 		[ "$soak_counted" -gt 1000 ] && [ "$rotations" -ge 3 ] && [ -n "$rss0" ] &&
-		[ "$rssmax" -le $((rss0 * 11 / 10)) ] && [ "${fd0:-x}" = "$fd1" ] &&
+		[ "$rssmax" -le $((rss0 + (rss0 / 10 > 2048 ? rss0 / 10 : 2048))) ] && [ "${fd0:-x}" = "$fd1" ] &&
 		[ -n "$soak_seen" ] && [ "$soak_seen" = $((soak_records + soak_lost)) ]; then
 		pass stress-soak "$soak_detail"
 	else
