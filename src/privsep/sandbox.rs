@@ -193,6 +193,14 @@ fn arg_is(index: u8, len: Len, value: u64) -> Result<SeccompRule, seccompiler::B
     SeccompRule::new(vec![SeccompCondition::new(index, len, Op::Eq, value)?])
 }
 
+/// One rule per value: argument `index` (its low 32 bits) is any of them.
+fn any_of(index: u8, values: &[u64]) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    values
+        .iter()
+        .map(|&v| arg_is(index, Len::Dword, v))
+        .collect()
+}
+
 /// The filter: `helpers` are the pids `kill` may signal; `senders` the
 /// descriptors nothing may be written to.
 fn program(helpers: &[u32], senders: &[i32]) -> Result<BpfProgram, SandboxError> {
@@ -216,10 +224,7 @@ fn program(helpers: &[u32], senders: &[i32]) -> Result<BpfProgram, SandboxError>
         }
         Ok(SeccompRule::new(conditions)?)
     };
-    let mut fcntl: Vec<SeccompRule> = FCNTLS
-        .iter()
-        .map(|&c| arg_is(1, Len::Dword, c))
-        .collect::<Result<_, _>>()?;
+    let mut fcntl = any_of(1, FCNTLS)?;
     fcntl.push(not_a_sender(vec![SeccompCondition::new(
         1,
         Len::Dword,
@@ -235,20 +240,8 @@ fn program(helpers: &[u32], senders: &[i32]) -> Result<BpfProgram, SandboxError>
         };
         rules.insert(call, rule);
     }
-    rules.insert(
-        libc::SYS_ioctl,
-        IOCTLS
-            .iter()
-            .map(|&r| arg_is(1, Len::Dword, r))
-            .collect::<Result<_, _>>()?,
-    );
-    rules.insert(
-        libc::SYS_bpf,
-        BPF_COMMANDS
-            .iter()
-            .map(|&c| arg_is(0, Len::Dword, c))
-            .collect::<Result<_, _>>()?,
-    );
+    rules.insert(libc::SYS_ioctl, any_of(1, IOCTLS)?);
+    rules.insert(libc::SYS_bpf, any_of(0, BPF_COMMANDS)?);
     // Naming a thread; no_new_privs, which applying a filter sets again.
     rules.insert(
         libc::SYS_prctl,
@@ -267,13 +260,8 @@ fn program(helpers: &[u32], senders: &[i32]) -> Result<BpfProgram, SandboxError>
     let own = u64::from(std::process::id());
     rules.insert(libc::SYS_tgkill, vec![arg_is(0, Len::Dword, own)?]);
     if !helpers.is_empty() {
-        rules.insert(
-            libc::SYS_kill,
-            helpers
-                .iter()
-                .map(|&p| arg_is(0, Len::Dword, u64::from(p)))
-                .collect::<Result<_, _>>()?,
-        );
+        let pids: Vec<u64> = helpers.iter().map(|&p| u64::from(p)).collect();
+        rules.insert(libc::SYS_kill, any_of(0, &pids)?);
     }
     let filter = SeccompFilter::new(
         rules,
