@@ -74,14 +74,11 @@ const MAX_BYTES: u64 = 1 << 20;
 
 /// The text of a config file: a regular file (a FIFO or a device such as
 /// /dev/zero would block or never end) of at most `MAX_BYTES`, opened
-/// without blocking.
+/// without blocking (by the files helper once the run has given root's
+/// uid up).
 fn read_text(path: &Path) -> Result<String, String> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
+    let file = crate::privsep::files::open(path, crate::privsep::files::Mode::Read)
         .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
@@ -487,6 +484,7 @@ mod tests {
         ("oversize-bytes", "1600", &["1600"]),
         ("ttl-exceeded-pps", "79", &["79"]),
         ("max-peers", "100", &["100"]),
+        ("user", "\"icmpmon\"", &["icmpmon"]),
     ];
 
     fn parse(args: &[OsString]) -> Cli {

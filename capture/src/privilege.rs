@@ -30,12 +30,23 @@ pub enum Dropped {
     AllBut(Vec<Capability>),
 }
 
+/// Who else keeps what is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// This process only (what it needs once more, such as CAP_SETUID to
+    /// give root's uid up).
+    Here,
+    /// Also the programs it runs (raised into the inheritable and ambient
+    /// sets): the nft/iptables children that remove rules.
+    AndChildren,
+}
+
 /// Keeps only `keep` in every capability set (effective, permitted,
 /// inheritable, ambient and, when CAP_SETPCAP allows, the bounding set, so
 /// that a child started as uid 0 cannot regain the rest), and sets
-/// no_new_privs. Kept capabilities are raised into the ambient set for the
-/// children that remove rules.
-pub fn drop_all_but(keep: &[Capability]) -> Result<Dropped, caps::errors::CapsError> {
+/// no_new_privs. With `Kept::AndChildren`, kept capabilities are raised
+/// into the ambient set for the children that remove rules.
+pub fn drop_all_but(keep: &[Capability], who: Kept) -> Result<Dropped, caps::errors::CapsError> {
     let permitted = caps::read(None, CapSet::Permitted)?;
     if permitted.is_empty() {
         return Ok(Dropped::Nothing);
@@ -47,9 +58,10 @@ pub fn drop_all_but(keep: &[Capability]) -> Result<Dropped, caps::errors::CapsEr
         .collect();
     // The bounding set first: dropping from it needs CAP_SETPCAP, which
     // goes with the rest below.
+    // (What is kept for this process alone needs no place in it.)
     if permitted.contains(&Capability::CAP_SETPCAP) {
         for cap in caps::read(None, CapSet::Bounding)? {
-            if !keep.contains(&cap) {
+            if who == Kept::Here || !keep.contains(&cap) {
                 caps::drop(None, CapSet::Bounding, cap)?;
             }
         }
@@ -61,8 +73,13 @@ pub fn drop_all_but(keep: &[Capability]) -> Result<Dropped, caps::errors::CapsEr
     // children that remove the NFQUEUE rules get it whatever uid runs
     // icmpmon (a service with ambient capabilities, a binary with file
     // capabilities): ambient capabilities survive exec.
-    caps::set(None, CapSet::Inheritable, &keep)?;
-    pass_to_children(&keep.iter().copied().collect::<Vec<_>>())?;
+    match who {
+        Kept::AndChildren => {
+            caps::set(None, CapSet::Inheritable, &keep)?;
+            pass_to_children(&keep.iter().copied().collect::<Vec<_>>())?;
+        }
+        Kept::Here => caps::clear(None, CapSet::Inheritable)?,
+    }
     rustix::thread::set_no_new_privs(true)
         .map_err(|e| caps::errors::CapsError::from(format!("cannot set no_new_privs: {e}")))?;
     let mut kept: Vec<Capability> = keep.into_iter().collect();

@@ -26,6 +26,10 @@ pub fn main() -> ExitCode {
             crate::privsep::rules::serve(&served);
             return ExitCode::SUCCESS;
         }
+        Some(Ok((Role::Files, served))) => {
+            crate::privsep::files::serve(&served);
+            return ExitCode::SUCCESS;
+        }
         Some(Err(code)) => return code,
         None => {}
     }

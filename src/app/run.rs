@@ -22,6 +22,8 @@ use crate::metrics::{self, http, Publisher};
 use crate::outputs::alerts::AlertSink;
 use crate::outputs::{self, Format, Outputs, PacketFile, RowSink};
 use crate::pipeline::Plan;
+use crate::privsep::files::{self, Handoff, Mode};
+use crate::privsep::identity::Identity;
 use crate::privsep::rules::RulesHelper;
 use crate::privsep::{Helper, Role};
 use crate::report;
@@ -32,15 +34,40 @@ use icmpmon_capture::nflog::NflogOptions;
 use icmpmon_capture::open::{OpenOptions, SourceKind};
 use icmpmon_capture::packet::PacketOptions;
 use icmpmon_capture::pipeline::{Stop, StopReason};
+use icmpmon_capture::privilege::Capability;
 use icmpmon_capture::rules::Ledger;
 use icmpmon_capture::source::{stage_losses, SourceEnd};
 use icmpmon_core::filter::Filter;
 
-fn drop_privileges(keep: &[icmpmon_capture::privilege::Capability]) -> anyhow::Result<()> {
-    let dropped =
-        icmpmon_capture::privilege::drop_all_but(keep).context("cannot drop capabilities")?;
+/// Drops every capability but `keep`, which the children started later
+/// (the nft/iptables that remove rules) get too; or, when `identity` is to
+/// be assumed, but what that takes, for this process only.
+fn drop_privileges(keep: &[Capability], identity: Option<&Identity>) -> anyhow::Result<()> {
+    use icmpmon_capture::privilege::{drop_all_but, Kept};
+    let dropped = match identity {
+        Some(_) => drop_all_but(BECOME, Kept::Here),
+        None => drop_all_but(keep, Kept::AndChildren),
+    }
+    .context("cannot drop capabilities")?;
     tracing::info!("{dropped}");
     Ok(())
+}
+
+/// What becoming another user takes: kept until then (`Identity::assume`
+/// clears them with the uid).
+const BECOME: &[Capability] = &[Capability::CAP_SETUID, Capability::CAP_SETGID];
+
+/// The files a run opens again on SIGHUP: the output files, appended to,
+/// and the config file, read.
+fn reopened(dest: &Destinations, layered: Option<&(Layered, FileConfig)>) -> Handoff {
+    let outputs = [&dest.csv, &dest.jsonl, &dest.alerts, &dest.write]
+        .into_iter()
+        .filter_map(|o| match o {
+            Some(Output::File(p)) => Some((Mode::Append, p.clone())),
+            _ => None,
+        });
+    let config = layered.map(|(l, _)| (Mode::Read, l.path.clone()));
+    Handoff::new(outputs.chain(config).collect())
 }
 
 /// Opens one output (`-`: standard output), empty.
@@ -128,6 +155,8 @@ pub(super) fn run(
         usage_error(msg);
     }
     let dest = args.destinations(tui).unwrap_or_else(|m| usage_error(&m));
+    // Before any output is created: an unknown user stops the run here.
+    let mut identity = Identity::wanted(args.user.as_deref())?;
     let stop = Stop::new().context("cannot create the stop event")?;
     crate::stderr::stop_on_close(&stop);
     let mut signals = Some(catch_signals()?);
@@ -141,6 +170,12 @@ pub(super) fn run(
     let files = [&dest.csv, &dest.jsonl, &dest.alerts, &dest.write]
         .iter()
         .any(|o| matches!(o, Some(Output::File(_))));
+    // (The dashboard reopens nothing: SIGHUP stops it.)
+    let handoff = if tui {
+        Handoff::default()
+    } else {
+        reopened(&dest, layered.as_ref())
+    };
     let mut on_hup = (!tui && (layered.is_some() || files))
         .then(|| reloader(layered, (reload_tx, reloads.clone())));
     // Outputs first: a bad path fails before anything is registered.
@@ -156,6 +191,23 @@ pub(super) fn run(
         .transpose()?
         .map(|(w, _)| AlertSink::new(w));
     let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
+    // Root gives its uid up once the source is open; the files it reopens
+    // later are then opened by a helper, started while this process still
+    // holds what that helper keeps.
+    let files_helper = identity
+        .as_ref()
+        .and_then(|id| {
+            files::start_helper(handoff)
+                .map_err(|e| {
+                    say!(
+                        "icmpmon: cannot start the files helper ({e}): files reopened on SIGHUP \
+                         are opened as user {}",
+                        id.name
+                    )
+                })
+                .ok()
+        })
+        .flatten();
     // A socket passed by the service manager is the endpoint: the packaged
     // unit listens for icmpmon, which then makes no Internet socket.
     let passed = metrics::passed_listener()?;
@@ -183,8 +235,9 @@ pub(super) fn run(
     });
     if let SourceKind::Pcap(_) = args.source {
         // A capture file needs no privilege, and its reader may wait for a
-        // pipe's writer: drop everything and handle signals first.
-        drop_privileges(&[])?;
+        // pipe's writer: drop everything (but what becoming the user takes)
+        // and handle signals first.
+        drop_privileges(&[], identity.as_ref())?;
         signals
             .take()
             .map(|s| handle_signals(s, stop.clone(), ledger.clone(), on_hup.take()))
@@ -219,6 +272,11 @@ pub(super) fn run(
         Some(_) => &[],
         None => source.capabilities_kept(),
     };
+    if !keep.is_empty() {
+        // Without its rules helper, the source removes its rules itself at
+        // the end, as root.
+        identity = None;
+    }
     // Live sources only: a file's packets are not this host's now. The
     // helper is started while the capabilities it keeps are still held.
     let helper = (source.live() && !args.no_attribution)
@@ -229,13 +287,18 @@ pub(super) fn run(
         })
         .flatten();
     if let Some(s) = signals.take() {
-        drop_privileges(keep)?;
+        drop_privileges(keep, identity.as_ref())?;
         handle_signals(s, stop.clone(), ledger.clone(), on_hup.take())?;
+    }
+    if let Some(id) = &identity {
+        id.assume()?;
+        tracing::info!("running as user {}", id.name);
     }
     let helpers: Vec<u32> = helper
         .iter()
         .map(Helper::pid)
         .chain(rules_helper.iter().map(|h| h.pid()))
+        .chain(files_helper)
         .collect();
     let host = source
         .live()

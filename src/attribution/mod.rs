@@ -152,7 +152,7 @@ fn run(asked: &Receiver<Ask>, tell: &Sender<News>, work: &Work, mut helper: Opti
 
 fn ask_helper(h: &mut Helper, key: &LookupKey) -> std::io::Result<Option<(Attribution, u64)>> {
     let mut answer = [0u8; wire::ANSWER];
-    let n = h.call(&wire::encode_request(key), &mut answer, ANSWER_WAIT)?;
+    let (n, _) = h.call(&wire::encode_request(key), &mut answer, ANSWER_WAIT)?;
     Ok(wire::decode_answer(&answer[..n]))
 }
 

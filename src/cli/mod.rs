@@ -249,6 +249,13 @@ pub struct RunArgs {
     /// has them; else: "hidden"), which only the helper keeps.
     #[arg(long)]
     pub no_attribution: bool,
+    /// Started as root, become USER once the source is open, as tcpdump
+    /// -Z does: the process that parses packets then holds neither a
+    /// capability nor root's uid, and the output files it reopens on
+    /// SIGHUP are opened by a small helper that keeps root's uid. Default:
+    /// nobody; --user root keeps root's uid.
+    #[arg(long, short = 'Z', value_name = "USER")]
+    pub user: Option<String>,
     /// Write the end-of-run summary as JSON to PATH (- for stdout).
     #[arg(long, value_name = "PATH|-", value_parser = parse_output)]
     pub summary_json: Option<Output>,

@@ -7,6 +7,7 @@ use std::io::{self, BufWriter, Write};
 use super::csv::CsvExport;
 use super::jsonl::JsonlExport;
 use super::row::RowSink;
+use crate::privsep::files::Mode;
 
 /// Where an output goes.
 pub use crate::cli::Output;
@@ -39,7 +40,7 @@ pub fn open(out: &Output, append: bool) -> io::Result<(Box<dyn Write + Send>, St
         ),
         Output::File(path) => {
             let f = if append {
-                File::options().append(true).create(true).open(path)
+                crate::privsep::files::open(path, Mode::Append)
             } else {
                 File::create(path)
             }

@@ -1,10 +1,10 @@
 //! Privilege separation, in the manner of OpenSSH's privsep and `tcpdump
 //! -Z`: the process that parses packets keeps no capability once its
-//! source is open (and runs under `sandbox`'s seccomp filter); what needs a
-//! capability later runs in a small helper process of its own, started
-//! before the drop, which keeps only that capability and answers fixed-size
-//! requests over a SOCK_SEQPACKET socketpair. Each side treats the other's
-//! messages as untrusted.
+//! source is open, nor root's uid (`identity`), and runs under `sandbox`'s
+//! seccomp filter; what needs a capability (or root's uid) later runs in a
+//! small helper process of its own, started before the drop, which keeps
+//! only that and answers fixed-size requests over a SOCK_SEQPACKET
+//! socketpair. Each side treats the other's messages as untrusted.
 //!
 //! A helper is this same binary run again (`/proc/self/exe`, so a fresh
 //! address space, not a fork of a multithreaded one) with `HELPER_FLAG` and
@@ -12,6 +12,8 @@
 //! end of the socket closes, whichever way the monitor ends (even killed),
 //! and ignores the terminal's and the service manager's signals meanwhile.
 
+pub(crate) mod files;
+pub(crate) mod identity;
 pub(crate) mod rules;
 pub(crate) mod sandbox;
 
@@ -46,13 +48,20 @@ pub(crate) enum Role {
     /// in the sending task) and removes the rules (nft, iptables: also
     /// CAP_NET_RAW), at the end or when the monitor goes away.
     Rules,
+    /// Opens the files the monitor reopens on SIGHUP (`files`), once the
+    /// monitor has given root's uid up: root's uid, and CAP_DAC_OVERRIDE
+    /// to open them where the first open could.
+    Files,
 }
 
 impl Role {
+    const ALL: [Role; 3] = [Role::Attribution, Role::Rules, Role::Files];
+
     fn name(self) -> &'static str {
         match self {
             Role::Attribution => "attribution",
             Role::Rules => "rules",
+            Role::Files => "files",
         }
     }
 
@@ -62,6 +71,7 @@ impl Role {
         match self {
             Role::Attribution => c"icmpmon-attrib",
             Role::Rules => c"icmpmon-rules",
+            Role::Files => c"icmpmon-files",
         }
     }
 
@@ -69,6 +79,7 @@ impl Role {
         match self {
             Role::Attribution => &[Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_PTRACE],
             Role::Rules => icmpmon_capture::rules::CAPABILITIES,
+            Role::Files => &[Capability::CAP_DAC_OVERRIDE],
         }
     }
 }
@@ -140,7 +151,7 @@ impl Helper {
         let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
         let mut challenge = [0u8; CHALLENGE];
         match receive(sock, &mut challenge, Duration::from_secs(10))? {
-            CHALLENGE => send(sock, &challenge),
+            (CHALLENGE, None) => send(sock, &challenge),
             _ => Err(io::ErrorKind::InvalidData.into()),
         }
     }
@@ -152,36 +163,61 @@ impl Helper {
     /// Sends the first message, with a copy of `fd` (SCM_RIGHTS).
     pub(crate) fn hand(&mut self, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
         let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        let fds = [fd];
-        control.push(SendAncillaryMessage::ScmRights(&fds));
-        rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        )?;
-        Ok(())
+        send_with_fd(sock, bytes, fd)
     }
 
-    /// Sends one request and reads its answer into `answer`, waiting up to
-    /// `wait`; returns the answer's length. After any error the socket is
-    /// closed (an answer still on its way must never be read as the next
-    /// one's): the helper, seeing it closed, ends (the rules helper after
-    /// removing what it holds), and later calls fail at once.
+    /// Sends one request (or a first message without a descriptor) whose
+    /// answer `next_answer` reads. After an error the socket is closed.
+    pub(crate) fn post(&mut self, request: &[u8]) -> io::Result<()> {
+        let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+        let result = send(sock, request);
+        if result.is_err() {
+            self.sock = None;
+        }
+        result
+    }
+
+    /// Reads the next answer into `answer`, waiting up to `wait`: its
+    /// length, and the descriptor it carries, if one. After any error the
+    /// socket is closed (an answer still on its way must never be read as
+    /// the next one's): the helper, seeing it closed, ends (the rules
+    /// helper after removing what it holds), and later calls fail at once.
+    pub(crate) fn next_answer(
+        &mut self,
+        answer: &mut [u8],
+        wait: Duration,
+    ) -> io::Result<(usize, Option<OwnedFd>)> {
+        let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
+        let result = receive(sock, answer, wait);
+        if result.is_err() {
+            self.sock = None;
+        }
+        result
+    }
+
+    /// Whether an answer (or the helper's end) is waiting to be read.
+    pub(crate) fn answered(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let Some(sock) = &self.sock else {
+            return true;
+        };
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    }
+
+    /// One request and its answer (`post`, then `next_answer`).
     pub(crate) fn call(
         &mut self,
         request: &[u8],
         answer: &mut [u8],
         wait: Duration,
-    ) -> io::Result<usize> {
-        let sock = self.sock.as_ref().ok_or(io::ErrorKind::NotConnected)?;
-        let result = exchange(sock, request, answer, wait);
-        if result.is_err() {
-            self.sock = None;
-        }
-        result
+    ) -> io::Result<(usize, Option<OwnedFd>)> {
+        self.post(request)?;
+        self.next_answer(answer, wait)
     }
 
     /// Why it stopped answering, for the one message that says so: its
@@ -212,25 +248,15 @@ impl Helper {
                 Ok(None) => break,
             }
         }
-        let _ = self.child.kill();
+        // Refused when the monitor has given root's uid up (`identity`):
+        // it then ends on its own, after its current lookup.
+        self.child.kill().ok()?;
         self.child.wait().ok()
     }
 }
 
 /// The length of the helper's challenge.
 const CHALLENGE: usize = 16;
-
-/// One request and its answer. Signals interrupt the wait (EINTR) and it
-/// goes on until `wait` has passed.
-fn exchange(
-    sock: &OwnedFd,
-    request: &[u8],
-    answer: &mut [u8],
-    wait: Duration,
-) -> io::Result<usize> {
-    send(sock, request)?;
-    receive(sock, answer, wait)
-}
 
 fn send(sock: &OwnedFd, message: &[u8]) -> io::Result<()> {
     loop {
@@ -241,8 +267,29 @@ fn send(sock: &OwnedFd, message: &[u8]) -> io::Result<()> {
     }
 }
 
-/// One message, within `wait`; its length.
-fn receive(sock: &OwnedFd, answer: &mut [u8], wait: Duration) -> io::Result<usize> {
+/// Sends `bytes` with a copy of `fd` (SCM_RIGHTS).
+fn send_with_fd(sock: &OwnedFd, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
+}
+
+/// One message, within `wait`: its length, and the descriptor it carried
+/// if it carried exactly one (any other is closed). Signals interrupt the
+/// wait (EINTR) and it goes on until `wait` has passed.
+fn receive(
+    sock: &OwnedFd,
+    answer: &mut [u8],
+    wait: Duration,
+) -> io::Result<(usize, Option<OwnedFd>)> {
     use rustix::event::{PollFd, PollFlags, Timespec};
     let deadline = Instant::now() + wait;
     loop {
@@ -260,13 +307,38 @@ fn receive(sock: &OwnedFd, answer: &mut [u8], wait: Duration) -> io::Result<usiz
             Ok(_) => {}
             Err(e) => return Err(e.into()),
         }
-        match rustix::net::recv(sock, &mut *answer, RecvFlags::DONTWAIT) {
+        match receive_with_fds(sock, answer, RecvFlags::DONTWAIT) {
             Ok((0, _)) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok((n, _)) => return Ok(n),
+            Ok((n, mut fds)) => return Ok((n, (fds.len() == 1).then(|| fds.remove(0)))),
             Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// One message into `buf` with the descriptors it carries (at most two are
+/// taken; the kernel closes the rest): its length and them.
+fn receive_with_fds(
+    sock: &OwnedFd,
+    buf: &mut [u8],
+    flags: RecvFlags,
+) -> rustix::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        flags | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let fds = control
+        .drain()
+        .flat_map(|m| match m {
+            RecvAncillaryMessage::ScmRights(fds) => fds.collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok((got.bytes, fds))
 }
 
 impl Drop for Helper {
@@ -298,26 +370,27 @@ impl Served {
     /// descriptor it carries; `None` for anything else.
     pub(crate) fn first_with_fd(&self, len: usize) -> Option<(Vec<u8>, OwnedFd)> {
         let mut buf = vec![0u8; len + 1];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = rustix::net::recvmsg(
-            &self.sock,
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        )
-        .ok()?;
-        let mut fds: Vec<OwnedFd> = control
-            .drain()
-            .flat_map(|m| match m {
-                RecvAncillaryMessage::ScmRights(fds) => fds.collect(),
-                _ => Vec::new(),
-            })
-            .collect();
-        (got.bytes == len && fds.len() == 1).then(|| {
+        let (n, mut fds) = receive_with_fds(&self.sock, &mut buf, RecvFlags::empty()).ok()?;
+        (n == len && fds.len() == 1).then(|| {
             buf.truncate(len);
             (buf, fds.remove(0))
         })
+    }
+
+    /// Receives the first message, of at most `max` bytes and with no
+    /// descriptor; `None` for anything else.
+    pub(crate) fn first(&self, max: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; max + 1];
+        let (n, fds) = receive_with_fds(&self.sock, &mut buf, RecvFlags::empty()).ok()?;
+        (n <= max && fds.is_empty()).then(|| {
+            buf.truncate(n);
+            buf
+        })
+    }
+
+    /// Answers with `bytes` and a copy of `fd`.
+    pub(crate) fn answer_with_fd(&self, bytes: &[u8], fd: OwnedFd) -> bool {
+        send_with_fd(&self.sock, bytes, fd.as_fd()).is_ok()
     }
 
     pub(crate) fn answer(&self, bytes: &[u8]) -> bool {
@@ -333,10 +406,11 @@ pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Ser
     if args.get(1).and_then(|a| a.to_str()) != Some(HELPER_FLAG) {
         return None;
     }
-    let role = match args.get(2).and_then(|a| a.to_str()) {
-        Some("attribution") => Role::Attribution,
-        Some("rules") => Role::Rules,
-        _ => return Some(Err(not_by_hand())),
+    let Some(role) = Role::ALL
+        .into_iter()
+        .find(|r| args.get(2).and_then(|a| a.to_str()) == Some(r.name()))
+    else {
+        return Some(Err(not_by_hand()));
     };
     let sock = match io::stdin().as_fd().try_clone_to_owned() {
         Ok(s) if rustix::net::sockopt::socket_type(&s).ok() == Some(SocketType::SEQPACKET) => s,
@@ -354,7 +428,12 @@ pub(crate) fn as_helper(args: &[std::ffi::OsString]) -> Option<Result<(Role, Ser
         signal_hook::consts::SIGHUP,
     ]);
     let _ = rustix::thread::set_name(role.comm());
-    if let Err(e) = privilege::drop_all_but(role.capabilities()) {
+    // Only the rules helper runs programs (nft, iptables) that need them.
+    let kept = match role {
+        Role::Rules => privilege::Kept::AndChildren,
+        Role::Attribution | Role::Files => privilege::Kept::Here,
+    };
+    if let Err(e) = privilege::drop_all_but(role.capabilities(), kept) {
         say!(
             "icmpmon: {} helper: cannot drop capabilities: {e}",
             role.name()

@@ -19,11 +19,44 @@ use icmpmon_capture::source::Source;
 use super::{Helper, Role, Served};
 use crate::stderr::say;
 
-/// The monitor's side: one request at a time.
+/// The monitor's side: requests in order, each answered in order; posted
+/// ones (verdicts) are not waited for at once.
 #[derive(Debug)]
 pub(crate) struct RulesHelper {
-    helper: Mutex<Helper>,
+    line: Mutex<Line>,
     pid: u32,
+}
+
+/// The helper, and how many posted requests still owe their answer.
+#[derive(Debug)]
+struct Line {
+    helper: Helper,
+    posted: usize,
+}
+
+/// Posted requests whose answers may wait: far fewer than either end of
+/// the socket holds, so neither side ever blocks on a send.
+const MAX_POSTED: usize = 32;
+
+impl Line {
+    /// The next answer, within `wait`.
+    fn answer(&mut self, wait: Duration) -> io::Result<Answer> {
+        let mut answer = [0u8; ANSWER_LEN];
+        let (n, _) = self.helper.next_answer(&mut answer, wait)?;
+        Answer::decode(&answer[..n]).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a malformed answer from the rules helper",
+            )
+        })
+    }
+
+    /// The oldest posted request's answer.
+    fn settle(&mut self) -> io::Result<Answer> {
+        let answer = self.answer(Duration::from_secs(10))?;
+        self.posted -= 1;
+        Ok(answer)
+    }
 }
 
 impl RulesHelper {
@@ -37,7 +70,7 @@ impl RulesHelper {
         helper.hand(&handoff.encode(), fd)?;
         let pid = helper.pid();
         Ok(Some(Arc::new(Self {
-            helper: Mutex::new(helper),
+            line: Mutex::new(Line { helper, posted: 0 }),
             pid,
         })))
     }
@@ -45,27 +78,54 @@ impl RulesHelper {
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
+
+    /// The line, within a while, not forever: an exit path (a second
+    /// interrupt, the panic hook) may ask while a verdict is on its way.
+    fn line(&self) -> io::Result<std::sync::MutexGuard<'_, Line>> {
+        lock_within(&self.line, EXIT_WAIT).ok_or_else(|| io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl Privileged for RulesHelper {
     fn call(&self, request: Request) -> io::Result<Answer> {
-        // A while, not forever: an exit path (a second interrupt, the
-        // panic hook) may ask while a verdict is on its way.
-        let mut helper = lock_within(&self.helper, EXIT_WAIT).ok_or(io::ErrorKind::WouldBlock)?;
+        let mut line = self.line()?;
+        // Answers come in order: the posted requests' first. One not sent
+        // is said (the kernel counts what it then held back) and the
+        // request goes on: at the end, the rules must still be removed.
+        while line.posted > 0 {
+            let answer = line.settle()?;
+            if answer != Answer::Sent {
+                say!(
+                    "icmpmon: the rules helper did not send a verdict: {}",
+                    answer.not_sent()
+                );
+            }
+        }
         // Removing or emptying the rules runs nft or iptables, which may
         // wait for the xtables lock: those get long.
         let wait = match request {
             Request::Remove | Request::StopSending => Duration::from_secs(120),
             _ => Duration::from_secs(10),
         };
-        let mut answer = [0u8; ANSWER_LEN];
-        let n = helper.call(&request.encode(), &mut answer, wait)?;
-        Answer::decode(&answer[..n]).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a malformed answer from the rules helper",
-            )
-        })
+        line.helper.post(&request.encode())?;
+        line.answer(wait)
+    }
+
+    /// Sent without waiting: the capture thread reads the next burst while
+    /// the helper sends this verdict. Answers already back are read (an
+    /// error if one was not sent), and the oldest is waited for only when
+    /// `MAX_POSTED` are out.
+    fn post(&self, request: Request) -> io::Result<()> {
+        let mut line = self.line()?;
+        while line.posted >= MAX_POSTED || (line.posted > 0 && line.helper.answered()) {
+            match line.settle()? {
+                Answer::Sent => {}
+                other => return Err(other.not_sent()),
+            }
+        }
+        line.helper.post(&request.encode())?;
+        line.posted += 1;
+        Ok(())
     }
 }
 

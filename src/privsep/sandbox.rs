@@ -20,13 +20,14 @@
 //!   it) and no `sendmsg` (which could pass it on),
 //!   `kill` only for the helpers' pids (a stuck helper is killed), `prctl`
 //!   only to name a thread (or set no_new_privs);
-//! - `openat` stays, without arguments checked: SIGHUP reopens the output
-//!   files at their paths and rereads the config file, and the kernel
-//!   counters are read from /proc each second. With no capability left,
-//!   the kernel's permission checks on the files are the user's own: run
-//!   icmpmon as a dedicated user (the packaged service does) and it can
-//!   open no more than that user may. That is the allowance, and the
-//!   reason for it (docs/security.md).
+//! - `openat` stays, without arguments checked: the kernel counters are
+//!   read from /proc each second and, without a files helper, SIGHUP
+//!   reopens the output files and rereads the config file here. With no
+//!   capability left, the kernel's permission checks on the files are the
+//!   uid's own: started as root, the monitor is `nobody` by then
+//!   (`identity`); otherwise the user it was started as (the packaged
+//!   service's dynamic user). That is the allowance, and the reason for it
+//!   (docs/security.md).
 
 use std::collections::BTreeMap;
 

@@ -109,13 +109,16 @@ for _ in $(seq 100); do grep -q "capturing from" "$work/a.err" && break; sleep 0
 caps_of() {
 	local t
 	for t in /proc/"$1"/task/*; do
-		echo "$(cat "$t/comm") $(awk '/^(CapPrm|CapEff|Seccomp):/ { printf "%s%s ", $1, $2 }' "$t/status")"
+		echo "$(cat "$t/comm") $(awk '/^Uid:/ { printf "Uid:%s/%s/%s ", $2, $3, $4 }
+			/^(CapPrm|CapEff|Seccomp):/ { printf "%s%s ", $1, $2 }' "$t/status")"
 	done
 }
 sleep 0.5
 caps_of "$mon" >"$work/monitor.caps"
-helper=$(pgrep -P "$mon" -f privsep-helper)
+helper=$(pgrep -P "$mon" -f 'privsep-helper attribution')
 [ -n "$helper" ] && caps_of "$helper" >"$work/helper.caps"
+fhelper=$(pgrep -P "$mon" -f 'privsep-helper files')
+[ -n "$fhelper" ] && caps_of "$fhelper" >"$work/fhelper.caps"
 
 # UDP to a closed port of c, three datagrams, then the process lingers.
 client udpclient cg "
@@ -160,25 +163,30 @@ rc=$?
 udp_pid=$(cat "$work/udpclient.pid" 2>/dev/null)
 tcp_pid=$(cat "$work/tcpclient.pid" 2>/dev/null)
 check run "icmpmon in a ran and ended by itself: exit $rc" test "$rc" = 0
-check monitor-unprivileged "every thread of the monitor has empty CapPrm and CapEff, under seccomp (mode 2): $(tr '\n' ';' <"$work/monitor.caps")" \
-	sh -c "test \$(wc -l <'$work/monitor.caps') -ge 4 && ! grep -v 'CapPrm:0000000000000000 CapEff:0000000000000000 Seccomp:2 ' '$work/monitor.caps'"
+# Started as root, it became nobody (uid 65534: real, effective, saved).
+check monitor-unprivileged "every thread of the monitor runs as nobody with empty CapPrm and CapEff, under seccomp (mode 2): $(tr '\n' ';' <"$work/monitor.caps")" \
+	sh -c "test \$(wc -l <'$work/monitor.caps') -ge 4 && ! grep -v 'Uid:65534/65534/65534 CapPrm:0000000000000000 CapEff:0000000000000000 Seccomp:2 ' '$work/monitor.caps'"
 # CAP_DAC_READ_SEARCH is bit 2, CAP_SYS_PTRACE bit 19: 0x80004, no more.
 check helper-caps "the attribution helper (pid ${helper:-none}, a child of the monitor) keeps CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE only: $(tr '\n' ';' <"$work/helper.caps" 2>/dev/null)" \
-	grep -qx "icmpmon-attrib CapPrm:0000000000080004 CapEff:0000000000080004 Seccomp:0 " "$work/helper.caps"
+	grep -qx "icmpmon-attrib Uid:0/0/0 CapPrm:0000000000080004 CapEff:0000000000080004 Seccomp:0 " "$work/helper.caps"
+# CAP_DAC_OVERRIDE is bit 1: the files helper reopens the CSV on SIGHUP.
+check files-helper-caps "the files helper (pid ${fhelper:-none}) keeps root's uid and CAP_DAC_OVERRIDE only: $(tr '\n' ';' <"$work/fhelper.caps" 2>/dev/null)" \
+	grep -qx "icmpmon-files Uid:0/0/0 CapPrm:0000000000000002 CapEff:0000000000000002 Seccomp:0 " "$work/fhelper.caps"
 gone=yes
 alive "${helper:-0}" && gone=no
-check helper-gone "the helper ended with the monitor" [ $gone = yes ]
+alive "${fhelper:-0}" && gone=no
+check helper-gone "the helpers ended with the monitor" [ $gone = yes ]
 # A helper keeps capabilities: started by anything but icmpmon (here a
 # Python parent with a socketpair of its own), it refuses to serve.
 byhand=$(python3 - "$bin" <<'PYEOF'
 import socket, subprocess, sys
 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-for role in ("rules", "attribution"):
+for role in ("rules", "attribution", "files"):
     p = subprocess.run([sys.argv[1], "--privsep-helper", role], stdin=b, capture_output=True, timeout=10)
     print(role, p.returncode, end="; ")
 PYEOF
 )
-check helper-by-hand "helpers started by another program exit 2: $byhand" [ "$byhand" = "rules 2; attribution 2; " ]
+check helper-by-hand "helpers started by another program exit 2: $byhand" [ "$byhand" = "rules 2; attribution 2; files 2; " ]
 
 # A helper killed mid-run: said once, its lookups counted as skipped, the
 # run goes on to its end and exits 0.
@@ -186,7 +194,7 @@ ip netns exec "$a" "$bin" --source packet --headless --csv "$work/k.csv" --summa
 	--duration 4 2>"$work/k.err" &
 kmon=$!
 for _ in $(seq 100); do grep -q "capturing from" "$work/k.err" && break; sleep 0.1; done
-khelper=$(pgrep -P "$kmon" -f privsep-helper)
+khelper=$(pgrep -P "$kmon" -f 'privsep-helper attribution')
 kill -9 "$khelper"
 client udpkilled host "
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -202,6 +210,62 @@ ksaid=$(grep -c "attribution helper (pid $khelper) stopped answering" "$work/k.e
 kskipped=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['snapshot']['attribution']['skipped'])" "$work/k.json" 2>/dev/null)
 check helper-killed "helper $khelper killed: exit $krc, said $ksaid times ($(grep 'stopped answering' "$work/k.err")), skipped ${kskipped:-?}" \
 	sh -c "test '$krc' = 0 && test '$ksaid' = 1 && test '${kskipped:-0}' -ge 1"
+
+# Log rotation as nobody: the CSV and the alerts live in a directory only
+# root may enter; moved away and SIGHUP, the new files are opened by the
+# files helper (root's), so the rows go on, into files root owns, while
+# the monitor itself runs as nobody.
+rot="$work/rotate"
+mkdir -m 700 "$rot"
+ip netns exec "$a" "$bin" --source packet --headless --no-attribution --csv "$rot/r.csv" \
+	--alerts "$rot/al.jsonl" 2>"$work/rot.err" &
+rmon=$!
+for _ in $(seq 100); do grep -q "capturing from" "$work/rot.err" && break; sleep 0.1; done
+in_a ping -c 2 -i 0.2 10.81.2.2 >/dev/null
+sleep 0.5
+ruid=$(awk '/^Uid:/ { print $2 "/" $3 "/" $4 }' "/proc/$rmon/status")
+mv "$rot/r.csv" "$rot/r.csv.1"
+mv "$rot/al.jsonl" "$rot/al.jsonl.1"
+kill -HUP "$rmon"
+for _ in $(seq 50); do [ -e "$rot/r.csv" ] && [ -e "$rot/al.jsonl" ] && break; sleep 0.1; done
+in_a ping -c 3 -i 0.2 10.81.2.2 >/dev/null
+sleep 0.5
+kill -INT "$rmon"
+wait "$rmon"
+rrc=$?
+old_rows=$(grep -c ',echo-re' "$rot/r.csv.1")
+new_rows=$(grep -c ',echo-re' "$rot/r.csv")
+summary_rows=$(grep -o ' rows=[0-9]*' "$work/rot.err" | cut -d= -f2)
+owners=$(stat -c %U "$rot/r.csv" "$rot/al.jsonl" | tr '\n' ' ')
+check reopen-as-nobody "monitor uid $ruid; rows $old_rows before the rotation, $new_rows after (summary ${summary_rows:-?}); new files owned by $owners; exit $rrc" \
+	sh -c "test '$ruid' = 65534/65534/65534 && test '$rrc' = 0 && test '$old_rows' -ge 4 && test '$new_rows' -ge 6 &&
+		test \$(($old_rows + $new_rows)) = '${summary_rows:-x}' && test '$owners' = 'root root ' &&
+		head -n 1 '$rot/r.csv' | grep -q '^timestamp,'"
+# The files helper killed: the next SIGHUP says so, and the rows go on
+# into the file already open (renamed away); the run ends with exit 0.
+ip netns exec "$a" "$bin" --source packet --headless --no-attribution --csv "$rot/k.csv" 2>"$work/fk.err" &
+fmon=$!
+for _ in $(seq 100); do grep -q "capturing from" "$work/fk.err" && break; sleep 0.1; done
+fkilled=$(pgrep -P "$fmon" -f 'privsep-helper files')
+kill -KILL "${fkilled:-0}"
+mv "$rot/k.csv" "$rot/k.csv.1"
+kill -HUP "$fmon"
+for _ in $(seq 50); do grep -q "stopped answering" "$work/fk.err" && break; sleep 0.1; done
+in_a ping -c 2 -i 0.2 10.81.2.2 >/dev/null
+sleep 0.5
+kill -INT "$fmon"
+wait "$fmon"
+frc=$?
+fsaid=$(grep -c "files helper (pid ${fkilled:-x}) stopped answering" "$work/fk.err")
+frows=$(grep -c ',echo-re' "$rot/k.csv.1")
+check files-helper-killed "files helper ${fkilled:-none} killed: exit $frc; said $fsaid times ($(grep -m1 'stopped answering' "$work/fk.err")); $frows rows in the renamed file, no new one" \
+	sh -c "test -n '$fkilled' && test '$frc' = 0 && test '$fsaid' = 1 && test '$frows' -ge 4 && ! test -e '$rot/k.csv'"
+# A user named by --user must exist; the run says so before it starts.
+ip netns exec "$a" "$bin" --source packet --headless --csv /dev/null --user icmpmon-no-such-user \
+	--duration 1 >/dev/null 2>"$work/user.err"
+urc=$?
+check user-unknown "--user icmpmon-no-such-user: exit $urc, $(head -n 1 "$work/user.err")" \
+	sh -c "test '$urc' = 1 && grep -q 'no such user' '$work/user.err' && ! grep -q 'capturing from' '$work/user.err'"
 
 # The rows of kind $1 (and quoted destination port $2, if given) as
 # "pid comm cgroup inner_proto inner_sport info", by column name (schema
