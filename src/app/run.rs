@@ -272,10 +272,17 @@ pub(super) fn run(
         Some(_) => &[],
         None => source.capabilities_kept(),
     };
-    if !keep.is_empty() {
-        // Without its rules helper, the source removes its rules itself at
-        // the end, as root.
-        identity = None;
+    // Without its rules helper, the source removes its rules itself at the
+    // end, as root.
+    if let Some(id) = identity.take_if(|_| !keep.is_empty()) {
+        if args.user.is_some() {
+            anyhow::bail!(
+                "--user {}: without its rules helper, icmpmon keeps root's capabilities to \
+                 remove its rules: it cannot become another user",
+                id.name
+            );
+        }
+        say!("icmpmon: without the rules helper, the monitor also keeps root's uid");
     }
     // Live sources only: a file's packets are not this host's now. The
     // helper is started while the capabilities it keeps are still held.
@@ -298,7 +305,7 @@ pub(super) fn run(
         .iter()
         .map(Helper::pid)
         .chain(rules_helper.iter().map(|h| h.pid()))
-        .chain(files_helper)
+        .chain(files_helper.as_ref().map(files::Opener::pid))
         .collect();
     let host = source
         .live()

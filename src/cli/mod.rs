@@ -253,7 +253,8 @@ pub struct RunArgs {
     /// -Z does: the process that parses packets then holds neither a
     /// capability nor root's uid, and the output files it reopens on
     /// SIGHUP are opened by a small helper that keeps root's uid. Default:
-    /// nobody; --user root keeps root's uid.
+    /// the user icmpmon if there is one, else nobody; --user root keeps
+    /// root's uid.
     #[arg(long, short = 'Z', value_name = "USER")]
     pub user: Option<String>,
     /// Write the end-of-run summary as JSON to PATH (- for stdout).

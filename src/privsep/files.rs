@@ -15,7 +15,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -50,24 +50,92 @@ impl Mode {
     }
 }
 
-/// Opens `path` the way `mode` says, without blocking (a FIFO with no
-/// writer, or no reader, would hold the aggregator or the helper: the
-/// open fails instead, or the descriptor is made blocking again once
-/// open, for writes to wait as they did on the file opened at start).
-pub(crate) fn open_direct(path: &Path, mode: Mode) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = File::options();
-    match mode {
-        Mode::Append => options.append(true).create(true),
-        Mode::Read => options.read(true),
+/// Opens `path` (relative to `dir`) the way `mode` says. Without
+/// blocking: a FIFO with no writer, or no reader, would hold the
+/// aggregator or the helper; the open fails instead, or the descriptor is
+/// made blocking again once open, for writes to wait as they did on the
+/// file opened at start. An output is never truncated, and never reached
+/// through a symbolic link in its last component, nor a regular file with
+/// another hard link: after rotation its name may be free for anyone who
+/// can write the directory, and a link planted there would have root (the
+/// files helper) open some other file for the monitor.
+fn open_in(dir: BorrowedFd<'_>, path: &Path, mode: Mode) -> io::Result<File> {
+    use rustix::fs::{openat, FileType, OFlags};
+    let base = OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = match mode {
+        Mode::Read => openat(dir, path, base | OFlags::RDONLY, 0.into())?,
+        Mode::Append => {
+            let flags = base | OFlags::WRONLY | OFlags::APPEND | OFlags::NOFOLLOW;
+            let fd = match openat(dir, path, flags, 0.into()) {
+                // Created only where nothing is, not even a dangling link.
+                Err(rustix::io::Errno::NOENT) => openat(
+                    dir,
+                    path,
+                    flags | OFlags::CREATE | OFlags::EXCL,
+                    0o666.into(),
+                )?,
+                r => r?,
+            };
+            let stat = rustix::fs::fstat(&fd)?;
+            // (Errnos, which the helper's answer carries.)
+            match FileType::from_raw_mode(stat.st_mode) {
+                FileType::RegularFile if stat.st_nlink > 1 => {
+                    return Err(io::Error::from_raw_os_error(libc::EMLINK))
+                }
+                FileType::RegularFile | FileType::Fifo | FileType::CharacterDevice => {}
+                _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            }
+            rustix::fs::fcntl_setfl(&fd, OFlags::APPEND)?;
+            fd
+        }
     };
-    let file = options
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    if mode == Mode::Append {
-        rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::APPEND)?;
+    Ok(File::from(fd))
+}
+
+/// `open_in` from the working directory: the monitor's own open, when it
+/// has no files helper.
+pub(crate) fn open_direct(path: &Path, mode: Mode) -> io::Result<File> {
+    open_in(rustix::fs::CWD, path, mode)
+}
+
+/// Where the helper opens a file: the directory it was in at start (held
+/// open, so that no link swapped in above it later leads elsewhere), its
+/// name there, and how.
+#[derive(Debug)]
+struct Place {
+    dir: io::Result<OwnedFd>,
+    name: PathBuf,
+    mode: Mode,
+}
+
+impl Place {
+    fn of(mode: Mode, path: &Path) -> Self {
+        use rustix::fs::OFlags;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = rustix::fs::openat(
+            rustix::fs::CWD,
+            parent,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            0.into(),
+        )
+        .map_err(io::Error::from);
+        let name = path.file_name().map_or_else(PathBuf::new, PathBuf::from);
+        Self { dir, name, mode }
     }
-    Ok(file)
+
+    fn open(&self) -> io::Result<File> {
+        let dir = self
+            .dir
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+        if self.name.as_os_str().is_empty() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        open_in(dir.as_fd(), &self.name, self.mode)
+    }
 }
 
 /// The request and the answer are 8 bytes each.
@@ -130,13 +198,36 @@ fn answer(errno: i32) -> [u8; MESSAGE_LEN] {
     a
 }
 
-/// The run's files helper, once started: what it was handed, and it.
-static HELPER: OnceLock<(Handoff, Mutex<Helper>)> = OnceLock::new();
+/// The run's files helper, once started: what it was handed, and it
+/// (taken out when the run ends, `Opener`'s drop).
+static HELPER: OnceLock<(Handoff, Mutex<Option<Helper>>)> = OnceLock::new();
+
+/// The run's hold on its files helper: dropped at the end of the run,
+/// it closes the helper's socket and reaps it.
+#[derive(Debug)]
+pub(crate) struct Opener {
+    pid: u32,
+}
+
+impl Opener {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl Drop for Opener {
+    fn drop(&mut self) {
+        if let Some((_, helper)) = HELPER.get() {
+            let helper = helper.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(helper);
+        }
+    }
+}
 
 /// Starts the files helper for `files` (before the uid is given up): from
 /// then on `open` asks it for them. None to start (no file is reopened):
 /// nothing is done.
-pub(crate) fn start_helper(files: Handoff) -> io::Result<Option<u32>> {
+pub(crate) fn start_helper(files: Handoff) -> io::Result<Option<Opener>> {
     if files.0.is_empty() {
         return Ok(None);
     }
@@ -144,9 +235,9 @@ pub(crate) fn start_helper(files: Handoff) -> io::Result<Option<u32>> {
     helper.post(&files.encode())?;
     let pid = helper.pid();
     HELPER
-        .set((files, Mutex::new(helper)))
+        .set((files, Mutex::new(Some(helper))))
         .map_err(|_| io::Error::other("a files helper is already running"))?;
-    Ok(Some(pid))
+    Ok(Some(Opener { pid }))
 }
 
 /// Opens `path` again the way `mode` says: through the files helper when
@@ -161,6 +252,9 @@ pub(crate) fn open(path: &Path, mode: Mode) -> io::Result<File> {
     let mut request = [0u8; MESSAGE_LEN];
     request[0] = index;
     let mut helper = helper.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(helper) = helper.as_mut() else {
+        return Err(io::Error::other("the files helper has ended"));
+    };
     let mut got = [0u8; MESSAGE_LEN + 1];
     let (n, fd) = helper
         .call(&request, &mut got, Duration::from_secs(10))
@@ -186,16 +280,16 @@ pub(crate) fn serve(served: &Served) {
     let Some(files) = served.first(MAX_HANDOFF).and_then(|b| Handoff::decode(&b)) else {
         return;
     };
+    let places: Vec<Place> = files.0.iter().map(|(m, p)| Place::of(*m, p)).collect();
     let mut buf = [0u8; MESSAGE_LEN];
     while let Some(request) = served.next(&mut buf, MESSAGE_LEN) {
-        let Some(&(mode, ref path)) = files
-            .0
+        let Some(place) = places
             .get(usize::from(request[0]))
             .filter(|_| request[1..] == [0; MESSAGE_LEN - 1])
         else {
             break;
         };
-        let sent = match open_direct(path, mode) {
+        let sent = match place.open() {
             Ok(file) => served.answer_with_fd(&answer(0), OwnedFd::from(file)),
             Err(e) => served.answer(&answer(e.raw_os_error().unwrap_or(libc::EIO))),
         };
@@ -236,6 +330,74 @@ mod tests {
         assert_eq!(Handoff::decode(&[1, 2, 0, b'x', 0]), None, "NUL");
         let nine: Vec<u8> = (0..9).flat_map(|_| [1, 1, 0, b'x']).collect();
         assert_eq!(Handoff::decode(&nine), None, "too many");
+    }
+
+    #[test]
+    fn an_output_is_never_reached_through_a_link() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "kept\n").unwrap();
+        let errno = |path: &Path| open_direct(path, Mode::Append).unwrap_err().raw_os_error();
+        symlink(&target, dir.path().join("link.csv")).unwrap();
+        assert_eq!(errno(&dir.path().join("link.csv")), Some(libc::ELOOP));
+        symlink(dir.path().join("absent"), dir.path().join("dangling.csv")).unwrap();
+        assert_eq!(errno(&dir.path().join("dangling.csv")), Some(libc::ELOOP));
+        assert!(
+            !dir.path().join("absent").exists(),
+            "nothing created through it"
+        );
+        std::fs::hard_link(&target, dir.path().join("hard.csv")).unwrap();
+        assert_eq!(errno(&dir.path().join("hard.csv")), Some(libc::EMLINK));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept\n");
+        // Read (the config file) may be a link.
+        assert!(open_direct(&dir.path().join("link.csv"), Mode::Read).is_ok());
+    }
+
+    /// The helper's loop over a socketpair: a file handed over is opened
+    /// (descriptor passed), one that fails answers its errno, and an index
+    /// beyond the handoff ends the helper.
+    #[test]
+    fn the_helper_opens_only_what_it_was_handed() {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.csv");
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let served = Served {
+            sock: theirs,
+            _signals: None,
+        };
+        let handoff = Handoff::new(vec![
+            (Mode::Append, out.clone()),
+            (Mode::Read, dir.path().join("missing.toml")),
+        ]);
+        let server = std::thread::spawn(move || serve(&served));
+        super::super::socket::send(&ours, &handoff.encode()).unwrap();
+        let ask = |index: u8| {
+            let mut request = [0u8; MESSAGE_LEN];
+            request[0] = index;
+            super::super::socket::send(&ours, &request).unwrap();
+            let mut got = [0u8; MESSAGE_LEN];
+            super::super::socket::receive(&ours, &mut got, Duration::from_secs(5))
+                .map(|(n, fd)| (got[..n].to_vec(), fd))
+        };
+        let (got, fd) = ask(0).unwrap();
+        assert_eq!(got, answer(0));
+        use std::io::Write;
+        File::from(fd.expect("a descriptor"))
+            .write_all(b"row\n")
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "row\n");
+        let (got, fd) = ask(1).unwrap();
+        assert_eq!((got, fd.is_none()), (answer(libc::ENOENT).to_vec(), true));
+        assert!(ask(2).is_err(), "an index beyond the handoff: no answer");
+        server.join().unwrap();
     }
 
     #[test]

@@ -44,6 +44,9 @@ impl Line {
         let mut answer = [0u8; ANSWER_LEN];
         let (n, _) = self.helper.next_answer(&mut answer, wait)?;
         Answer::decode(&answer[..n]).ok_or_else(|| {
+            // Which request it answered is no longer known: no later
+            // answer can be trusted to be its request's.
+            self.helper.hang_up();
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a malformed answer from the rules helper",
@@ -95,10 +98,7 @@ impl Privileged for RulesHelper {
         while line.posted > 0 {
             let answer = line.settle()?;
             if answer != Answer::Sent {
-                say!(
-                    "icmpmon: the rules helper did not send a verdict: {}",
-                    answer.not_sent()
-                );
+                say!("icmpmon: the rules helper answered a verdict with {answer:?}");
             }
         }
         // Removing or emptying the rules runs nft or iptables, which may
@@ -115,17 +115,17 @@ impl Privileged for RulesHelper {
     /// the helper sends this verdict. Answers already back are read (an
     /// error if one was not sent), and the oldest is waited for only when
     /// `MAX_POSTED` are out.
-    fn post(&self, request: Request) -> io::Result<()> {
+    fn post(&self, request: Request) -> io::Result<Result<(), Answer>> {
         let mut line = self.line()?;
         while line.posted >= MAX_POSTED || (line.posted > 0 && line.helper.answered()) {
             match line.settle()? {
                 Answer::Sent => {}
-                other => return Err(other.not_sent()),
+                other => return Ok(Err(other)),
             }
         }
         line.helper.post(&request.encode())?;
         line.posted += 1;
-        Ok(())
+        Ok(Ok(()))
     }
 }
 

@@ -109,7 +109,8 @@ for _ in $(seq 100); do grep -q "capturing from" "$work/a.err" && break; sleep 0
 caps_of() {
 	local t
 	for t in /proc/"$1"/task/*; do
-		echo "$(cat "$t/comm") $(awk '/^Uid:/ { printf "Uid:%s/%s/%s ", $2, $3, $4 }
+		echo "$(cat "$t/comm") $(awk '/^(Uid|Gid):/ { printf "%s%s/%s/%s ", $1, $2, $3, $4 }
+			/^Groups:/ { g = ""; for (i = 2; i <= NF; i++) g = g (i > 2 ? "," : "") $i; printf "Groups:%s ", g }
 			/^(CapPrm|CapEff|Seccomp):/ { printf "%s%s ", $1, $2 }' "$t/status")"
 	done
 }
@@ -163,15 +164,27 @@ rc=$?
 udp_pid=$(cat "$work/udpclient.pid" 2>/dev/null)
 tcp_pid=$(cat "$work/tcpclient.pid" 2>/dev/null)
 check run "icmpmon in a ran and ended by itself: exit $rc" test "$rc" = 0
-# Started as root, it became nobody (uid 65534: real, effective, saved).
-check monitor-unprivileged "every thread of the monitor runs as nobody with empty CapPrm and CapEff, under seccomp (mode 2): $(tr '\n' ';' <"$work/monitor.caps")" \
-	sh -c "test \$(wc -l <'$work/monitor.caps') -ge 4 && ! grep -v 'Uid:65534/65534/65534 CapPrm:0000000000000000 CapEff:0000000000000000 Seccomp:2 ' '$work/monitor.caps'"
+# Started as root, it became the default user (icmpmon if there is one,
+# else nobody): uid and gid real, effective and saved, no supplementary
+# group.
+user=$(id -un icmpmon 2>/dev/null || echo nobody)
+ids="Uid:$(id -u "$user")/$(id -u "$user")/$(id -u "$user") Gid:$(id -g "$user")/$(id -g "$user")/$(id -g "$user") Groups:"
+check monitor-unprivileged "every thread of the monitor runs as $user ($ids) with empty CapPrm and CapEff, under seccomp (mode 2): $(tr '\n' ';' <"$work/monitor.caps")" \
+	sh -c "test \$(wc -l <'$work/monitor.caps') -ge 4 && ! grep -v ' $ids CapPrm:0000000000000000 CapEff:0000000000000000 Seccomp:2 \$' '$work/monitor.caps'"
+# Every line of the file is $2 (and there is one).
+all_lines() { test -s "$1" && ! grep -Evx "$2" "$1"; }
 # CAP_DAC_READ_SEARCH is bit 2, CAP_SYS_PTRACE bit 19: 0x80004, no more.
 check helper-caps "the attribution helper (pid ${helper:-none}, a child of the monitor) keeps CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE only: $(tr '\n' ';' <"$work/helper.caps" 2>/dev/null)" \
-	grep -qx "icmpmon-attrib Uid:0/0/0 CapPrm:0000000000080004 CapEff:0000000000080004 Seccomp:0 " "$work/helper.caps"
+	all_lines "$work/helper.caps" "icmpmon-attrib Uid:0/0/0 Gid:0/0/0 Groups:[0-9,]* CapPrm:0000000000080004 CapEff:0000000000080004 Seccomp:0 "
 # CAP_DAC_OVERRIDE is bit 1: the files helper reopens the CSV on SIGHUP.
 check files-helper-caps "the files helper (pid ${fhelper:-none}) keeps root's uid and CAP_DAC_OVERRIDE only: $(tr '\n' ';' <"$work/fhelper.caps" 2>/dev/null)" \
-	grep -qx "icmpmon-files Uid:0/0/0 CapPrm:0000000000000002 CapEff:0000000000000002 Seccomp:0 " "$work/fhelper.caps"
+	all_lines "$work/fhelper.caps" "icmpmon-files Uid:0/0/0 Gid:0/0/0 Groups:[0-9,]* CapPrm:0000000000000002 CapEff:0000000000000002 Seccomp:0 "
+# They end when the monitor's end of their sockets closes: at once, or
+# after the current lookup.
+for _ in $(seq 30); do
+	alive "${helper:-0}" || alive "${fhelper:-0}" || break
+	sleep 0.1
+done
 gone=yes
 alive "${helper:-0}" && gone=no
 alive "${fhelper:-0}" && gone=no
@@ -224,6 +237,13 @@ for _ in $(seq 100); do grep -q "capturing from" "$work/rot.err" && break; sleep
 in_a ping -c 2 -i 0.2 10.81.2.2 >/dev/null
 sleep 0.5
 ruid=$(awk '/^Uid:/ { print $2 "/" $3 "/" $4 }' "/proc/$rmon/status")
+# A SIGHUP with nothing rotated: the same file, appended to, not emptied.
+before_hup=$(grep -c ',echo-re' "$rot/r.csv")
+kill -HUP "$rmon"
+sleep 0.5
+after_hup=$(grep -c ',echo-re' "$rot/r.csv")
+check reopen-no-truncation "SIGHUP without rotation: $before_hup rows before, $after_hup after" \
+	sh -c "test '$before_hup' -ge 4 && test '$before_hup' = '$after_hup'"
 mv "$rot/r.csv" "$rot/r.csv.1"
 mv "$rot/al.jsonl" "$rot/al.jsonl.1"
 kill -HUP "$rmon"
@@ -237,8 +257,8 @@ old_rows=$(grep -c ',echo-re' "$rot/r.csv.1")
 new_rows=$(grep -c ',echo-re' "$rot/r.csv")
 summary_rows=$(grep -o ' rows=[0-9]*' "$work/rot.err" | cut -d= -f2)
 owners=$(stat -c %U "$rot/r.csv" "$rot/al.jsonl" | tr '\n' ' ')
-check reopen-as-nobody "monitor uid $ruid; rows $old_rows before the rotation, $new_rows after (summary ${summary_rows:-?}); new files owned by $owners; exit $rrc" \
-	sh -c "test '$ruid' = 65534/65534/65534 && test '$rrc' = 0 && test '$old_rows' -ge 4 && test '$new_rows' -ge 6 &&
+check reopen-as-nobody "monitor uid $ruid ($user); rows $old_rows before the rotation, $new_rows after (summary ${summary_rows:-?}); new files owned by $owners; exit $rrc" \
+	sh -c "test '$ruid' = $(id -u "$user")/$(id -u "$user")/$(id -u "$user") && test '$rrc' = 0 && test '$old_rows' -ge 4 && test '$new_rows' -ge 6 &&
 		test \$(($old_rows + $new_rows)) = '${summary_rows:-x}' && test '$owners' = 'root root ' &&
 		head -n 1 '$rot/r.csv' | grep -q '^timestamp,'"
 # The files helper killed: the next SIGHUP says so, and the rows go on
@@ -260,6 +280,19 @@ fsaid=$(grep -c "files helper (pid ${fkilled:-x}) stopped answering" "$work/fk.e
 frows=$(grep -c ',echo-re' "$rot/k.csv.1")
 check files-helper-killed "files helper ${fkilled:-none} killed: exit $frc; said $fsaid times ($(grep -m1 'stopped answering' "$work/fk.err")); $frows rows in the renamed file, no new one" \
 	sh -c "test -n '$fkilled' && test '$frc' = 0 && test '$fsaid' = 1 && test '$frows' -ge 4 && ! test -e '$rot/k.csv'"
+# --user root keeps root's uid, and needs no files helper.
+ip netns exec "$a" "$bin" --source packet --headless --no-attribution --csv "$rot/root.csv" \
+	--user root --duration 3 2>"$work/root.err" &
+umon=$!
+for _ in $(seq 100); do grep -q "capturing from" "$work/root.err" && break; sleep 0.1; done
+sleep 0.3
+uuid=$(awk '/^Uid:/ { print $2 "/" $3 "/" $4 }' "/proc/$umon/status")
+ucaps=$(awk '/^CapEff:/ { print $2 }' "/proc/$umon/status")
+uhelpers=$(pgrep -P "$umon" -fc 'privsep-helper files')
+wait "$umon"
+urootrc=$?
+check user-root "--user root: uid $uuid, CapEff $ucaps, $uhelpers files helpers, exit $urootrc" \
+	sh -c "test '$uuid' = 0/0/0 && test '$ucaps' = 0000000000000000 && test '$uhelpers' = 0 && test '$urootrc' = 0"
 # A user named by --user must exist; the run says so before it starts.
 ip netns exec "$a" "$bin" --source packet --headless --csv /dev/null --user icmpmon-no-such-user \
 	--duration 1 >/dev/null 2>"$work/user.err"

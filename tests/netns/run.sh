@@ -74,11 +74,13 @@ if start_icmpmon traffic; then
 	in_peer "$helper" udp fd99::1 33435
 	sleep 0.5
 	# Set up, it keeps nothing, in every thread, with no_new_privs and
-	# under seccomp, and has become nobody (it was started as root); its
+	# under seccomp, and has become nobody, or icmpmon if that user exists
+	# (it was started as root; gid too, no supplementary group); its
 	# rules helper (which sends the verdicts and removes the rules) keeps
 	# CAP_NET_ADMIN (bit 12) and CAP_NET_RAW (bit 13) only.
 	caps=$(for t in /proc/"$PID"/task/*; do
-		awk '/^Uid:/ { printf "Uid:%s/%s/%s ", $2, $3, $4 }
+		awk '/^(Uid|Gid):/ { printf "%s%s/%s/%s ", $1, $2, $3, $4 }
+			/^Groups:/ { printf "Groups:%s ", $2 }
 			/^Cap(Eff|Prm|Bnd)|^NoNewPrivs|^Seccomp:/ { printf "%s%s ", $1, $2 }' "$t/status"
 		echo
 	done | sort -u | tr -d '\n')
@@ -104,7 +106,9 @@ if start_icmpmon traffic; then
 	else
 		ko traffic "rc=$rc icmpmon [$got] tcpdump [$want]: $(tail -n 3 "$work/traffic.err")"
 	fi
-	want_caps="Uid:65534/65534/65534 CapPrm:0000000000000000 CapEff:0000000000000000 CapBnd:0000000000000000 NoNewPrivs:1 Seccomp:2 "
+	user=$(id -un icmpmon 2>/dev/null || echo nobody)
+	ids="Uid:$(id -u "$user")/$(id -u "$user")/$(id -u "$user") Gid:$(id -g "$user")/$(id -g "$user")/$(id -g "$user") Groups:"
+	want_caps="$ids CapPrm:0000000000000000 CapEff:0000000000000000 CapBnd:0000000000000000 NoNewPrivs:1 Seccomp:2 "
 	want_helper="CapPrm:0000000000003000 CapEff:0000000000003000 "
 	if [ "$caps" = "$want_caps" ] && [ "$helper_caps" = "$want_helper" ]; then
 		ok privileges-dropped "every thread: $caps; rules helper $rhelper: $helper_caps"

@@ -24,7 +24,7 @@ use netlink_packet_core::{
 
 use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
 use crate::pipeline::{PacketSink, Stop};
-use crate::rules::{self, Handoff, Ledger, Privileged, Request, Rules, Target};
+use crate::rules::{self, Answer, Handoff, Ledger, Privileged, Request, Rules, Target};
 use icmpmon_core::event::{Direction, RawPacket};
 pub(crate) use request::verdict_message;
 use request::{request_message, NfqRequest, NFNL_SUBSYS_QUEUE};
@@ -336,7 +336,17 @@ impl NfqueueSource {
                     )
                     .map_err(io::Error::from)?;
                 }
-                Some(p) => p.post(Request::Verdict { id }).map_err(NfqError::Helper)?,
+                Some(p) => match p.post(Request::Verdict { id }).map_err(NfqError::Helper)? {
+                    Ok(()) => {}
+                    Err(Answer::Refused(errno)) => {
+                        return Err(io::Error::from_raw_os_error(errno).into());
+                    }
+                    Err(other) => {
+                        return Err(NfqError::Helper(io::Error::other(format!(
+                            "the rules helper answered a verdict with {other:?}"
+                        ))))
+                    }
+                },
             }
         }
         let n = batch.len();

@@ -22,13 +22,13 @@ pub trait Privileged: Send + Sync + std::fmt::Debug {
 
     /// A request whose answer need not be waited for (a verdict, one per
     /// burst: the capture thread reads on while the helper sends it). An
-    /// error: the helper is gone, or did not send an earlier one (the
-    /// errno it answered with).
-    fn post(&self, request: Request) -> io::Result<()> {
-        match self.call(request)? {
+    /// error: the helper is gone; `Ok(Err(answer))`: it did not send this
+    /// or an earlier posted request, and answered that instead of `Sent`.
+    fn post(&self, request: Request) -> io::Result<Result<(), Answer>> {
+        Ok(match self.call(request)? {
             Answer::Sent => Ok(()),
-            other => Err(other.not_sent()),
-        }
+            other => Err(other),
+        })
     }
 }
 
@@ -61,16 +61,6 @@ pub enum Answer {
     Removed(u64),
     /// Not removed, and why (they may still be there).
     NotRemoved(String),
-}
-
-impl Answer {
-    /// This answer to a request that should have been `Sent`, as an error.
-    pub fn not_sent(&self) -> io::Error {
-        match self {
-            Answer::Refused(errno) => io::Error::from_raw_os_error(*errno),
-            other => io::Error::other(format!("the rules helper answered {other:?}")),
-        }
-    }
 }
 
 pub const REQUEST_LEN: usize = 8;
