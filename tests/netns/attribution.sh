@@ -299,6 +299,17 @@ ip netns exec "$a" "$bin" --source packet --headless --csv /dev/null --user icmp
 urc=$?
 check user-unknown "--user icmpmon-no-such-user: exit $urc, $(head -n 1 "$work/user.err")" \
 	sh -c "test '$urc' = 1 && grep -q 'no such user' '$work/user.err' && ! grep -q 'capturing from' '$work/user.err'"
+# Root of a user namespace that maps no other uid (unshare -r): the default
+# user is skipped with a message and the run goes on; a named one stops it.
+unshare -rn "$bin" --source packet -i lo --headless --csv /dev/null --duration 1 2>"$work/userns.err"
+nsrc=$?
+unshare -rn "$bin" --source packet -i lo --headless --csv /dev/null --duration 1 --user nobody \
+	2>"$work/userns-named.err"
+nsnamed=$?
+check user-namespace "unshare -r: default exit $nsrc ($(head -n 1 "$work/userns.err")); --user nobody exit $nsnamed ($(head -n 1 "$work/userns-named.err"))" \
+	sh -c "test '$nsrc' = 0 && grep -q 'not mapped in this user namespace): the monitor keeps root' '$work/userns.err' &&
+		test '$nsnamed' = 1 && grep -q 'cannot become it' '$work/userns-named.err' &&
+		! grep -q 'capturing from' '$work/userns-named.err'"
 
 # The rows of kind $1 (and quoted destination port $2, if given) as
 # "pid comm cgroup inner_proto inner_sport info", by column name (schema
