@@ -58,15 +58,15 @@ fn drop_privileges(keep: &[Capability], identity: Option<&Identity>) -> anyhow::
 const BECOME: &[Capability] = &[Capability::CAP_SETUID, Capability::CAP_SETGID];
 
 /// The files a run opens again on SIGHUP: the output files, appended to,
-/// and the config file, read.
-fn reopened(dest: &Destinations, layered: Option<&(Layered, FileConfig)>) -> Handoff {
+/// and the config file, read. Asked once the outputs are open.
+fn reopened(dest: &Destinations, config: Option<PathBuf>) -> Handoff {
     let outputs = [&dest.csv, &dest.jsonl, &dest.alerts, &dest.write]
         .into_iter()
         .filter_map(|o| match o {
-            Some(Output::File(p)) => Some((Mode::Append, p.clone())),
+            Some(Output::File(p)) if outputs::rotates(p) => Some((Mode::Append, p.clone())),
             _ => None,
         });
-    let config = layered.map(|(l, _)| (Mode::Read, l.path.clone()));
+    let config = config.map(|p| (Mode::Read, p));
     Handoff::new(outputs.chain(config).collect())
 }
 
@@ -94,8 +94,8 @@ fn open_outputs(
             let (w, name) = open_writer(out)?;
             sinks.push(outputs::sink(format, w, true));
             files.push(match out {
-                Output::File(p) => Some((format, p.clone())),
-                Output::Stdout => None,
+                Output::File(p) if outputs::rotates(p) => Some((format, p.clone())),
+                _ => None,
             });
             names.push(format!("{} to {name}", format.name()));
         }
@@ -171,11 +171,10 @@ pub(super) fn run(
         .iter()
         .any(|o| matches!(o, Some(Output::File(_))));
     // (The dashboard reopens nothing: SIGHUP stops it.)
-    let handoff = if tui {
-        Handoff::default()
-    } else {
-        reopened(&dest, layered.as_ref())
-    };
+    let config_path = layered
+        .as_ref()
+        .filter(|_| !tui)
+        .map(|(l, _)| l.path.clone());
     let mut on_hup = (!tui && (layered.is_some() || files))
         .then(|| reloader(layered, (reload_tx, reloads.clone())));
     // Outputs first: a bad path fails before anything is registered.
@@ -190,6 +189,10 @@ pub(super) fn run(
         .map(open_writer)
         .transpose()?
         .map(|(w, _)| AlertSink::new(w));
+    let alerts_file = match &dest.alerts {
+        Some(Output::File(p)) if outputs::rotates(p) => Some(p.clone()),
+        _ => None,
+    };
     let summary_out = dest.summary_json.as_ref().map(open_writer).transpose()?;
     // Root gives its uid up once the source is open; the files it reopens
     // later are then opened by a helper, started while this process still
@@ -197,6 +200,10 @@ pub(super) fn run(
     let files_helper = identity
         .as_ref()
         .and_then(|id| {
+            let handoff = match tui {
+                true => Handoff::default(),
+                false => reopened(&dest, config_path),
+            };
             files::start_helper(handoff)
                 .map_err(|e| {
                     say!(
@@ -257,13 +264,29 @@ pub(super) fn run(
     // A source with firewall rules hands them to a rules helper, which keeps
     // what they need (verdicts, configuration, removal): this process then
     // keeps nothing either.
-    let rules_helper = RulesHelper::start(&*source).unwrap_or_else(|e| {
-        say!(
-            "icmpmon: cannot start the rules helper ({e}): keeping CAP_NET_ADMIN and \
-             CAP_NET_RAW, without the seccomp filter"
-        );
-        None
-    });
+    // Without it, the source sends and removes its rules itself, so this
+    // process keeps what they need, without the filter, and root's uid.
+    let rules_helper = match RulesHelper::start(&*source) {
+        Ok(h) => h,
+        Err(e) if args.user.is_some() => anyhow::bail!(
+            "cannot start the rules helper ({e}): icmpmon would keep CAP_NET_ADMIN, CAP_NET_RAW \
+             and root's uid, so it cannot become user {}",
+            identity.as_ref().map_or("", |id| id.name.as_str())
+        ),
+        Err(e) => {
+            say!(
+                "icmpmon: cannot start the rules helper ({e}): keeping CAP_NET_ADMIN and \
+                 CAP_NET_RAW{}, without the seccomp filter",
+                if identity.is_some() {
+                    " and root's uid"
+                } else {
+                    ""
+                }
+            );
+            identity = None;
+            None
+        }
+    };
     if let Some(h) = &rules_helper {
         source.hand_over(h.clone());
         ledger.delegate(h.clone());
@@ -272,17 +295,15 @@ pub(super) fn run(
         Some(_) => &[],
         None => source.capabilities_kept(),
     };
-    // Without its rules helper, the source removes its rules itself at the
-    // end, as root.
+    // (Capabilities kept without a helper go with root's uid, which the
+    // run then keeps too.)
     if let Some(id) = identity.take_if(|_| !keep.is_empty()) {
         if args.user.is_some() {
             anyhow::bail!(
-                "--user {}: without its rules helper, icmpmon keeps root's capabilities to \
-                 remove its rules: it cannot become another user",
+                "the source keeps capabilities: icmpmon cannot become user {}",
                 id.name
             );
         }
-        say!("icmpmon: without the rules helper, the monitor also keeps root's uid");
     }
     // Live sources only: a file's packets are not this host's now. The
     // helper is started while the capabilities it keeps are still held.
@@ -341,10 +362,7 @@ pub(super) fn run(
             sinks,
             files,
             alerts,
-            alerts_file: match &dest.alerts {
-                Some(Output::File(p)) => Some(p.clone()),
-                _ => None,
-            },
+            alerts_file,
             watch_stdout,
         },
         source_name,

@@ -66,3 +66,11 @@ pub fn sink(format: Format, w: Box<dyn Write + Send>, empty: bool) -> Box<dyn Ro
         Format::Jsonl => Box::new(JsonlExport::new(w)),
     }
 }
+
+/// Whether the output at `path`, just opened, is reopened on SIGHUP (log
+/// rotation): a regular file. A FIFO, a device or a terminal
+/// (`/dev/stderr`) is not: its writer is kept. Asked at start, while this
+/// process may still look at it.
+pub(crate) fn rotates(path: &std::path::Path) -> bool {
+    !matches!(std::fs::metadata(path), Ok(m) if !m.is_file())
+}

@@ -9,7 +9,7 @@ mod packets;
 mod row;
 mod stage;
 
-pub(crate) use file::{open, sink, Format};
+pub(crate) use file::{open, rotates, sink, Format};
 pub(crate) use packets::PacketFile;
 pub(crate) use row::{open_name_socket, rfc3339_nanos, RowSink};
 #[cfg(test)]

@@ -31,7 +31,7 @@ use icmpmon_capture::pipeline::StopReason;
 use icmpmon_core::aggregate::Aggregator;
 use icmpmon_core::event::{Direction, RawPacket};
 
-use super::file::{open, Output};
+use super::file::{open, rotates, Output};
 use super::row::IfNames;
 use crate::config::Live;
 use crate::pipeline::stage::{Flow, Record, Stage, Tick};
@@ -56,6 +56,8 @@ enum Writer {
 /// The `--write` stage.
 pub(crate) struct PacketFile {
     out: Output,
+    /// Reopened on SIGHUP: a regular file at start (not a FIFO or device).
+    rotates: bool,
     name: String,
     writer: Option<Writer>,
     ifnames: IfNames,
@@ -112,6 +114,7 @@ impl PacketFile {
         let (w, name, _) = open(out, false)?;
         let mut file = Self {
             out: out.clone(),
+            rotates: matches!(out, Output::File(p) if rotates(p)),
             name,
             writer: None,
             ifnames: IfNames::default(),
@@ -273,9 +276,10 @@ impl Stage for PacketFile {
         Flow::Go
     }
 
-    /// Opened again, appending (after logrotate moved it: a new file).
+    /// Opened again, appending (after logrotate moved it: a new file); a
+    /// FIFO or a device is kept as it is.
     fn on_reload(&mut self, _live: Option<&Live>) -> Flow {
-        if self.writer.is_none() || !matches!(self.out, Output::File(_)) {
+        if self.writer.is_none() || !self.rotates {
             return Flow::Go;
         }
         let r = self.flush();

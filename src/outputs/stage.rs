@@ -175,7 +175,8 @@ impl Outputs {
     /// SIGHUP: every file output is flushed and opened again, appending
     /// (after logrotate has moved it away: a new file). Nothing is lost:
     /// the next row goes to the reopened file. A file that cannot be
-    /// reopened is reported and written on where it was.
+    /// reopened is reported and written on where it was. (`files` holds
+    /// the regular files only: a FIFO or a device is kept as it is.)
     fn reopen(&mut self) -> io::Result<()> {
         for (s, file) in self.sinks.iter_mut().zip(&self.files) {
             if let Some((format, path)) = file {

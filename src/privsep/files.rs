@@ -50,62 +50,88 @@ impl Mode {
     }
 }
 
-/// Opens `path` (relative to `dir`) the way `mode` says. Without
-/// blocking: a FIFO with no writer, or no reader, would hold the
-/// aggregator or the helper; the open fails instead, or the descriptor is
-/// made blocking again once open, for writes to wait as they did on the
-/// file opened at start. An output is never truncated, and never reached
-/// through a symbolic link in its last component, nor a regular file with
-/// another hard link: after rotation its name may be free for anyone who
-/// can write the directory, and a link planted there would have root (the
-/// files helper) open some other file for the monitor.
-fn open_in(dir: BorrowedFd<'_>, path: &Path, mode: Mode) -> io::Result<File> {
+/// Opens `path` (relative to `dir`) the way `mode` says, and only a
+/// regular file of its own (one link): after rotation an output's name may
+/// be free for anyone who can write its directory, and a link planted
+/// there would have root (the files helper) open some other file for the
+/// monitor. So the name is looked at first without following a symbolic
+/// link (`O_PATH | O_NOFOLLOW`: nothing is opened for reading or writing,
+/// no device's open routine runs), checked, and only then opened, through
+/// that very inode (`/proc/self/fd/N`); or created where nothing is, not
+/// even a dangling link (`O_EXCL`). Never truncated; never blocking. A
+/// config file that was a link at start may still be one (`follow`).
+fn open_in(dir: BorrowedFd<'_>, path: &Path, mode: Mode, follow: bool) -> io::Result<File> {
     use rustix::fs::{openat, FileType, OFlags};
-    let base = OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    let fd = match mode {
-        Mode::Read => openat(dir, path, base | OFlags::RDONLY, 0.into())?,
-        Mode::Append => {
-            let flags = base | OFlags::WRONLY | OFlags::APPEND | OFlags::NOFOLLOW;
-            let fd = match openat(dir, path, flags, 0.into()) {
-                // Created only where nothing is, not even a dangling link.
-                Err(rustix::io::Errno::NOENT) => openat(
-                    dir,
-                    path,
-                    flags | OFlags::CREATE | OFlags::EXCL,
-                    0o666.into(),
-                )?,
-                r => r?,
-            };
-            let stat = rustix::fs::fstat(&fd)?;
-            // (Errnos, which the helper's answer carries.)
-            match FileType::from_raw_mode(stat.st_mode) {
-                FileType::RegularFile if stat.st_nlink > 1 => {
-                    return Err(io::Error::from_raw_os_error(libc::EMLINK))
-                }
-                FileType::RegularFile | FileType::Fifo | FileType::CharacterDevice => {}
-                _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
-            }
-            rustix::fs::fcntl_setfl(&fd, OFlags::APPEND)?;
-            fd
-        }
+    use rustix::io::Errno;
+    let (access, create) = match mode {
+        Mode::Append => (OFlags::WRONLY | OFlags::APPEND, true),
+        Mode::Read => (OFlags::RDONLY, false),
     };
+    let open = OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK | access;
+    if follow {
+        // (Read only: what it is, the config's reader checks.)
+        return finish(openat(dir, path, open, 0.into())?, mode);
+    }
+    let look = |dir| {
+        openat(
+            dir,
+            path,
+            OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            0.into(),
+        )
+    };
+    let found = match look(dir) {
+        Err(Errno::NOENT) if create => {
+            let exclusive = open | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+            match openat(dir, path, exclusive, 0o666.into()) {
+                Ok(fd) => return finish(fd, mode),
+                // Made meanwhile by someone else: looked at as any other.
+                Err(Errno::EXIST) => look(dir)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        r => r?,
+    };
+    // (Errnos, which the helper's answer carries.)
+    let stat = rustix::fs::fstat(&found)?;
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile if stat.st_nlink == 1 => {}
+        FileType::RegularFile => return Err(Errno::MLINK.into()),
+        FileType::Symlink => return Err(Errno::LOOP.into()),
+        _ => return Err(Errno::INVAL.into()),
+    }
+    use std::os::fd::AsRawFd;
+    let inode = format!("/proc/self/fd/{}", found.as_raw_fd());
+    finish(
+        openat(rustix::fs::CWD, inode.as_str(), open, 0.into())?,
+        mode,
+    )
+}
+
+/// The descriptor made blocking again, for writes to wait as they did on
+/// the file opened at start.
+fn finish(fd: OwnedFd, mode: Mode) -> io::Result<File> {
+    if mode == Mode::Append {
+        rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::APPEND)?;
+    }
     Ok(File::from(fd))
 }
 
 /// `open_in` from the working directory: the monitor's own open, when it
-/// has no files helper.
+/// has no files helper (with its own rights: the config may be a link).
 pub(crate) fn open_direct(path: &Path, mode: Mode) -> io::Result<File> {
-    open_in(rustix::fs::CWD, path, mode)
+    open_in(rustix::fs::CWD, path, mode, mode == Mode::Read)
 }
 
 /// Where the helper opens a file: the directory it was in at start (held
 /// open, so that no link swapped in above it later leads elsewhere), its
-/// name there, and how.
+/// name there, how, and whether it was a symbolic link then.
 #[derive(Debug)]
 struct Place {
-    dir: io::Result<OwnedFd>,
+    dir: Result<OwnedFd, rustix::io::Errno>,
     name: PathBuf,
     mode: Mode,
+    was_link: bool,
 }
 
 impl Place {
@@ -120,21 +146,24 @@ impl Place {
             parent,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             0.into(),
-        )
-        .map_err(io::Error::from);
+        );
+        let was_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         let name = path.file_name().map_or_else(PathBuf::new, PathBuf::from);
-        Self { dir, name, mode }
+        Self {
+            dir,
+            name,
+            mode,
+            was_link,
+        }
     }
 
     fn open(&self) -> io::Result<File> {
-        let dir = self
-            .dir
-            .as_ref()
-            .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+        let dir = self.dir.as_ref().map_err(|e| io::Error::from(*e))?;
         if self.name.as_os_str().is_empty() {
-            return Err(io::ErrorKind::InvalidInput.into());
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
-        open_in(dir.as_fd(), &self.name, self.mode)
+        let follow = self.mode == Mode::Read && self.was_link;
+        open_in(dir.as_fd(), &self.name, self.mode, follow)
     }
 }
 
@@ -232,7 +261,13 @@ pub(crate) fn start_helper(files: Handoff) -> io::Result<Option<Opener>> {
         return Ok(None);
     }
     let mut helper = Helper::spawn(Role::Files)?;
-    helper.post(&files.encode())?;
+    // Answered once the helper holds the directories: before this process
+    // reads a packet, or gives root's uid up.
+    let mut got = [0u8; MESSAGE_LEN + 1];
+    match helper.call(&files.encode(), &mut got, Duration::from_secs(10))? {
+        (MESSAGE_LEN, None) if got[..MESSAGE_LEN] == answer(0) => {}
+        _ => return Err(io::ErrorKind::InvalidData.into()),
+    }
     let pid = helper.pid();
     HELPER
         .set((files, Mutex::new(Some(helper))))
@@ -281,6 +316,9 @@ pub(crate) fn serve(served: &Served) {
         return;
     };
     let places: Vec<Place> = files.0.iter().map(|(m, p)| Place::of(*m, p)).collect();
+    if !served.answer(&answer(0)) {
+        return;
+    }
     let mut buf = [0u8; MESSAGE_LEN];
     while let Some(request) = served.next(&mut buf, MESSAGE_LEN) {
         let Some(place) = places
@@ -354,6 +392,33 @@ mod tests {
         assert!(open_direct(&dir.path().join("link.csv"), Mode::Read).is_ok());
     }
 
+    /// The config file: a link at start may stay one; a file that a link
+    /// replaced later is refused (it could lead to any file root reads).
+    #[test]
+    fn the_config_is_followed_only_if_it_was_a_link() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let (real, secret) = (dir.path().join("real.toml"), dir.path().join("secret"));
+        std::fs::write(&real, "").unwrap();
+        std::fs::write(&secret, "").unwrap();
+        let (plain, linked) = (
+            dir.path().join("plain.toml"),
+            dir.path().join("linked.toml"),
+        );
+        std::fs::write(&plain, "").unwrap();
+        symlink(&real, &linked).unwrap();
+        let (plain_place, linked_place) = (
+            Place::of(Mode::Read, &plain),
+            Place::of(Mode::Read, &linked),
+        );
+        assert!(plain_place.open().is_ok() && linked_place.open().is_ok());
+        std::fs::remove_file(&plain).unwrap();
+        symlink(&secret, &plain).unwrap();
+        let e = plain_place.open().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        assert!(linked_place.open().is_ok());
+    }
+
     /// The helper's loop over a socketpair: a file handed over is opened
     /// (descriptor passed), one that fails answers its errno, and an index
     /// beyond the handoff ends the helper.
@@ -379,6 +444,10 @@ mod tests {
         ]);
         let server = std::thread::spawn(move || serve(&served));
         super::super::socket::send(&ours, &handoff.encode()).unwrap();
+        let mut ack = [0u8; MESSAGE_LEN];
+        let (n, _) =
+            super::super::socket::receive(&ours, &mut ack, Duration::from_secs(5)).unwrap();
+        assert_eq!(ack[..n], answer(0), "the directories are held");
         let ask = |index: u8| {
             let mut request = [0u8; MESSAGE_LEN];
             request[0] = index;
@@ -401,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn a_direct_open_appends_and_never_blocks_on_a_fifo() {
+    fn a_direct_open_appends_creates_and_never_blocks_on_a_fifo() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
         std::fs::write(&path, "a\n").unwrap();
@@ -413,9 +482,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Not a file of its own: refused before anything is opened (no
+        // wait for a reader either way).
         let e = open_direct(&fifo, Mode::Append).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "no reader: {e}");
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
         assert!(open_direct(&fifo, Mode::Read).is_ok(), "read: no wait");
+        let gone = dir.path().join("gone.csv");
+        open_direct(&gone, Mode::Append).unwrap();
+        assert!(gone.is_file(), "created where nothing was");
     }
 
     proptest! {

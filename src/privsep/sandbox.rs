@@ -24,10 +24,10 @@
 //!   read from /proc each second and, without a files helper, SIGHUP
 //!   reopens the output files and rereads the config file here. With no
 //!   capability left, the kernel's permission checks on the files are the
-//!   uid's own: started as root, the monitor is `nobody` by then
-//!   (`identity`); otherwise the user it was started as (the packaged
-//!   service's dynamic user). That is the allowance, and the reason for it
-//!   (docs/security.md).
+//!   uid's own: started as root, the monitor is `icmpmon` or `nobody` by
+//!   then (`identity`); otherwise the user it was started as (the packaged
+//!   service's dynamic user). That is the allowance, and the reason for
+//!   it (docs/security.md).
 
 use std::collections::BTreeMap;
 

@@ -230,20 +230,28 @@ check helper-killed "helper $khelper killed: exit $krc, said $ksaid times ($(gre
 # the monitor itself runs as nobody.
 rot="$work/rotate"
 mkdir -m 700 "$rot"
+# A device behind a link is written to, not rotated: SIGHUP keeps it.
+ln -s /dev/null "$rot/null-link"
 ip netns exec "$a" "$bin" --source packet --headless --no-attribution --csv "$rot/r.csv" \
-	--alerts "$rot/al.jsonl" 2>"$work/rot.err" &
+	--alerts "$rot/al.jsonl" --write "$rot/null-link" 2>"$work/rot.err" &
 rmon=$!
 for _ in $(seq 100); do grep -q "capturing from" "$work/rot.err" && break; sleep 0.1; done
 in_a ping -c 2 -i 0.2 10.81.2.2 >/dev/null
 sleep 0.5
 ruid=$(awk '/^Uid:/ { print $2 "/" $3 "/" $4 }' "/proc/$rmon/status")
-# A SIGHUP with nothing rotated: the same file, appended to, not emptied.
+# A SIGHUP with nothing rotated: the same file, reopened by the helper and
+# appended to (one header, the rows before and the ping's after), not
+# emptied nor written from its start.
 before_hup=$(grep -c ',echo-re' "$rot/r.csv")
 kill -HUP "$rmon"
 sleep 0.5
+in_a ping -c 1 10.81.2.2 >/dev/null
+sleep 0.5
 after_hup=$(grep -c ',echo-re' "$rot/r.csv")
-check reopen-no-truncation "SIGHUP without rotation: $before_hup rows before, $after_hup after" \
-	sh -c "test '$before_hup' -ge 4 && test '$before_hup' = '$after_hup'"
+headers=$(grep -c '^timestamp,' "$rot/r.csv")
+check reopen-no-truncation "SIGHUP without rotation: $before_hup rows before, $after_hup after a ping, $headers header; $(grep -c 'SIGHUP:' "$work/rot.err") SIGHUP errors" \
+	sh -c "test '$before_hup' -ge 4 && test '$after_hup' = \$(($before_hup + 2)) && test '$headers' = 1 &&
+		! grep -q 'SIGHUP:' '$work/rot.err'"
 mv "$rot/r.csv" "$rot/r.csv.1"
 mv "$rot/al.jsonl" "$rot/al.jsonl.1"
 kill -HUP "$rmon"
@@ -258,7 +266,7 @@ new_rows=$(grep -c ',echo-re' "$rot/r.csv")
 summary_rows=$(grep -o ' rows=[0-9]*' "$work/rot.err" | cut -d= -f2)
 owners=$(stat -c %U "$rot/r.csv" "$rot/al.jsonl" | tr '\n' ' ')
 check reopen-as-nobody "monitor uid $ruid ($user); rows $old_rows before the rotation, $new_rows after (summary ${summary_rows:-?}); new files owned by $owners; exit $rrc" \
-	sh -c "test '$ruid' = $(id -u "$user")/$(id -u "$user")/$(id -u "$user") && test '$rrc' = 0 && test '$old_rows' -ge 4 && test '$new_rows' -ge 6 &&
+	sh -c "test '$ruid' = $(id -u "$user")/$(id -u "$user")/$(id -u "$user") && test '$rrc' = 0 && test '$old_rows' -ge 6 && test '$new_rows' -ge 6 &&
 		test \$(($old_rows + $new_rows)) = '${summary_rows:-x}' && test '$owners' = 'root root ' &&
 		head -n 1 '$rot/r.csv' | grep -q '^timestamp,'"
 # The files helper killed: the next SIGHUP says so, and the rows go on
