@@ -367,7 +367,8 @@ pub(super) fn run(
         },
         source_name,
         args.count,
-    );
+        &stop,
+    )?;
     let started = Instant::now();
     let plan = Plan {
         filter: args.filter.clone().unwrap_or_default(),

@@ -271,7 +271,7 @@ mod tests {
     impl RowSink for Rows {
         fn write_row(&mut self, _: &Row) -> io::Result<()> {
             let n = self.n.fetch_add(1, Ordering::SeqCst) + 1;
-            assert!(Some(n) != self.panic_at, "test: a panic in the aggregator");
+            assert!(Some(n) != self.panic_at, "test: a panic in the writer");
             Ok(())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -279,7 +279,12 @@ mod tests {
         }
     }
 
-    fn outputs(n: &Arc<AtomicU64>, panic_at: Option<u64>, count: Option<u64>) -> Outputs {
+    fn outputs(
+        n: &Arc<AtomicU64>,
+        panic_at: Option<u64>,
+        count: Option<u64>,
+        stop: &Stop,
+    ) -> Outputs {
         let opened = Opened {
             sinks: vec![Box::new(Rows {
                 n: Arc::clone(n),
@@ -290,7 +295,7 @@ mod tests {
             alerts_file: None,
             watch_stdout: false,
         };
-        Outputs::new(opened, "fake", count)
+        Outputs::new(opened, "fake", count, stop).unwrap()
     }
 
     fn plan(stop: &Stop, count: Option<u64>, duration: Option<Duration>) -> Plan {
@@ -346,19 +351,22 @@ mod tests {
     /// One test, so that no other run's threads share the names measured.
     #[test]
     fn every_stop_path_ends_the_run() {
-        // A panic in the aggregator, under a flood: the run ends and says so.
+        // A panic in the writer thread, under a flood: the run ends and
+        // says so.
         let stop = Stop::new().unwrap();
         let n = Arc::new(AtomicU64::new(0));
         let err = run_bounded(
             Behaviour::Flood,
-            outputs(&n, Some(5), None),
+            outputs(&n, Some(5), None, &stop),
             plan(&stop, None, None),
         )
-        .err()
-        .expect("a panicking aggregator is an error");
+        .unwrap()
+        .tally
+        .output_error
+        .expect("a panicking writer is an error");
         assert!(
-            err.to_string().contains("aggregator thread panicked"),
-            "{err}"
+            format!("{err:#}").contains("writer thread panicked"),
+            "{err:#}"
         );
         assert_eq!(stop.reason(), Some(StopReason::Failed));
 
@@ -367,7 +375,7 @@ mod tests {
         let n = Arc::new(AtomicU64::new(0));
         let done = run_bounded(
             Behaviour::Flood,
-            outputs(&n, None, Some(10)),
+            outputs(&n, None, Some(10), &stop),
             plan(&stop, Some(10), None),
         )
         .unwrap();
@@ -388,7 +396,7 @@ mod tests {
         };
         let done = run_bounded(
             Behaviour::Flood,
-            outputs(&n, None, None),
+            outputs(&n, None, None, &stop),
             plan(&stop, None, None),
         )
         .unwrap();
@@ -403,7 +411,7 @@ mod tests {
         let linger = Duration::from_millis(800);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let p = plan(&stop, None, Some(Duration::from_millis(50)));
-        let o = outputs(&n, None, None);
+        let o = outputs(&n, None, None, &stop);
         thread::spawn(move || {
             let _ = tx.send(execute(
                 Box::new(Fake(Behaviour::Idle { linger })),

@@ -37,7 +37,7 @@ struct Held {
 
 /// A row: the event, its RTT, its number in the aggregator, and, once
 /// ready to go out, what was found for it (`None`: it needed no lookup).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Ready {
     pub ev: IcmpEvent,
     pub rtt_us: Option<u64>,

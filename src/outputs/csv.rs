@@ -4,7 +4,7 @@
 
 use std::io::{self, Write};
 
-use super::row::{Cell, CellWriter, Row, RowSink, HEADER};
+use super::row::{Cell, CellFormat, CellWriter, Row, RowSink, HEADER};
 
 #[derive(Debug)]
 pub struct CsvExport<W: Write> {
@@ -57,22 +57,27 @@ fn text(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+impl<W: Write> CellFormat for CsvExport<W> {
+    #[inline(always)]
+    fn cell(&mut self, _name: &'static str, cell: Cell<'_>) {
+        match cell {
+            Cell::Text(s) => text(s, &mut self.line),
+            other => self.cells.plain(other, &mut self.line),
+        }
+        self.line.push(b',');
+    }
+}
+
 impl<W: Write + Send> RowSink for CsvExport<W> {
     fn write_row(&mut self, row: &Row) -> io::Result<()> {
         self.header()?;
-        let (line, cells) = (&mut self.line, &mut self.cells);
-        line.clear();
-        for (i, cell) in row.cells().into_iter().enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            match cell {
-                Cell::Text(s) => text(s, line),
-                other => cells.plain(other, line),
-            }
+        self.line.clear();
+        row.write_cells(self);
+        // Each cell ends with a comma: the last one ends the line.
+        if let Some(last) = self.line.last_mut() {
+            *last = b'\n';
         }
-        line.push(b'\n');
-        self.out.write_all(line)
+        self.out.write_all(&self.line)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::row::{Cell, CellWriter, Row, RowSink, HEADER};
+use super::row::{Cell, CellFormat, CellWriter, Row, RowSink};
 
 #[derive(Debug)]
 pub struct JsonlExport<W: Write> {
@@ -55,32 +55,39 @@ fn string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-impl<W: Write + Send> RowSink for JsonlExport<W> {
-    fn write_row(&mut self, row: &Row) -> io::Result<()> {
-        let (line, cells) = (&mut self.line, &mut self.cells);
-        line.clear();
-        line.push(b'{');
-        for (i, (name, cell)) in HEADER.iter().zip(row.cells()).enumerate() {
-            if i > 0 {
-                line.push(b',');
-            }
-            line.push(b'"');
-            line.extend_from_slice(name.as_bytes());
-            line.extend_from_slice(b"\":");
-            match cell {
-                Cell::Empty => line.extend_from_slice(b"null"),
-                Cell::Text(s) => string(s, line),
-                Cell::Uint(_) => cells.plain(cell, line),
-                // Addresses, times and info hold nothing to escape.
-                Cell::Ip(_) | Cell::Time(_) | Cell::Info(_) => {
-                    line.push(b'"');
-                    cells.plain(cell, line);
-                    line.push(b'"');
-                }
+impl<W: Write> CellFormat for JsonlExport<W> {
+    #[inline(always)]
+    fn cell(&mut self, name: &'static str, cell: Cell<'_>) {
+        let line = &mut self.line;
+        line.push(b'"');
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b"\":");
+        match cell {
+            Cell::Empty => line.extend_from_slice(b"null"),
+            Cell::Text(s) => string(s, line),
+            Cell::Uint(_) => self.cells.plain(cell, line),
+            // Addresses, times and info hold nothing to escape.
+            Cell::Ip(_) | Cell::Time(_) | Cell::Info(_) => {
+                line.push(b'"');
+                self.cells.plain(cell, line);
+                line.push(b'"');
             }
         }
-        line.extend_from_slice(b"}\n");
-        self.out.write_all(line)
+        line.push(b',');
+    }
+}
+
+impl<W: Write + Send> RowSink for JsonlExport<W> {
+    fn write_row(&mut self, row: &Row) -> io::Result<()> {
+        self.line.clear();
+        self.line.push(b'{');
+        row.write_cells(self);
+        // Each cell ends with a comma: the last one ends the object.
+        if let Some(last) = self.line.last_mut() {
+            *last = b'}';
+        }
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -92,6 +99,7 @@ impl<W: Write + Send> RowSink for JsonlExport<W> {
 mod tests {
     use super::*;
     use crate::outputs::row::tests::{arb_row_parts, error_event, expected_cells};
+    use crate::outputs::row::HEADER;
     use proptest::prelude::*;
 
     fn render(row: &Row) -> serde_json::Map<String, serde_json::Value> {

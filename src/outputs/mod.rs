@@ -8,6 +8,7 @@ mod jsonl;
 mod packets;
 mod row;
 mod stage;
+mod writer;
 
 pub(crate) use file::{open, rotates, sink, Format};
 pub(crate) use packets::PacketFile;

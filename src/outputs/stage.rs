@@ -1,7 +1,8 @@
 //! The outputs as a stage of the aggregator thread: one row per message
-//! to every row output, the alerts, flushes by the clock, reopening on
-//! SIGHUP. Once the output is done (--count reached, closed, failed) it
-//! writes nothing more, and the run stops.
+//! to every row output (formatted and written by the writer thread), the
+//! alerts, flushes by the clock, reopening on SIGHUP. Once the output is
+//! done (--count reached, closed, failed) it writes nothing more, and the
+//! run stops.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -10,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use icmpmon_capture::pipeline::StopReason;
+use icmpmon_capture::pipeline::{Stop, StopReason};
 use icmpmon_core::aggregate::Aggregator;
 
 use super::alerts::AlertSink;
-use super::file::{open, sink, Format, Output};
-use super::row::{IfNames, Row, RowSink};
+use super::file::{open, Format, Output};
+use super::row::RowSink;
+use super::writer::{Sinks, Writer, BATCH_ROWS};
 use crate::attribution::join::Ready;
 use crate::config::Live;
 use crate::pipeline::stage::{Flow, Record, Stage, Tick};
@@ -27,19 +29,19 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// Every row output, fed one row per message, and the alert output.
 pub(crate) struct Outputs {
-    sinks: Vec<Box<dyn RowSink>>,
-    /// For each sink, its file (reopened on SIGHUP), if it writes to one.
-    files: Vec<Option<(Format, PathBuf)>>,
+    /// None without a row output (the dashboard alone).
+    writer: Option<Writer>,
+    /// Rows not yet handed to the writer.
+    batch: Vec<Ready>,
     alerts: Option<AlertSink>,
     alerts_file: Option<PathBuf>,
-    source: &'static str,
-    ifnames: IfNames,
     /// Whether an output writes to standard output: its reader going away
     /// (`| head`) must end the run even when nothing is written.
     watch_stdout: bool,
     /// --count: rows to write.
     count: Option<u64>,
-    rows: u64,
+    /// Rows handed to the writer, or to be.
+    taken: u64,
     /// Cleared once the output is done (count reached, closed, failed).
     writing: bool,
     error: Option<anyhow::Error>,
@@ -49,9 +51,8 @@ pub(crate) struct Outputs {
 impl std::fmt::Debug for Outputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outputs")
-            .field("sinks", &self.sinks.len())
-            .field("source", &self.source)
-            .field("rows", &self.rows)
+            .field("writer", &self.writer)
+            .field("taken", &self.taken)
             .finish_non_exhaustive()
     }
 }
@@ -66,7 +67,13 @@ pub(crate) struct Opened {
 }
 
 impl Outputs {
-    pub fn new(opened: Opened, source: &'static str, count: Option<u64>) -> Self {
+    /// Starts the writer thread: call once the process is confined.
+    pub fn new(
+        opened: Opened,
+        source: &'static str,
+        count: Option<u64>,
+        stop: &Stop,
+    ) -> anyhow::Result<Self> {
         let Opened {
             sinks,
             files,
@@ -74,20 +81,31 @@ impl Outputs {
             alerts_file,
             watch_stdout,
         } = opened;
-        Self {
-            sinks,
-            files,
+        let writer = (!sinks.is_empty())
+            .then(|| {
+                Writer::start(
+                    Sinks {
+                        sinks,
+                        files,
+                        source,
+                    },
+                    stop,
+                )
+            })
+            .transpose()
+            .map_err(|e| anyhow!(e).context("cannot start the writer thread"))?;
+        Ok(Self {
+            batch: writer.as_ref().map(Writer::batch).unwrap_or_default(),
+            writer,
             alerts,
             alerts_file,
-            source,
-            ifnames: IfNames::default(),
             watch_stdout,
             count,
-            rows: 0,
+            taken: 0,
             writing: true,
             error: None,
             flushed: Instant::now(),
-        }
+        })
     }
 
     /// Whether rows are still written: once not, the aggregator thread
@@ -96,8 +114,9 @@ impl Outputs {
         self.writing
     }
 
+    /// Rows written (taken, without a row output).
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.writer.as_ref().map_or(self.taken, Writer::written)
     }
 
     /// The first output error (a closed pipe is none: a way to stop).
@@ -109,10 +128,10 @@ impl Outputs {
     /// CSV still gets its header); nothing once the output is done. A
     /// reader that has gone is no error.
     pub fn complete(&mut self) -> anyhow::Result<()> {
-        if !self.writing {
+        let Some(w) = self.writer.as_mut().filter(|_| self.writing) else {
             return Ok(());
-        }
-        match self.sinks.iter_mut().try_for_each(|s| s.finish()) {
+        };
+        match w.end(true) {
             Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
                 Err(anyhow!(e).context("cannot write output"))
             }
@@ -135,37 +154,62 @@ impl Outputs {
         }
     }
 
+    /// A row for the writer thread (counted alone without a row output).
     fn write(&mut self, r: &Ready) -> Flow {
-        let row = Row::new(
-            &r.ev,
-            self.source,
-            self.ifnames.get(r.ev.ifindex),
-            r.rtt_us,
-            r.who.as_ref(),
-        );
-        let written = self.sinks.iter_mut().try_for_each(|s| s.write_row(&row));
-        let flow = self.check(written, "output");
-        if flow != Flow::Go {
-            return flow;
+        if self.writer.is_some() {
+            self.batch.push(r.clone());
         }
-        self.rows += 1;
-        if Some(self.rows) == self.count {
+        self.taken += 1;
+        if Some(self.taken) == self.count {
+            self.hand_over();
             self.writing = false;
             return Flow::Stop(StopReason::Count);
+        }
+        if self.batch.len() >= BATCH_ROWS {
+            self.hand_over();
+            return self.writer_failed();
         }
         Flow::Go
     }
 
-    fn flush(&mut self) -> Flow {
+    /// The rows gathered go to the writer thread.
+    fn hand_over(&mut self) {
+        if let Some(w) = &self.writer {
+            if !self.batch.is_empty() {
+                let next = w.batch();
+                w.rows(std::mem::replace(&mut self.batch, next));
+            }
+        }
+    }
+
+    /// The writer thread's failure, once found, ends the writing.
+    fn writer_failed(&mut self) -> Flow {
+        match self.writer.as_ref().and_then(Writer::failure) {
+            Some((e, what)) => {
+                self.batch.clear();
+                self.check(Err(e), what)
+            }
+            None => Flow::Go,
+        }
+    }
+
+    /// `wait`: until the writer thread has flushed (the run's end: the
+    /// rows written and any failure are then known).
+    fn flush(&mut self, wait: bool) -> Flow {
         self.flushed = Instant::now();
         if !self.writing {
             return Flow::Go;
         }
-        let mut r = self.alerts.as_mut().map_or(Ok(()), AlertSink::flush);
-        if r.is_ok() {
-            r = self.sinks.iter_mut().try_for_each(|s| s.flush());
-        }
+        let r = self.alerts.as_mut().map_or(Ok(()), AlertSink::flush);
         let flow = self.check(r, "output");
+        if flow != Flow::Go {
+            return flow;
+        }
+        self.hand_over();
+        if let Some(w) = &self.writer {
+            w.flush(wait);
+        }
+        let flow = self.writer_failed();
         if flow == Flow::Go && self.watch_stdout && stdout_reader_gone() {
             return self.check(Err(io::ErrorKind::BrokenPipe.into()), "output");
         }
@@ -173,19 +217,13 @@ impl Outputs {
     }
 
     /// SIGHUP: every file output is flushed and opened again, appending
-    /// (after logrotate has moved it away: a new file). Nothing is lost:
-    /// the next row goes to the reopened file. A file that cannot be
-    /// reopened is reported and written on where it was. (`files` holds
-    /// the regular files only: a FIFO or a device is kept as it is.)
+    /// (after logrotate has moved it away: a new file); the row outputs by
+    /// the writer thread, after the rows before. A file that cannot be
+    /// reopened is reported and written on where it was.
     fn reopen(&mut self) -> io::Result<()> {
-        for (s, file) in self.sinks.iter_mut().zip(&self.files) {
-            if let Some((format, path)) = file {
-                s.flush()?;
-                match open(&Output::File(path.clone()), true) {
-                    Ok((w, _, empty)) => *s = sink(*format, w, empty),
-                    Err(e) => say!("icmpmon: SIGHUP: {e}; writing on to the old file"),
-                }
-            }
+        self.hand_over();
+        if let Some(w) = &self.writer {
+            w.reopen();
         }
         if let (Some(a), Some(path)) = (&mut self.alerts, &self.alerts_file) {
             a.flush()?;
@@ -216,7 +254,7 @@ impl Stage for Outputs {
 
     fn on_tick(&mut self, tick: Tick, _agg: &Aggregator) -> Flow {
         if tick.idle || tick.now.saturating_duration_since(self.flushed) >= FLUSH_EVERY {
-            return self.flush();
+            return self.flush(false);
         }
         Flow::Go
     }
@@ -230,10 +268,12 @@ impl Stage for Outputs {
     }
 
     fn finish(&mut self, _agg: &Aggregator) -> Flow {
-        let flow = self.flush();
+        let flow = self.flush(true);
         if !self.writing {
             // Nothing more goes out (--count, or the output is closed).
-            self.sinks.clear();
+            if let Some(w) = self.writer.as_mut() {
+                let _ = w.end(false);
+            }
         }
         flow
     }

@@ -9,7 +9,6 @@
 //! sighting, on the reply's first row and in the statistics alike; later
 //! sightings of the reply are copies.
 
-use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -18,6 +17,7 @@ use serde::Serialize;
 
 use super::addr::Addr;
 use super::groups::{GroupPair, Groups};
+use super::pending::PendingTable;
 use super::recall::Recall;
 use super::rtt::{Histogram, RttStats};
 use super::slab::SlabLru;
@@ -185,10 +185,8 @@ pub struct EchoTracker {
     timeout_ns: u64,
     max_pending: usize,
     /// Requests inside their timeout (answered ones too, to recognise
-    /// copies and duplicate replies) ...
-    pending: HashMap<EchoKey, Pending>,
-    /// ... and their keys in arrival order, which is expiry order.
-    arrivals: VecDeque<(EchoKey, u64)>,
+    /// copies and duplicate replies), in arrival order.
+    pending: PendingTable<EchoKey, Pending>,
     /// Recently lost requests, to tell a late reply from an unsolicited one.
     expired: Recall,
     /// Found once per event (a lost request's pair, once more).
@@ -208,8 +206,7 @@ impl EchoTracker {
             // Grown as needed, not sized for the bound: a table sized for a
             // flood spreads a calm host's few requests over megabytes, a
             // cache miss (and a TLB miss) per probe.
-            pending: HashMap::default(),
-            arrivals: VecDeque::new(),
+            pending: PendingTable::default(),
             expired: Recall::new(max_pending / 4),
             peers: SlabLru::new(max_peers),
             totals: EchoTotals::default(),
@@ -282,8 +279,8 @@ impl EchoTracker {
     /// Ends the wait of every request older than the timeout at `now_ns`
     /// on the expiry clock.
     pub fn expire(&mut self, now_ns: u64) {
-        while let Some(&(_, since_ns)) = self.arrivals.front() {
-            if since_ns.saturating_add(self.timeout_ns) > now_ns {
+        while let Some(p) = self.pending.oldest() {
+            if p.since_ns.saturating_add(self.timeout_ns) > now_ns {
                 break;
             }
             self.pop_oldest();
@@ -292,14 +289,8 @@ impl EchoTracker {
 
     /// Ends the wait of the oldest request.
     fn pop_oldest(&mut self) {
-        if let Some((k, since_ns)) = self.arrivals.pop_front() {
-            // The key may have been reused by a later request. One lookup.
-            if let std::collections::hash_map::Entry::Occupied(e) = self.pending.entry(k) {
-                if e.get().since_ns == since_ns {
-                    let p = e.remove();
-                    self.lose(k, &p);
-                }
-            }
+        if let Some((k, p)) = self.pending.pop_oldest() {
+            self.lose(k, &p);
         }
     }
 
@@ -332,7 +323,7 @@ impl EchoTracker {
         self.peers.at_mut(slot).counts.requests += 1;
         // Full: the oldest request makes room (counted lost if unanswered).
         let lost = self.totals.lost;
-        while self.pending.len() >= self.max_pending && !self.arrivals.is_empty() {
+        while self.pending.len() >= self.max_pending {
             self.pop_oldest();
         }
         self.totals.evicted += self.totals.lost - lost;
@@ -342,8 +333,7 @@ impl EchoTracker {
             self.pending
                 .reserve(self.max_pending.saturating_sub(GROW_AT));
         }
-        self.pending.insert(key, entry);
-        self.arrivals.push_back((key, since_ns));
+        self.pending.push(key, entry);
     }
 
     /// Pairs a reply (from `ev.src` to `ev.dst`), seen at `at` on the
@@ -428,6 +418,6 @@ impl EchoTracker {
     /// peer pairs.
     pub fn sizes(&self) -> (usize, (usize, usize), usize) {
         let expired = (self.expired.len, self.expired.capacity());
-        (self.arrivals.len(), expired, self.peers.len())
+        (self.pending.len(), expired, self.peers.len())
     }
 }

@@ -17,6 +17,7 @@ mod groups;
 mod kernel;
 mod mtu;
 mod owners;
+mod pending;
 mod rates;
 mod recall;
 mod recent;
