@@ -4,15 +4,13 @@
 
 use std::io::{self, Write};
 
-use super::row::{Cell, CellFormat, CellWriter, Row, RowSink, HEADER};
+use super::row::{Cell, CellFormat, CellWriter, Lines, Row, RowSink, HEADER};
 
 #[derive(Debug)]
 pub struct CsvExport<W: Write> {
-    out: W,
+    lines: Lines<W>,
     header_written: bool,
     cells: CellWriter,
-    /// The line being written, reused.
-    line: Vec<u8>,
 }
 
 impl<W: Write> CsvExport<W> {
@@ -22,21 +20,19 @@ impl<W: Write> CsvExport<W> {
     /// has rows (a file reopened on SIGHUP), and no header.
     pub fn new(out: W, empty: bool) -> Self {
         Self {
-            out,
+            lines: Lines::new(out),
             header_written: !empty,
             cells: CellWriter::default(),
-            line: Vec::with_capacity(256),
         }
     }
 
-    fn header(&mut self) -> io::Result<()> {
+    fn header(&mut self) {
         if !self.header_written {
-            let mut line = HEADER.join(",");
-            line.push('\n');
-            self.out.write_all(line.as_bytes())?;
+            let buf = &mut self.lines.buf;
+            buf.extend_from_slice(HEADER.join(",").as_bytes());
+            buf.push(b'\n');
             self.header_written = true;
         }
-        Ok(())
     }
 }
 
@@ -60,33 +56,33 @@ fn text(s: &str, out: &mut Vec<u8>) {
 impl<W: Write> CellFormat for CsvExport<W> {
     #[inline(always)]
     fn cell(&mut self, _name: &'static str, cell: Cell<'_>) {
+        let buf = &mut self.lines.buf;
         match cell {
-            Cell::Text(s) => text(s, &mut self.line),
-            other => self.cells.plain(other, &mut self.line),
+            Cell::Text(s) => text(s, buf),
+            other => self.cells.plain(other, buf),
         }
-        self.line.push(b',');
+        buf.push(b',');
     }
 }
 
 impl<W: Write + Send> RowSink for CsvExport<W> {
     fn write_row(&mut self, row: &Row) -> io::Result<()> {
-        self.header()?;
-        self.line.clear();
+        self.header();
         row.write_cells(self);
         // Each cell ends with a comma: the last one ends the line.
-        if let Some(last) = self.line.last_mut() {
+        if let Some(last) = self.lines.buf.last_mut() {
             *last = b'\n';
         }
-        self.out.write_all(&self.line)
+        self.lines.row_done()
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.lines.flush()
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        self.header()?;
-        self.out.flush()
+        self.header();
+        self.lines.flush()
     }
 }
 

@@ -3,22 +3,19 @@
 
 use std::io::{self, Write};
 
-use super::row::{Cell, CellFormat, CellWriter, Row, RowSink};
+use super::row::{Cell, CellFormat, CellWriter, Lines, Row, RowSink};
 
 #[derive(Debug)]
 pub struct JsonlExport<W: Write> {
-    out: W,
+    lines: Lines<W>,
     cells: CellWriter,
-    /// The line being written, reused.
-    line: Vec<u8>,
 }
 
 impl<W: Write> JsonlExport<W> {
     pub fn new(out: W) -> Self {
         Self {
-            out,
+            lines: Lines::new(out),
             cells: CellWriter::default(),
-            line: Vec::with_capacity(512),
         }
     }
 }
@@ -58,7 +55,7 @@ fn string(s: &str, out: &mut Vec<u8>) {
 impl<W: Write> CellFormat for JsonlExport<W> {
     #[inline(always)]
     fn cell(&mut self, name: &'static str, cell: Cell<'_>) {
-        let line = &mut self.line;
+        let line = &mut self.lines.buf;
         line.push(b'"');
         line.extend_from_slice(name.as_bytes());
         line.extend_from_slice(b"\":");
@@ -66,8 +63,8 @@ impl<W: Write> CellFormat for JsonlExport<W> {
             Cell::Empty => line.extend_from_slice(b"null"),
             Cell::Text(s) => string(s, line),
             Cell::Uint(_) => self.cells.plain(cell, line),
-            // Addresses, times and info hold nothing to escape.
-            Cell::Ip(_) | Cell::Time(_) | Cell::Info(_) => {
+            // Addresses, times, info and words hold nothing to escape.
+            Cell::Ip(_) | Cell::Time(_) | Cell::Info(_) | Cell::Word(_) => {
                 line.push(b'"');
                 self.cells.plain(cell, line);
                 line.push(b'"');
@@ -79,19 +76,19 @@ impl<W: Write> CellFormat for JsonlExport<W> {
 
 impl<W: Write + Send> RowSink for JsonlExport<W> {
     fn write_row(&mut self, row: &Row) -> io::Result<()> {
-        self.line.clear();
-        self.line.push(b'{');
+        self.lines.buf.push(b'{');
         row.write_cells(self);
         // Each cell ends with a comma: the last one ends the object.
-        if let Some(last) = self.line.last_mut() {
+        let buf = &mut self.lines.buf;
+        if let Some(last) = buf.last_mut() {
             *last = b'}';
         }
-        self.line.push(b'\n');
-        self.out.write_all(&self.line)
+        buf.push(b'\n');
+        self.lines.row_done()
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.lines.flush()
     }
 }
 

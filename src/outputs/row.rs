@@ -102,6 +102,9 @@ pub(crate) enum Cell<'a> {
     Time(u64),
     /// ASCII without quotes, commas or escapes.
     Info(Info),
+    /// icmpmon's own words (source, direction, kind): ASCII letters,
+    /// digits and dashes, written as they are.
+    Word(&'a str),
 }
 
 impl<'a> Row<'a> {
@@ -167,15 +170,15 @@ impl<'a> Row<'a> {
         }
         let f = format;
         f.cell("timestamp", Cell::Time(self.ts_ns));
-        f.cell("source", Cell::Text(self.source));
-        f.cell("direction", Cell::Text(self.direction));
+        f.cell("source", Cell::Word(self.source));
+        f.cell("direction", Cell::Word(self.direction));
         f.cell("ifname", text(self.ifname));
         f.cell("family", Cell::Uint(self.family.into()));
         f.cell("src", Cell::Ip(self.src));
         f.cell("dst", Cell::Ip(self.dst));
         f.cell("icmp_type", Cell::Uint(self.icmp_type.into()));
         f.cell("icmp_code", Cell::Uint(self.icmp_code.into()));
-        f.cell("kind", Cell::Text(&self.kind));
+        f.cell("kind", Cell::Word(&self.kind));
         f.cell("id", uint(self.id));
         f.cell("seq", uint(self.seq));
         f.cell("ttl", Cell::Uint(self.ttl.into()));
@@ -220,6 +223,7 @@ impl CellWriter {
     pub fn plain(&mut self, cell: Cell, out: &mut Vec<u8>) {
         match cell {
             Cell::Empty | Cell::Text(_) => {}
+            Cell::Word(w) => out.extend_from_slice(w.as_bytes()),
             Cell::Uint(v) => self.uint(v, out),
             Cell::Ip(a) => self.ip(a, out),
             Cell::Time(t) => self.time.write(t, out),
@@ -391,6 +395,55 @@ impl TimeText {
             n /= 10;
         }
         out.extend_from_slice(&digits);
+    }
+}
+
+/// Rows gathered for one write to the output: each row is written once,
+/// here (a `BufWriter` behind would copy it again, as it would copy a
+/// line buffer), and goes out once this holds `LINES_BYTES`.
+#[derive(Debug)]
+pub(crate) struct Lines<W: io::Write> {
+    out: W,
+    pub buf: Vec<u8>,
+}
+
+/// What `Lines` gathers before it writes: larger than a `BufWriter`'s
+/// buffer, which then passes the write straight on.
+const LINES_BYTES: usize = 64 * 1024;
+
+impl<W: io::Write> Lines<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            buf: Vec::with_capacity(LINES_BYTES + 1024),
+        }
+    }
+
+    /// A row is complete: written out once enough have gathered.
+    pub fn row_done(&mut self) -> io::Result<()> {
+        if self.buf.len() >= LINES_BYTES {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let r = self.out.write_all(&self.buf);
+        self.buf.clear();
+        r
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.out.flush()
+    }
+}
+
+impl<W: io::Write> Drop for Lines<W> {
+    /// Rows gathered still go out (as a `BufWriter`'s would) when an output
+    /// is dropped without a last flush (--count reached).
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 

@@ -716,6 +716,45 @@ mod tests {
         assert_eq!((e.answered, e.unsolicited, e.lost), (1, 0, 0), "{e:?}");
     }
 
+    /// `ping -f` sends tens of thousands of requests a second: its 16-bit
+    /// sequence wraps within the echo timeout. A request whose key was
+    /// already answered starts a new exchange (its reply gets its own round
+    /// trip), while a copy seen in another direction and a repeat of an
+    /// unanswered request stay what they were.
+    #[test]
+    fn a_sequence_number_used_again_starts_a_new_exchange() {
+        let mut agg = Aggregator::new(Config::default());
+        let t = 1_000_000_000;
+        let (me, peer) = (host(1), host(2));
+        for round in 0..3u64 {
+            let at = t + round * 1_000_000;
+            agg.ingest(&ev(at, Direction::Out, me, peer, 8, Some((7, 1))));
+            // The same request seen coming in (lo): a copy.
+            agg.ingest(&ev(at + 10, Direction::In, me, peer, 8, Some((7, 1))));
+            let out = agg.ingest(&ev(at + 300_000, Direction::In, peer, me, 0, Some((7, 1))));
+            assert_eq!(out.rtt_us, Some(300), "round {round}");
+        }
+        // Sent again before any answer: a duplicate, its reply pairs once.
+        let at = t + 10_000_000;
+        agg.ingest(&ev(at, Direction::Out, me, peer, 8, Some((7, 2))));
+        agg.ingest(&ev(at + 100, Direction::Out, me, peer, 8, Some((7, 2))));
+        let out = agg.ingest(&ev(at + 200_000, Direction::In, peer, me, 0, Some((7, 2))));
+        assert_eq!(out.rtt_us, Some(200));
+        let e = agg.echo_totals();
+        assert_eq!(
+            (
+                e.requests,
+                e.answered,
+                e.copies,
+                e.duplicate_requests,
+                e.duplicate_replies
+            ),
+            (4, 4, 3, 1, 0),
+            "{e:?}"
+        );
+        assert_eq!(e.pending, 0, "{e:?}");
+    }
+
     /// Echo timeouts count on the monotonic clock: a step of the wall clock
     /// (NTP, an administrator) neither expires waiting requests nor keeps
     /// them, for sources with a monotonic timestamp (module, BPF) and

@@ -289,7 +289,7 @@ impl EchoTracker {
 
     /// Ends the wait of the oldest request.
     fn pop_oldest(&mut self) {
-        if let Some((k, p)) = self.pending.pop_oldest() {
+        if let Some((k, p)) = self.pending.pop_front() {
             self.lose(k, &p);
         }
     }
@@ -302,13 +302,19 @@ impl EchoTracker {
         let (slot, key) = self.lookup(ev.src, ev.dst, echo, (ev.ts_ns, since_ns));
         if let Some(p) = self.pending.get_mut(&key) {
             let bit = 1 << dir.index();
-            if p.copies & bit == 0 && dir != Direction::Unknown {
+            let seen_here = p.copies & bit != 0 || dir == Direction::Unknown;
+            if !seen_here {
                 p.copies |= bit;
                 self.totals.copies += 1;
-            } else {
-                self.totals.duplicate_requests += 1;
+                return;
             }
-            return;
+            if !p.answered() {
+                self.totals.duplicate_requests += 1;
+                return;
+            }
+            // Its exchange is over: the key is used again (`ping -f`'s
+            // 16-bit sequence wraps within a second), a new request.
+            self.pending.retire(&key);
         }
         let entry = Pending {
             copies: 1 << dir.index(),
@@ -323,11 +329,11 @@ impl EchoTracker {
         self.peers.at_mut(slot).counts.requests += 1;
         // Full: the oldest request makes room (counted lost if unanswered).
         let lost = self.totals.lost;
-        while self.pending.len() >= self.max_pending {
+        while self.pending.slots() >= self.max_pending {
             self.pop_oldest();
         }
         self.totals.evicted += self.totals.lost - lost;
-        if self.pending.len() == GROW_AT {
+        if self.pending.slots() == GROW_AT {
             // Busy: the table goes to its bound at once, one rehash instead
             // of a doubling every few thousand requests.
             self.pending

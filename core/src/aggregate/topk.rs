@@ -3,6 +3,8 @@
 //! exceeds total/capacity is always present, and `count - error` is a lower
 //! bound of its true count.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::hash::Hash;
 
 use foldhash::HashMap;
@@ -16,182 +18,81 @@ pub struct Counted<K> {
     pub error: u64,
 }
 
-const NIL: u32 = u32::MAX;
-
-/// Counters with one count, in a doubly linked list of such groups kept in
-/// ascending count order ("stream summary"): an increment moves a counter
-/// to the next group (or, alone in its group, raises the group's count),
-/// so every operation is O(1).
-#[derive(Debug, Clone)]
-struct Group {
-    count: u64,
-    first: u32,
-    prev: u32,
-    next: u32,
-}
-
-#[derive(Debug, Clone)]
-struct Slot<K> {
-    c: Counted<K>,
-    group: u32,
-    prev: u32,
-    next: u32,
-}
-
+/// The counters, and a heap that finds the smallest. Raising a counter
+/// (the common case: a key already counted) is one lookup and an add: the
+/// heap is told lazily. Each slot has one heap entry, whose count is at
+/// most the slot's (counts only grow); an entry found stale on top is
+/// refreshed and sifted down, so the first fresh one on top is a smallest
+/// counter. (The "stream summary" of linked count groups this replaced
+/// moved a counter between groups on every add: a sixth of the
+/// aggregator's time.)
 #[derive(Debug, Clone)]
 pub struct SpaceSaving<K> {
     capacity: usize,
-    slots: Vec<Slot<K>>,
-    groups: Vec<Group>,
-    free_groups: Vec<u32>,
-    /// The group with the smallest count.
-    min_group: u32,
+    slots: Vec<Counted<K>>,
+    /// (count when last told, slot), smallest first.
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
     index: HashMap<K, u32>,
 }
 
 impl<K: Hash + Eq + Copy> SpaceSaving<K> {
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.clamp(1, NIL as usize - 1);
+        let capacity = capacity.clamp(1, u32::MAX as usize);
         Self {
             capacity,
             slots: Vec::with_capacity(capacity),
-            groups: Vec::new(),
-            free_groups: Vec::new(),
-            min_group: NIL,
+            heap: BinaryHeap::with_capacity(capacity),
             index: HashMap::with_capacity_and_hasher(capacity, Default::default()),
         }
     }
 
-    fn new_group(&mut self, count: u64, prev: u32, next: u32) -> u32 {
-        let g = Group {
-            count,
-            first: NIL,
-            prev,
-            next,
-        };
-        let id = match self.free_groups.pop() {
-            Some(id) => {
-                self.groups[id as usize] = g;
-                id
-            }
-            None => {
-                self.groups.push(g);
-                (self.groups.len() - 1) as u32
-            }
-        };
-        match prev {
-            NIL => self.min_group = id,
-            p => self.groups[p as usize].next = id,
-        }
-        if next != NIL {
-            self.groups[next as usize].prev = id;
-        }
-        id
-    }
-
-    fn unlink_slot(&mut self, s: u32) {
-        let Slot {
-            group, prev, next, ..
-        } = self.slots[s as usize];
-        match prev {
-            NIL => self.groups[group as usize].first = next,
-            p => self.slots[p as usize].next = next,
-        }
-        if next != NIL {
-            self.slots[next as usize].prev = prev;
-        }
-        if self.groups[group as usize].first == NIL {
-            let Group { prev, next, .. } = self.groups[group as usize];
-            match prev {
-                NIL => self.min_group = next,
-                p => self.groups[p as usize].next = next,
-            }
-            if next != NIL {
-                self.groups[next as usize].prev = prev;
-            }
-            self.free_groups.push(group);
-        }
-    }
-
-    fn link_slot(&mut self, s: u32, group: u32) {
-        let first = self.groups[group as usize].first;
-        let slot = &mut self.slots[s as usize];
-        slot.group = group;
-        slot.prev = NIL;
-        slot.next = first;
-        if first != NIL {
-            self.slots[first as usize].prev = s;
-        }
-        self.groups[group as usize].first = s;
-    }
-
-    /// Moves slot `s` (count already raised to `count`) from its group to
-    /// the group of `count`, which follows it or is created; a slot alone
-    /// in its group takes its group along.
-    fn promote(&mut self, s: u32, count: u64) {
-        let old = self.slots[s as usize].group;
-        let next = self.groups[old as usize].next;
-        // Alone in its group and no group of `count` next: the group takes
-        // the new count in place (a key well ahead of the rest, the common
-        // case under a flood, moves nothing).
-        let slot = &self.slots[s as usize];
-        let alone = slot.prev == NIL && slot.next == NIL;
-        if alone && (next == NIL || self.groups[next as usize].count != count) {
-            self.groups[old as usize].count = count;
-            return;
-        }
-        let target = if next != NIL && self.groups[next as usize].count == count {
-            next
-        } else {
-            self.new_group(count, old, next)
-        };
-        self.unlink_slot(s);
-        self.link_slot(s, target);
-    }
-
     /// Counts one more `key`; returns its counter after the increment.
     pub fn add(&mut self, key: K) -> Counted<K> {
-        let s = if let Some(&s) = self.index.get(&key) {
-            self.slots[s as usize].c.count += 1;
-            s
-        } else if self.slots.len() < self.capacity {
+        if let Some(&s) = self.index.get(&key) {
+            let c = &mut self.slots[s as usize];
+            c.count += 1;
+            return *c;
+        }
+        if self.slots.len() < self.capacity {
             let s = self.slots.len() as u32;
-            self.slots.push(Slot {
-                c: Counted {
-                    key,
-                    count: 0,
-                    error: 0,
-                },
-                group: NIL,
-                prev: NIL,
-                next: NIL,
-            });
-            self.index.insert(key, s);
-            // Count 0 never has a group of its own: link into count 1's.
-            let g = match self.min_group {
-                m if m != NIL && self.groups[m as usize].count == 1 => m,
-                m => self.new_group(1, NIL, m),
+            let c = Counted {
+                key,
+                count: 1,
+                error: 0,
             };
-            self.slots[s as usize].c.count = 1;
-            self.link_slot(s, g);
-            return self.slots[s as usize].c;
-        } else {
-            // Replace a counter of the smallest count: the newcomer
-            // inherits that count as its error bound.
-            let s = self.groups[self.min_group as usize].first;
-            let c = &mut self.slots[s as usize].c;
+            self.slots.push(c);
+            self.index.insert(key, s);
+            self.heap.push(Reverse((1, s)));
+            return c;
+        }
+        // Replace a counter of the smallest count: the newcomer inherits
+        // that count as its error bound.
+        loop {
+            let Some(mut top) = self.heap.peek_mut() else {
+                // Never: a full sketch has an entry per slot.
+                return Counted {
+                    key,
+                    count: 1,
+                    error: 0,
+                };
+            };
+            let Reverse((told, s)) = *top;
+            let c = &mut self.slots[s as usize];
+            if c.count != told {
+                // Stale: refreshed, and sifted down when `top` goes.
+                *top = Reverse((c.count, s));
+                continue;
+            }
             self.index.remove(&c.key);
             *c = Counted {
                 key,
-                count: c.count + 1,
-                error: c.count,
+                count: told + 1,
+                error: told,
             };
+            *top = Reverse((told + 1, s));
             self.index.insert(key, s);
-            s
-        };
-        let count = self.slots[s as usize].c.count;
-        self.promote(s, count);
-        self.slots[s as usize].c
+            return *c;
+        }
     }
 
     /// The `n` largest counters, largest first (ties: smaller error, then
@@ -200,7 +101,7 @@ impl<K: Hash + Eq + Copy> SpaceSaving<K> {
     where
         K: Ord,
     {
-        let mut all: Vec<Counted<K>> = self.slots.iter().map(|s| s.c).collect();
+        let mut all = self.slots.clone();
         all.sort_by(|a, b| {
             b.count
                 .cmp(&a.count)
@@ -217,9 +118,7 @@ impl<K: Hash + Eq + Copy> SpaceSaving<K> {
 
     pub fn clear(&mut self) {
         self.slots.clear();
-        self.groups.clear();
-        self.free_groups.clear();
-        self.min_group = NIL;
+        self.heap.clear();
         self.index.clear();
     }
 }
@@ -269,6 +168,25 @@ mod tests {
             want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let got: Vec<(u8, u64)> = ss.top(30).iter().map(|c| (c.key, c.count)).collect();
             prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        /// A newcomer to a full sketch takes a smallest counter's place,
+        /// whatever the heap's stale entries; every add raises one counter.
+        #[test]
+        fn newcomers_replace_a_smallest_counter(keys in proptest::collection::vec(0u16..60, 0..2000), cap in 1usize..20) {
+            let mut ss = SpaceSaving::new(cap);
+            for (n, &k) in keys.iter().enumerate() {
+                let before = ss.top(cap);
+                let c = ss.add(k);
+                if before.len() == cap && !before.iter().any(|b| b.key == k) {
+                    let min = before.iter().map(|b| b.count).min().unwrap();
+                    prop_assert_eq!((c.count, c.error), (min + 1, min));
+                }
+                let total: u64 = ss.top(cap).iter().map(|c| c.count).sum();
+                prop_assert_eq!(total, n as u64 + 1);
+            }
         }
     }
 
