@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::row::rfc3339_nanos;
+use super::cells::rfc3339_nanos;
 use icmpmon_core::aggregate::{Flag, FlagKind};
 
 #[derive(Serialize)]

@@ -4,7 +4,8 @@
 
 use std::io::{self, Write};
 
-use super::row::{Cell, CellFormat, CellWriter, Lines, Row, RowSink, HEADER};
+use super::cells::{CellWriter, Lines};
+use super::row::{Cell, CellFormat, Row, RowSink, HEADER};
 
 #[derive(Debug)]
 pub struct CsvExport<W: Write> {

@@ -3,7 +3,8 @@
 
 use std::io::{self, Write};
 
-use super::row::{Cell, CellFormat, CellWriter, Lines, Row, RowSink};
+use super::cells::{CellWriter, Lines};
+use super::row::{Cell, CellFormat, Row, RowSink};
 
 #[derive(Debug)]
 pub struct JsonlExport<W: Write> {
@@ -101,9 +102,11 @@ mod tests {
 
     fn render(row: &Row) -> serde_json::Map<String, serde_json::Value> {
         let mut buf = Vec::new();
-        let mut out = JsonlExport::new(&mut buf);
-        out.write_row(row).unwrap();
-        out.flush().unwrap();
+        {
+            let mut out = JsonlExport::new(&mut buf);
+            out.write_row(row).unwrap();
+            out.flush().unwrap();
+        }
         let text = String::from_utf8(buf).unwrap();
         assert!(text.ends_with('\n'));
         assert_eq!(text.lines().count(), 1);

@@ -2,6 +2,7 @@
 //! or files, and the stage of the aggregator thread that writes them.
 
 pub(crate) mod alerts;
+mod cells;
 mod csv;
 mod file;
 mod jsonl;
@@ -10,9 +11,10 @@ mod row;
 mod stage;
 mod writer;
 
+pub(crate) use cells::rfc3339_nanos;
 pub(crate) use file::{open, rotates, sink, Format};
 pub(crate) use packets::PacketFile;
-pub(crate) use row::{open_name_socket, rfc3339_nanos, RowSink};
+pub(crate) use row::{open_name_socket, RowSink};
 #[cfg(test)]
 pub(crate) use row::{Row, HEADER};
 pub(crate) use stage::{Opened, Outputs};
