@@ -5,6 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender, TrySendError};
 use rustix::event::EventfdFlags;
@@ -206,6 +207,75 @@ impl PacketSink {
     }
 }
 
+/// How long a source may gather the packets of several reads into one
+/// batch before it hands it on. A flood of small reads (NFLOG's messages,
+/// a few packets each) then wakes the aggregator thread once per
+/// `GATHER_FOR`, not once per read: each wake-up cost it more than the
+/// packets it brought. Capture does not wait for it: the source's next
+/// wait for packets ends when the batch is due (`Gathered::due`).
+const GATHER_FOR: Duration = Duration::from_millis(1);
+
+/// Packets in one batch that goes once `GATHER_FOR` old.
+const GATHER_PACKETS: usize = 1024;
+
+/// A batch being filled across reads.
+#[derive(Debug)]
+pub struct Gathered {
+    batch: Option<Batch>,
+    /// When its first packet came.
+    since: Option<Instant>,
+    hold: Duration,
+}
+
+impl Default for Gathered {
+    fn default() -> Self {
+        Self {
+            batch: None,
+            since: None,
+            hold: GATHER_FOR,
+        }
+    }
+}
+
+impl Gathered {
+    /// The batch to push into.
+    pub fn batch(&mut self, sink: &PacketSink) -> &mut Batch {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        self.batch.get_or_insert_with(|| sink.batch())
+    }
+
+    /// Whether the batch should go now, unasked: it is full.
+    pub fn full(&self) -> bool {
+        self.batch
+            .as_ref()
+            .is_some_and(|b| b.len() >= GATHER_PACKETS)
+    }
+
+    /// After a read: hands the batch on once it is full or `GATHER_FOR` old.
+    pub fn offer(&mut self, sink: &PacketSink) {
+        if self.full() || self.due() == Some(Duration::ZERO) {
+            self.send(sink);
+        }
+    }
+
+    /// Hands on what is gathered.
+    pub fn send(&mut self, sink: &PacketSink) {
+        self.since = None;
+        if let Some(b) = self.batch.take() {
+            sink.send(b);
+        }
+    }
+
+    /// How long until the batch is due: at most how long the source may
+    /// wait for more packets; `None` with nothing gathered.
+    pub fn due(&self) -> Option<Duration> {
+        let since = self.since?;
+        Some(self.hold.saturating_sub(since.elapsed()))
+    }
+}
+
 /// The consumer's end of the channel.
 #[derive(Debug)]
 pub struct Batches {
@@ -261,6 +331,40 @@ mod tests {
             data: &[1, 2, 3],
         };
         std::iter::repeat_n(p, n).collect()
+    }
+
+    /// A gathered batch goes when it is due or full, not before; its due
+    /// time bounds the source's wait.
+    #[test]
+    fn gathered_packets_go_when_due_or_full() {
+        let (sink, rx, _) = channel(8);
+        assert!(Gathered::default().hold == GATHER_FOR);
+        // A long hold, so that a busy machine cannot make it due.
+        let mut g = Gathered {
+            hold: Duration::from_secs(60),
+            ..Gathered::default()
+        };
+        assert_eq!(g.due(), None);
+        g.batch(&sink).extend(batch(3).iter());
+        assert!(g.due().is_some_and(|d| d > Duration::ZERO));
+        g.offer(&sink);
+        assert!(rx.receiver().try_recv().is_err(), "held until due");
+        g.hold = Duration::ZERO;
+        assert_eq!(g.due(), Some(Duration::ZERO));
+        g.offer(&sink);
+        assert_eq!(rx.receiver().try_recv().map(|b| b.len()), Ok(3));
+        assert_eq!(g.due(), None);
+        g.batch(&sink).extend(batch(GATHER_PACKETS).iter());
+        assert!(g.full());
+        g.offer(&sink);
+        assert_eq!(
+            rx.receiver().try_recv().map(|b| b.len()),
+            Ok(GATHER_PACKETS),
+            "full: at once"
+        );
+        g.batch(&sink).extend(batch(1).iter());
+        g.send(&sink);
+        assert_eq!(rx.receiver().try_recv().map(|b| b.len()), Ok(1));
     }
 
     #[test]

@@ -191,6 +191,8 @@ mod tests {
         Flood,
         /// Nothing; after the stop, `linger` before returning.
         Idle { linger: Duration },
+        /// `n` echo requests, then the end of the source.
+        Few(u16),
     }
 
     #[derive(Debug)]
@@ -257,21 +259,34 @@ mod tests {
                     let _ = stop.stopped().recv();
                     thread::sleep(linger);
                 }
+                Behaviour::Few(n) => {
+                    let mut batch = sink.batch();
+                    for seq in 0..n {
+                        echo_request(seq, &mut batch);
+                    }
+                    sink.send(batch);
+                    return Ok(SourceEnd::Ended("the end".into()));
+                }
             }
             Ok(SourceEnd::Stopped)
         }
     }
 
-    /// Counts rows; panics at row `panic_at`.
+    /// Counts rows; panics at row `panic_at`, fails to write row
+    /// `fail_at`.
     struct Rows {
         n: Arc<AtomicU64>,
         panic_at: Option<u64>,
+        fail_at: Option<u64>,
     }
 
     impl RowSink for Rows {
         fn write_row(&mut self, _: &Row) -> io::Result<()> {
             let n = self.n.fetch_add(1, Ordering::SeqCst) + 1;
             assert!(Some(n) != self.panic_at, "test: a panic in the writer");
+            if Some(n) == self.fail_at {
+                return Err(io::Error::other("test: disk full"));
+            }
             Ok(())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -281,7 +296,7 @@ mod tests {
 
     fn outputs(
         n: &Arc<AtomicU64>,
-        panic_at: Option<u64>,
+        (panic_at, fail_at): (Option<u64>, Option<u64>),
         count: Option<u64>,
         stop: &Stop,
     ) -> Outputs {
@@ -289,6 +304,7 @@ mod tests {
             sinks: vec![Box::new(Rows {
                 n: Arc::clone(n),
                 panic_at,
+                fail_at,
             })],
             files: vec![None],
             alerts: None,
@@ -357,7 +373,7 @@ mod tests {
         let n = Arc::new(AtomicU64::new(0));
         let err = run_bounded(
             Behaviour::Flood,
-            outputs(&n, Some(5), None, &stop),
+            outputs(&n, (Some(5), None), None, &stop),
             plan(&stop, None, None),
         )
         .unwrap()
@@ -375,7 +391,7 @@ mod tests {
         let n = Arc::new(AtomicU64::new(0));
         let done = run_bounded(
             Behaviour::Flood,
-            outputs(&n, None, Some(10), &stop),
+            outputs(&n, (None, None), Some(10), &stop),
             plan(&stop, Some(10), None),
         )
         .unwrap();
@@ -396,13 +412,60 @@ mod tests {
         };
         let done = run_bounded(
             Behaviour::Flood,
-            outputs(&n, None, None, &stop),
+            outputs(&n, (None, None), None, &stop),
             plan(&stop, None, None),
         )
         .unwrap();
         stopper.join().unwrap();
         assert!(done.tally.rows > 0);
         assert_eq!(stop.reason(), Some(StopReason::Signal));
+
+        // A source that ends with fewer rows than a batch: every row is
+        // written at the end.
+        let stop = Stop::new().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let done = run_bounded(
+            Behaviour::Few(5),
+            outputs(&n, (None, None), None, &stop),
+            plan(&stop, None, None),
+        )
+        .unwrap();
+        assert_eq!((done.tally.rows, n.load(Ordering::SeqCst)), (5, 5));
+        assert!(done.tally.output_error.is_none());
+
+        // The writer panics on the last rows, handed over at the end: the
+        // run still ends (no wait for an answer that never comes).
+        let stop = Stop::new().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let done = run_bounded(
+            Behaviour::Few(5),
+            outputs(&n, (Some(5), None), None, &stop),
+            plan(&stop, None, None),
+        )
+        .unwrap();
+        let err = done.tally.output_error.expect("the panic is an error");
+        assert!(
+            format!("{err:#}").contains("writer thread panicked"),
+            "{err:#}"
+        );
+        assert_eq!(stop.reason(), Some(StopReason::Failed));
+
+        // --count reached, and one of the last rows failed to be written:
+        // the failure is still the run's.
+        let stop = Stop::new().unwrap();
+        let n = Arc::new(AtomicU64::new(0));
+        let done = run_bounded(
+            Behaviour::Flood,
+            outputs(&n, (None, Some(8)), Some(10), &stop),
+            plan(&stop, Some(10), None),
+        )
+        .unwrap();
+        let err = done
+            .tally
+            .output_error
+            .expect("the failed write is an error");
+        assert!(format!("{err:#}").contains("disk full"), "{err:#}");
+        assert_eq!(done.tally.rows, 7);
 
         // --duration: the run ends, and while the source winds down the
         // aggregator waits instead of spinning.
@@ -411,7 +474,7 @@ mod tests {
         let linger = Duration::from_millis(800);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let p = plan(&stop, None, Some(Duration::from_millis(50)));
-        let o = outputs(&n, None, None, &stop);
+        let o = outputs(&n, (None, None), None, &stop);
         thread::spawn(move || {
             let _ = tx.send(execute(
                 Box::new(Fake(Behaviour::Idle { linger })),

@@ -242,6 +242,11 @@ impl<W: io::Write> Drop for Lines<W> {
     /// Rows gathered still go out (as a `BufWriter`'s would) when an output
     /// is dropped without a last flush (--count reached).
     fn drop(&mut self) {
+        // A panic may have left a row half written: it does not go out.
+        if std::thread::panicking() {
+            let whole = self.buf.iter().rposition(|&b| b == b'\n');
+            self.buf.truncate(whole.map_or(0, |i| i + 1));
+        }
         let _ = self.flush();
     }
 }

@@ -1,5 +1,6 @@
 //! Headless outputs: rows (CSV, JSON lines) and alerts, to standard output
-//! or files, and the stage of the aggregator thread that writes them.
+//! or files: the stage of the aggregator thread that hands them on, and
+//! the writer thread that formats and writes the rows.
 
 pub(crate) mod alerts;
 mod cells;

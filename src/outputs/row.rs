@@ -4,9 +4,9 @@
 //! carry the same fields under the same names.
 //!
 //! Rows are the hot path of a flood: a row borrows what it shows (no
-//! `String` per field) and each format writes its cells straight into a
-//! reused line buffer (no serde: through it, CSV took a third of the
-//! aggregator thread's time).
+//! `String` per field) and each format writes its cells straight into the
+//! output's buffer (`cells::Lines`), in straight-line calls (no serde:
+//! through it, CSV took a third of the aggregator thread's time).
 
 use std::borrow::Cow;
 use std::io;
@@ -50,7 +50,8 @@ pub(crate) const HEADER: [&str; 25] = [
 pub struct Row<'a> {
     /// Wall clock, nanoseconds since the epoch (written RFC 3339).
     pub ts_ns: u64,
-    pub source: &'a str,
+    /// A source's name: one of icmpmon's own words (written unquoted).
+    pub source: &'static str,
     pub direction: &'static str,
     /// None when the source gives no interface (capture files).
     pub ifname: Option<&'a str>,
@@ -111,7 +112,7 @@ impl<'a> Row<'a> {
     /// `rtt_us`: the aggregator's answer for an echo reply it paired.
     pub fn new(
         ev: &'a IcmpEvent,
-        source: &'a str,
+        source: &'static str,
         ifname: Option<&'a str>,
         rtt_us: Option<u64>,
         who: Option<&'a Attribution>,

@@ -269,13 +269,31 @@ impl Stage for Outputs {
 
     fn finish(&mut self, _agg: &Aggregator) -> Flow {
         let flow = self.flush(true);
-        if !self.writing {
-            // Nothing more goes out (--count, or the output is closed).
-            if let Some(w) = self.writer.as_mut() {
-                let _ = w.end(false);
-            }
+        if self.writing {
+            return flow;
         }
-        flow
+        // The writing stopped (--count, a closed output, a failed write):
+        // the rows taken before still go out and are flushed (a failure
+        // found now is still the run's), then nothing more.
+        self.hand_over();
+        if let Some(w) = &self.writer {
+            w.flush(true);
+        }
+        let last = self.writer_failed();
+        let ended = self.writer.as_mut().map_or(Ok(()), |w| w.end(false));
+        let ended = self.check(ended, "output");
+        [flow, last, ended]
+            .into_iter()
+            .find(|f| *f != Flow::Go)
+            .unwrap_or(Flow::Go)
+    }
+}
+
+impl Drop for Outputs {
+    /// A run that ends without `finish` (the aggregator thread panicked):
+    /// the rows taken still go out, before the writer thread ends.
+    fn drop(&mut self) {
+        self.hand_over();
     }
 }
 

@@ -49,7 +49,8 @@ enum Job {
 struct Shared {
     /// Rows written (accepted by every output).
     rows: AtomicU64,
-    /// Set once a write failed: nothing more is written.
+    /// Set once a write failed or the thread panicked: nothing more is
+    /// written.
     failed: AtomicBool,
     /// The failure, and what was being written, until taken.
     error: Mutex<Option<(io::Error, &'static str)>>,
@@ -60,6 +61,8 @@ pub(super) struct Writer {
     jobs: Option<Sender<Job>>,
     /// Emptied batches, given back.
     spare: Receiver<Vec<Ready>>,
+    /// Disconnected once the thread has ended.
+    gone: Receiver<()>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -86,18 +89,25 @@ impl Writer {
     pub fn start(sinks: Sinks, stop: &Stop) -> io::Result<Self> {
         let (jobs, jobs_rx) = crossbeam_channel::bounded(IN_FLIGHT);
         let (spare_tx, spare) = crossbeam_channel::bounded(IN_FLIGHT + 1);
+        let (alive, gone) = crossbeam_channel::bounded::<()>(0);
         let shared = Arc::new(Shared::default());
         let thread = std::thread::Builder::new().name("writer".into()).spawn({
             let shared = shared.clone();
             let stop = stop.clone();
             move || {
-                let _stop_on_panic = stop.on_panic(StopReason::Failed);
+                // Gone when the thread ends, even by a panic: a wait for
+                // an answer ends then too.
+                let _alive = alive;
                 let mut w = Thread {
                     sinks,
                     ifnames: IfNames::default(),
                     shared,
                     writing: true,
                 };
+                // Dropped before `w`: a panic stops the run as failed
+                // before the outputs' failure is published (which the
+                // aggregator side would take for a closed output).
+                let _stop_on_panic = stop.on_panic(StopReason::Failed);
                 let complete = w.serve(&jobs_rx, &spare_tx);
                 w.end(complete)
             }
@@ -105,6 +115,7 @@ impl Writer {
         Ok(Self {
             jobs: Some(jobs),
             spare,
+            gone,
             shared,
             thread: Some(thread),
         })
@@ -134,7 +145,12 @@ impl Writer {
         let (done, answer) = crossbeam_channel::bounded(1);
         self.send(Job::Flush(done));
         if wait {
-            let _ = answer.recv();
+            // A thread that panicked answers nothing (its jobs stay
+            // queued while this side holds the sender).
+            crossbeam_channel::select! {
+                recv(answer) -> _ => {}
+                recv(self.gone) -> _ => {}
+            }
         }
     }
 

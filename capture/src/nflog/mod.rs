@@ -24,12 +24,13 @@
 //! timestamp have private fields, and one bad attribute fails its whole
 //! message.
 
+mod counters;
 mod group;
 mod packet;
 mod source;
 
+pub use counters::NflogCounters;
 pub(crate) use group::out_batch_message;
 pub use source::{
-    NflogCounters, NflogError, NflogOptions, NflogSource, DEFAULT_GROUP, THRESHOLD_DEFAULT,
-    TIMEOUT_MS_DEFAULT,
+    NflogError, NflogOptions, NflogSource, DEFAULT_GROUP, THRESHOLD_DEFAULT, TIMEOUT_MS_DEFAULT,
 };

@@ -27,7 +27,7 @@
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,9 @@ use netlink_packet_netfilter::nflog::{
 };
 use netlink_packet_netfilter::NetfilterProtoFamily;
 
+use super::counters::NflogCounters;
 use crate::netlink::{self, Acked, NetfilterSocket, Refusal, Wait};
-use crate::pipeline::{PacketSink, Stop};
+use crate::pipeline::{Gathered, PacketSink, Stop};
 use crate::privilege::Capability::CAP_NET_ADMIN;
 use crate::rules::{self, Answer, Handoff, Ledger, Privileged, Request, Rules, Target};
 use icmpmon_core::event::Direction;
@@ -92,23 +93,6 @@ pub enum NflogError {
     Io(#[from] io::Error),
 }
 
-/// What the receive side saw; shared with the summary.
-#[derive(Debug, Default)]
-pub struct NflogCounters {
-    pub packets: AtomicU64,
-    /// Packets missing from the groups' sequence numbers.
-    pub sequence_lost: AtomicU64,
-    /// Matched by the rules, never seen, and no gap: counted at the end.
-    pub unaccounted: AtomicU64,
-    /// ENOBUFS on receive (what they lost shows as sequence gaps).
-    pub socket_overruns: AtomicU64,
-    /// How long `out` packets went in batches (a flood), in ms: their
-    /// times, and the RTTs of pings this host sent, were up to
-    /// `OUT_BATCH_SPAN` late then.
-    pub out_batched_ms: AtomicU64,
-    pub bad_messages: AtomicU64,
-}
-
 /// The kernel's list of bound log groups (first column: the group).
 const BOUND_GROUPS: &str = "/proc/net/netfilter/nfnetlink_log";
 
@@ -132,6 +116,8 @@ pub struct NflogSource {
     window: Instant,
     /// Once the monitor holds no capability: what resizes the `out` batches.
     privileged: Option<Arc<dyn Privileged>>,
+    /// Packets of several messages, handed on together.
+    gathered: Gathered,
 }
 
 impl NflogSource {
@@ -162,6 +148,7 @@ impl NflogSource {
             out_seen: 0,
             window: Instant::now(),
             privileged: None,
+            gathered: Gathered::default(),
         };
         let group = match opts.group {
             Some(g) => {
@@ -290,8 +277,9 @@ impl NflogSource {
     /// Receives what is waiting and hands it on. Returns how many packets
     /// it took.
     fn drain(&mut self, sink: &PacketSink) -> Result<usize, NflogError> {
-        let mut batch = sink.batch();
+        let mut n = 0;
         while let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? {
+            let batch = self.gathered.batch(sink);
             let received_ns = icmpmon_core::event::now_ns();
             for bytes in netlink::datagram_messages(datagram) {
                 let Ok(nl) = NetlinkBuffer::new_checked(bytes) else {
@@ -312,14 +300,14 @@ impl NflogSource {
                     self.out_seen += 1;
                 }
                 batch.push(logged.packet);
+                n += 1;
             }
-            if batch.len() >= 1024 {
+            if self.gathered.full() {
                 break;
             }
         }
-        let n = batch.len();
         self.counters.packets.fetch_add(n as u64, Relaxed);
-        sink.send(batch);
+        self.gathered.offer(sink);
         Ok(n)
     }
 
@@ -385,6 +373,11 @@ impl NflogSource {
                 1 => None,
                 _ => Some(OUT_RATE_WINDOW),
             };
+            // Not past the gathered batch's time.
+            let wait = match (wait, self.gathered.due()) {
+                (Some(w), Some(d)) => Some(w.min(d)),
+                (w, d) => w.or(d),
+            };
             if netlink::wait_readable(self.nl.socket(), wait, Some(stop))? == Wait::Stopped {
                 break;
             }
@@ -430,6 +423,7 @@ impl NflogSource {
             self.drain(sink)?;
         }
         self.drain(sink)?;
+        self.gathered.send(sink);
         Ok(())
     }
 }
@@ -475,24 +469,5 @@ impl Source for NflogSource {
     }
     fn run(self: Box<Self>, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, CaptureError> {
         Ok(NflogSource::run(*self, sink, stop)?)
-    }
-}
-
-impl Counters for NflogCounters {
-    fn fields(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("logged", self.packets.load(Relaxed)),
-            ("sequence_lost", self.sequence_lost.load(Relaxed)),
-            ("unaccounted", self.unaccounted.load(Relaxed)),
-            ("socket_overruns", self.socket_overruns.load(Relaxed)),
-            ("bad_messages", self.bad_messages.load(Relaxed)),
-            ("out_batched_ms", self.out_batched_ms.load(Relaxed)),
-        ]
-    }
-    fn losses(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("log_sequence", self.sequence_lost.load(Relaxed)),
-            ("log_unaccounted", self.unaccounted.load(Relaxed)),
-        ]
     }
 }

@@ -424,6 +424,6 @@ impl EchoTracker {
     /// peer pairs.
     pub fn sizes(&self) -> (usize, (usize, usize), usize) {
         let expired = (self.expired.len, self.expired.capacity());
-        (self.pending.len(), expired, self.peers.len())
+        (self.pending.slots(), expired, self.peers.len())
     }
 }

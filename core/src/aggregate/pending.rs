@@ -32,8 +32,6 @@ struct Waiting<K, V> {
 #[derive(Debug)]
 pub(crate) struct PendingTable<K, V> {
     ring: VecDeque<Waiting<K, V>>,
-    /// Requests in the ring not retired.
-    live: usize,
     /// The arrival number of `ring`'s front.
     first: u64,
     /// Arrival numbers, by their keys' hashes.
@@ -46,7 +44,6 @@ impl<K, V> Default for PendingTable<K, V> {
     fn default() -> Self {
         Self {
             ring: VecDeque::new(),
-            live: 0,
             first: 0,
             index: HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
@@ -55,9 +52,10 @@ impl<K, V> Default for PendingTable<K, V> {
 }
 
 impl<K: Hash + Eq, V> PendingTable<K, V> {
-    /// Requests waiting (not retired).
-    pub fn len(&self) -> usize {
-        self.live
+    /// Requests waiting (not retired): those in the index.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
     }
 
     /// Entries in the ring, retired ones too: what memory holds.
@@ -90,7 +88,6 @@ impl<K: Hash + Eq, V> PendingTable<K, V> {
         {
             let (n, _) = e.remove();
             self.ring[Self::at(first, n)].live = false;
-            self.live -= 1;
         }
     }
 
@@ -108,7 +105,6 @@ impl<K: Hash + Eq, V> PendingTable<K, V> {
             value,
             live: true,
         });
-        self.live += 1;
     }
 
     /// The oldest request's value (retired ones at the front leave).
@@ -129,7 +125,6 @@ impl<K: Hash + Eq, V> PendingTable<K, V> {
         if !w.live {
             return None;
         }
-        self.live -= 1;
         if let Ok(e) = self.index.find_entry(w.hash, |&m| m == n) {
             e.remove();
         }
