@@ -204,6 +204,8 @@ impl TimeText {
 pub(crate) struct Lines<W: io::Write> {
     out: W,
     pub buf: Vec<u8>,
+    /// How much of `buf` is complete rows.
+    whole: usize,
 }
 
 /// What `Lines` gathers before it writes: larger than a `BufWriter`'s
@@ -215,11 +217,13 @@ impl<W: io::Write> Lines<W> {
         Self {
             out,
             buf: Vec::with_capacity(LINES_BYTES + 1024),
+            whole: 0,
         }
     }
 
     /// A row is complete: written out once enough have gathered.
     pub fn row_done(&mut self) -> io::Result<()> {
+        self.whole = self.buf.len();
         if self.buf.len() >= LINES_BYTES {
             self.write_out()?;
         }
@@ -229,6 +233,7 @@ impl<W: io::Write> Lines<W> {
     fn write_out(&mut self) -> io::Result<()> {
         let r = self.out.write_all(&self.buf);
         self.buf.clear();
+        self.whole = 0;
         r
     }
 
@@ -244,8 +249,7 @@ impl<W: io::Write> Drop for Lines<W> {
     fn drop(&mut self) {
         // A panic may have left a row half written: it does not go out.
         if std::thread::panicking() {
-            let whole = self.buf.iter().rposition(|&b| b == b'\n');
-            self.buf.truncate(whole.map_or(0, |i| i + 1));
+            self.buf.truncate(self.whole);
         }
         let _ = self.flush();
     }
@@ -284,6 +288,33 @@ mod tests {
             ipv6(a, &mut out);
             prop_assert_eq!(String::from_utf8(out).unwrap(), a.to_string());
         }
+    }
+
+    /// A panic mid-row (even in a quoted cell holding a line break) leaves
+    /// only whole rows in the output.
+    #[test]
+    fn a_row_half_written_at_a_panic_does_not_go_out() {
+        use std::sync::{Arc, Mutex};
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Shared {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut lines = Lines::new(Shared(out.clone()));
+            lines.buf.extend_from_slice(b"a,b\n");
+            lines.row_done().unwrap();
+            lines.buf.extend_from_slice(b"c,\"d\ne");
+            panic!("test: a panic mid-row");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(out.lock().unwrap().as_slice(), b"a,b\n");
     }
 
     #[test]

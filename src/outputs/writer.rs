@@ -145,8 +145,8 @@ impl Writer {
         let (done, answer) = crossbeam_channel::bounded(1);
         self.send(Job::Flush(done));
         if wait {
-            // A thread that panicked answers nothing (its jobs stay
-            // queued while this side holds the sender).
+            // A thread that panicked answers nothing: the wait ends when
+            // it has gone.
             crossbeam_channel::select! {
                 recv(answer) -> _ => {}
                 recv(self.gone) -> _ => {}

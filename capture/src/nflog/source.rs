@@ -366,24 +366,12 @@ impl NflogSource {
     /// Receives until `stop`; then removes the rules (nothing new is
     /// logged), takes the last partial batch and unbinds.
     pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, NflogError> {
-        loop {
-            // Batched, the rate is checked again within a window (a burst
-            // that ends must not leave the group batched).
-            let wait = match self.out_batch {
-                1 => None,
-                _ => Some(OUT_RATE_WINDOW),
-            };
-            // Not past the gathered batch's time.
-            let wait = match (wait, self.gathered.due()) {
-                (Some(w), Some(d)) => Some(w.min(d)),
-                (w, d) => w.or(d),
-            };
-            if netlink::wait_readable(self.nl.socket(), wait, Some(stop))? == Wait::Stopped {
-                break;
-            }
-            self.drain(&sink)?;
-            self.adapt_out();
+        let captured = self.capture(&sink, stop);
+        if captured.is_err() {
+            // Counted as logged: they go on even when the capture failed.
+            self.gathered.send(&sink);
         }
+        captured?;
         let matched = self.rules.take().map(Rules::remove);
         let drained = self.drain_last(&sink);
         // Without CAP_NET_ADMIN the kernel refuses an unbind: the rules
@@ -419,12 +407,42 @@ impl NflogSource {
     fn drain_last(&mut self, sink: &PacketSink) -> Result<(), NflogError> {
         let quiet = self.timeout + Duration::from_millis(50);
         let deadline = Instant::now() + quiet.max(Duration::from_millis(100)) * 4;
-        while Instant::now() < deadline && netlink::readable_within(self.nl.socket(), quiet)? {
-            self.drain(sink)?;
+        let mut drained = Ok(());
+        while drained.is_ok() && Instant::now() < deadline {
+            match netlink::readable_within(self.nl.socket(), quiet) {
+                Ok(true) => drained = self.drain(sink).map(drop),
+                Ok(false) => break,
+                Err(e) => drained = Err(e.into()),
+            }
         }
-        self.drain(sink)?;
+        if drained.is_ok() {
+            drained = self.drain(sink).map(drop);
+        }
+        // Whatever was gathered goes, even after a failed read.
         self.gathered.send(sink);
-        Ok(())
+        drained
+    }
+
+    /// Reads packets until the stop (or a failure).
+    fn capture(&mut self, sink: &PacketSink, stop: &Stop) -> Result<(), NflogError> {
+        loop {
+            // Batched, the rate is checked again within a window (a burst
+            // that ends must not leave the group batched).
+            let wait = match self.out_batch {
+                1 => None,
+                _ => Some(OUT_RATE_WINDOW),
+            };
+            // Not past the gathered batch's time.
+            let wait = match (wait, self.gathered.due()) {
+                (Some(w), Some(d)) => Some(w.min(d)),
+                (w, d) => w.or(d),
+            };
+            if netlink::wait_readable(self.nl.socket(), wait, Some(stop))? == Wait::Stopped {
+                return Ok(());
+            }
+            self.drain(sink)?;
+            self.adapt_out();
+        }
     }
 }
 
