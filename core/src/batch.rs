@@ -61,7 +61,16 @@ impl Batch {
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = RawPacket<'_>> + '_ {
-        self.heads.iter().map(|h| RawPacket {
+        self.heads.iter().map(|h| self.packet(h))
+    }
+
+    /// The `i`th packet.
+    pub fn get(&self, i: usize) -> Option<RawPacket<'_>> {
+        self.heads.get(i).map(|h| self.packet(h))
+    }
+
+    fn packet<'a>(&'a self, h: &'a Head) -> RawPacket<'a> {
+        RawPacket {
             ts_ns: h.ts_ns,
             mono_ns: h.mono_ns,
             direction: h.direction,
@@ -69,7 +78,18 @@ impl Batch {
             orig_len: h.orig_len,
             data: &self.bytes[h.start..h.start + h.len],
             drop: h.drop.as_ref(),
-        })
+        }
+    }
+
+    /// Lets the first `n` packets go (a batch used as a queue).
+    pub fn remove_front(&mut self, n: usize) {
+        let n = n.min(self.heads.len());
+        let cut = self.heads.get(n).map_or(self.bytes.len(), |h| h.start);
+        self.bytes.drain(..cut);
+        self.heads.drain(..n);
+        for h in &mut self.heads {
+            h.start -= cut;
+        }
     }
 
     /// Empties the batch for reuse; false when its buffers have grown past
@@ -141,8 +161,29 @@ mod tests {
                 prop_assert_eq!(b.len(), want.len());
                 prop_assert_eq!(b.bytes(), round.iter().map(Vec::len).sum::<usize>());
                 let got: Vec<RawPacket> = b.iter().collect();
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(&got, &want);
+                for (i, p) in want.iter().enumerate() {
+                    prop_assert_eq!(b.get(i), Some(*p));
+                }
+                prop_assert_eq!(b.get(want.len()), None);
             }
+        }
+
+        /// Used as a queue: what is left after the front goes reads back
+        /// as it was, and takes only its own bytes.
+        #[test]
+        fn the_front_goes_and_the_rest_stays(
+            sizes in proptest::collection::vec(0usize..200, 0..30),
+            cut in 0usize..40,
+        ) {
+            let data: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
+            let want: Vec<RawPacket> = data.iter().enumerate().map(|(i, d)| packet(d, i as u64, None)).collect();
+            let mut b: Batch = want.iter().copied().collect();
+            b.remove_front(cut);
+            let rest = &want[cut.min(want.len())..];
+            let got: Vec<RawPacket> = b.iter().collect();
+            prop_assert_eq!(got.as_slice(), rest);
+            prop_assert_eq!(b.bytes(), rest.iter().map(|p| p.data.len()).sum::<usize>());
         }
     }
 

@@ -289,6 +289,25 @@ for source in packet nflog bpf; do
 	else
 		ko "$source-forwarded" "$(grep ' → ' "$work/$source.err")"
 	fi
+	# r answers a's pings: each reply r sends comes after the request it
+	# answers and has a round trip of r's own answering time, not one
+	# paired with another request. (NFLOG's `in` group sends batches and
+	# its `out` group at once: the reply reached icmpmon first.)
+	answered=$(awk -F, '
+		$10 == "echo-request" && $3 == "in" && ($6 == "10.96.1.2" && $7 == "10.96.1.1" || $6 == "fd96:1::2" && $7 == "fd96:1::1") { asked[$5 "/" $11 "/" $12] = 1 }
+		$10 == "echo-reply" && $3 == "out" && ($7 == "10.96.1.2" && $6 == "10.96.1.1" || $7 == "fd96:1::2" && $6 == "fd96:1::1") {
+			n++
+			if (($5 "/" $11 "/" $12) in asked && $15 != "" && $15 < 20000) good++
+		}
+		END { printf "%d %d\n", n, good }' "$f")
+	set -- $answered
+	if [ "$1" = 6 ] && [ "$2" = 6 ] &&
+		grep -q "10.96.1.2 → 10.96.1.1: 3 req, 3 rep, 0 lost" "$work/$source.err" &&
+		grep -q "fd96:1::2 → fd96:1::1: 3 req, 3 rep, 0 lost" "$work/$source.err"; then
+		ok "$source-responder" "6 replies r sent, each after its request's row, with an rtt_us under 20 ms; 3 of 3 answered per family"
+	else
+		ko "$source-responder" "replies $1, after their request with an rtt_us under 20 ms: $2 (want 6 and 6): $(grep -E '→ 10.96.1.1|→ fd96:1::1|unsolicited' "$work/$source.err")"
+	fi
 	if [ "$source" = packet ]; then
 		if [ "$caps" = 0000000000000000 ]; then ok packet-privileges "CapEff $caps once open"; else ko packet-privileges "CapEff $caps"; fi
 	elif [ "$source" = bpf ]; then

@@ -18,6 +18,21 @@ const NL_BUFSIZ_MAX: u32 = 131_072;
 /// only as many packets as arrive in this time (see `adapt_out`).
 const OUT_BATCH_SPAN: Duration = Duration::from_micros(250);
 
+/// The `in` group's timer, in the kernel's unit (1/100 s): `timeout_ms`
+/// rounded up, at least one.
+pub(super) fn in_timer_hundredths(timeout_ms: u32) -> u32 {
+    timeout_ms.div_ceil(10).max(1)
+}
+
+/// How long a packet waits for the other group's packets logged before it
+/// (see `order`): a group's timer (the `in` group's, at least the batched
+/// `out` group's 10 ms) runs from a batch's first packet and fires a jiffy
+/// late at worst (10 ms at HZ=100); twice that covers a busy machine's
+/// wake-up.
+pub(super) fn order_hold(timeout_ms: u32) -> Duration {
+    Duration::from_millis(u64::from(in_timer_hundredths(timeout_ms)) * 20 + 5)
+}
+
 /// A message buffer for a batch of `threshold` packets, within the
 /// kernel's bounds.
 pub(super) fn batch_bytes(threshold: u32, snaplen: u32) -> u32 {

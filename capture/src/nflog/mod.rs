@@ -19,6 +19,11 @@
 //! hits minus packets seen and counted is what vanished without a gap
 //! (the tail of a loss, or a buffer the kernel could not allocate).
 //!
+//! The two groups' batches come at their own times, so a packet waits
+//! (`order`) until the other group's packets the hooks logged before it
+//! have come (both groups carry the namespace's global log sequence): an
+//! echo reply goes on after the request it answers, never before.
+//!
 //! Config messages come from `netlink-packet-netfilter`. Packets are parsed
 //! here with `NlasIterator`, as for NFQUEUE: that crate's packet header and
 //! timestamp have private fields, and one bad attribute fails its whole
@@ -26,6 +31,7 @@
 
 mod counters;
 mod group;
+mod order;
 mod packet;
 mod source;
 

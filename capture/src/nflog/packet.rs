@@ -16,6 +16,7 @@ pub(super) const NFULA_IFINDEX_INDEV: u16 = libc::NFULA_IFINDEX_INDEV as u16;
 pub(super) const NFULA_IFINDEX_OUTDEV: u16 = libc::NFULA_IFINDEX_OUTDEV as u16;
 pub(super) const NFULA_PAYLOAD: u16 = libc::NFULA_PAYLOAD as u16;
 pub(super) const NFULA_SEQ: u16 = libc::NFULA_SEQ as u16;
+pub(super) const NFULA_SEQ_GLOBAL: u16 = libc::NFULA_SEQ_GLOBAL as u16;
 pub(super) const NF_INET_PRE_ROUTING: u8 = libc::NF_INET_PRE_ROUTING as u8;
 pub(super) const NF_INET_LOCAL_OUT: u8 = libc::NF_INET_LOCAL_OUT as u8;
 
@@ -24,6 +25,8 @@ pub(super) const NF_INET_LOCAL_OUT: u8 = libc::NF_INET_LOCAL_OUT as u8;
 pub(super) struct Logged<'a> {
     pub(super) group: u16,
     pub(super) seq: Option<u32>,
+    /// The namespace's log sequence, across groups: the hooks' order.
+    pub(super) global_seq: Option<u32>,
     pub(super) packet: RawPacket<'a>,
 }
 
@@ -47,7 +50,7 @@ pub(super) fn ip_length(data: &[u8]) -> Option<u32> {
 pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged<'_>> {
     let group = u16::from_be_bytes(payload.get(2..4)?.try_into().ok()?);
     let attrs = payload.get(4..)?; // nfgenmsg
-    let (mut hook, mut seq, mut ts_ns) = (None, None, None);
+    let (mut hook, mut seq, mut global_seq, mut ts_ns) = (None, None, None, None);
     let (mut data, mut indev, mut outdev) = (None, 0, 0);
     let be32 = |v: &[u8]| Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?));
     for nla in NlasIterator::new(attrs) {
@@ -60,6 +63,7 @@ pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged<'_
             NFULA_IFINDEX_INDEV => indev = be32(v).unwrap_or(0),
             NFULA_IFINDEX_OUTDEV => outdev = be32(v).unwrap_or(0),
             NFULA_SEQ => seq = be32(v),
+            NFULA_SEQ_GLOBAL => global_seq = be32(v),
             NFULA_TIMESTAMP => ts_ns = netlink::timestamp_ns(v),
             _ => {}
         }
@@ -73,6 +77,7 @@ pub(super) fn parse_packet(payload: &[u8], received_ns: u64) -> Option<Logged<'_
     Some(Logged {
         group,
         seq,
+        global_seq,
         packet: RawPacket {
             drop: None,
             // Output packets carry no timestamp: their group is unbatched,
@@ -130,6 +135,7 @@ mod tests {
         m.extend(nla(NFULA_IFINDEX_OUTDEV, &5u32.to_be_bytes()));
         m.extend(nla(NFULA_PAYLOAD, &[0x45, 0, 0x05, 0xdc, 0, 0]));
         m.extend(nla(NFULA_SEQ, &seq.to_be_bytes()));
+        m.extend(nla(NFULA_SEQ_GLOBAL, &(seq + 1000).to_be_bytes()));
         if ts {
             let mut t = 5u64.to_be_bytes().to_vec();
             t.extend_from_slice(&7u64.to_be_bytes());
@@ -144,6 +150,7 @@ mod tests {
         let l = parse_packet(&m, 99).unwrap();
         assert_eq!(l.group, 40);
         assert_eq!(l.seq, Some(9));
+        assert_eq!(l.global_seq, Some(1009));
         assert_eq!(l.packet.direction, Direction::In);
         assert_eq!(l.packet.ifindex, 3);
         assert_eq!(l.packet.ts_ns, 5_000_007_000);

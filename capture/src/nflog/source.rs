@@ -1,28 +1,6 @@
-//! Passive capture through the netfilter log (nfnetlink_log): icmpmon's own
-//! rules (`rules`) copy each ICMP packet to its log groups at the module's
-//! hooks (prerouting = `in`, forwarded included; output = `out`), after
-//! defragmentation. Traffic never waits for icmpmon; without it, the rules
-//! log nothing.
-//!
-//! Two groups: `in` packets go to group N, batched (a message per
-//! `threshold` packets or per `timeout`), and carry the kernel's receive
-//! timestamp. NFLOG stamps nothing at output, so an `out` packet's time is
-//! when icmpmon receives it; group N+1 sends those one at a time, so that
-//! the time is the send time plus a wake-up (tens of µs), not plus a batch
-//! timeout. Under a flood (over 8 000 `out` packets/s) per-packet messages
-//! would cost half the flood's rate, so the `out` group then batches what
-//! arrives in 250 µs: an `out` time is late by a wake-up (tens of µs), by
-//! at most 250 µs under a flood, and, for the last packets of a burst, by
-//! up to the kernel's 10 ms timer. Both groups number their packets
-//! (NFULA_SEQ): a gap is a batch the socket could not take (ENOBUFS), and
-//! its size is counted lost once a later packet shows it. At the end, rule
-//! hits minus packets seen and counted is what vanished without a gap
-//! (the tail of a loss, or a buffer the kernel could not allocate).
-//!
-//! Config messages come from `netlink-packet-netfilter`. Packets are parsed
-//! here with `NlasIterator`, as for NFQUEUE: that crate's packet header and
-//! timestamp have private fields, and one bad attribute fails its whole
-//! message.
+//! The NFLOG source: binds its pair of log groups, installs its rules,
+//! reads the groups' messages and ends cleanly (how, and why two groups:
+//! the module's documentation).
 
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
@@ -44,7 +22,10 @@ use crate::privilege::Capability::CAP_NET_ADMIN;
 use crate::rules::{self, Answer, Handoff, Ledger, Privileged, Request, Rules, Target};
 use icmpmon_core::event::Direction;
 
-use super::group::{batch_bytes, out_batch_message, out_threshold};
+use super::group::{
+    batch_bytes, in_timer_hundredths, order_hold, out_batch_message, out_threshold,
+};
+use super::order::Order;
 use super::packet::{count_gap, parse_packet, MSG_PACKET};
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the `out` rate is measured.
@@ -118,6 +99,8 @@ pub struct NflogSource {
     privileged: Option<Arc<dyn Privileged>>,
     /// Packets of several messages, handed on together.
     gathered: Gathered,
+    /// Packets held until their place among the other group's is known.
+    order: Order,
 }
 
 impl NflogSource {
@@ -149,6 +132,7 @@ impl NflogSource {
             window: Instant::now(),
             privileged: None,
             gathered: Gathered::default(),
+            order: Order::new(order_hold(opts.timeout_ms)),
         };
         let group = match opts.group {
             Some(g) => {
@@ -191,7 +175,7 @@ impl NflogSource {
     }
 
     fn bind_pair(&mut self, group: u16, opts: &NflogOptions) -> Result<(), NflogError> {
-        let hundredths = opts.timeout_ms.div_ceil(10).max(1);
+        let hundredths = in_timer_hundredths(opts.timeout_ms);
         let configs = [
             (
                 group,
@@ -209,7 +193,8 @@ impl NflogSource {
                 ConfigMode::new_packet(opts.snaplen).into(),
                 ConfigNla::QThresh(threshold),
                 Timeout::new(timeout).into(),
-                ConfigFlags::SEQ.into(),
+                // Per group (gaps: losses) and across them (the order).
+                (ConfigFlags::SEQ | ConfigFlags::SEQ_GLOBAL).into(),
             ];
             config.extend(bufsiz.map(ConfigNla::NlBufSiz));
             let bound = self.request("binding the log group", g, config);
@@ -299,7 +284,9 @@ impl NflogSource {
                 if logged.packet.direction == Direction::Out {
                     self.out_seen += 1;
                 }
-                batch.push(logged.packet);
+                let side = usize::from(logged.group != self.group);
+                self.order
+                    .push(side, logged.packet, logged.global_seq, batch);
                 n += 1;
             }
             if self.gathered.full() {
@@ -307,8 +294,20 @@ impl NflogSource {
             }
         }
         self.counters.packets.fetch_add(n as u64, Relaxed);
+        if self.order.due() == Some(Duration::ZERO) {
+            self.order.release_due(self.gathered.batch(sink));
+        }
         self.gathered.offer(sink);
         Ok(n)
+    }
+
+    /// Hands on all it has: what is gathered and the packets held
+    /// (counted as logged, they go on even when the capture failed).
+    fn send_all(&mut self, sink: &PacketSink) {
+        if self.order.due().is_some() {
+            self.order.release_all(self.gathered.batch(sink));
+        }
+        self.gathered.send(sink);
     }
 
     /// Sizes the `out` group's batches to its rate. Unbatched, each `out`
@@ -368,8 +367,7 @@ impl NflogSource {
     pub fn run(mut self, sink: PacketSink, stop: &Stop) -> Result<SourceEnd, NflogError> {
         let captured = self.capture(&sink, stop);
         if captured.is_err() {
-            // Counted as logged: they go on even when the capture failed.
-            self.gathered.send(&sink);
+            self.send_all(&sink);
         }
         captured?;
         let matched = self.rules.take().map(Rules::remove);
@@ -419,7 +417,7 @@ impl NflogSource {
             drained = self.drain(sink).map(drop);
         }
         // Whatever was gathered goes, even after a failed read.
-        self.gathered.send(sink);
+        self.send_all(sink);
         drained
     }
 
@@ -432,11 +430,14 @@ impl NflogSource {
                 1 => None,
                 _ => Some(OUT_RATE_WINDOW),
             };
-            // Not past the gathered batch's time.
-            let wait = match (wait, self.gathered.due()) {
-                (Some(w), Some(d)) => Some(w.min(d)),
-                (w, d) => w.or(d),
-            };
+            // Not past the gathered batch's time, nor a held packet's.
+            let wait =
+                [self.gathered.due(), self.order.due()]
+                    .into_iter()
+                    .fold(wait, |w, d| match (w, d) {
+                        (Some(w), Some(d)) => Some(w.min(d)),
+                        (w, d) => w.or(d),
+                    });
             if netlink::wait_readable(self.nl.socket(), wait, Some(stop))? == Wait::Stopped {
                 return Ok(());
             }
