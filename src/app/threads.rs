@@ -364,6 +364,19 @@ mod tests {
         sum
     }
 
+    /// The run ended on the writer thread's panic, as failed.
+    fn assert_writer_panicked(done: Finished, stop: &Stop) {
+        let err = done
+            .tally
+            .output_error
+            .expect("a panicking writer is an error");
+        assert!(
+            format!("{err:#}").contains("writer thread panicked"),
+            "{err:#}"
+        );
+        assert_eq!(stop.reason(), Some(StopReason::Failed));
+    }
+
     /// One test, so that no other run's threads share the names measured.
     #[test]
     fn every_stop_path_ends_the_run() {
@@ -371,20 +384,13 @@ mod tests {
         // says so.
         let stop = Stop::new().unwrap();
         let n = Arc::new(AtomicU64::new(0));
-        let err = run_bounded(
+        let done = run_bounded(
             Behaviour::Flood,
             outputs(&n, (Some(5), None), None, &stop),
             plan(&stop, None, None),
         )
-        .unwrap()
-        .tally
-        .output_error
-        .expect("a panicking writer is an error");
-        assert!(
-            format!("{err:#}").contains("writer thread panicked"),
-            "{err:#}"
-        );
-        assert_eq!(stop.reason(), Some(StopReason::Failed));
+        .unwrap();
+        assert_writer_panicked(done, &stop);
 
         // --count stops a flood that never pauses.
         let stop = Stop::new().unwrap();
@@ -443,12 +449,7 @@ mod tests {
             plan(&stop, None, None),
         )
         .unwrap();
-        let err = done.tally.output_error.expect("the panic is an error");
-        assert!(
-            format!("{err:#}").contains("writer thread panicked"),
-            "{err:#}"
-        );
-        assert_eq!(stop.reason(), Some(StopReason::Failed));
+        assert_writer_panicked(done, &stop);
 
         // --count reached, and one of the last rows failed to be written:
         // the failure is still the run's.

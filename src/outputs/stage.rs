@@ -205,15 +205,21 @@ impl Outputs {
         if flow != Flow::Go {
             return flow;
         }
-        self.hand_over();
-        if let Some(w) = &self.writer {
-            w.flush(wait);
-        }
-        let flow = self.writer_failed();
+        let flow = self.flush_rows(wait);
         if flow == Flow::Go && self.watch_stdout && stdout_reader_gone() {
             return self.check(Err(io::ErrorKind::BrokenPipe.into()), "output");
         }
         flow
+    }
+
+    /// Hands the rows taken to the writer thread and has it flush them
+    /// (`wait`: until done); its failure, if it has one.
+    fn flush_rows(&mut self, wait: bool) -> Flow {
+        self.hand_over();
+        if let Some(w) = &self.writer {
+            w.flush(wait);
+        }
+        self.writer_failed()
     }
 
     /// SIGHUP: every file output is flushed and opened again, appending
@@ -275,11 +281,7 @@ impl Stage for Outputs {
         // The writing stopped (--count, a closed output, a failed write):
         // the rows taken before still go out and are flushed (a failure
         // found now is still the run's), then nothing more.
-        self.hand_over();
-        if let Some(w) = &self.writer {
-            w.flush(true);
-        }
-        let last = self.writer_failed();
+        let last = self.flush_rows(true);
         let ended = self.writer.as_mut().map_or(Ok(()), |w| w.end(false));
         let ended = self.check(ended, "output");
         [flow, last, ended]
