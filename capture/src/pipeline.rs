@@ -254,16 +254,19 @@ impl Gathered {
     }
 
     /// After a read: hands the batch on once it is full or `GATHER_FOR` old.
+    /// Nothing gathered (the source held back what it read): no time runs.
     pub fn offer(&mut self, sink: &PacketSink) {
-        if self.full() || self.due() == Some(Duration::ZERO) {
+        if self.batch.as_ref().is_some_and(Batch::is_empty) {
+            self.since = None;
+        } else if self.full() || self.due() == Some(Duration::ZERO) {
             self.send(sink);
         }
     }
 
-    /// Hands on what is gathered.
+    /// Hands on what is gathered (an empty batch stays, for the next).
     pub fn send(&mut self, sink: &PacketSink) {
         self.since = None;
-        if let Some(b) = self.batch.take() {
+        if let Some(b) = self.batch.take_if(|b| !b.is_empty()) {
             sink.send(b);
         }
     }
@@ -365,6 +368,13 @@ mod tests {
         g.batch(&sink).extend(batch(1).iter());
         g.send(&sink);
         assert_eq!(rx.receiver().try_recv().map(|b| b.len()), Ok(1));
+        // A batch taken but left empty starts no time and is not sent.
+        g.hold = Duration::ZERO;
+        g.batch(&sink);
+        g.offer(&sink);
+        assert_eq!(g.due(), None);
+        g.send(&sink);
+        assert!(rx.receiver().try_recv().is_err(), "nothing sent");
     }
 
     #[test]

@@ -24,13 +24,22 @@ pub(super) fn in_timer_hundredths(timeout_ms: u32) -> u32 {
     timeout_ms.div_ceil(10).max(1)
 }
 
-/// How long a packet waits for the other group's packets logged before it
-/// (see `order`): a group's timer (the `in` group's, at least the batched
-/// `out` group's 10 ms) runs from a batch's first packet and fires a jiffy
-/// late at worst (10 ms at HZ=100); twice that covers a busy machine's
-/// wake-up.
-pub(super) fn order_hold(timeout_ms: u32) -> Duration {
-    Duration::from_millis(u64::from(in_timer_hundredths(timeout_ms)) * 20 + 5)
+/// The batched `out` group's timer (under a flood), in 1/100 s.
+pub(super) const OUT_TIMER_HUNDREDTHS: u32 = 1;
+
+/// How long each group's packets wait for the other group's packets
+/// logged before them (see `order`), `[in, out]`: the other group's timer
+/// (the unbatched `out` group's packets are already in the socket), which
+/// runs from its batch's first packet and fires at most a 10 ms step per
+/// hundredth, twice, and 5 ms, for timer interrupts a loaded kernel
+/// serves late. Packets are released only once the socket has been read
+/// empty, so a late wake-up of icmpmon itself does not matter.
+pub(super) fn order_holds(timeout_ms: u32) -> [Duration; 2] {
+    let hold = |hundredths: u32| Duration::from_millis(u64::from(hundredths) * 20 + 5);
+    [
+        hold(OUT_TIMER_HUNDREDTHS),
+        hold(in_timer_hundredths(timeout_ms)),
+    ]
 }
 
 /// A message buffer for a batch of `threshold` packets, within the
@@ -57,7 +66,7 @@ pub(crate) fn out_batch_message(out_group: u16, packets: u32, snaplen: u32) -> V
         out_group,
         vec![
             ConfigNla::QThresh(packets),
-            Timeout::new(u32::from(packets > 1)).into(),
+            Timeout::new(if packets > 1 { OUT_TIMER_HUNDREDTHS } else { 0 }).into(),
             // A batch must fit: the kernel sends when the buffer is full too.
             ConfigNla::NlBufSiz(batch_bytes(packets, snaplen)),
         ],

@@ -22,7 +22,8 @@
 //! The two groups' batches come at their own times, so a packet waits
 //! (`order`) until the other group's packets the hooks logged before it
 //! have come (both groups carry the namespace's global log sequence): an
-//! echo reply goes on after the request it answers, never before.
+//! echo reply goes on after the request it answers, unless the request's
+//! batch was lost or the kernel sent it later than the wait allows.
 //!
 //! Config messages come from `netlink-packet-netfilter`. Packets are parsed
 //! here with `NlasIterator`, as for NFQUEUE: that crate's packet header and

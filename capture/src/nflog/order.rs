@@ -9,8 +9,9 @@
 //! groups stamp each packet with the namespace's global log sequence
 //! (NFULA_SEQ_GLOBAL), the order the hooks logged them in. A packet waits
 //! here until the other group has shown a packet logged after it (each
-//! group's packets come in logged order), or until no packet logged
-//! before it can still come (`hold`: a group's timeout and then some).
+//! group's packets come in logged order), or until the other group's
+//! packets logged before it should have come (its hold: the other group's
+//! timer and then some; see `group::order_holds`), or while too many wait.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -21,6 +22,10 @@ use icmpmon_core::event::RawPacket;
 /// A queue's room is given back once this many of its packets have gone
 /// and they are at least half of what it holds.
 const COMPACT_AT: usize = 256;
+
+/// At most this many packets wait per group (a long `--nflog-timeout`
+/// under a flood one way): beyond, the oldest goes on.
+const MOST_WAITING: usize = 1 << 16;
 
 /// One group's packets waiting, oldest first.
 #[derive(Debug, Default)]
@@ -47,7 +52,10 @@ impl Queue {
         }
         self.gone += 1;
         if self.marks.is_empty() {
-            self.packets.clear();
+            if !self.packets.clear() {
+                // Grown past what is worth keeping (a burst): let it go.
+                self.packets = Batch::default();
+            }
             self.gone = 0;
         } else if self.gone >= COMPACT_AT && self.gone * 2 >= self.packets.len() {
             self.packets.remove_front(self.gone);
@@ -60,7 +68,8 @@ impl Queue {
 #[derive(Debug)]
 pub(super) struct Order {
     queues: [Queue; 2],
-    hold: Duration,
+    /// How long each group's packets wait for the other's.
+    holds: [Duration; 2],
 }
 
 /// Whether global sequence number `a` was given before `b` (the numbers
@@ -70,10 +79,10 @@ fn before(a: u32, b: u32) -> bool {
 }
 
 impl Order {
-    pub(super) fn new(hold: Duration) -> Self {
+    pub(super) fn new(holds: [Duration; 2]) -> Self {
         Self {
             queues: Default::default(),
-            hold,
+            holds,
         }
     }
 
@@ -93,6 +102,9 @@ impl Order {
         let q = &mut self.queues[side & 1];
         q.packets.push(p);
         q.marks.push_back((seq, Instant::now()));
+        if q.marks.len() > MOST_WAITING {
+            q.pop_to(to);
+        }
         self.merge(to);
     }
 
@@ -111,8 +123,7 @@ impl Order {
 
     /// The packets no packet of the other group can come before any more.
     pub(super) fn release_due(&mut self, to: &mut Batch) {
-        let hold = self.hold;
-        for q in &mut self.queues {
+        for (q, &hold) in self.queues.iter_mut().zip(&self.holds) {
             while q.front().is_some_and(|(_, at)| at.elapsed() >= hold) {
                 q.pop_to(to);
             }
@@ -134,8 +145,8 @@ impl Order {
     pub(super) fn due(&self) -> Option<Duration> {
         self.queues
             .iter()
-            .filter_map(Queue::front)
-            .map(|(_, at)| self.hold.saturating_sub(at.elapsed()))
+            .zip(&self.holds)
+            .filter_map(|(q, hold)| Some(hold.saturating_sub(q.front()?.1.elapsed())))
             .min()
     }
 }
@@ -166,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_reply_sent_goes_after_the_request_it_answers() {
-        let mut o = Order::new(Duration::from_secs(60));
+        let mut o = Order::new([Duration::from_secs(60); 2]);
         let mut to = Batch::default();
         // Logged: request in (10), reply out (11), next request in (12);
         // the reply comes first, the `in` batch later.
@@ -188,7 +199,7 @@ mod tests {
     /// (`in`) may come before the requests (`out`).
     #[test]
     fn a_reply_received_goes_after_the_request_sent() {
-        let mut o = Order::new(Duration::from_secs(60));
+        let mut o = Order::new([Duration::from_secs(60); 2]);
         let mut to = Batch::default();
         o.push(IN, packet(&[2]), Some(2), &mut to);
         o.push(IN, packet(&[4]), Some(4), &mut to);
@@ -201,14 +212,14 @@ mod tests {
 
     #[test]
     fn packets_go_when_due_and_at_the_end() {
-        let mut o = Order::new(Duration::ZERO);
+        let mut o = Order::new([Duration::ZERO; 2]);
         let mut to = Batch::default();
         o.push(OUT, packet(&[1]), Some(1), &mut to);
         o.push(OUT, packet(&[2]), Some(2), &mut to);
         assert_eq!(o.due(), Some(Duration::ZERO));
         o.release_due(&mut to);
         assert_eq!(tags(&to), [1, 2]);
-        let mut o = Order::new(Duration::from_secs(60));
+        let mut o = Order::new([Duration::from_secs(60); 2]);
         o.push(IN, packet(&[3]), Some(3), &mut to);
         o.release_due(&mut to);
         assert_eq!(tags(&to), [1, 2], "not yet due");
@@ -219,12 +230,34 @@ mod tests {
         assert_eq!(tags(&to), [1, 2, 3, 4]);
     }
 
+    /// Each group waits as long as the other may be late; and never with
+    /// more than `MOST_WAITING` packets.
+    #[test]
+    fn each_group_has_its_hold_and_a_bound() {
+        let mut o = Order::new([Duration::ZERO, Duration::from_secs(60)]);
+        let mut to = Batch::default();
+        o.push(OUT, packet(&[1]), Some(1), &mut to);
+        o.release_due(&mut to);
+        assert!(to.is_empty(), "out waits for in");
+        o.release_all(&mut to);
+        o.push(IN, packet(&[2]), Some(2), &mut to);
+        o.release_due(&mut to);
+        assert_eq!(tags(&to), [1, 2], "in is due at once");
+        let mut o = Order::new([Duration::from_secs(60); 2]);
+        let mut to = Batch::default();
+        for s in 0..MOST_WAITING as u32 + 3 {
+            o.push(IN, packet(&[s as u8]), Some(s), &mut to);
+        }
+        assert_eq!(to.len(), 3, "the oldest beyond the bound go on");
+        assert_eq!(o.queues[IN].marks.len(), MOST_WAITING);
+    }
+
     #[test]
     fn numbers_wrap() {
         assert!(before(u32::MAX, 0));
         assert!(!before(0, u32::MAX));
         assert!(!before(5, 5));
-        let mut o = Order::new(Duration::from_secs(60));
+        let mut o = Order::new([Duration::from_secs(60); 2]);
         let mut to = Batch::default();
         o.push(IN, packet(&[2]), Some(1), &mut to);
         o.push(OUT, packet(&[1]), Some(u32::MAX), &mut to);
@@ -238,7 +271,7 @@ mod tests {
     /// logged order.
     #[test]
     fn a_steady_flood_keeps_its_order_in_bounded_room() {
-        let mut o = Order::new(Duration::from_secs(60));
+        let mut o = Order::new([Duration::from_secs(60); 2]);
         let mut to = Batch::default();
         let mut seq = 1000u32;
         let mut most = 0;

@@ -23,7 +23,7 @@ use crate::rules::{self, Answer, Handoff, Ledger, Privileged, Request, Rules, Ta
 use icmpmon_core::event::Direction;
 
 use super::group::{
-    batch_bytes, in_timer_hundredths, order_hold, out_batch_message, out_threshold,
+    batch_bytes, in_timer_hundredths, order_holds, out_batch_message, out_threshold,
 };
 use super::order::Order;
 use super::packet::{count_gap, parse_packet, MSG_PACKET};
@@ -132,7 +132,7 @@ impl NflogSource {
             window: Instant::now(),
             privileged: None,
             gathered: Gathered::default(),
-            order: Order::new(order_hold(opts.timeout_ms)),
+            order: Order::new(order_holds(opts.timeout_ms)),
         };
         let group = match opts.group {
             Some(g) => {
@@ -263,7 +263,12 @@ impl NflogSource {
     /// it took.
     fn drain(&mut self, sink: &PacketSink) -> Result<usize, NflogError> {
         let mut n = 0;
-        while let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? {
+        let mut emptied = false;
+        loop {
+            let Some(datagram) = self.nl.try_recv(&self.counters.socket_overruns)? else {
+                emptied = true;
+                break;
+            };
             let batch = self.gathered.batch(sink);
             let received_ns = icmpmon_core::event::now_ns();
             for bytes in netlink::datagram_messages(datagram) {
@@ -284,6 +289,8 @@ impl NflogSource {
                 if logged.packet.direction == Direction::Out {
                     self.out_seen += 1;
                 }
+                // 0: the `in` group, 1: `out` (no other group's messages
+                // come to this socket).
                 let side = usize::from(logged.group != self.group);
                 self.order
                     .push(side, logged.packet, logged.global_seq, batch);
@@ -294,10 +301,15 @@ impl NflogSource {
             }
         }
         self.counters.packets.fetch_add(n as u64, Relaxed);
-        if self.order.due() == Some(Duration::ZERO) {
+        // Packets whose hold is over go only once the socket has been read
+        // empty (the other group's earlier packets may still be in it),
+        // and at once: they have waited.
+        if emptied && self.order.due() == Some(Duration::ZERO) {
             self.order.release_due(self.gathered.batch(sink));
+            self.gathered.send(sink);
+        } else {
+            self.gathered.offer(sink);
         }
-        self.gathered.offer(sink);
         Ok(n)
     }
 
@@ -425,19 +437,13 @@ impl NflogSource {
     fn capture(&mut self, sink: &PacketSink, stop: &Stop) -> Result<(), NflogError> {
         loop {
             // Batched, the rate is checked again within a window (a burst
-            // that ends must not leave the group batched).
-            let wait = match self.out_batch {
-                1 => None,
-                _ => Some(OUT_RATE_WINDOW),
-            };
-            // Not past the gathered batch's time, nor a held packet's.
-            let wait =
-                [self.gathered.due(), self.order.due()]
-                    .into_iter()
-                    .fold(wait, |w, d| match (w, d) {
-                        (Some(w), Some(d)) => Some(w.min(d)),
-                        (w, d) => w.or(d),
-                    });
+            // that ends must not leave the group batched); and not past the
+            // gathered batch's time, nor a held packet's.
+            let rate = (self.out_batch > 1).then_some(OUT_RATE_WINDOW);
+            let wait = [rate, self.gathered.due(), self.order.due()]
+                .into_iter()
+                .flatten()
+                .min();
             if netlink::wait_readable(self.nl.socket(), wait, Some(stop))? == Wait::Stopped {
                 return Ok(());
             }
