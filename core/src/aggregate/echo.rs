@@ -133,6 +133,26 @@ pub struct PeerStats {
     pub groups: GroupPair,
 }
 
+impl PeerStats {
+    /// Makes this a new pair's (numbered `serial`, first seen at
+    /// `first_ns`), keeping what the last pair in its slot allocated.
+    fn start(&mut self, serial: u64, first_ns: u64, groups: GroupPair) {
+        // Every field named: a new one must be started here too.
+        let PeerStats {
+            counts,
+            serial: s,
+            first_ns: f,
+            last_ns,
+            last_at,
+            rtt,
+            groups: g,
+        } = self;
+        *counts = PeerCounts::default();
+        (*s, *f, *last_ns, *last_at, *g) = (serial, first_ns, 0, 0, groups);
+        rtt.clear();
+    }
+}
+
 /// The echo counters and RTT samples of pairs pushed out of the table, by
 /// group pair: with the table's pairs, every group pair's total.
 #[derive(Debug, Clone, Default)]
@@ -219,22 +239,18 @@ impl EchoTracker {
     /// The pair's slot, the pair made the most recently used (entered,
     /// pushing the least recently used out, if new).
     fn peer(&mut self, key: PeerKey, ts_ns: u64, at: u64) -> u32 {
-        let next = self.serials + 1;
-        let (slot, gone) = self.peers.slot_or_insert(key, || PeerStats {
-            serial: next,
-            first_ns: ts_ns,
-            groups: self.groups.pair(key.requester, key.responder),
-            ..PeerStats::default()
-        });
-        if let Some((_, gone)) = gone {
-            self.totals.peers_evicted += 1;
-            let d = self.departed.entry(gone.groups).or_default();
+        let (totals, departed) = (&mut self.totals, &mut self.departed);
+        let (slot, new) = self.peers.slot_or_insert(key, |_, gone| {
+            totals.peers_evicted += 1;
+            let d = departed.entry(gone.groups).or_default();
             d.counts.add(&gone.counts);
             d.rtt.merge(gone.rtt.histogram());
-        }
+        });
         let p = self.peers.at_mut(slot);
-        if p.serial == next {
-            self.serials = next;
+        if new {
+            self.serials += 1;
+            let groups = self.groups.pair(key.requester, key.responder);
+            p.start(self.serials, ts_ns, groups);
         }
         p.last_ns = p.last_ns.max(ts_ns);
         p.last_at = p.last_at.max(at);

@@ -78,6 +78,20 @@ pub struct RttSummary {
 }
 
 impl RttStats {
+    /// Back to no sample, keeping the history's room.
+    pub(super) fn clear(&mut self) {
+        let RttStats {
+            hist,
+            min_us,
+            max_us,
+            jitter_us,
+            last_us,
+            history,
+        } = self;
+        (*hist, *min_us, *max_us, *jitter_us, *last_us) = Default::default();
+        history.clear();
+    }
+
     pub fn add(&mut self, us: u64) {
         if self.hist.count == 0 {
             self.min_us = us;

@@ -72,43 +72,46 @@ impl<K: Hash + Eq + Copy, V> SlabLru<K, V> {
         self.head = s;
     }
 
-    /// The slot of `key`, made the most recently used; `make` fills a new
-    /// one, and the entry it pushed out of a full table comes back with it.
-    pub(super) fn slot_or_insert(
-        &mut self,
-        key: K,
-        make: impl FnOnce() -> V,
-    ) -> (u32, Option<(K, V)>) {
+    /// The slot of `key`, made the most recently used, and whether the
+    /// key is new there. A new key takes a fresh slot (`V::default()`)
+    /// while there is room, else the least recently used key's: `gone` is
+    /// handed that key and its value first, to fold it away. The value
+    /// stays in the slot for the caller to start again for the new key,
+    /// keeping what it allocated: a churn of keys (a spoofed flood)
+    /// allocates and frees nothing.
+    pub(super) fn slot_or_insert(&mut self, key: K, gone: impl FnOnce(K, &mut V)) -> (u32, bool)
+    where
+        V: Default,
+    {
         if let Some(&s) = self.index.get(&key) {
             if s != self.head {
                 self.unlink(s);
                 self.link_front(s);
             }
-            return (s, None);
+            return (s, false);
         }
-        let value = make();
         if self.entries.len() < self.cap {
             let s = self.entries.len() as u32;
             self.entries.push(Entry {
                 key,
-                value,
+                value: V::default(),
                 prev: NIL,
                 next: NIL,
             });
             self.index.insert(key, s);
             self.link_front(s);
-            return (s, None);
+            return (s, true);
         }
         // Full: the least recently used entry gives its slot.
         let s = self.tail;
         self.unlink(s);
         let e = &mut self.entries[s as usize];
         let old_key = std::mem::replace(&mut e.key, key);
-        let old_value = std::mem::replace(&mut e.value, value);
+        gone(old_key, &mut e.value);
         self.index.remove(&old_key);
         self.index.insert(key, s);
         self.link_front(s);
-        (s, Some((old_key, old_value)))
+        (s, true)
     }
 
     /// The entry in slot `s` (a slot from `slot_or_insert`; it may hold
@@ -158,14 +161,22 @@ mod tests {
     fn pushes_out_the_least_recently_used() {
         let mut t = SlabLru::new(3);
         for k in [1, 2, 3] {
-            assert_eq!(t.slot_or_insert(k, || k * 10).1, None);
+            let (s, new) = t.slot_or_insert(k, |_, _| unreachable!());
+            assert!(new);
+            *t.at_mut(s) = k * 10;
         }
         // 1 is used again: 2 is now the oldest.
-        let (s1, _) = t.slot_or_insert(1, || unreachable!());
+        let (s1, new) = t.slot_or_insert(1, |_, _| unreachable!());
+        assert!(!new);
         assert_eq!(*t.at_mut(s1), 10);
         assert_eq!(order(&t), [1, 3, 2]);
-        let (s4, gone) = t.slot_or_insert(4, || 40);
+        let mut gone = None;
+        let (s4, new) = t.slot_or_insert(4, |k, v| gone = Some((k, *v)));
+        assert!(new);
         assert_eq!(gone, Some((2, 20)));
+        // The value stays for the caller to start again.
+        assert_eq!(*t.at_mut(s4), 20);
+        *t.at_mut(s4) = 40;
         assert_eq!(order(&t), [4, 1, 3]);
         assert_eq!(t.peek(&2), None);
         assert_eq!(t.peek(&4), Some(&40));
@@ -174,7 +185,9 @@ mod tests {
         assert_eq!(t.len(), 3);
         // `peek` leaves the order alone.
         t.peek(&3);
-        assert_eq!(t.slot_or_insert(5, || 50).1, Some((3, 30)));
+        let mut gone = None;
+        t.slot_or_insert(5, |k, v| gone = Some((k, *v)));
+        assert_eq!(gone, Some((3, 30)));
     }
 
     proptest::proptest! {
@@ -184,7 +197,11 @@ mod tests {
             let mut t = SlabLru::new(cap);
             let mut model: Vec<u32> = Vec::new();
             for k in keys {
-                let (s, gone) = t.slot_or_insert(k, || k + 100);
+                let mut gone = None;
+                let (s, new) = t.slot_or_insert(k, |k, v| gone = Some((k, *v)));
+                if new {
+                    *t.at_mut(s) = k + 100;
+                }
                 proptest::prop_assert_eq!(*t.at_mut(s), k + 100);
                 let expect_gone = match model.iter().position(|&m| m == k) {
                     Some(i) => { model.remove(i); None }
