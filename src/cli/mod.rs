@@ -328,8 +328,8 @@ pub struct RunArgs {
     pub nflog_threshold: u32,
     /// Longest wait of a partial NFLOG batch, in ms (the kernel counts in
     /// 10 ms steps; incoming packets keep the kernel's timestamp). Rows of
-    /// outgoing packets wait up to twice this, plus 5 ms, for the incoming
-    /// packets logged before them.
+    /// outgoing packets wait up to twice this (in those steps), plus 5 ms,
+    /// for the incoming packets logged before them.
     #[arg(long, value_name = "MS", default_value_t = icmpmon_capture::nflog::TIMEOUT_MS_DEFAULT,
           value_parser = clap::value_parser!(u32).range(10..=10_000), help_heading = "NFLOG")]
     pub nflog_timeout: u32,

@@ -20,7 +20,8 @@ use icmpmon_core::batch::Batch;
 use icmpmon_core::event::RawPacket;
 
 /// A queue's room is given back once this many of its packets have gone
-/// and they are at least half of what it holds.
+/// and they are at least a fifth of what it holds (so a queue at its
+/// bound holds at most a quarter more).
 const COMPACT_AT: usize = 256;
 
 /// At most this many packets wait per group (a long `--nflog-timeout`
@@ -57,7 +58,7 @@ impl Queue {
                 self.packets = Batch::default();
             }
             self.gone = 0;
-        } else if self.gone >= COMPACT_AT && self.gone * 2 >= self.packets.len() {
+        } else if self.gone >= COMPACT_AT && self.gone * 4 >= self.marks.len() {
             self.packets.remove_front(self.gone);
             self.gone = 0;
         }
@@ -295,6 +296,6 @@ mod tests {
             .collect();
         assert_eq!(got.len(), 4000);
         assert!(got.windows(2).all(|w| w[0] < w[1]), "in logged order");
-        assert!(most <= 2 * COMPACT_AT + 20, "held {most}");
+        assert!(most <= COMPACT_AT + 20, "held {most}");
     }
 }

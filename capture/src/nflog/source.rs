@@ -1,6 +1,5 @@
 //! The NFLOG source: binds its pair of log groups, installs its rules,
-//! reads the groups' messages and ends cleanly (how, and why two groups:
-//! the module's documentation).
+//! reads the groups' messages and ends cleanly (see the module's docs).
 
 use crate::source::{CaptureError, Counters, Source, SourceEnd};
 use std::io;
@@ -30,6 +29,8 @@ use super::packet::{count_gap, parse_packet, MSG_PACKET};
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the `out` rate is measured.
 const OUT_RATE_WINDOW: Duration = Duration::from_millis(100);
+/// Packets taken in one read of the socket, at most (and a message).
+const READ_AT_MOST: usize = 4096;
 /// Groups tried, two at a time from the default, when none is asked for.
 const GROUP_TRIES: u16 = 64;
 
@@ -296,7 +297,8 @@ impl NflogSource {
                     .push(side, logged.packet, logged.global_seq, batch);
                 n += 1;
             }
-            if self.gathered.full() {
+            // Full, or much read (held back): the stop is checked between.
+            if self.gathered.full() || n >= READ_AT_MOST {
                 break;
             }
         }

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::event::{kind_name, Family, Quoted};
 
@@ -80,13 +81,18 @@ pub fn is_error(family: Family, icmp_type: u8) -> bool {
 }
 
 /// Error counts by kind, a handful of kinds at most per row.
+/// Held inline: a new flow or reporter (a flood of errors from many
+/// sources) allocates nothing.
 #[derive(Debug, Clone, Default)]
-pub struct KindCounts(Vec<((Family, u8, u8), u64)>);
+pub struct KindCounts(SmallVec<[(Kind, u64); KINDS_PER_ROW]>);
+
+/// An error's family, type and code.
+type Kind = (Family, u8, u8);
 
 const KINDS_PER_ROW: usize = 6;
 
 impl KindCounts {
-    pub(crate) fn add(&mut self, k: (Family, u8, u8)) {
+    pub(crate) fn add(&mut self, k: Kind) {
         if let Some(e) = self.0.iter_mut().find(|(x, _)| *x == k) {
             e.1 += 1;
         } else if self.0.len() < KINDS_PER_ROW {
@@ -97,7 +103,7 @@ impl KindCounts {
     /// The kinds by name; a name both families have (port-unreachable)
     /// says which it is.
     pub fn named(&self) -> Vec<(Cow<'static, str>, u64)> {
-        let name = |&(f, t, c): &(Family, u8, u8)| kind_name(f, t, c);
+        let name = |&(f, t, c): &Kind| kind_name(f, t, c);
         let mut v: Vec<_> = self
             .0
             .iter()

@@ -105,12 +105,12 @@ impl<K: Hash + Eq + Copy, V> SlabLru<K, V> {
         // Full: the least recently used entry gives its slot.
         let s = self.tail;
         self.unlink(s);
-        let e = &mut self.entries[s as usize];
-        let old_key = std::mem::replace(&mut e.key, key);
-        gone(old_key, &mut e.value);
+        let old_key = std::mem::replace(&mut self.entries[s as usize].key, key);
         self.index.remove(&old_key);
         self.index.insert(key, s);
         self.link_front(s);
+        // The table is whole again before the caller's code runs.
+        gone(old_key, &mut self.entries[s as usize].value);
         (s, true)
     }
 
