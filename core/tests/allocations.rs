@@ -2,26 +2,29 @@
 //! full: a flood of echo exchanges and of port unreachables, each from a
 //! new source (spoofed, or a scan's answers), pushes a pair out of the
 //! peer table per request and a reporter and a flow out of the error
-//! tables per error. Counted by a global allocator of this test binary
-//! (one test: nothing else runs beside it).
+//! tables per error; oversized echo requests from one source (`ping -s
+//! 1500 -f`) keep its flag raised. Counted by a global allocator of this
+//! test binary (one test: nothing else runs beside it).
 
 use std::alloc::System;
 use std::net::IpAddr;
 
-use icmpmon_core::aggregate::{Aggregator, Config};
+use icmpmon_core::aggregate::{Aggregator, Config, FlagKind};
 use icmpmon_core::event::{Direction, Echo, Family, IcmpEvent, Quoted};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Message `i`, 5 µs apart (all within one second: no per-second flag is
-/// formatted): an echo request from a new source to this host, its reply
-/// 100 µs later, or a port unreachable about this host's UDP probe from
-/// another new source.
+/// Message `i`, 5 µs apart (all within one second: a per-second flag is
+/// raised once, in the warm-up): an echo request from a new source to this
+/// host, its reply 100 µs later, a port unreachable about this host's UDP
+/// probe from another new source, or an oversized echo request from one
+/// source.
 fn message(i: u32) -> IcmpEvent {
     let me = IpAddr::from([10, 0, 0, 1]);
-    let n = i / 3;
+    let big = IpAddr::from([10, 9, 9, 9]);
+    let n = i / 4;
     let new = |base: u32| {
         IpAddr::from(
             base.wrapping_add(n.wrapping_mul(2_654_435_761))
@@ -30,10 +33,11 @@ fn message(i: u32) -> IcmpEvent {
     };
     let ts_ns = 1_000_000_000_000 + u64::from(i) * 5_000;
     let (peer, reporter) = (new(0x2000_0000), new(0x6000_0000));
-    let (direction, src, dst, icmp_type, icmp_code, ts_ns) = match i % 3 {
+    let (direction, src, dst, icmp_type, icmp_code, ts_ns) = match i % 4 {
         0 => (Direction::In, peer, me, 8, 0, ts_ns),
         1 => (Direction::Out, me, peer, 0, 0, ts_ns + 100_000),
-        _ => (Direction::In, reporter, me, 3, 3, ts_ns),
+        2 => (Direction::In, reporter, me, 3, 3, ts_ns),
+        _ => (Direction::In, big, me, 8, 0, ts_ns),
     };
     IcmpEvent {
         drop: None,
@@ -51,7 +55,7 @@ fn message(i: u32) -> IcmpEvent {
         echo: (icmp_type != 3).then_some(Echo {
             id: 7,
             seq: n as u16,
-            payload_len: 56,
+            payload_len: if src == big { 1500 } else { 56 },
             payload_digest: 0x1234,
         }),
         quoted: (icmp_type == 3).then_some(Quoted {
@@ -86,7 +90,7 @@ fn a_churn_of_sources_allocates_nothing_per_event() {
     let warm = 60_000;
     for i in 0..warm {
         let rtt = agg.ingest(&message(i)).rtt_us;
-        assert_eq!(rtt.is_some(), i % 3 == 1, "message {i}");
+        assert_eq!(rtt.is_some(), i % 4 == 1, "message {i}");
     }
     let (echo, errs) = (agg.echo_totals(), errors(&agg));
     let region = Region::new(GLOBAL);
@@ -99,9 +103,14 @@ fn a_churn_of_sources_allocates_nothing_per_event() {
     // The churn took place: a pair pushed out per request, every request
     // answered, every error counted.
     let after = agg.echo_totals();
-    let n = u64::from(events / 3);
+    let n = u64::from(events / 4);
     assert_eq!(after.peers_evicted - echo.peers_evicted, n);
     assert_eq!(after.answered - echo.answered, n);
     assert_eq!(errors(&agg) - errs, n);
+    let oversized = agg
+        .active_flags()
+        .into_iter()
+        .find(|(kind, _)| *kind == FlagKind::OversizedEcho);
+    assert_eq!(oversized, Some((FlagKind::OversizedEcho, 1)));
     assert_eq!(allocated, 0, "{allocated} allocations in {events} events");
 }

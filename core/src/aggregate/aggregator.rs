@@ -13,7 +13,7 @@ use foldhash::fast::RandomState;
 use foldhash::HashMap;
 use lru::LruCache;
 
-use super::anomaly::{Anomalies, Flag, FlagKind, Thresholds, When};
+use super::anomaly::{Anomalies, Flag, FlagKind, Subject, Thresholds, When};
 use super::drops::DropTracker;
 use super::echo::{Departed, EchoTotals, EchoTracker, PeerKey, PeerStats};
 use super::errors::ErrorTracker;
@@ -463,7 +463,8 @@ impl Aggregator {
             };
             if let Some((flag, detail)) = self.kernel.why(silence) {
                 let when = When::new(ts, self.clock_ns);
-                self.anomalies.raise(flag, subject.into(), when, detail);
+                let subject = Subject::Named(subject);
+                self.anomalies.raise(flag, subject, when, |d| *d = detail);
             }
         }
     }

@@ -4,6 +4,7 @@
 //! A flag is raised once (one alert) and stays active while it keeps
 //! triggering; after `QUIET` without a trigger it may be raised again.
 
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 
@@ -22,6 +23,27 @@ const TRACKED: usize = 64;
 /// New alerts per second of event time; more are counted, not written
 /// (a spoofed flood would otherwise write one alert per source).
 const ALERTS_PER_SECOND: u64 = 100;
+
+/// What a flag is about, as flags are found: its text is written only
+/// when the flag is raised anew, not for each trigger of an active one
+/// (an oversized echo flood from one source formats nothing per packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Subject {
+    Host(IpAddr),
+    /// Requester → responder.
+    Pair(IpAddr, IpAddr),
+    Named(&'static str),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Host(a) => write!(f, "{a}"),
+            Subject::Pair(a, b) => write!(f, "{a} → {b}"),
+            Subject::Named(s) => f.write_str(s),
+        }
+    }
+}
 
 /// Whether a per-second count has just gone past `threshold` (is one
 /// more): each flag is raised once per subject and second. No overflow,
@@ -134,7 +156,7 @@ pub struct Anomalies {
     echo_sources: SpaceSaving<Addr>,
     probers: SpaceSaving<Addr>,
     unreachables: u64,
-    flags: LruCache<(FlagKind, String), Flag, RandomState>,
+    flags: LruCache<(FlagKind, Subject), Flag, RandomState>,
     /// Flags raised since the last `take_alerts`.
     alerts: Vec<Flag>,
     alerts_this_second: u64,
@@ -172,25 +194,36 @@ impl Anomalies {
         }
     }
 
-    pub(crate) fn raise(&mut self, flag: FlagKind, subject: String, when: When, detail: String) {
+    /// `detail` writes the trigger's detail (into the active flag's own
+    /// text, which it replaces).
+    pub(crate) fn raise(
+        &mut self,
+        flag: FlagKind,
+        subject: Subject,
+        when: When,
+        detail: impl FnOnce(&mut String),
+    ) {
         let key = (flag, subject);
         if let Some(f) = self.flags.get_mut(&key) {
             if when.at.saturating_sub(f.last_at) < QUIET_NS {
                 f.last_ns = f.last_ns.max(when.ts_ns);
                 f.last_at = f.last_at.max(when.at);
                 f.count += 1;
-                f.detail = detail;
+                f.detail.clear();
+                detail(&mut f.detail);
                 return;
             }
         }
+        let mut text = String::new();
+        detail(&mut text);
         let f = Flag {
             flag,
-            subject: key.1.clone(),
+            subject: subject.to_string(),
             first_ns: when.ts_ns,
             last_ns: when.ts_ns,
             last_at: when.at,
             count: 1,
-            detail,
+            detail: text,
         };
         self.raised += 1;
         self.roll(when.at);
@@ -210,43 +243,38 @@ impl Anomalies {
         // Raise when the guaranteed count crosses the threshold: once per
         // source and second.
         if just_crossed(c.count - c.error, t) {
-            self.raise(
-                FlagKind::EchoFlood,
-                src.to_string(),
-                when,
-                format!("more than {t} echo requests within one second"),
-            );
+            self.raise(FlagKind::EchoFlood, Subject::Host(src), when, |d| {
+                let _ = write!(d, "more than {t} echo requests within one second");
+            });
         }
-        if payload_len > self.thresholds.oversize_bytes {
-            self.raise(
-                FlagKind::OversizedEcho,
-                src.to_string(),
-                when,
-                format!(
-                    "echo request with {payload_len} data bytes (> {})",
-                    self.thresholds.oversize_bytes
-                ),
-            );
+        let most = self.thresholds.oversize_bytes;
+        if payload_len > most {
+            self.raise(FlagKind::OversizedEcho, Subject::Host(src), when, |d| {
+                let _ = write!(d, "echo request with {payload_len} data bytes (> {most})");
+            });
         }
     }
 
     pub fn payload_mismatch(&mut self, requester: IpAddr, responder: IpAddr, when: When) {
         self.raise(
             FlagKind::PayloadMismatch,
-            format!("{requester} → {responder}"),
+            Subject::Pair(requester, responder),
             when,
-            "echo reply data differs from its request's (tunnel or rewriting middlebox?)".into(),
+            |d| {
+                d.push_str(
+                    "echo reply data differs from its request's (tunnel or rewriting middlebox?)",
+                )
+            },
         );
     }
 
     pub fn redirect(&mut self, reporter: IpAddr, gateway: Option<IpAddr>, when: When) {
-        let gw = gateway.map_or_else(|| "?".into(), |g| g.to_string());
-        self.raise(
-            FlagKind::Redirect,
-            reporter.to_string(),
-            when,
-            format!("redirect to gateway {gw}"),
-        );
+        self.raise(FlagKind::Redirect, Subject::Host(reporter), when, |d| {
+            let _ = match gateway {
+                Some(g) => write!(d, "redirect to gateway {g}"),
+                None => write!(d, "redirect to gateway ?"),
+            };
+        });
     }
 
     pub fn unreachable(&mut self, when: When) {
@@ -256,9 +284,14 @@ impl Anomalies {
         if just_crossed(self.unreachables, t) {
             self.raise(
                 FlagKind::UnreachableStorm,
-                "all".into(),
+                Subject::Named("all"),
                 when,
-                format!("more than {t} destination-unreachable messages within one second"),
+                |d| {
+                    let _ = write!(
+                        d,
+                        "more than {t} destination-unreachable messages within one second"
+                    );
+                },
             );
         }
     }
@@ -269,12 +302,9 @@ impl Anomalies {
         let c = self.probers.add(Addr(prober));
         let t = self.thresholds.ttl_exceeded_pps;
         if just_crossed(c.count - c.error, t) {
-            self.raise(
-                FlagKind::TracerouteSeen,
-                prober.to_string(),
-                when,
-                format!("more than {t} time-exceeded replies within one second"),
-            );
+            self.raise(FlagKind::TracerouteSeen, Subject::Host(prober), when, |d| {
+                let _ = write!(d, "more than {t} time-exceeded replies within one second");
+            });
         }
     }
 
